@@ -1,0 +1,64 @@
+/**
+ * Perplexity over fixed, non-overlapping windows (PROTOCOL.md §3-4; the official SliceGPT
+ * `evaluate_ppl` when all windows have the same length):
+ *   for each window w of S tokens and each t in 0..S-2,
+ *     nll(w, t) = logsumexp(logits[t]) - logits[t][w[t+1]]        (float64, full vocabulary)
+ *   ppl = exp(sum of all nll / (windows * (S - 1)))
+ */
+import type { LlamaSession } from '../runtime/llama-session.js';
+
+export interface PerplexityResult {
+  perplexity: number;
+  /** Mean negative log-likelihood in nats per predicted token. */
+  meanNll: number;
+  /** Predicted tokens: windows * (seqLen - 1). */
+  tokens: number;
+  windows: number;
+  seqLen: number;
+}
+
+/**
+ * Cuts `stream[i*seqLen : (i+1)*seqLen]` for i = 0..count-1 (PROTOCOL.md §3).
+ * @throws RangeError when the stream holds fewer than count * seqLen tokens (the message gives both).
+ */
+export function cutWindows(stream: readonly number[], seqLen: number, count: number, what = 'the token stream'): number[][] {
+  if (!Number.isInteger(seqLen) || seqLen < 2) throw new RangeError(`seq-len must be an integer >= 2, got ${seqLen}`);
+  if (!Number.isInteger(count) || count < 1) throw new RangeError(`windows must be an integer >= 1, got ${count}`);
+  if (stream.length < seqLen * count) {
+    throw new RangeError(`${what} has ${stream.length} tokens; ${count} windows of ${seqLen} need ${seqLen * count}`);
+  }
+  return Array.from({ length: count }, (_, i) => stream.slice(i * seqLen, (i + 1) * seqLen));
+}
+
+/**
+ * Perplexity of `windows` under a session built with `logits: 'all'`.
+ * @param windows equal-length token windows, each fed as-is with positions 0..S-1.
+ * @param batchSize windows per forward pass.
+ * @param onProgress called with (windows done, total).
+ */
+export async function perplexity(session: LlamaSession, windows: readonly number[][], batchSize = 8, onProgress?: (done: number, total: number) => void): Promise<PerplexityResult> {
+  if (session.logitsMode !== 'all') throw new Error('perplexity needs a session built with logits: "all"');
+  const seqLen = windows[0].length;
+  const V = session.vocabSize;
+  let total = 0;
+  let count = 0;
+  for (let start = 0; start < windows.length; start += batchSize) {
+    const batch = windows.slice(start, start + batchSize);
+    const out = await session.step(batch.map((w) => ({ cache: session.newCache(), tokens: w })));
+    batch.forEach((w, b) => {
+      const logits = out[b];
+      for (let t = 0; t < seqLen - 1; t++) {
+        const row = t * V;
+        let max = -Infinity;
+        for (let v = 0; v < V; v++) if (logits[row + v] > max) max = logits[row + v];
+        let sum = 0;
+        for (let v = 0; v < V; v++) sum += Math.exp(logits[row + v] - max);
+        total += max + Math.log(sum) - logits[row + w[t + 1]];
+        count += 1;
+      }
+    });
+    onProgress?.(Math.min(start + batchSize, windows.length), windows.length);
+  }
+  const meanNll = total / count;
+  return { perplexity: Math.exp(meanNll), meanNll, tokens: count, windows: windows.length, seqLen };
+}

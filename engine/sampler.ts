@@ -1,0 +1,152 @@
+/**
+ * Token sampling from logits: penalties, temperature, top-k, top-p, seeded randomness.
+ *
+ * Order of operations (as in vLLM / Hugging Face `generate`):
+ *   1. logit_bias is added;
+ *   2. presence and frequency penalties (OpenAI API definition:
+ *      `logit[j] -= frequency_penalty * count[j] + presence_penalty * (count[j] > 0)`),
+ *      counted over the generated tokens;
+ *   3. temperature 0 -> greedy argmax (lowest id on ties); otherwise logits / temperature;
+ *   4. top-k, then top-p (nucleus: the smallest set of most likely tokens whose probability
+ *      sums to >= top_p; Holtzman et al. 2020), renormalised;
+ *   5. one draw from a seeded PRNG.
+ * The returned logprob is log-softmax of the penalised logits at temperature 1 (before top-k /
+ * top-p), which is what OpenAI-compatible servers report.
+ */
+
+export interface SamplingParams {
+  /** 0 = greedy. */
+  temperature: number;
+  /** Nucleus mass in (0, 1]; 1 disables. */
+  topP: number;
+  /** Keep the k most likely tokens; 0 or negative disables. */
+  topK: number;
+  /** Seed for reproducible sampling; random when undefined. */
+  seed?: number;
+  presencePenalty: number;
+  frequencyPenalty: number;
+  /** Token id -> additive bias. */
+  logitBias?: Record<number, number>;
+}
+
+export const DEFAULT_SAMPLING: SamplingParams = { temperature: 1, topP: 1, topK: 0, presencePenalty: 0, frequencyPenalty: 0 };
+
+export interface SampledToken {
+  token: number;
+  /** Natural log of the token's probability (see module doc). */
+  logprob: number;
+}
+
+/** A seeded PRNG (sfc32), floats in [0, 1). */
+export function seededRandom(seed: number): () => number {
+  let a = 0x9e3779b9 ^ seed;
+  let b = 0x243f6a88 ^ Math.floor(seed / 4294967296);
+  let c = 0xb7e15162;
+  let d = 1;
+  const next = (): number => {
+    a >>>= 0;
+    b >>>= 0;
+    c >>>= 0;
+    d >>>= 0;
+    const t = (a + b + d) >>> 0;
+    d = (d + 1) >>> 0;
+    a = b ^ (b >>> 9);
+    b = (c + (c << 3)) >>> 0;
+    c = (c << 21) | (c >>> 11);
+    c = (c + t) >>> 0;
+    return t / 4294967296;
+  };
+  for (let i = 0; i < 12; i++) next();
+  return next;
+}
+
+/** log-softmax of `x` in float64. */
+export function logSoftmax(x: ArrayLike<number>): Float64Array {
+  let max = -Infinity;
+  for (let i = 0; i < x.length; i++) if (x[i] > max) max = x[i];
+  let sum = 0;
+  for (let i = 0; i < x.length; i++) sum += Math.exp(x[i] - max);
+  const lse = max + Math.log(sum);
+  const out = new Float64Array(x.length);
+  for (let i = 0; i < x.length; i++) out[i] = x[i] - lse;
+  return out;
+}
+
+/** One request's sampler: holds its PRNG so a seeded request is reproducible. */
+export class Sampler {
+  private readonly random: () => number;
+
+  constructor(readonly params: SamplingParams) {
+    if (!(params.temperature >= 0)) throw new RangeError(`temperature must be >= 0, got ${params.temperature}`);
+    if (!(params.topP > 0 && params.topP <= 1)) throw new RangeError(`top_p must be in (0, 1], got ${params.topP}`);
+    this.random = seededRandom(params.seed ?? Math.floor(Math.random() * 2 ** 32));
+  }
+
+  /** Logits after bias and penalties (float64 copy). */
+  processed(logits: Float32Array, generated: readonly number[]): Float64Array {
+    const x = Float64Array.from(logits);
+    const p = this.params;
+    if (p.logitBias) for (const [id, b] of Object.entries(p.logitBias)) if (Number(id) < x.length) x[Number(id)] += b;
+    if (p.presencePenalty || p.frequencyPenalty) {
+      const counts = new Map<number, number>();
+      for (const t of generated) counts.set(t, (counts.get(t) ?? 0) + 1);
+      for (const [t, n] of counts) if (t < x.length) x[t] -= p.frequencyPenalty * n + p.presencePenalty;
+    }
+    return x;
+  }
+
+  /**
+   * Picks the next token.
+   * @param logits [vocab] logits of the last position.
+   * @param generated tokens generated so far by this sequence (for penalties).
+   */
+  sample(logits: Float32Array, generated: readonly number[]): SampledToken {
+    const x = this.processed(logits, generated);
+    const lp = logSoftmax(x);
+    const p = this.params;
+    if (p.temperature === 0) {
+      let best = 0;
+      for (let i = 1; i < x.length; i++) if (x[i] > x[best]) best = i;
+      return { token: best, logprob: lp[best] };
+    }
+    const order = Array.from(x.keys()).sort((a, b) => x[b] - x[a] || a - b);
+    const k = p.topK > 0 ? Math.min(p.topK, order.length) : order.length;
+    const top = order.slice(0, k);
+    const scaled = top.map((i) => x[i] / p.temperature);
+    const probs = softmax(scaled);
+    let keep = probs.length;
+    if (p.topP < 1) {
+      let cum = 0;
+      for (let i = 0; i < probs.length; i++) {
+        cum += probs[i];
+        if (cum >= p.topP) {
+          keep = i + 1;
+          break;
+        }
+      }
+    }
+    const mass = probs.slice(0, keep).reduce((a, b) => a + b, 0);
+    let r = this.random() * mass;
+    for (let i = 0; i < keep; i++) {
+      r -= probs[i];
+      if (r < 0) return { token: top[i], logprob: lp[top[i]] };
+    }
+    return { token: top[keep - 1], logprob: lp[top[keep - 1]] };
+  }
+
+  /** The `k` most likely tokens with their logprobs (same definition as {@link sample}). */
+  topLogprobs(logits: Float32Array, k: number, generated: readonly number[] = []): SampledToken[] {
+    const lp = logSoftmax(this.processed(logits, generated));
+    return Array.from(lp.keys())
+      .sort((a, b) => lp[b] - lp[a] || a - b)
+      .slice(0, k)
+      .map((token) => ({ token, logprob: lp[token] }));
+  }
+}
+
+function softmax(x: number[]): number[] {
+  const max = Math.max(...x);
+  const e = x.map((v) => Math.exp(v - max));
+  const s = e.reduce((a, b) => a + b, 0);
+  return e.map((v) => v / s);
+}

@@ -1,0 +1,197 @@
+/**
+ * A small ONNX graph-construction helper over `onnx-proto` (the ONNX protobuf schema compiled
+ * for protobufjs). It keeps big weights out of the protobuf: every initializer above
+ * {@link EXTERNAL_THRESHOLD_BYTES} is stored as ONNX external data in one in-memory buffer,
+ * handed to onnxruntime with `externalData: [{ path, data }]`, so the encoded graph stays tiny
+ * whatever the model size (the protobuf limit is 2 GB).
+ *
+ * Spec: ONNX IR (onnx.proto3, https://onnx.ai/onnx/repo-docs/IR.html), "External data".
+ */
+import { onnx } from 'onnx-proto';
+
+/** Element types used by SliceServe graphs (ONNX TensorProto.DataType values). */
+export const DT = {
+  float32: onnx.TensorProto.DataType.FLOAT,
+  float16: onnx.TensorProto.DataType.FLOAT16,
+  float64: onnx.TensorProto.DataType.DOUBLE,
+  int64: onnx.TensorProto.DataType.INT64,
+  bool: onnx.TensorProto.DataType.BOOL,
+} as const;
+export type ElemType = keyof typeof DT;
+
+/** Initializers at or below this size are inlined as raw_data; larger ones go to external data. */
+export const EXTERNAL_THRESHOLD_BYTES = 1024;
+
+/** A dimension: a fixed size or a symbolic name (dynamic). */
+export type Dim = number | string;
+
+/** Attribute values accepted by {@link OnnxGraph.node}. */
+export type AttrValue = number | string | number[] | { float: number } | { floats: number[] };
+
+/** The encoded model plus its external weights. */
+export interface BuiltModel {
+  /** Serialized ModelProto. */
+  model: Uint8Array;
+  /** File name the initializers reference (pass it with {@link BuiltModel.externalData}). */
+  externalDataPath: string;
+  /** The external weights, one contiguous buffer (may be empty). */
+  externalData: Uint8Array;
+}
+
+/** Incremental builder of one ONNX graph. Node outputs get unique names automatically. */
+export class OnnxGraph {
+  private readonly nodes: onnx.INodeProto[] = [];
+  private readonly initializers: onnx.ITensorProto[] = [];
+  private readonly inputs: onnx.IValueInfoProto[] = [];
+  private readonly outputs: onnx.IValueInfoProto[] = [];
+  private readonly chunks: Uint8Array[] = [];
+  private externalBytes = 0;
+  private counter = 0;
+  private readonly constCache = new Map<string, string>();
+
+  constructor(
+    readonly name: string,
+    readonly externalDataPath = 'weights.bin',
+  ) {}
+
+  /** Declares a graph input of the given element type and shape; returns its name. */
+  input(name: string, type: ElemType, dims: Dim[]): string {
+    this.inputs.push(valueInfo(name, type, dims));
+    return name;
+  }
+
+  /** Declares `name` (an existing value) as a graph output. */
+  output(name: string, type: ElemType, dims: Dim[]): void {
+    this.outputs.push(valueInfo(name, type, dims));
+  }
+
+  /**
+   * Adds an initializer. `data` must hold exactly product(dims) elements of `type`
+   * (Float32Array for float32, Uint16Array bit patterns for float16, Float64Array, BigInt64Array).
+   */
+  initializer(name: string, type: ElemType, dims: number[], data: Float32Array | Float64Array | Uint16Array | BigInt64Array | Uint8Array): string {
+    const expected = dims.reduce((a, b) => a * b, 1);
+    const count = data instanceof Uint8Array && type !== 'bool' ? data.byteLength : data.length;
+    if (count !== expected && !(data instanceof Uint8Array)) {
+      throw new Error(`initializer ${name}: ${data.length} elements for dims [${dims.join(', ')}]`);
+    }
+    const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    const tensor: onnx.ITensorProto = { name, dims, dataType: DT[type] };
+    if (bytes.byteLength <= EXTERNAL_THRESHOLD_BYTES) {
+      tensor.rawData = bytes.slice();
+    } else {
+      // Keep offsets 64-byte aligned so onnxruntime may map them without copies.
+      const pad = (64 - (this.externalBytes % 64)) % 64;
+      if (pad) this.chunks.push(new Uint8Array(pad));
+      const offset = this.externalBytes + pad;
+      this.chunks.push(bytes);
+      this.externalBytes = offset + bytes.byteLength;
+      tensor.dataLocation = onnx.TensorProto.DataLocation.EXTERNAL;
+      tensor.externalData = [
+        { key: 'location', value: this.externalDataPath },
+        { key: 'offset', value: String(offset) },
+        { key: 'length', value: String(bytes.byteLength) },
+      ];
+    }
+    this.initializers.push(tensor);
+    return name;
+  }
+
+  /** An int64 constant (shared when the same values are asked again). */
+  int64(values: number[], dims: number[] = [values.length]): string {
+    const key = `i64:${dims.join('x')}:${values.join(',')}`;
+    const hit = this.constCache.get(key);
+    if (hit) return hit;
+    const name = this.fresh('const_i64');
+    this.initializer(name, 'int64', dims, BigInt64Array.from(values.map((v) => BigInt(v))));
+    this.constCache.set(key, name);
+    return name;
+  }
+
+  /** A float32 scalar or vector constant (shared when repeated). */
+  float(values: number[], dims: number[] = [values.length]): string {
+    const key = `f32:${dims.join('x')}:${values.join(',')}`;
+    const hit = this.constCache.get(key);
+    if (hit) return hit;
+    const name = this.fresh('const_f32');
+    this.initializer(name, 'float32', dims, Float32Array.from(values));
+    this.constCache.set(key, name);
+    return name;
+  }
+
+  /**
+   * Adds a node and returns its output names (`outputCount` fresh names unless `outputs` given).
+   * An empty string in `inputs` marks an omitted optional input.
+   */
+  node(opType: string, inputs: string[], attrs: Record<string, AttrValue> = {}, opts: { outputs?: string[]; outputCount?: number; domain?: string; name?: string } = {}): string[] {
+    const outputs = opts.outputs ?? Array.from({ length: opts.outputCount ?? 1 }, () => this.fresh(opType));
+    this.nodes.push({
+      opType,
+      domain: opts.domain ?? '',
+      name: opts.name ?? this.fresh(`n_${opType}`),
+      input: inputs,
+      output: outputs,
+      attribute: Object.entries(attrs).map(([k, v]) => attribute(k, v)),
+    });
+    return outputs;
+  }
+
+  /** Single-output shorthand of {@link OnnxGraph.node}. */
+  op(opType: string, inputs: string[], attrs: Record<string, AttrValue> = {}, opts: { output?: string; domain?: string } = {}): string {
+    return this.node(opType, inputs, attrs, { outputs: opts.output ? [opts.output] : undefined, domain: opts.domain })[0];
+  }
+
+  /** A fresh unique value name with the given prefix. */
+  fresh(prefix: string): string {
+    this.counter += 1;
+    return `${prefix}_${this.counter}`;
+  }
+
+  /**
+   * Serializes the model. `opsets` maps domain -> version (default: ONNX 23 + com.microsoft 1).
+   * @returns the ModelProto bytes and the external-data buffer.
+   */
+  build(opsets: Record<string, number> = { '': 23, 'com.microsoft': 1 }): BuiltModel {
+    const model = onnx.ModelProto.create({
+      irVersion: 10,
+      producerName: 'sliceserve',
+      opsetImport: Object.entries(opsets).map(([domain, version]) => ({ domain, version })),
+      graph: {
+        name: this.name,
+        node: this.nodes,
+        initializer: this.initializers,
+        input: this.inputs,
+        output: this.outputs,
+      },
+    });
+    const encoded = onnx.ModelProto.encode(model).finish();
+    const externalData = new Uint8Array(this.externalBytes);
+    let offset = 0;
+    for (const c of this.chunks) {
+      externalData.set(c, offset);
+      offset += c.byteLength;
+    }
+    return { model: encoded, externalDataPath: this.externalDataPath, externalData };
+  }
+}
+
+function valueInfo(name: string, type: ElemType, dims: Dim[]): onnx.IValueInfoProto {
+  return {
+    name,
+    type: {
+      tensorType: {
+        elemType: DT[type],
+        shape: { dim: dims.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d })) },
+      },
+    },
+  };
+}
+
+function attribute(name: string, v: AttrValue): onnx.IAttributeProto {
+  const T = onnx.AttributeProto.AttributeType;
+  if (typeof v === 'number') return { name, type: T.INT, i: v };
+  if (typeof v === 'string') return { name, type: T.STRING, s: Buffer.from(v, 'utf8') };
+  if (Array.isArray(v)) return { name, type: T.INTS, ints: v };
+  if ('float' in v) return { name, type: T.FLOAT, f: v.float };
+  return { name, type: T.FLOATS, floats: v.floats };
+}

@@ -1,0 +1,85 @@
+/**
+ * Per-sequence KV cache kept on the host. One cache holds, for every layer, the keys and the
+ * values of the tokens the sequence has seen, laid out `[num_key_value_heads, capacity,
+ * head_dim]` so each head's rows are contiguous and the batch tensor
+ * `past_key_values.{i}.key [batch, num_key_value_heads, past, head_dim]` is assembled with one
+ * copy per (sequence, head). The capacity grows geometrically up to the model's context.
+ */
+
+export class SequenceCache {
+  private capacity = 0;
+  private len = 0;
+  private keys: Float32Array[] = [];
+  private values: Float32Array[] = [];
+
+  constructor(
+    readonly numLayers: number,
+    readonly kvHeads: number,
+    readonly headDim: number,
+    readonly maxContext: number,
+  ) {}
+
+  /** Number of tokens held. */
+  get length(): number {
+    return this.len;
+  }
+
+  /** Bytes of host memory currently reserved (float32). */
+  get reservedBytes(): number {
+    return this.capacity * this.numLayers * 2 * this.kvHeads * this.headDim * 4;
+  }
+
+  /** Makes room for `extra` more tokens. @throws RangeError past maxContext. */
+  reserve(extra: number): void {
+    const need = this.len + extra;
+    if (need > this.maxContext) throw new RangeError(`sequence of ${need} tokens exceeds the context length ${this.maxContext}`);
+    if (need <= this.capacity) return;
+    const cap = Math.min(this.maxContext, Math.max(need, this.capacity * 2, 16));
+    const row = this.headDim;
+    const grow = (old: Float32Array | undefined): Float32Array => {
+      const next = new Float32Array(this.kvHeads * cap * row);
+      if (old) for (let h = 0; h < this.kvHeads; h++) next.set(old.subarray(h * this.capacity * row, (h * this.capacity + this.len) * row), h * cap * row);
+      return next;
+    };
+    this.keys = Array.from({ length: this.numLayers }, (_, l) => grow(this.keys[l]));
+    this.values = Array.from({ length: this.numLayers }, (_, l) => grow(this.values[l]));
+    this.capacity = cap;
+  }
+
+  /**
+   * Copies this sequence's cache of `layer` into a batch tensor `dst` of shape
+   * [batch, kvHeads, past, headDim] at batch row `b`, right-aligned (left padding).
+   */
+  writePast(layer: number, kind: 'key' | 'value', dst: Float32Array, b: number, past: number): void {
+    const src = kind === 'key' ? this.keys[layer] : this.values[layer];
+    const row = this.headDim;
+    const pad = past - this.len;
+    for (let h = 0; h < this.kvHeads; h++) {
+      dst.set(src.subarray(h * this.capacity * row, (h * this.capacity + this.len) * row), ((b * this.kvHeads + h) * past + pad) * row);
+    }
+  }
+
+  /**
+   * Appends `count` new positions taken from a present tensor `src` [batch, kvHeads, total,
+   * headDim] at batch row `b`, positions total-count .. total-1. Call {@link reserve} first and
+   * {@link commit} after all layers.
+   */
+  readPresent(layer: number, kind: 'key' | 'value', src: Float32Array, b: number, total: number, count: number): void {
+    const dst = kind === 'key' ? this.keys[layer] : this.values[layer];
+    const row = this.headDim;
+    for (let h = 0; h < this.kvHeads; h++) {
+      const from = ((b * this.kvHeads + h) * total + (total - count)) * row;
+      dst.set(src.subarray(from, from + count * row), (h * this.capacity + this.len) * row);
+    }
+  }
+
+  /** Marks `count` appended positions as held. */
+  commit(count: number): void {
+    this.len += count;
+  }
+
+  /** Drops everything (the slot can be reused). */
+  clear(): void {
+    this.len = 0;
+  }
+}

@@ -1,0 +1,127 @@
+/**
+ * The ONNX graph against the plain TypeScript reference forward, on random models with odd
+ * shapes (GQA with 2 query heads per KV head, head_dim 8 and 6), dense and sliced; and the KV
+ * cache / batching invariants of LlamaSession.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { W, type LoadedModel } from '../../models/types.js';
+import { referenceForward } from '../../models/llama/reference.js';
+import { LlamaSession } from '../../runtime/llama-session.js';
+import { randn, rng, tinyModel } from '../helpers/tiny-model.js';
+
+const SHAPE = { hidden: 32, layers: 2, heads: 4, kvHeads: 2, intermediate: 40, vocab: 50, context: 64 };
+
+function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  assert.equal(a.length, b.length);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
+  return m;
+}
+
+async function allLogits(model: LoadedModel, tokens: number[]): Promise<Float32Array> {
+  const s = await LlamaSession.create(model, { logits: 'all', threads: 1 });
+  try {
+    return (await s.step([{ cache: s.newCache(), tokens }]))[0];
+  } finally {
+    await s.release();
+  }
+}
+
+/** Slices a dense tiny model with random (not PCA) orthogonal-free projections: any shapes. */
+function randomSliced(dense: LoadedModel, dPrime: number, seed: number): LoadedModel {
+  const r = rng(seed);
+  const d = dense.config.hidden_size;
+  const weights = new Map(dense.weights);
+  const L = dense.config.num_hidden_layers;
+  const cols = (name: string, width: number) => {
+    const t = weights.get(name)!;
+    const [o] = t.shape;
+    weights.set(name, { shape: [o, width], data: randn(o * width, 0.3, r) });
+  };
+  const rows = (name: string, width: number) => {
+    const t = weights.get(name)!;
+    weights.set(name, { shape: [width, t.shape[1]], data: randn(width * t.shape[1], 0.3, r) });
+  };
+  weights.set(W.embed, { shape: [dense.config.vocab_size, dPrime], data: randn(dense.config.vocab_size * dPrime, 1, r) });
+  for (let l = 0; l < L; l++) {
+    weights.delete(W.attnNorm(l));
+    weights.delete(W.mlpNorm(l));
+    for (const n of [W.q(l), W.k(l), W.v(l)]) cols(n, dPrime);
+    rows(W.o(l), dPrime);
+    for (const n of [W.gate(l), W.up(l)]) cols(n, dPrime);
+    const out = l === L - 1 ? d : dPrime;
+    rows(W.down(l), out);
+    weights.set(W.attnShortcut(l), { shape: [dPrime, dPrime], data: randn(dPrime * dPrime, 0.3, r) });
+    weights.set(W.mlpShortcut(l), { shape: [dPrime, out], data: randn(dPrime * out, 0.3, r) });
+  }
+  weights.set(W.lmHead, { shape: [dense.config.vocab_size, d], data: randn(dense.config.vocab_size * d, 0.2, r) });
+  weights.delete(W.finalNorm);
+  return { ...dense, weights, config: { ...dense.config, tie_word_embeddings: false } };
+}
+
+test('graph logits equal the reference forward (dense, GQA, untied head)', async () => {
+  const m = tinyModel(SHAPE, 3);
+  const tokens = [1, 5, 7, 9, 3, 44, 12];
+  const got = await allLogits(m, tokens);
+  const ref = referenceForward(m, tokens);
+  assert.ok(maxAbsDiff(got, ref.flatMap((r) => Array.from(r))) < 1e-4);
+});
+
+test('graph logits equal the reference forward (tied head, head_dim 6)', async () => {
+  const m = tinyModel({ ...SHAPE, hidden: 24, tied: true }, 4);
+  assert.equal(m.config.head_dim, 6);
+  const tokens = [1, 2, 3, 4, 5];
+  const got = await allLogits(m, tokens);
+  assert.ok(maxAbsDiff(got, referenceForward(m, tokens).flatMap((r) => Array.from(r))) < 1e-4);
+});
+
+test('sliced shapes: residual narrower than the norm divisor, shortcuts, full-width last layer', async () => {
+  const m = randomSliced(tinyModel(SHAPE, 5), 24, 9);
+  const tokens = [3, 1, 4, 1, 5, 9, 2, 6];
+  const got = await allLogits(m, tokens);
+  assert.ok(maxAbsDiff(got, referenceForward(m, tokens).flatMap((r) => Array.from(r))) < 1e-4);
+});
+
+test('KV-cache decode equals full recompute, token by token', async () => {
+  const m = tinyModel(SHAPE, 6);
+  const tokens = [1, 8, 13, 21, 34, 2, 17, 19, 23];
+  const full = await allLogits(m, tokens);
+  const s = await LlamaSession.create(m, { threads: 1 });
+  const cache = s.newCache();
+  const V = SHAPE.vocab;
+  let last = (await s.step([{ cache, tokens: tokens.slice(0, 4) }]))[0];
+  assert.ok(maxAbsDiff(last, full.subarray(3 * V, 4 * V)) < 1e-4);
+  for (let t = 4; t < tokens.length; t++) {
+    last = (await s.step([{ cache, tokens: [tokens[t]] }]))[0];
+    assert.ok(maxAbsDiff(last, full.subarray(t * V, (t + 1) * V)) < 1e-4, `position ${t}`);
+  }
+  assert.equal(cache.length, tokens.length);
+  await s.release();
+});
+
+test('a sequence batched with others (different past and new lengths) gets its solo logits', async () => {
+  const m = tinyModel(SHAPE, 7);
+  const s = await LlamaSession.create(m, { threads: 1 });
+  const prompts = [[1, 2, 3], [1, 9, 8, 7, 6, 5], [1, 40]];
+  const solo: Float32Array[] = [];
+  for (const p of prompts) {
+    const c = s.newCache();
+    await s.step([{ cache: c, tokens: p.slice(0, -1) }]);
+    solo.push((await s.step([{ cache: c, tokens: [p[p.length - 1], 11, 12].slice(0, 1 + (p.length % 3)) }]))[0]);
+  }
+  const caches = prompts.map(() => s.newCache());
+  for (let i = 0; i < prompts.length; i++) await s.step([{ cache: caches[i], tokens: prompts[i].slice(0, -1) }]);
+  const batched = await s.step(prompts.map((p, i) => ({ cache: caches[i], tokens: [p[p.length - 1], 11, 12].slice(0, 1 + (p.length % 3)) })));
+  for (let i = 0; i < prompts.length; i++) assert.ok(maxAbsDiff(batched[i], solo[i]) < 1e-5, `sequence ${i}`);
+  await s.release();
+});
+
+test('step refuses to run past the context length', async () => {
+  const m = tinyModel({ ...SHAPE, context: 8 }, 8);
+  const s = await LlamaSession.create(m, { threads: 1 });
+  const c = s.newCache();
+  await s.step([{ cache: c, tokens: [1, 2, 3, 4, 5, 6, 7, 8] }]);
+  await assert.rejects(s.step([{ cache: c, tokens: [9] }]), /exceeds the context length 8/);
+  await s.release();
+});
