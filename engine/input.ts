@@ -1,0 +1,99 @@
+/**
+ * The input processor: turns an {@link EngineRequest}'s prompts into token ids and checks
+ * them against the model's limits, before the request may join the waiting queue. Errors
+ * carry the HTTP status and the OpenAI error fields the front end returns.
+ */
+import type { TextTokenizer } from '../models/types.js';
+import type { EngineErrorInfo, EngineRequest } from './protocol.js';
+
+/** A request the engine refuses (a bad prompt or limits it cannot meet). */
+export class EngineRequestError extends Error {
+  constructor(
+    message: string,
+    readonly param: string | null,
+    readonly code: string | null = null,
+    readonly status = 400,
+  ) {
+    super(message);
+    this.name = 'EngineRequestError';
+  }
+
+  /** The error as sent to the front end. */
+  toInfo(): EngineErrorInfo {
+    return {
+      status: this.status,
+      message: this.message,
+      type: 'invalid_request_error',
+      param: this.param,
+      code: this.code,
+    };
+  }
+}
+
+/** Limits a request is checked against. */
+export interface InputLimits {
+  /** Context length in tokens (prompt + generated must fit). */
+  maxContext: number;
+  vocabSize: number;
+  /** KV budget in tokens: one sequence's prompt + max_tokens must fit it. */
+  kvCapacityTokens: number;
+}
+
+/**
+ * Token ids of each prompt of `request`: text prompts are encoded with BOS, token prompts are
+ * taken as given.
+ * @throws EngineRequestError (status 400) for an empty token prompt, a token id outside
+ *   [0, vocab), a prompt longer than the context (code `context_length_exceeded`), or
+ *   prompt + max_tokens beyond the context or the KV budget; also for logit_bias or
+ *   stop_token_ids entries outside the vocabulary.
+ */
+export function processInputs(request: EngineRequest, tokenizer: TextTokenizer, limits: InputLimits): number[][] {
+  const { maxContext, vocabSize } = limits;
+  for (const id of request.stopTokenIds) {
+    if (!isTokenId(id, vocabSize)) {
+      throw new EngineRequestError(`stop_token_ids: ${id} is not a token id of this model (0..${vocabSize - 1})`, 'stop_token_ids');
+    }
+  }
+  for (const key of Object.keys(request.sampling.logitBias ?? {})) {
+    if (!isTokenId(Number(key), vocabSize)) {
+      throw new EngineRequestError(`logit_bias: ${key} is not a token id of this model (0..${vocabSize - 1})`, 'logit_bias');
+    }
+  }
+  return request.prompts.map((prompt) => {
+    let ids: number[];
+    if ('text' in prompt) {
+      ids = tokenizer.encode(prompt.text, { addBos: true });
+    } else {
+      if (prompt.tokens.length === 0) throw new EngineRequestError('prompt: a token prompt must hold at least one token id', 'prompt');
+      const bad = prompt.tokens.find((id) => !isTokenId(id, vocabSize));
+      if (bad !== undefined) throw new EngineRequestError(`prompt: ${bad} is not a token id of this model (0..${vocabSize - 1})`, 'prompt');
+      ids = [...prompt.tokens];
+    }
+    if (ids.length > maxContext || (ids.length === maxContext && request.maxTokens > 0)) {
+      throw new EngineRequestError(
+        `This model's maximum context length is ${maxContext} tokens, but the prompt is ${ids.length} tokens; shorten the prompt.`,
+        'prompt',
+        'context_length_exceeded',
+      );
+    }
+    const total = ids.length + request.maxTokens;
+    if (total > maxContext) {
+      throw new EngineRequestError(
+        `This model's maximum context length is ${maxContext} tokens, but ${total} were requested (${ids.length} in the prompt, ${request.maxTokens} in the completion); lower max_tokens or shorten the prompt.`,
+        'max_tokens',
+        'context_length_exceeded',
+      );
+    }
+    if (total > limits.kvCapacityTokens) {
+      throw new EngineRequestError(
+        `prompt + max_tokens = ${total} tokens exceeds the KV cache budget of ${limits.kvCapacityTokens} tokens; lower max_tokens.`,
+        'max_tokens',
+      );
+    }
+    return ids;
+  });
+}
+
+function isTokenId(id: number, vocabSize: number): boolean {
+  return Number.isInteger(id) && id >= 0 && id < vocabSize;
+}

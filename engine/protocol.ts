@@ -1,0 +1,201 @@
+/**
+ * Engine-level request and output types, and the messages exchanged between the main thread
+ * (HTTP/WebSocket front end) and a model worker (engine/worker.ts).
+ *
+ * The shape follows vLLM's request life: the front end validates an OpenAI-style request and
+ * turns it into an {@link EngineRequest}; the worker's input processor tokenizes it, the
+ * scheduler batches its sequences, the output processor turns sampled tokens into text deltas
+ * ({@link SequenceOutput}), which the front end streams back.
+ *
+ * Every timestamp is epoch milliseconds with sub-millisecond precision
+ * (`performance.timeOrigin + performance.now()`), comparable across threads.
+ */
+import type { SlicingInfo } from '../models/types.js';
+
+/** Sampling parameters of one sequence (same fields as engine/sampler.ts `SamplingParams`). */
+export interface EngineSamplingParams {
+  /** 0 = greedy (argmax, lowest id on ties). */
+  temperature: number;
+  /** Nucleus mass in (0, 1]; 1 disables. */
+  topP: number;
+  /** Keep the k most likely tokens; 0 disables. */
+  topK: number;
+  /** Seed of the sequence's random stream; absent = nondeterministic. */
+  seed?: number;
+  presencePenalty: number;
+  frequencyPenalty: number;
+  /** Additive bias per token id, applied to the logits before sampling. */
+  logitBias?: Record<number, number>;
+}
+
+/** One prompt as the client gave it: text (encoded with BOS) or token ids (used as is). */
+export type PromptInput = { text: string } | { tokens: number[] };
+
+/** A validated completion request, as sent to a model worker. */
+export interface EngineRequest {
+  /** Unique per worker (the front end uses `cmpl-...`). */
+  requestId: string;
+  /** One or more prompts; each yields `n` choices (choice index = promptIndex * n + i). */
+  prompts: PromptInput[];
+  /** Choices per prompt (>= 1). */
+  n: number;
+  /** Tokens to generate per choice (>= 0). prompt + maxTokens must fit the context. */
+  maxTokens: number;
+  /** EOS and stop_token_ids are masked until this many tokens were generated. */
+  minTokens: number;
+  /** Stop strings: generation stops before the first occurrence; the string is not returned. */
+  stop: string[];
+  /** Token ids that end the sequence (finish_reason "stop"); their text is not returned. */
+  stopTokenIds: number[];
+  /** Keep generating after EOS (vLLM extra). */
+  ignoreEos: boolean;
+  /** null: no logprobs; k >= 0: the sampled token's logprob plus the k most likely alternatives. */
+  logprobs: number | null;
+  /** Prepend the prompt to the returned text (and, with logprobs, score the prompt tokens). */
+  echo: boolean;
+  sampling: EngineSamplingParams;
+  /** When the front end received the request (epoch ms). */
+  arrivalTime: number;
+}
+
+/** A token alternative in `top_logprobs`. */
+export interface TokenAlternative {
+  tokenId: number;
+  /** The token's text in context (what it would add after the preceding tokens). */
+  token: string;
+  logprob: number;
+}
+
+/** One scored token (generated, or a prompt token when echo + logprobs). */
+export interface TokenEntry {
+  tokenId: number;
+  /** The token's text in context (see {@link TokenAlternative.token}). */
+  token: string;
+  /** log p(token | preceding tokens) under temperature 1 processed logits; null for the first prompt token. */
+  logprob: number | null;
+  /** The k most likely alternatives (k = request.logprobs); null for the first prompt token or without logprobs. */
+  top: TokenAlternative[] | null;
+  /** Character offset of the token's text in the choice's full text (echoed prompt included). */
+  textOffset: number;
+}
+
+/** What one sequence produced in one engine step. */
+export interface SequenceOutput {
+  requestId: string;
+  /** Choice index within the request. */
+  index: number;
+  /** Text released by this step (after UTF-8 and stop-string hold-back); may be ''. */
+  text: string;
+  /** The token generated in this step (absent for an echo-only or a flush output). */
+  token?: TokenEntry;
+  /** Echoed prompt (first output of the sequence when request.echo). */
+  echo?: { text: string; tokens: TokenEntry[] | null };
+  /** Set on the sequence's last output. */
+  finishReason?: FinishReason;
+  /** Number of generated tokens so far (counts EOS / stop tokens). */
+  completionTokens: number;
+}
+
+/** Why a choice ended: stop string / EOS / stop token id, or the max_tokens/context limit. */
+export type FinishReason = 'stop' | 'length';
+
+/** Scheduler occupancy, reported after each step. */
+export interface EngineStats {
+  /** Requests with at least one sequence in the running batch. */
+  runningRequests: number;
+  /** Requests none of whose sequences was admitted yet. */
+  waitingRequests: number;
+  runningSequences: number;
+  waitingSequences: number;
+  /** Tokens held in KV caches of running sequences. */
+  kvUsedTokens: number;
+  /** Tokens reserved (prompt + max_tokens) by running sequences. */
+  kvReservedTokens: number;
+  /** KV budget in tokens (admission limit). */
+  kvCapacityTokens: number;
+}
+
+/** A request-level error detected in the worker (bad prompt, too long, ...). */
+export interface EngineErrorInfo {
+  status: number;
+  message: string;
+  type: string;
+  param: string | null;
+  code: string | null;
+}
+
+/** Description of a served model, reported by its worker once ready. */
+export interface ModelInfo {
+  id: string;
+  /** Context length (max_position_embeddings). */
+  maxContext: number;
+  vocabSize: number;
+  device: string;
+  /** Residual width actually used (sliced width for a sliced model). */
+  hiddenSize: number;
+  /** Original residual width d. */
+  originalHiddenSize: number;
+  /** Number of weight parameters (sum of tensor sizes). */
+  parameters: number;
+  numLayers: number;
+  slicing: SlicingInfo | null;
+}
+
+/** How a worker obtains its model. */
+export interface WorkerModelSpec {
+  /** Directory of the dense model (llama2.c or Hugging Face). */
+  path: string;
+  /** API id override for the dense model. */
+  id?: string;
+  /** Slice the dense model before serving it (SliceGPT, run inside this worker). */
+  slice?: {
+    sparsity: number;
+    calibrationFile: string;
+    calWindows?: number;
+    cacheDir?: string;
+  };
+}
+
+/** Options of a model worker. */
+export interface WorkerOptions {
+  model: WorkerModelSpec;
+  device?: 'cpu' | 'cuda' | 'webgpu' | 'auto';
+  threads?: number;
+  maxBatchSize: number;
+  /** KV budget in tokens; default maxBatchSize * maxContext. */
+  kvCacheTokens?: number;
+  /** Module exporting `sliceModel` (default: slicer/index.js). Tests inject a fake. */
+  sliceModule?: string;
+}
+
+/** Main thread -> worker. */
+export type ToWorkerMessage =
+  | { type: 'submit'; request: EngineRequest }
+  | { type: 'abort'; requestId: string }
+  | { type: 'shutdown' };
+
+/** Worker -> main thread. */
+export type FromWorkerMessage =
+  | { type: 'progress'; phase: string; fraction: number }
+  | { type: 'ready'; model: ModelInfo }
+  | { type: 'fatal'; message: string }
+  | { type: 'accepted'; requestId: string; promptTokens: number[] }
+  | { type: 'rejected'; requestId: string; error: EngineErrorInfo }
+  | { type: 'step'; step: StepReport }
+  | { type: 'stats'; stats: EngineStats }
+  | { type: 'log'; level: 'info' | 'warn'; msg: string; data?: object };
+
+/** What one engine step did. */
+export interface StepReport {
+  phase: 'prefill' | 'decode';
+  /** Sequences in the session.step call. */
+  batchSize: number;
+  /** Tokens fed to the model (prompt tokens for prefill, one per sequence for decode). */
+  tokens: number;
+  /** Duration of the forward pass (ms). */
+  forwardMs: number;
+  /** Requests whose first sequence was admitted in this step, with the admission time. */
+  admitted: { requestId: string; time: number }[];
+  outputs: SequenceOutput[];
+  stats: EngineStats;
+}

@@ -1,0 +1,225 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { EngineRequestError } from '../../engine/input.js';
+import { logSumExp } from '../../engine/logprobs.js';
+import type { EngineRequest, SequenceOutput } from '../../engine/protocol.js';
+import { Scheduler } from '../../engine/scheduler.js';
+import { FakeCache, FakeSession, FakeTokenizer, GreedySampler, hashNext, type NextToken } from './fakes.js';
+
+const tok = new FakeTokenizer();
+let nextId = 0;
+
+function request(prompt: string | number[], fields: Partial<EngineRequest> = {}): EngineRequest {
+  return {
+    requestId: `r${nextId++}`,
+    prompts: [typeof prompt === 'string' ? { text: prompt } : { tokens: prompt }],
+    n: 1,
+    maxTokens: 12,
+    minTokens: 0,
+    stop: [],
+    stopTokenIds: [],
+    ignoreEos: false,
+    logprobs: null,
+    echo: false,
+    sampling: { temperature: 0, topP: 1, topK: 0, presencePenalty: 0, frequencyPenalty: 0 },
+    arrivalTime: 0,
+    ...fields,
+  };
+}
+
+function setup(next: NextToken = hashNext(tok.vocabSize), maxBatchSize = 16, kvCacheTokens?: number, maxContext = 64) {
+  const session = new FakeSession(tok.vocabSize, maxContext, next);
+  const scheduler = new Scheduler<FakeCache>(session, tok, () => new GreedySampler(), { maxBatchSize, kvCacheTokens });
+  return { session, scheduler };
+}
+
+/** Result of a finished choice. */
+interface Choice {
+  text: string;
+  tokens: number[];
+  finishReason?: string;
+  outputs: SequenceOutput[];
+}
+
+/** Steps until idle; `arrivals[k]` are added before step k. Returns choices by `${requestId}/${index}`. */
+async function drain(scheduler: Scheduler<FakeCache>, arrivals: EngineRequest[][] = []): Promise<Map<string, Choice>> {
+  const choices = new Map<string, Choice>();
+  for (let k = 0; k < 1000; k++) {
+    for (const r of arrivals[k] ?? []) scheduler.add(r);
+    if (!scheduler.hasWork() && k >= arrivals.length) break;
+    const res = await scheduler.step();
+    if (!res) continue;
+    assert.deepEqual(res.failed, []);
+    for (const out of res.report.outputs) {
+      const key = `${out.requestId}/${out.index}`;
+      const c = choices.get(key) ?? { text: '', tokens: [], outputs: [] };
+      c.text += (out.echo?.text ?? '') + out.text;
+      if (out.token) c.tokens.push(out.token.tokenId);
+      c.finishReason = out.finishReason;
+      c.outputs.push(out);
+      choices.set(key, c);
+    }
+  }
+  return choices;
+}
+
+test('greedy outputs under continuous batching equal each request run alone', async () => {
+  const prompts = ['Once upon a time', 'a girl', 'the end', 'Once', 'abcd was', 'upon a time, there'];
+  const alone: Choice[] = [];
+  for (const p of prompts) {
+    const { scheduler } = setup();
+    const r = request(p, { maxTokens: 9 + (p.length % 5) });
+    alone.push((await drain(scheduler, [[r]])).get(`${r.requestId}/0`) as Choice);
+  }
+  const { session, scheduler } = setup(undefined, 4);
+  const reqs = prompts.map((p) => request(p, { maxTokens: 9 + (p.length % 5) }));
+  // Staggered arrivals: two at once, then one per step.
+  const batched = await drain(scheduler, [[reqs[0], reqs[1]], [reqs[2]], [], [reqs[3], reqs[4]], [reqs[5]]]);
+  reqs.forEach((r, i) => {
+    const c = batched.get(`${r.requestId}/0`) as Choice;
+    assert.deepEqual(c.tokens, alone[i].tokens, `tokens of prompt ${i}`);
+    assert.equal(c.text, alone[i].text);
+    assert.equal(c.finishReason, 'length');
+    assert.equal(c.tokens.length, r.maxTokens);
+  });
+  assert.ok(session.calls.every((c) => c.sizes.length <= 4), 'batch never exceeds maxBatchSize');
+  assert.ok(session.calls.some((c) => c.sizes.length > 1), 'sequences were batched');
+  // Never two prefills in a row while sequences are decoding: a prefill call feeds whole prompts.
+  const phases = session.calls.map((c) => (c.sizes.some((s) => s > 1) ? 'P' : 'D'));
+  assert.ok(!phases.join('').includes('PP'), phases.join(''));
+  assert.deepEqual(scheduler.stats().runningSequences, 0);
+});
+
+test('text is decode(prompt + tokens) minus decode(prompt); EOS ends with "stop"', async () => {
+  const eosAfter = 5;
+  const next: NextToken = (h) => (h.length >= 3 + eosAfter ? 2 : FakeTokenizer.piece(' time'));
+  const { scheduler } = setup(next);
+  const r = request('Once upon', { maxTokens: 20 }); // prompt = BOS + 2 tokens
+  const c = (await drain(scheduler, [[r]])).get(`${r.requestId}/0`) as Choice;
+  assert.equal(c.finishReason, 'stop');
+  assert.equal(c.tokens.length, eosAfter + 1, 'the EOS token is counted');
+  assert.equal(c.tokens.at(-1), 2);
+  assert.equal(c.text, ' time'.repeat(eosAfter));
+
+  const { scheduler: s2 } = setup(next);
+  const r2 = request('Once upon', { maxTokens: 10, ignoreEos: true });
+  const c2 = (await drain(s2, [[r2]])).get(`${r2.requestId}/0`) as Choice;
+  assert.equal(c2.finishReason, 'length');
+  assert.equal(c2.tokens.length, 10);
+});
+
+test('stop strings, stop_token_ids and min_tokens', async () => {
+  const script = [' there', ' was', ' STOP', ' the', ' end'].map(FakeTokenizer.piece);
+  const next: NextToken = (h) => script[(h.length - 2) % script.length];
+  const { scheduler } = setup(next);
+  const a = request('Once', { stop: ['STOP', 'zzz'], maxTokens: 10 });
+  const b = request('Once', { stopTokenIds: [FakeTokenizer.piece(' the')], maxTokens: 10 });
+  const c = request('Once', { stop: ['was'], minTokens: 4, stopTokenIds: [FakeTokenizer.piece(' was')], maxTokens: 10 });
+  const out = await drain(scheduler, [[a, b, c]]);
+  const ca = out.get(`${a.requestId}/0`) as Choice;
+  assert.equal(ca.text, ' there was ');
+  assert.equal(ca.finishReason, 'stop');
+  assert.equal(ca.tokens.length, 3);
+  // Held-back text: the output of the ' STOP' step releases nothing past ' was '.
+  const cb = out.get(`${b.requestId}/0`) as Choice;
+  assert.equal(cb.text, ' there was STOP');
+  assert.equal(cb.finishReason, 'stop');
+  assert.equal(cb.tokens.length, 4);
+  // min_tokens 4: ' was' (token 2) is masked as a stop token, so the masked logits pick the next best
+  // token; the stop string "was" is not matched before 4 tokens.
+  const cc = out.get(`${c.requestId}/0`) as Choice;
+  assert.ok(cc.tokens.length >= 4);
+  assert.notEqual(cc.tokens[1], FakeTokenizer.piece(' was'));
+});
+
+test('echo with logprobs scores the prompt; offsets point into the text', async () => {
+  const { session, scheduler } = setup();
+  const r = request('Once upon a time', { echo: true, logprobs: 2, maxTokens: 4 });
+  const c = (await drain(scheduler, [[r]])).get(`${r.requestId}/0`) as Choice;
+  const first = c.outputs[0];
+  assert.ok(first.echo);
+  assert.equal(first.echo.text, 'Once upon a time');
+  const prompt = tok.encode('Once upon a time');
+  const entries = first.echo.tokens ?? [];
+  assert.deepEqual(entries.map((e) => e.tokenId), prompt);
+  assert.equal(entries[0].logprob, null);
+  for (let i = 1; i < prompt.length; i++) {
+    const logits = session.logitsFor(prompt.slice(0, i));
+    assert.ok(Math.abs((entries[i].logprob as number) - (logits[prompt[i]] - logSumExp(logits))) < 1e-9);
+    assert.equal(entries[i].top?.length, 2);
+  }
+  const gen = c.outputs.flatMap((o) => (o.token ? [o.token] : []));
+  assert.equal(gen.length, 4);
+  for (const e of [...entries, ...gen]) assert.equal(c.text.slice(e.textOffset, e.textOffset + e.token.length), e.token);
+  assert.equal(gen[0].textOffset, 'Once upon a time'.length);
+  assert.ok(gen.every((g) => g.top?.length === 2 && (g.top[0].logprob >= g.top[1].logprob)));
+  assert.equal(gen[0].top?.[0].tokenId, gen[0].tokenId, 'greedy token is the top alternative');
+
+  // max_tokens 0 with echo and no logprobs: the prompt alone, no forward pass.
+  const calls = session.calls.length;
+  const r0 = request('Once upon', { echo: true, maxTokens: 0 });
+  const c0 = (await drain(scheduler, [[r0]])).get(`${r0.requestId}/0`) as Choice;
+  assert.equal(c0.text, 'Once upon');
+  assert.equal(c0.finishReason, 'length');
+  assert.equal(session.calls.length, calls);
+});
+
+test('n choices and several prompts get their own indices and identical greedy text', async () => {
+  const { scheduler } = setup(undefined, 3);
+  const r = request('x', { prompts: [{ text: 'Once' }, { tokens: [1, FakeTokenizer.piece(' a')] }], n: 2, maxTokens: 5 });
+  const out = await drain(scheduler, [[r]]);
+  assert.deepEqual([...out.keys()].sort(), [0, 1, 2, 3].map((i) => `${r.requestId}/${i}`));
+  assert.deepEqual(out.get(`${r.requestId}/0`)?.tokens, out.get(`${r.requestId}/1`)?.tokens);
+  assert.deepEqual(out.get(`${r.requestId}/2`)?.tokens, out.get(`${r.requestId}/3`)?.tokens);
+  assert.notDeepEqual(out.get(`${r.requestId}/0`)?.tokens, out.get(`${r.requestId}/2`)?.tokens);
+});
+
+test('abort frees the slot of running and waiting requests', async () => {
+  const { scheduler } = setup(undefined, 1);
+  const a = request('Once', { maxTokens: 30 });
+  const b = request('upon', { maxTokens: 30 });
+  scheduler.add(a);
+  scheduler.add(b);
+  await scheduler.step();
+  await scheduler.step();
+  assert.equal(scheduler.stats().runningRequests, 1);
+  assert.equal(scheduler.stats().waitingRequests, 1);
+  assert.ok(scheduler.abort(b.requestId));
+  assert.equal(scheduler.stats().waitingSequences, 0);
+  assert.ok(scheduler.abort(a.requestId));
+  assert.deepEqual(
+    { ...scheduler.stats(), kvCapacityTokens: 0 },
+    { runningRequests: 0, waitingRequests: 0, runningSequences: 0, waitingSequences: 0, kvUsedTokens: 0, kvReservedTokens: 0, kvCapacityTokens: 0 },
+  );
+  assert.equal(scheduler.hasWork(), false);
+  assert.equal(scheduler.abort(a.requestId), false);
+});
+
+test('the KV budget limits admission; requests that cannot fit are refused', async () => {
+  const { session, scheduler } = setup(undefined, 8, 40);
+  const reqs = [request('Once', { maxTokens: 16 }), request('upon', { maxTokens: 16 }), request('a', { maxTokens: 16 })];
+  for (const r of reqs) scheduler.add(r); // each reserves 2 + 16 = 18 tokens: two fit in 40
+  await scheduler.step();
+  assert.equal(session.calls[0].sizes.length, 2);
+  assert.equal(scheduler.stats().waitingRequests, 1);
+  assert.equal(scheduler.stats().kvReservedTokens, 36);
+  const out = await drain(scheduler);
+  assert.equal(out.size, 3);
+  assert.throws(() => scheduler.add(request('Once', { maxTokens: 39 })), (e: unknown) => e instanceof EngineRequestError && e.param === 'max_tokens');
+});
+
+test('input limits: context length, token ids, duplicate ids', () => {
+  const { scheduler } = setup(undefined, 4, undefined, 16);
+  const long = 'abcd'.repeat(20);
+  assert.throws(
+    () => scheduler.add(request(long)),
+    (e: unknown) => e instanceof EngineRequestError && e.code === 'context_length_exceeded' && e.param === 'prompt' && e.status === 400,
+  );
+  assert.throws(() => scheduler.add(request('Once', { maxTokens: 15 })), (e: unknown) => e instanceof EngineRequestError && e.param === 'max_tokens');
+  assert.throws(() => scheduler.add(request([1, 9999])), (e: unknown) => e instanceof EngineRequestError && e.param === 'prompt');
+  assert.throws(() => scheduler.add(request([])), (e: unknown) => e instanceof EngineRequestError && e.param === 'prompt');
+  assert.throws(() => scheduler.add(request('a', { stopTokenIds: [-1] })), (e: unknown) => e instanceof EngineRequestError && e.param === 'stop_token_ids');
+  const ok = request('Once', { maxTokens: 14 });
+  assert.deepEqual(scheduler.add(ok), [2]);
+  assert.throws(() => scheduler.add(ok), /already in use/);
+});
