@@ -23,7 +23,7 @@
  * `RotaryEmbedding` in the Hugging Face half-rotation layout.
  */
 import { OnnxGraph, type BuiltModel, type ElemType } from '../onnx/builder.js';
-import { W, type LoadedModel, type WeightTensor } from '../types.js';
+import { W, type LlamaConfig, type LoadedModel, type WeightTensor } from '../types.js';
 import { layerWidths } from './widths.js';
 
 export interface GraphOptions {
@@ -45,103 +45,208 @@ export const MASKED = -1e9;
 export function buildLlamaGraph(model: LoadedModel, options: GraphOptions): BuiltModel {
   const { config } = model;
   const widths = layerWidths(model);
-  const fp16 = options.dtype === 'float16';
-  const act: ElemType = fp16 ? 'float16' : 'float32';
-  const g = new OnnxGraph(`${model.id}-${options.logits}`);
-  const H = config.num_attention_heads;
-  const KV = config.num_key_value_heads;
-  const hd = config.head_dim;
-  const d = widths.normDivisor;
-
-  const weight = (name: string, data: Float32Array, dims: number[]): string =>
-    fp16 ? g.initializer(name, 'float16', dims, toFloat16(data)) : g.initializer(name, 'float32', dims, data);
+  const e = new LlamaEmitter(new OnnxGraph(`${model.id}-${options.logits}`), config, widths.normDivisor, options.dtype ?? 'float32');
+  const g = e.g;
   const get = (name: string): WeightTensor => {
     const t = model.weights.get(name);
     if (!t) throw new Error(`missing weight ${name}`);
     return t;
   };
-  /** x @ W^T for the concatenation (along out) of weights stored [out, in]. */
-  const linear = (x: string, name: string, ws: WeightTensor[]): string => {
-    const inn = ws[0].shape[1];
-    const out = ws.reduce((s, w) => s + w.shape[0], 0);
-    return g.op('MatMul', [x, weight(name, transposeConcat(ws, inn, out), [inn, out])]);
-  };
-  const rmsNorm = (x: string, width: number, w: WeightTensor | undefined, name: string): string => {
-    const k = Math.sqrt(d / width);
-    const scale = new Float32Array(width);
-    for (let i = 0; i < width; i++) scale[i] = k * (w ? w.data[i] : 1);
-    return g.op('RMSNormalization', [x, weight(name, scale, [width])], { axis: -1, epsilon: { float: (config.rms_norm_eps * d) / width }, stash_type: 1 });
-  };
-
-  const inputIds = g.input('input_ids', 'int64', ['batch', 'sequence']);
-  const positionIds = g.input('position_ids', 'int64', ['batch', 'sequence']);
-  let bias = g.input('attention_bias', 'float32', ['batch', 'sequence', 'total_sequence']);
-  bias = g.op('Unsqueeze', [bias, g.int64([1])]); // [B, 1, S, T], broadcast over heads
-  if (fp16) bias = g.op('Cast', [bias], { to: 10 });
-
-  // RoPE tables [max_position, head_dim / 2] (HF: inv_freq = theta^(-2i/hd)).
-  const maxPos = config.max_position_embeddings;
-  const half = hd / 2;
-  const cos = new Float32Array(maxPos * half);
-  const sin = new Float32Array(maxPos * half);
-  for (let p = 0; p < maxPos; p++) {
-    for (let i = 0; i < half; i++) {
-      const angle = p * Math.pow(config.rope_theta, (-2 * i) / hd);
-      cos[p * half + i] = Math.cos(angle);
-      sin[p * half + i] = Math.sin(angle);
-    }
-  }
-  const cosCache = weight('rope.cos', cos, [maxPos, half]);
-  const sinCache = weight('rope.sin', sin, [maxPos, half]);
+  const KV = config.num_key_value_heads;
+  const hd = config.head_dim;
 
   const embed = get(W.embed);
-  let x = g.op('Gather', [weight(W.embed, embed.data, embed.shape), inputIds], { axis: 0 });
-
-  const toHeads = (t: string, heads: number): string =>
-    g.op('Transpose', [g.op('Reshape', [t, g.int64([0, 0, heads, hd])])], { perm: [0, 2, 1, 3] });
-
+  let x = g.op('Gather', [e.weight(W.embed, embed.data, embed.shape), g.input('input_ids', 'int64', ['batch', 'sequence'])], { axis: 0 });
   for (let l = 0; l < config.num_hidden_layers; l++) {
-    const { input, middle } = widths.layers[l];
-    const n1 = rmsNorm(x, input, model.weights.get(W.attnNorm(l)), `${W.layer(l)}.attn_norm_scale`);
-    const qkv = linear(n1, `${W.layer(l)}.self_attn.qkv_proj.weight_t`, [get(W.q(l)), get(W.k(l)), get(W.v(l))]);
-    const [q, k, v] = g.node('Split', [qkv, g.int64([H * hd, KV * hd, KV * hd])], { axis: -1 }, { outputCount: 3 });
-    const qh = g.op('RotaryEmbedding', [toHeads(q, H), cosCache, sinCache, positionIds], { interleaved: 0 });
-    const kh = g.op('RotaryEmbedding', [toHeads(k, KV), cosCache, sinCache, positionIds], { interleaved: 0 });
-    const vh = toHeads(v, KV);
-    const pastK = g.input(`past_key_values.${l}.key`, act, ['batch', KV, 'past_sequence', hd]);
-    const pastV = g.input(`past_key_values.${l}.value`, act, ['batch', KV, 'past_sequence', hd]);
-    const [attn] = g.node('Attention', [qh, kh, vh, bias, pastK, pastV], { scale: { float: 1 / Math.sqrt(hd) } }, {
-      outputs: [g.fresh('attn'), `present.${l}.key`, `present.${l}.value`],
-    });
-    g.output(`present.${l}.key`, act, ['batch', KV, 'total_sequence', hd]);
-    g.output(`present.${l}.value`, act, ['batch', KV, 'total_sequence', hd]);
-    const merged = g.op('Reshape', [g.op('Transpose', [attn], { perm: [0, 2, 1, 3] }), g.int64([0, 0, H * hd])]);
-    const attnOut = linear(merged, `${W.layer(l)}.self_attn.o_proj.weight_t`, [get(W.o(l))]);
-    const sa = model.weights.get(W.attnShortcut(l));
-    const residual1 = sa ? g.op('MatMul', [x, weight(W.attnShortcut(l), sa.data, sa.shape)]) : x;
-    const h = g.op('Add', [residual1, attnOut]);
-
-    const n2 = rmsNorm(h, middle, model.weights.get(W.mlpNorm(l)), `${W.layer(l)}.mlp_norm_scale`);
-    const I = get(W.gate(l)).shape[0];
-    const gu = linear(n2, `${W.layer(l)}.mlp.gate_up_proj.weight_t`, [get(W.gate(l)), get(W.up(l))]);
-    const [gate, up] = g.node('Split', [gu, g.int64([I, I])], { axis: -1 }, { outputCount: 2 });
-    const act1 = g.op('Mul', [g.op('Mul', [gate, g.op('Sigmoid', [gate])]), up]);
-    const mlpOut = linear(act1, `${W.layer(l)}.mlp.down_proj.weight_t`, [get(W.down(l))]);
-    const sm = model.weights.get(W.mlpShortcut(l));
-    const residual2 = sm ? g.op('MatMul', [h, weight(W.mlpShortcut(l), sm.data, sm.shape)]) : h;
-    x = g.op('Add', [residual2, mlpOut]);
+    const pastK = g.input(`past_key_values.${l}.key`, e.act, ['batch', KV, 'past_sequence', hd]);
+    const pastV = g.input(`past_key_values.${l}.value`, e.act, ['batch', KV, 'past_sequence', hd]);
+    const h = e.attentionHalf(x, l, attentionWeights(model, l), { pastK, pastV, presentK: `present.${l}.key`, presentV: `present.${l}.value` });
+    g.output(`present.${l}.key`, e.act, ['batch', KV, 'total_sequence', hd]);
+    g.output(`present.${l}.value`, e.act, ['batch', KV, 'total_sequence', hd]);
+    x = e.mlpHalf(h, l, mlpWeights(model, l));
   }
-
   if (options.logits === 'last') {
     x = g.op('Slice', [x, g.int64([-1]), g.int64([Number.MAX_SAFE_INTEGER]), g.int64([1])]);
   }
-  const nf = rmsNorm(x, widths.head, model.weights.get(W.finalNorm), 'model.norm_scale');
+  const nf = e.rmsNorm(x, widths.head, model.weights.get(W.finalNorm), 'model.norm_scale');
   const head = model.weights.get(W.lmHead) ?? embed;
-  let logits = linear(nf, 'lm_head.weight_t', [head]);
-  if (fp16) logits = g.op('Cast', [logits], { to: 1 });
+  let logits = e.linear(nf, 'lm_head.weight_t', [head]);
+  if (e.act === 'float16') logits = g.op('Cast', [logits], { to: 1 });
   g.op('Identity', [logits], {}, { output: 'logits' });
   g.output('logits', 'float32', ['batch', options.logits === 'last' ? 1 : 'sequence', head.shape[0]]);
   return g.build();
+}
+
+/** The weights of one attention half: `r = x @ shortcut + o(attn(norm(x)))`. */
+export interface AttentionWeights {
+  q: WeightTensor;
+  k: WeightTensor;
+  v: WeightTensor;
+  o: WeightTensor;
+  /** RMSNorm scale; absent once fused. */
+  norm?: WeightTensor;
+  /** [in, out]; absent = identity residual. */
+  shortcut?: WeightTensor;
+}
+
+/** The weights of one MLP half: `out = h @ shortcut + down(silu(gate(n)) * up(n))`, n = norm(h). */
+export interface MlpWeights {
+  gate: WeightTensor;
+  up: WeightTensor;
+  down: WeightTensor;
+  norm?: WeightTensor;
+  shortcut?: WeightTensor;
+}
+
+function need(model: LoadedModel, name: string): WeightTensor {
+  const t = model.weights.get(name);
+  if (!t) throw new Error(`missing weight ${name}`);
+  return t;
+}
+
+/** Layer `l`'s attention-half weights from a model. */
+export function attentionWeights(model: LoadedModel, l: number): AttentionWeights {
+  return {
+    q: need(model, W.q(l)),
+    k: need(model, W.k(l)),
+    v: need(model, W.v(l)),
+    o: need(model, W.o(l)),
+    norm: model.weights.get(W.attnNorm(l)),
+    shortcut: model.weights.get(W.attnShortcut(l)),
+  };
+}
+
+/** Layer `l`'s MLP-half weights from a model. */
+export function mlpWeights(model: LoadedModel, l: number): MlpWeights {
+  return {
+    gate: need(model, W.gate(l)),
+    up: need(model, W.up(l)),
+    down: need(model, W.down(l)),
+    norm: model.weights.get(W.mlpNorm(l)),
+    shortcut: model.weights.get(W.mlpShortcut(l)),
+  };
+}
+
+/**
+ * A graph of ONE half layer, no KV cache, for calibration (slicer/): input `hidden`
+ * [batch, sequence, in] plus `position_ids` and `attention_bias` as in the full graph; output
+ * `out` [batch, sequence, out]. Runs in float32, the model dtype (PROTOCOL.md §5).
+ * @param normDivisor the ORIGINAL hidden_size d.
+ */
+export function buildHalfLayerGraph(config: LlamaConfig, normDivisor: number, half: { attention: AttentionWeights } | { mlp: MlpWeights }): BuiltModel {
+  const e = new LlamaEmitter(new OnnxGraph('half-layer'), config, normDivisor, 'float32');
+  const inWidth = 'attention' in half ? half.attention.q.shape[1] : half.mlp.gate.shape[1];
+  const x = e.g.input('hidden', 'float32', ['batch', 'sequence', inWidth]);
+  const out = 'attention' in half ? e.attentionHalf(x, 0, half.attention, {}) : e.mlpHalf(x, 0, half.mlp);
+  const outWidth = 'attention' in half ? half.attention.o.shape[0] : half.mlp.down.shape[0];
+  e.g.op('Identity', [out], {}, { output: 'out' });
+  e.g.output('out', 'float32', ['batch', 'sequence', outWidth]);
+  return e.g.build();
+}
+
+/** Emits the nodes shared by the full graph and the half-layer graphs. */
+class LlamaEmitter {
+  readonly act: ElemType;
+  readonly positionIds: string;
+  private readonly bias: string;
+  private readonly cosCache: string;
+  private readonly sinCache: string;
+
+  constructor(
+    readonly g: OnnxGraph,
+    private readonly config: LlamaConfig,
+    private readonly normDivisor: number,
+    dtype: 'float32' | 'float16',
+  ) {
+    this.act = dtype;
+    this.positionIds = g.input('position_ids', 'int64', ['batch', 'sequence']);
+    let bias = g.input('attention_bias', 'float32', ['batch', 'sequence', 'total_sequence']);
+    bias = g.op('Unsqueeze', [bias, g.int64([1])]); // [B, 1, S, T], broadcast over heads
+    if (dtype === 'float16') bias = g.op('Cast', [bias], { to: 10 });
+    this.bias = bias;
+    // RoPE tables [max_position, head_dim / 2] (HF: inv_freq = theta^(-2i/hd)).
+    const maxPos = config.max_position_embeddings;
+    const hd = config.head_dim;
+    const half = hd / 2;
+    const cos = new Float32Array(maxPos * half);
+    const sin = new Float32Array(maxPos * half);
+    for (let p = 0; p < maxPos; p++) {
+      for (let i = 0; i < half; i++) {
+        const angle = p * Math.pow(config.rope_theta, (-2 * i) / hd);
+        cos[p * half + i] = Math.cos(angle);
+        sin[p * half + i] = Math.sin(angle);
+      }
+    }
+    this.cosCache = this.weight('rope.cos', cos, [maxPos, half]);
+    this.sinCache = this.weight('rope.sin', sin, [maxPos, half]);
+  }
+
+  weight(name: string, data: Float32Array, dims: number[]): string {
+    return this.act === 'float16' ? this.g.initializer(name, 'float16', dims, toFloat16(data)) : this.g.initializer(name, 'float32', dims, data);
+  }
+
+  /** x @ W^T for the concatenation (along out) of weights stored [out, in]. */
+  linear(x: string, name: string, ws: WeightTensor[]): string {
+    const inn = ws[0].shape[1];
+    const out = ws.reduce((s, w) => s + w.shape[0], 0);
+    return this.g.op('MatMul', [x, this.weight(name, transposeConcat(ws, inn, out), [inn, out])]);
+  }
+
+  /** RMSNorm over a residual of `width` columns that divides by the original hidden size. */
+  rmsNorm(x: string, width: number, w: WeightTensor | undefined, name: string): string {
+    const d = this.normDivisor;
+    const k = Math.sqrt(d / width);
+    const scale = new Float32Array(width);
+    for (let i = 0; i < width; i++) scale[i] = k * (w ? w.data[i] : 1);
+    return this.g.op('RMSNormalization', [x, this.weight(name, scale, [width])], {
+      axis: -1,
+      epsilon: { float: (this.config.rms_norm_eps * d) / width },
+      stash_type: 1,
+    });
+  }
+
+  private toHeads(t: string, heads: number): string {
+    const g = this.g;
+    return g.op('Transpose', [g.op('Reshape', [t, g.int64([0, 0, heads, this.config.head_dim])])], { perm: [0, 2, 1, 3] });
+  }
+
+  /** `x @ shortcut + o(attention(norm(x)))` with the optional KV cache wiring. */
+  attentionHalf(x: string, l: number, w: AttentionWeights, cache: { pastK?: string; pastV?: string; presentK?: string; presentV?: string }): string {
+    const g = this.g;
+    const H = this.config.num_attention_heads;
+    const KV = this.config.num_key_value_heads;
+    const hd = this.config.head_dim;
+    const prefix = W.layer(l);
+    const n1 = this.rmsNorm(x, w.q.shape[1], w.norm, `${prefix}.attn_norm_scale`);
+    const qkv = this.linear(n1, `${prefix}.self_attn.qkv_proj.weight_t`, [w.q, w.k, w.v]);
+    const [q, k, v] = g.node('Split', [qkv, g.int64([H * hd, KV * hd, KV * hd])], { axis: -1 }, { outputCount: 3 });
+    const qh = g.op('RotaryEmbedding', [this.toHeads(q, H), this.cosCache, this.sinCache, this.positionIds], { interleaved: 0 });
+    const kh = g.op('RotaryEmbedding', [this.toHeads(k, KV), this.cosCache, this.sinCache, this.positionIds], { interleaved: 0 });
+    const vh = this.toHeads(v, KV);
+    const inputs = [qh, kh, vh, this.bias];
+    if (cache.pastK && cache.pastV) inputs.push(cache.pastK, cache.pastV);
+    const outputs = [g.fresh('attn')];
+    if (cache.presentK && cache.presentV) outputs.push(cache.presentK, cache.presentV);
+    const [attn] = g.node('Attention', inputs, { scale: { float: 1 / Math.sqrt(hd) } }, { outputs });
+    const merged = g.op('Reshape', [g.op('Transpose', [attn], { perm: [0, 2, 1, 3] }), g.int64([0, 0, H * hd])]);
+    const attnOut = this.linear(merged, `${prefix}.self_attn.o_proj.weight_t`, [w.o]);
+    const residual = w.shortcut ? g.op('MatMul', [x, this.weight(`${prefix}.attn_shortcut_Q`, w.shortcut.data, w.shortcut.shape)]) : x;
+    return g.op('Add', [residual, attnOut]);
+  }
+
+  /** `h @ shortcut + down(silu(gate(norm(h))) * up(norm(h)))`. */
+  mlpHalf(h: string, l: number, w: MlpWeights): string {
+    const g = this.g;
+    const prefix = W.layer(l);
+    const n2 = this.rmsNorm(h, w.gate.shape[1], w.norm, `${prefix}.mlp_norm_scale`);
+    const I = w.gate.shape[0];
+    const gu = this.linear(n2, `${prefix}.mlp.gate_up_proj.weight_t`, [w.gate, w.up]);
+    const [gate, up] = g.node('Split', [gu, g.int64([I, I])], { axis: -1 }, { outputCount: 2 });
+    const act = g.op('Mul', [g.op('Mul', [gate, g.op('Sigmoid', [gate])]), up]);
+    const mlpOut = this.linear(act, `${prefix}.mlp.down_proj.weight_t`, [w.down]);
+    const residual = w.shortcut ? g.op('MatMul', [h, this.weight(`${prefix}.mlp_shortcut_Q`, w.shortcut.data, w.shortcut.shape)]) : h;
+    return g.op('Add', [residual, mlpOut]);
+  }
 }
 
 /** Concatenates weights [out_i, in] along out and transposes to [in, sum(out_i)]. */
