@@ -1,0 +1,87 @@
+/**
+ * Loading tokenizers from files: llama2.c `tok*.bin` (converted to a Hugging Face
+ * `tokenizer.json` on the fly) and Hugging Face `tokenizer.json` (+ `tokenizer_config.json`).
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { ModelLoadError } from '../types.js';
+import { HfTokenizer } from './hf-tokenizer.js';
+import {
+  LLAMA2C_BOS_ID, LLAMA2C_EOS_ID, SPECIAL_TOKENS, llama2cVocabToTokenizerJson, readLlama2cVocab,
+} from './llama2c-vocab.js';
+
+export const TOKENIZER_FILE = 'tokenizer.json';
+export const TOKENIZER_CONFIG_FILE = 'tokenizer_config.json';
+
+/**
+ * Loads a llama2.c tokenizer file as an {@link HfTokenizer} (BOS 1, EOS 2); see
+ * {@link llama2cVocabToTokenizerJson} for the conversion.
+ * @param vocabSize the checkpoint's vocab_size, to check the file against.
+ * @throws ModelLoadError naming `file` (missing, truncated, size mismatch, invalid pieces).
+ */
+export function loadLlama2cTokenizer(file: string, vocabSize?: number): HfTokenizer {
+  const vocab = readLlama2cVocab(file, vocabSize);
+  const json = llama2cVocabToTokenizerJson(vocab, file);
+  return new HfTokenizer(json, {
+    bosTokenId: LLAMA2C_BOS_ID,
+    eosTokenId: LLAMA2C_EOS_ID,
+    tokenizerConfig: llamaTokenizerConfig(),
+    source: file,
+  });
+}
+
+/**
+ * A `tokenizer_config.json` for a Llama-style tokenizer whose `tokenizer.json` is complete:
+ * `PreTrainedTokenizerFast` reads everything from `tokenizer.json`, and BOS is added by its
+ * post-processor.
+ */
+export function llamaTokenizerConfig(modelMaxLength?: number): Record<string, unknown> {
+  return {
+    tokenizer_class: 'PreTrainedTokenizerFast',
+    bos_token: SPECIAL_TOKENS[LLAMA2C_BOS_ID],
+    eos_token: SPECIAL_TOKENS[LLAMA2C_EOS_ID],
+    unk_token: SPECIAL_TOKENS[0],
+    add_bos_token: true,
+    add_eos_token: false,
+    clean_up_tokenization_spaces: false,
+    ...(modelMaxLength === undefined ? {} : { model_max_length: modelMaxLength }),
+  };
+}
+
+function readJsonObject(file: string, what: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new ModelLoadError(file, code === 'ENOENT' ? `${what} not found` : `cannot read: ${(err as Error).message}`);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    throw new ModelLoadError(file, `not valid JSON (${(err as Error).message})`);
+  }
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new ModelLoadError(file, 'not a JSON object');
+  return json as Record<string, unknown>;
+}
+
+/**
+ * Loads `<dir>/tokenizer.json` and, if present, `<dir>/tokenizer_config.json`.
+ * @param ids BOS/EOS ids (from config.json).
+ * @throws ModelLoadError naming the file when tokenizer.json is missing, not JSON, has no
+ *   `model`, or is rejected by `@huggingface/tokenizers`; or when tokenizer_config.json is not JSON.
+ */
+export function loadHfTokenizer(dir: string, ids: { bosTokenId: number; eosTokenId: number }): HfTokenizer {
+  const file = path.join(dir, TOKENIZER_FILE);
+  const json = readJsonObject(file, 'tokenizer file');
+  if (typeof json.model !== 'object' || json.model === null) throw new ModelLoadError(file, 'no "model" object: not a tokenizer.json');
+  const configFile = path.join(dir, TOKENIZER_CONFIG_FILE);
+  const tokenizerConfig = fs.existsSync(configFile) ? readJsonObject(configFile, 'tokenizer config') : undefined;
+  try {
+    return new HfTokenizer(json, { ...ids, tokenizerConfig, source: file });
+  } catch (err) {
+    if (err instanceof ModelLoadError) throw err;
+    throw new ModelLoadError(file, `cannot build the tokenizer: ${(err as Error).message}`);
+  }
+}

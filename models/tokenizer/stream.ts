@@ -1,0 +1,63 @@
+/**
+ * Token streams of story files (PROTOCOL.md section 3): the construction shared by the
+ * evaluation set (TinyStories validation) and the calibration set (TinyStories train).
+ */
+import type { TextTokenizer } from '../types.js';
+
+/** The separator between stories, matched as exact bytes. */
+export const STORY_SEPARATOR = '<|endoftext|>';
+
+/** A concatenation of encoded stories. */
+export interface TokenStream {
+  /** All token ids, story after story, each story starting with BOS. */
+  tokens: Int32Array;
+  /** Number of stories encoded. */
+  storyCount: number;
+}
+
+/** ASCII whitespace as Python's `bytes.strip()` sees it: space, \t, \n, \r, \v, \f. */
+function isAsciiWhitespace(byte: number): boolean {
+  return byte === 0x20 || (byte >= 0x09 && byte <= 0x0d);
+}
+
+/**
+ * Splits a story file into stories (PROTOCOL.md section 3, steps 1-2): split the bytes on
+ * `<|endoftext|>`, strip ASCII whitespace from both ends of each piece, drop empty pieces.
+ * @throws Error if a story is not valid UTF-8.
+ */
+export function splitStories(fileBytes: Uint8Array): string[] {
+  const buf = Buffer.from(fileBytes.buffer, fileBytes.byteOffset, fileBytes.byteLength);
+  const separator = Buffer.from(STORY_SEPARATOR, 'utf8');
+  const decoder = new TextDecoder('utf-8', { fatal: true });
+  const stories: string[] = [];
+  let start = 0;
+  while (start <= buf.length) {
+    let end = buf.indexOf(separator, start);
+    if (end < 0) end = buf.length;
+    let a = start;
+    let b = end;
+    while (a < b && isAsciiWhitespace(buf[a]!)) a++;
+    while (b > a && isAsciiWhitespace(buf[b - 1]!)) b--;
+    if (b > a) stories.push(decoder.decode(buf.subarray(a, b)));
+    start = end + separator.length;
+  }
+  return stories;
+}
+
+/**
+ * Builds the token stream of a story file (PROTOCOL.md section 3): stories from
+ * {@link splitStories}, each encoded with BOS (and no EOS), concatenated in file order.
+ * For stories260K: validation sample -> 390,336 tokens / 1,000 stories; train sample ->
+ * 1,031,693 tokens / 2,316 stories.
+ */
+export function buildTokenStream(fileBytes: Uint8Array, tokenizer: TextTokenizer): TokenStream {
+  const stories = splitStories(fileBytes);
+  const parts = stories.map((s) => tokenizer.encode(s, { addBos: true }));
+  const tokens = new Int32Array(parts.reduce((n, p) => n + p.length, 0));
+  let offset = 0;
+  for (const p of parts) {
+    tokens.set(p, offset);
+    offset += p.length;
+  }
+  return { tokens, storyCount: stories.length };
+}
