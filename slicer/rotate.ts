@@ -1,0 +1,66 @@
+/**
+ * The rotate-and-slice verbs of SliceGPT (arXiv 2401.15024 §3.2-3.4; SLICEGPT.md §5), each a
+ * float64 product cast to float32 (PROTOCOL.md §5: rotations in float64, stored in the model
+ * dtype). Q is an n x n orthogonal matrix, row-major, principal directions in its columns;
+ * `Q_k` below means its first k columns. Weights are stored `[out, in]`.
+ */
+import type { WeightTensor } from '../models/types.js';
+import { matmulF64 } from './linalg/index.js';
+
+/** Q[:, :k] as an [n, k] row-major float64 array. */
+export function leadingColumns(Q: Float64Array, n: number, k: number): Float64Array {
+  if (k > n) throw new RangeError(`cannot keep ${k} of ${n} columns`);
+  const out = new Float64Array(n * k);
+  for (let i = 0; i < n; i++) for (let j = 0; j < k; j++) out[i * k + j] = Q[i * n + j];
+  return out;
+}
+
+/**
+ * A layer that READS the residual: W <- (W Q)[:, :k] (the rotated and sliced input side).
+ * @param w [out, n]. @returns [out, k].
+ */
+export async function rotateReader(w: WeightTensor, Q: Float64Array, n: number, k: number): Promise<WeightTensor> {
+  const [out, inn] = w.shape;
+  if (inn !== n) throw new RangeError(`rotateReader: weight reads ${inn} columns, Q is ${n} x ${n}`);
+  const y = await matmulF64(Float64Array.from(w.data), [out, n], leadingColumns(Q, n, k), [n, k]);
+  return { shape: [out, k], data: Float32Array.from(y) };
+}
+
+/**
+ * A layer that WRITES the residual: W <- (Q^T W)[:k, :] (rows of the output side).
+ * @param w [n, in]. @returns [k, in].
+ */
+export async function rotateWriter(w: WeightTensor, Q: Float64Array, n: number, k: number): Promise<WeightTensor> {
+  const [out, inn] = w.shape;
+  if (out !== n) throw new RangeError(`rotateWriter: weight writes ${out} rows, Q is ${n} x ${n}`);
+  const y = await matmulF64(leadingColumns(Q, n, k), [n, k], Float64Array.from(w.data), [n, inn], { transA: true });
+  return { shape: [k, inn], data: Float32Array.from(y) };
+}
+
+/**
+ * The shortcut of a residual connection between two bases: S = Qa[:, :kIn]^T Qb[:, :kOut]
+ * (SliceGPT §3.4), stored [kIn, kOut] so that the residual becomes `x @ S`.
+ */
+export async function shortcutMatrix(Qa: Float64Array, kIn: number, Qb: Float64Array, kOut: number, n: number): Promise<WeightTensor> {
+  const y = await matmulF64(leadingColumns(Qa, n, kIn), [n, kIn], leadingColumns(Qb, n, kOut), [n, kOut], { transA: true });
+  return { shape: [kIn, kOut], data: Float32Array.from(y) };
+}
+
+/**
+ * Q[:, :k]^T as a shortcut [k, n]: carries a stream held in the first k principal
+ * coordinates back to the original basis (used while calibrating, PROTOCOL.md §5.3).
+ */
+export function backToOriginal(Q: Float64Array, n: number, k: number): WeightTensor {
+  const data = new Float32Array(k * n);
+  for (let i = 0; i < n; i++) for (let j = 0; j < k; j++) data[j * n + i] = Q[i * n + j];
+  return { shape: [k, n], data };
+}
+
+/**
+ * A signal in the original basis projected onto the first k principal directions:
+ * (X Q)[:, :k]. @param x [tokens, n] float32. @returns [tokens, k] float32.
+ */
+export async function projectSignal(x: Float32Array, tokens: number, Q: Float64Array, n: number, k: number): Promise<Float32Array> {
+  const y = await matmulF64(Float64Array.from(x), [tokens, n], leadingColumns(Q, n, k), [n, k]);
+  return Float32Array.from(y);
+}
