@@ -11,8 +11,7 @@ import os from 'node:os';
 import * as ort from 'onnxruntime-node';
 import { buildLlamaGraph, MASKED } from '../models/llama/graph.js';
 import type { LoadedModel } from '../models/types.js';
-type DeviceRequest = 'cpu'|'cuda'|'webgpu'|'auto';
-async function createSessionOnDevice(m: Uint8Array, o: {device: DeviceRequest; logger?: unknown; sessionOptions: ort.InferenceSession.SessionOptions}) { return { session: await ort.InferenceSession.create(m, o.sessionOptions), device: 'cpu' as const }; }
+import { createSessionOnDevice, type DeviceRequest } from './device.js';
 import { SequenceCache } from './kv-cache.js';
 
 export { SequenceCache } from './kv-cache.js';

@@ -149,8 +149,7 @@ class LlamaEmitter {
   readonly act: ElemType;
   readonly positionIds: string;
   private readonly bias: string;
-  private readonly cosCache: string;
-  private readonly sinCache: string;
+  private rope?: { cos: string; sin: string };
 
   constructor(
     readonly g: OnnxGraph,
@@ -164,21 +163,25 @@ class LlamaEmitter {
     bias = g.op('Unsqueeze', [bias, g.int64([1])]); // [B, 1, S, T], broadcast over heads
     if (dtype === 'float16') bias = g.op('Cast', [bias], { to: 10 });
     this.bias = bias;
-    // RoPE tables [max_position, head_dim / 2] (HF: inv_freq = theta^(-2i/hd)).
-    const maxPos = config.max_position_embeddings;
-    const hd = config.head_dim;
+  }
+
+  /** RoPE tables [max_position, head_dim / 2] (HF: inv_freq = theta^(-2i/hd)), emitted on first use. */
+  private ropeTables(): { cos: string; sin: string } {
+    if (this.rope) return this.rope;
+    const maxPos = this.config.max_position_embeddings;
+    const hd = this.config.head_dim;
     const half = hd / 2;
     const cos = new Float32Array(maxPos * half);
     const sin = new Float32Array(maxPos * half);
     for (let p = 0; p < maxPos; p++) {
       for (let i = 0; i < half; i++) {
-        const angle = p * Math.pow(config.rope_theta, (-2 * i) / hd);
+        const angle = p * Math.pow(this.config.rope_theta, (-2 * i) / hd);
         cos[p * half + i] = Math.cos(angle);
         sin[p * half + i] = Math.sin(angle);
       }
     }
-    this.cosCache = this.weight('rope.cos', cos, [maxPos, half]);
-    this.sinCache = this.weight('rope.sin', sin, [maxPos, half]);
+    this.rope = { cos: this.weight('rope.cos', cos, [maxPos, half]), sin: this.weight('rope.sin', sin, [maxPos, half]) };
+    return this.rope;
   }
 
   weight(name: string, data: Float32Array, dims: number[]): string {
@@ -220,8 +223,9 @@ class LlamaEmitter {
     const n1 = this.rmsNorm(x, w.q.shape[1], w.norm, `${prefix}.attn_norm_scale`);
     const qkv = this.linear(n1, `${prefix}.self_attn.qkv_proj.weight_t`, [w.q, w.k, w.v]);
     const [q, k, v] = g.node('Split', [qkv, g.int64([H * hd, KV * hd, KV * hd])], { axis: -1 }, { outputCount: 3 });
-    const qh = g.op('RotaryEmbedding', [this.toHeads(q, H), this.cosCache, this.sinCache, this.positionIds], { interleaved: 0 });
-    const kh = g.op('RotaryEmbedding', [this.toHeads(k, KV), this.cosCache, this.sinCache, this.positionIds], { interleaved: 0 });
+    const rope = this.ropeTables();
+    const qh = g.op('RotaryEmbedding', [this.toHeads(q, H), rope.cos, rope.sin, this.positionIds], { interleaved: 0 });
+    const kh = g.op('RotaryEmbedding', [this.toHeads(k, KV), rope.cos, rope.sin, this.positionIds], { interleaved: 0 });
     const vh = this.toHeads(v, KV);
     const inputs = [qh, kh, vh, this.bias];
     if (cache.pastK && cache.pastV) inputs.push(cache.pastK, cache.pastV);

@@ -1,0 +1,39 @@
+/** `sliceserve eval`: perplexity with the protocol of PROTOCOL.md (stories, BOS, windows). */
+import fs from 'node:fs';
+import type { Command } from 'commander';
+import { cutWindows, perplexity } from '../../engine/perplexity.js';
+import { loadModel } from '../../models/load.js';
+import { buildTokenStream } from '../../models/tokenizer/index.js';
+import { parseDeviceRequest } from '../../runtime/device.js';
+import { LlamaSession } from '../../runtime/llama-session.js';
+import { DEFAULT_EVAL_FILE, DEFAULT_MODEL_DIR, intOption } from '../options.js';
+
+export function register(program: Command): void {
+  program
+    .command('eval')
+    .description('perplexity on non-overlapping windows of a story file (split on <|endoftext|>, BOS per story)')
+    .option('--model <dir>', 'model directory (llama2.c, Hugging Face, or a sliced artifact)', DEFAULT_MODEL_DIR)
+    .option('--data <file>', 'text file of stories separated by <|endoftext|>', DEFAULT_EVAL_FILE)
+    .option('--seq-len <n>', 'tokens per window', intOption(2), 256)
+    .option('--windows <n>', 'number of windows', intOption(1), 64)
+    .option('--batch-size <n>', 'windows per forward pass', intOption(1), 8)
+    .option('--device <device>', 'cpu | cuda | webgpu | auto', (v) => parseDeviceRequest(v), 'cpu')
+    .option('--json', 'print a JSON object as the last line of stdout')
+    .action(async (opts) => {
+      if (!fs.existsSync(opts.data)) throw new Error(`--data ${opts.data}: no such file`);
+      const model = await loadModel(opts.model);
+      const stream = buildTokenStream(fs.readFileSync(opts.data), model.tokenizer);
+      const windows = cutWindows(Array.from(stream.tokens), opts.seqLen, opts.windows, `--data ${opts.data}`);
+      const session = await LlamaSession.create(model, { logits: 'all', device: opts.device });
+      try {
+        const t0 = performance.now();
+        const r = await perplexity(session, windows, opts.batchSize);
+        const seconds = (performance.now() - t0) / 1000;
+        const result = { model: model.id, data: opts.data, perplexity: r.perplexity, mean_nll: r.meanNll, tokens: r.tokens, windows: r.windows, seq_len: r.seqLen, sparsity: model.config.sliceserve?.sparsity ?? 0, seconds };
+        if (opts.json) console.log(JSON.stringify(result));
+        else console.log(`perplexity ${r.perplexity.toFixed(6)} over ${r.tokens} predicted tokens (${r.windows} windows of ${r.seqLen}) in ${seconds.toFixed(1)} s`);
+      } finally {
+        await session.release();
+      }
+    });
+}

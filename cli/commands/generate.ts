@@ -1,0 +1,39 @@
+/** `sliceserve generate`: complete a prompt with a (dense or sliced) model. */
+import type { Command } from 'commander';
+import { generate } from '../../engine/generate.js';
+import { loadModel } from '../../models/load.js';
+import { parseDeviceRequest } from '../../runtime/device.js';
+import { LlamaSession } from '../../runtime/llama-session.js';
+import { DEFAULT_MODEL_DIR, intOption, numberOption } from '../options.js';
+
+export function register(program: Command): void {
+  program
+    .command('generate')
+    .description('complete a prompt; prints only the completion (prompt + output = the full text)')
+    .option('--model <dir>', 'model directory (llama2.c, Hugging Face, or a sliced artifact)', DEFAULT_MODEL_DIR)
+    .requiredOption('--prompt <text>', 'the prompt')
+    .option('--max-tokens <n>', 'tokens to generate at most', intOption(1), 256)
+    .option('--temperature <t>', '0 = greedy', numberOption(0, 100, true), 1)
+    .option('--top-p <p>', 'nucleus sampling mass', numberOption(0, 1, true), 1)
+    .option('--top-k <k>', 'keep the k most likely tokens (0 = all)', intOption(0), 0)
+    .option('--seed <n>', 'random seed for reproducible sampling', intOption(0))
+    .option('--ignore-eos', 'keep generating after the end-of-sequence token')
+    .option('--device <device>', 'cpu | cuda | webgpu | auto', (v) => parseDeviceRequest(v), 'cpu')
+    .action(async (opts) => {
+      const model = await loadModel(opts.model);
+      const session = await LlamaSession.create(model, { device: opts.device });
+      try {
+        const promptIds = model.tokenizer.encode(opts.prompt);
+        const result = await generate(session, model.tokenizer, promptIds, {
+          maxTokens: opts.maxTokens,
+          stopAtEos: !opts.ignoreEos,
+          sampling: { temperature: opts.temperature, topP: opts.topP, topK: opts.topK, seed: opts.seed, presencePenalty: 0, frequencyPenalty: 0 },
+          onText: (delta) => process.stdout.write(delta),
+        });
+        if (process.stdout.isTTY) process.stdout.write('\n');
+        process.stderr.write(`[${result.tokens.length} tokens, finish_reason ${result.finishReason}]\n`);
+      } finally {
+        await session.release();
+      }
+    });
+}

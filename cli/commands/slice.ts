@@ -1,0 +1,56 @@
+/** `sliceserve slice`: SliceGPT a model and write the sliced artifact. */
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Command } from 'commander';
+import { loadModel } from '../../models/load.js';
+import { saveSlicedArtifact } from '../../slicer/artifact.js';
+import { sliceModelWithReport } from '../../slicer/index.js';
+import { progressBar } from '../progress.js';
+import { DEFAULT_CALIBRATION_FILE, DEFAULT_MODEL_DIR, intOption, numberOption } from '../options.js';
+
+export function register(program: Command): void {
+  program
+    .command('slice')
+    .description('compress a model with SliceGPT (delete rows and columns after PCA rotations) and write it to --out')
+    .option('--model <dir>', 'dense model directory', DEFAULT_MODEL_DIR)
+    .requiredOption('--sparsity <s>', 'fraction of hidden_size to remove, in [0, 1)', numberOption(0, 1))
+    .option('--calibration <file>', 'calibration text (stories separated by <|endoftext|>)', DEFAULT_CALIBRATION_FILE)
+    .option('--cal-windows <n>', 'calibration windows', intOption(1), 128)
+    .option('--cal-seq-len <n>', 'tokens per calibration window', intOption(2), 256)
+    .option('--round-interval <n>', "round the sliced width d' down to a multiple of this", intOption(1), 8)
+    .option('--slice-head', 'also slice the input of the head (default: the last layer keeps full width)')
+    .requiredOption('--out <dir>', 'output directory (must not exist or be empty)')
+    .option('--overwrite', 'replace an existing --out directory')
+    .action(async (opts) => {
+      const out = path.resolve(opts.out);
+      if (fs.existsSync(out) && fs.readdirSync(out).length > 0 && !opts.overwrite) {
+        throw new Error(`--out ${opts.out} exists and is not empty; choose another directory or pass --overwrite`);
+      }
+      const parent = path.dirname(out);
+      try {
+        fs.mkdirSync(parent, { recursive: true });
+        fs.accessSync(parent, fs.constants.W_OK);
+      } catch {
+        throw new Error(`--out ${opts.out}: cannot write to ${parent}`);
+      }
+      const t0 = performance.now();
+      const model = await loadModel(opts.model);
+      const loadS = (performance.now() - t0) / 1000;
+      const bar = progressBar('slicing');
+      const { model: sliced, report } = await sliceModelWithReport(
+        model,
+        { sparsity: opts.sparsity, calibrationFile: opts.calibration, calWindows: opts.calWindows, calSeqLen: opts.calSeqLen, roundInterval: opts.roundInterval, sliceHead: !!opts.sliceHead },
+        (p) => bar.update(p.fraction, p.phase),
+      );
+      bar.stop();
+      const t1 = performance.now();
+      await saveSlicedArtifact({ ...sliced, id: path.basename(out) }, out, !!opts.overwrite);
+      const saveS = (performance.now() - t1) / 1000;
+      const pct = (100 * (1 - report.parametersAfter / report.parametersBefore)).toFixed(1);
+      console.log(`sliced ${model.id}: hidden_size ${report.originalWidth} -> d' = ${report.width} (sparsity ${opts.sparsity}, round interval ${opts.roundInterval})`);
+      console.log(`parameters: ${report.parametersBefore.toLocaleString('en-US')} -> ${report.parametersAfter.toLocaleString('en-US')} (${pct}% fewer)`);
+      const t = report.timings;
+      console.log(`time: load ${loadS.toFixed(2)} s, calibration ${t.calibration_s.toFixed(2)} s, pca ${t.pca_s.toFixed(2)} s, rotation ${t.rotation_s.toFixed(2)} s, save ${saveS.toFixed(2)} s`);
+      console.log(`wrote ${out}`);
+    });
+}
