@@ -1,0 +1,219 @@
+/**
+ * The load generator: starts the server (or targets --url), measures dense and every sliced
+ * variant interleaved over a concurrency sweep, and writes the report
+ * (loadtests/reports/<timestamp>/report.json, report.md, chart.svg, requests.jsonl,
+ * server.log; latest/ points at the newest). The server is always stopped, even on Ctrl-C
+ * or an error.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { measureReadBandwidth } from './bandwidth.js';
+import { renderChartSvg } from './chart.js';
+import { streamCompletion } from './client.js';
+import { gitCommit, machineInfo } from './machine.js';
+import { renderMarkdown } from './markdown.js';
+import { hasModels, modelEntries, readDenseShape, selectModels } from './models.js';
+import { defaultRequests, type BenchOptions } from './options.js';
+import { createProgress, type Progress } from './progress.js';
+import { makePrompt } from './prompts.js';
+import { buildReport, type Report } from './report.js';
+import { runPlan } from './runner.js';
+import { ServerProcess, freePort, waitForServer } from './server-process.js';
+import { ensureSynthModel } from './synth-cache.js';
+
+/** The repository root (this file is dist/loadtests/bench.js once compiled). */
+export const REPO_ROOT = path.resolve(__dirname, '..', '..');
+
+/** A folder name for a run: UTC time, sortable, e.g. `2026-11-29T183005Z`. */
+export function runFolderName(d: Date): string {
+  return d.toISOString().replace(/\.\d+Z$/, 'Z').replace(/:/g, '');
+}
+
+/**
+ * Writes a report's files into `dir` and points `<root>/latest` at it (a relative symlink;
+ * a copy where symlinks are not allowed).
+ */
+export async function writeReportFiles(report: Report, dir: string, root: string): Promise<void> {
+  fs.mkdirSync(dir, { recursive: true });
+  fs.writeFileSync(path.join(dir, 'report.json'), JSON.stringify(report, null, 2) + '\n');
+  fs.writeFileSync(path.join(dir, 'chart.svg'), await renderChartSvg(report));
+  fs.writeFileSync(path.join(dir, 'report.md'), renderMarkdown(report, { title: `SliceServe load test, ${report.created.slice(0, 16).replace('T', ' ')} UTC`, chartPath: 'chart.svg' }));
+  const latest = path.join(root, 'latest');
+  fs.rmSync(latest, { recursive: true, force: true });
+  try {
+    fs.symlinkSync(path.relative(root, dir), latest, 'dir');
+  } catch {
+    fs.cpSync(dir, latest, { recursive: true });
+  }
+}
+
+async function warmUp(baseUrl: string, models: string[], concurrency: number, opts: BenchOptions, vocabSize: number, bos: number, signal: AbortSignal): Promise<string[]> {
+  const errors: string[] = [];
+  for (const model of models) {
+    const records = await Promise.all(
+      Array.from({ length: concurrency }, (_, i) =>
+        streamCompletion(
+          { model, prompt: makePrompt(900_000_000 + i, { promptTokens: opts.promptTokens, vocabSize, bosTokenId: bos, seed: opts.seed }), max_tokens: 4, temperature: opts.temperature, ignore_eos: true },
+          { baseUrl, timeoutS: opts.timeoutS, signal, apiKey: opts.apiKey ?? undefined, concurrency },
+        ),
+      ),
+    );
+    for (const r of records) if (!r.ok) errors.push(`${model}: ${r.error}`);
+  }
+  return errors;
+}
+
+/** Notes printed in every report. */
+function reportNotes(opts: BenchOptions, synthetic: boolean, sliced: boolean): string[] {
+  const notes: string[] = [];
+  if (synthetic) {
+    notes.push(
+      `The model is synthetic (\`sliceserve synth --preset ${opts.preset} --seed ${opts.seed}\`: realistic shape, seeded random weights, Llama-2's real tokenizer). Serving speed does not depend on weight values, so it measures what a trained model of this shape would; its text is gibberish.`,
+    );
+  }
+  if (sliced) {
+    notes.push(
+      `Quality figures (perplexity) come from stories260K only (see the slicer's evaluation); ${opts.url ? 'the served model was sliced by the server as configured' : `this model was sliced with only ${opts.calWindows} calibration windows, enough for speed and meaningless for quality`}.`,
+    );
+  }
+  notes.push(
+    'Each block is a closed loop: `concurrency` clients each send the next request as soon as their previous one ends. Throughput = output tokens of successful requests / summed block wall time (first send to last [DONE]).',
+    'Prefix caching is defeated: every prompt is BOS + random token ids, different for every request (the same set for every model at a given level and round).',
+    'Expected speedups count matmul FLOPs only; attention scores (q k^T, softmax v) grow with the context and are not counted (< 1 % here).',
+  );
+  if (opts.warmup) notes.push('Before measuring, every model served one warm-up wave (the largest concurrency, 4 output tokens), not recorded.');
+  if (opts.quick) notes.push('Quick run (--quick): few requests per level and one round, so figures are indicative (expect +-15 % between runs); use the full run for BENCHMARKS.md.');
+  return notes;
+}
+
+/**
+ * Runs a benchmark with `opts` and writes its report.
+ *
+ * @param signal aborts the run (Ctrl-C): blocks stop, the server is stopped, a partial report is written.
+ * @returns the run folder and the report.
+ * @throws Error when the model, the server or the run fails; the server is stopped first.
+ */
+export async function runBench(
+  opts: BenchOptions,
+  signal: AbortSignal,
+  makeProgress: (totalRequests: number | null) => Progress = (n) => createProgress(n),
+): Promise<{ dir: string; report: Report }> {
+  let progress: Progress = makeProgress(null);
+  const created = new Date();
+  const root = path.resolve(opts.out);
+  const dir = path.join(root, runFolderName(created));
+  fs.mkdirSync(dir, { recursive: true });
+  let modelDir = opts.model ? path.resolve(opts.model) : null;
+  const synthetic = modelDir === null;
+  if (modelDir === null && opts.url === null) {
+    modelDir = ensureSynthModel(opts.preset, path.resolve(opts.cacheDir), opts.seed, (m) => progress.log(m));
+  }
+  const shape = modelDir ? readDenseShape(modelDir) : null;
+  if (!shape) throw new Error('with --url, also pass --model <dir> (the dense model directory) so the report can count FLOPs from its config.json');
+
+  const machine = machineInfo(opts.device ?? 'cpu');
+  if (opts.bandwidth) {
+    const threads = opts.bandwidthThreads ?? machine.cores;
+    progress.log(`[bench] measuring memory read bandwidth (${threads} threads)...`);
+    const bw = await measureReadBandwidth(threads);
+    machine.read_bandwidth_bytes_per_s = bw.read_bytes_per_s;
+    machine.read_bandwidth_method = bw.method;
+    progress.log(`[bench] read bandwidth ${(bw.read_bytes_per_s / 1e9).toFixed(1)} GB/s`);
+  }
+
+  let server: ServerProcess | null = null;
+  try {
+    let baseUrl = opts.url;
+    const denseId = opts.url ? opts.denseId : null;
+    const maxC = Math.max(...opts.concurrency);
+    if (baseUrl === null) {
+      const port = await freePort();
+      baseUrl = `http://127.0.0.1:${port}`;
+      const args = [path.join(REPO_ROOT, 'bin', 'sliceserve.js'), 'serve', '--model', modelDir!];
+      for (const s of opts.sparsities) args.push('--sparsity', String(s));
+      if (opts.calibration) args.push('--calibration', path.resolve(opts.calibration));
+      args.push('--cal-windows', String(opts.calWindows), '--max-batch-size', String(opts.maxBatchSize ?? maxC));
+      if (opts.device) args.push('--device', opts.device);
+      args.push('--port', String(port), '--host', '127.0.0.1', ...opts.serverArgs);
+      const env = { ...process.env, ...(opts.apiKey ? { SLICESERVE_API_KEY: opts.apiKey } : {}) };
+      progress.log(`[bench] starting: node ${args.map((a) => path.relative(REPO_ROOT, a).startsWith('..') ? a : path.relative(REPO_ROOT, a) || a).join(' ')}`);
+      server = ServerProcess.start(process.execPath, args, { cwd: REPO_ROOT, logFile: path.join(dir, 'server.log'), env });
+    }
+    const t0 = performance.now();
+    progress.log(`[bench] waiting for ${baseUrl} to serve the dense model and sparsities ${opts.sparsities.join(', ')} (slicing happens at start-up)...`);
+    const s = server;
+    const cards = await waitForServer(baseUrl, (c) => hasModels(c, denseId, opts.sparsities), opts.url ? 30 : opts.serverTimeoutS, {
+      apiKey: opts.apiKey ?? undefined,
+      alive: s ? () => s.failure() : undefined,
+      signal,
+    });
+    progress.log(`[bench] server ready after ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    const sel = selectModels(cards, denseId, opts.sparsities);
+    const entries = modelEntries(sel, shape);
+    const ids = entries.map((e) => e.id);
+    const vocabSize = shape.vocab_size;
+
+    if (opts.warmup) {
+      progress.log(`[bench] warm-up: ${maxC} short requests per model`);
+      const errs = await warmUp(baseUrl, ids, maxC, opts, vocabSize, shape.bos_token_id, signal);
+      if (errs.length > 0) progress.log(`[bench] warm-up errors (${errs.length}): ${errs.slice(0, 3).join('; ')}`);
+    }
+
+    const requestsPerLevel = opts.durationS === null ? (c: number) => opts.requests ?? defaultRequests(c, opts.quick) : undefined;
+    const total = requestsPerLevel ? opts.concurrency.reduce((sum, c) => sum + requestsPerLevel(c) * ids.length, 0) : null;
+    progress.stop();
+    progress = makeProgress(total);
+    const result = await runPlan(
+      {
+        baseUrl,
+        models: ids,
+        concurrencies: opts.concurrency,
+        rounds: opts.rounds,
+        requestsPerLevel,
+        durationS: opts.durationS ?? undefined,
+        promptTokens: opts.promptTokens,
+        outputTokens: opts.outputTokens,
+        temperature: opts.temperature,
+        seed: opts.seed,
+        vocabSize,
+        bosTokenId: shape.bos_token_id,
+        timeoutS: opts.timeoutS,
+        deadlineMs: performance.now() + opts.maxTimeS * 1000,
+        apiKey: opts.apiKey ?? undefined,
+        signal,
+      },
+      progress,
+    );
+    progress.stop();
+    fs.writeFileSync(path.join(dir, 'requests.jsonl'), result.blocks.flatMap((b) => b.records.map((r) => JSON.stringify({ ...r, round: b.block.round }))).join('\n') + '\n');
+
+    const config = modelDir ? (JSON.parse(fs.readFileSync(path.join(modelDir, 'config.json'), 'utf8')) as Record<string, unknown>) : null;
+    const { command, ...optionValues } = opts;
+    const report = buildReport(result, {
+      created,
+      gitCommit: gitCommit(REPO_ROOT),
+      model: { dir: modelDir ? path.relative(REPO_ROOT, modelDir) || modelDir : null, preset: synthetic ? opts.preset : null, synthetic, config },
+      requestShape: {
+        prompt_tokens: opts.promptTokens,
+        output_tokens: opts.outputTokens,
+        ignore_eos: true,
+        stream: true,
+        temperature: opts.temperature,
+        prefix_caching: 'defeated (random token-id prompts, unique per request)',
+      },
+      options: { ...optionValues, command, interrupted: signal.aborted },
+      machine,
+      models: entries,
+      notes: reportNotes(opts, synthetic, entries.length > 1),
+    });
+    await writeReportFiles(report, dir, root);
+    return { dir, report };
+  } finally {
+    progress.stop();
+    if (server) {
+      process.stderr.write('[bench] stopping the server\n');
+      await server.stop();
+    }
+  }
+}

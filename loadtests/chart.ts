@@ -1,0 +1,98 @@
+/**
+ * The report's chart, rendered headless to SVG with Vega-Lite (compiled to a Vega spec) and
+ * Vega's scenegraph renderer: no browser, no canvas, no network. Three panels, dense and
+ * every sliced variant side by side: output tokens/s vs concurrency (with the llama.cpp
+ * peer), TTFT and TPOT percentiles per concurrency (bar = p50, tick = p90, whisker to p99).
+ */
+import * as vega from 'vega';
+import { compile, type TopLevelSpec } from 'vega-lite';
+import type { Report } from './report.js';
+
+/** Legend label of a model: "dense" or "sliced 25 %". */
+export function modelLabel(sparsity: number): string {
+  return sparsity === 0 ? 'dense' : `sliced ${Math.round(sparsity * 1000) / 10} %`;
+}
+
+const PALETTE = ['#4c78a8', '#f58518', '#54a24b', '#b279a2', '#e45756', '#72b7b2'];
+const PEER_COLOR = '#9d9d9d';
+
+/**
+ * The Vega-Lite spec of the chart for `report` (exported for inspection and tests).
+ */
+export function chartSpec(report: Report): TopLevelSpec {
+  const labels = report.models.map((m) => modelLabel(m.sparsity));
+  const peer = report.peers[0];
+  const peerLabel = peer ? peer.name.replace(/ \(.*\)$/, '') + ' (peer)' : null;
+  const levels = [...new Set(report.runs.map((r) => r.concurrency))].sort((a, b) => a - b);
+  const throughput = report.runs.map((r) => ({ model: modelLabel(r.sparsity), concurrency: r.concurrency, tps: r.output_tokens_per_s }));
+  if (peer && peerLabel) {
+    for (const [c, tps] of Object.entries(peer.output_tokens_per_s)) {
+      if (levels.includes(Number(c))) throughput.push({ model: peerLabel, concurrency: Number(c), tps });
+    }
+  }
+  const latency = (key: 'ttft_s' | 'tpot_s') =>
+    report.runs
+      .filter((r) => r[key] !== null)
+      .map((r) => {
+        const s = r[key]!;
+        const ms = (v: number): number => Math.round(v * 1e5) / 100;
+        return { model: modelLabel(r.sparsity), concurrency: r.concurrency, p50: ms(s.p50), p90: ms(s.p90), p99: ms(s.p99) };
+      });
+  const colorDomain = peerLabel ? [...labels, peerLabel] : labels;
+  const colorRange = [...labels.map((_, i) => PALETTE[i % PALETTE.length]), ...(peerLabel ? [PEER_COLOR] : [])];
+  const color = { field: 'model', type: 'nominal', title: null, scale: { domain: colorDomain, range: colorRange }, legend: { orient: 'bottom', direction: 'horizontal' } } as const;
+  const latencyPanel = (key: 'ttft_s' | 'tpot_s', title: string) => ({
+    title,
+    width: 260,
+    height: 230,
+    data: { values: latency(key) },
+    encoding: {
+      x: { field: 'concurrency', type: 'ordinal', title: 'concurrent requests', axis: { labelAngle: 0 } },
+      xOffset: { field: 'model', type: 'nominal', scale: { domain: labels } },
+      color: { ...color, scale: { domain: colorDomain, range: colorRange } },
+    },
+    layer: [
+      { mark: { type: 'bar', opacity: 0.85 }, encoding: { y: { field: 'p50', type: 'quantitative', title: 'ms (bar p50, tick p90, whisker p99)' } } },
+      { mark: { type: 'rule', color: '#333' }, encoding: { y: { field: 'p50', type: 'quantitative' }, y2: { field: 'p99' } } },
+      { mark: { type: 'tick', color: '#333', thickness: 2, size: 8 }, encoding: { y: { field: 'p90', type: 'quantitative' } } },
+    ],
+  });
+  return {
+    $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
+    title: { text: `SliceServe: dense vs sliced, ${report.request_shape.prompt_tokens}-token prompts, ${report.request_shape.output_tokens} output tokens, streaming`, subtitle: `${report.model.preset ?? report.model.dir ?? ''} on ${report.machine.cpu_model}, ${report.machine.cores} cores, ${report.machine.execution_provider}`, anchor: 'start' },
+    config: { font: 'sans-serif', view: { stroke: null }, axis: { grid: true, gridOpacity: 0.5 } },
+    resolve: { scale: { color: 'shared' } },
+    hconcat: [
+      {
+        title: 'Output throughput (higher is better)',
+        width: 260,
+        height: 230,
+        data: { values: throughput },
+        mark: { type: 'line', point: { size: 50 } },
+        encoding: {
+          x: { field: 'concurrency', type: 'quantitative', title: 'concurrent requests', scale: { type: 'log', base: 2, nice: false, domain: [Math.min(...levels), Math.max(...levels)] }, axis: { values: levels, format: 'd' } },
+          y: { field: 'tps', type: 'quantitative', title: 'output tokens / s' },
+          color,
+          strokeDash: { field: 'model', type: 'nominal', legend: null, scale: { domain: colorDomain, range: colorDomain.map((l) => (l === peerLabel ? [4, 3] : [1, 0])) } },
+        },
+      },
+      latencyPanel('ttft_s', 'Time to first token (lower is better)'),
+      latencyPanel('tpot_s', 'Time per output token (lower is better)'),
+    ],
+  } as TopLevelSpec;
+}
+
+/**
+ * Renders the chart of `report` to an SVG document (a string), headless.
+ *
+ * @throws Error when Vega-Lite or Vega rejects the spec (a bug).
+ */
+export async function renderChartSvg(report: Report): Promise<string> {
+  const { spec } = compile(chartSpec(report));
+  const view = new vega.View(vega.parse(spec), { renderer: 'none' });
+  try {
+    return await view.toSVG();
+  } finally {
+    view.finalize();
+  }
+}

@@ -1,0 +1,124 @@
+/**
+ * Expected speedup of a SliceGPT-sliced Llama over its dense model, from shapes alone.
+ *
+ * Per generated token, a Llama layer multiplies the residual-stream activation by q, k, v
+ * (d -> heads*head_dim, kv_heads*head_dim), o (heads*head_dim -> d), gate and up (d -> f) and
+ * down (f -> d); the head maps d -> vocab. SliceGPT (Ashkboos et al. 2024, section 3.4;
+ * ../shared/reference/SLICEGPT.md section 5) shrinks every residual width d to d' and adds two
+ * shortcut matrices per layer on the residual connections (attention: d' x d', MLP:
+ * d' x d'_next). Without `slice_head` (the default) the last layer writes the full width d,
+ * so its down projection stays f x d, its MLP shortcut is d' x d and the head reads d.
+ *
+ * A matmul of an [in, out] weight costs 2*in*out FLOPs per token and reads in*out weights.
+ * Attention scores (q k^T, softmax * v) grow with the context and touch no weight: they are
+ * not counted (at 66 + 64 tokens they are < 1 % of bench-110m's matmul FLOPs).
+ */
+
+/** The widths the count needs (Hugging Face config names, plus the sliced residual width). */
+export interface MatmulShape {
+  /** Dense residual width d. */
+  hidden_size: number;
+  /** Residual width after slicing, d'; equal to hidden_size (or absent) for a dense model. */
+  sliced_hidden_size?: number;
+  intermediate_size: number;
+  num_hidden_layers: number;
+  num_attention_heads: number;
+  num_key_value_heads: number;
+  /** Defaults to hidden_size / num_attention_heads. */
+  head_dim?: number;
+  vocab_size: number;
+  /** Whether the head's input was sliced too (SliceGPT's `--slice-head`; default false). */
+  slice_head?: boolean;
+}
+
+/** Weights read per token, by group. All counts are numbers of weights (not bytes). */
+export interface MatmulWeights {
+  attention: number;
+  mlp: number;
+  shortcuts: number;
+  head: number;
+  total: number;
+}
+
+/**
+ * Number of weights each generated token multiplies by, per group. A sliced model
+ * (sliced_hidden_size < hidden_size) has shortcut matrices; a dense one has none.
+ *
+ * @throws RangeError when a width is not a positive integer or d' > d.
+ */
+export function matmulWeightsPerToken(shape: MatmulShape): MatmulWeights {
+  const d = shape.hidden_size;
+  const s = shape.sliced_hidden_size ?? d;
+  const f = shape.intermediate_size;
+  const L = shape.num_hidden_layers;
+  const hd = shape.head_dim ?? d / shape.num_attention_heads;
+  const vocab = shape.vocab_size;
+  for (const [name, v] of Object.entries({ hidden_size: d, sliced_hidden_size: s, intermediate_size: f, num_hidden_layers: L, head_dim: hd, vocab_size: vocab })) {
+    if (!Number.isInteger(v) || v <= 0) throw new RangeError(`${name} must be a positive integer, got ${v}`);
+  }
+  if (s > d) throw new RangeError(`sliced_hidden_size ${s} is larger than hidden_size ${d}`);
+  const sliced = s < d;
+  const qDim = shape.num_attention_heads * hd;
+  const kvDim = shape.num_key_value_heads * hd;
+  let attention = 0;
+  let mlp = 0;
+  let shortcuts = 0;
+  for (let l = 0; l < L; l++) {
+    const out = sliced && l === L - 1 && !shape.slice_head ? d : s; // width this layer writes
+    attention += s * (qDim + 2 * kvDim) + qDim * s;
+    mlp += 2 * s * f + f * out;
+    if (sliced) shortcuts += s * s + s * out;
+  }
+  const head = (sliced && shape.slice_head ? s : d) * vocab;
+  return { attention, mlp, shortcuts, head, total: attention + mlp + shortcuts + head };
+}
+
+/** Matmul FLOPs per generated token: 2 per multiplied weight (one multiply, one add). */
+export function matmulFlopsPerToken(shape: MatmulShape): number {
+  return 2 * matmulWeightsPerToken(shape).total;
+}
+
+/**
+ * Theoretical speedup of a sliced model: dense matmul FLOPs per token / sliced matmul FLOPs
+ * per token (both from {@link matmulFlopsPerToken}).
+ */
+export function theoreticalSpeedup(dense: MatmulShape, slicedHiddenSize: number, sliceHead = false): number {
+  return matmulFlopsPerToken({ ...dense, sliced_hidden_size: dense.hidden_size }) / matmulFlopsPerToken({ ...dense, sliced_hidden_size: slicedHiddenSize, slice_head: sliceHead });
+}
+
+/**
+ * Parameters of a whole model of this shape: matmul weights + embedding (vocab x d') +
+ * norm weights ((2L + 1) x their width; a sliced model's fused norms may store none).
+ * Used to tell from a reported parameter count whether the head was sliced.
+ */
+export function parameterCount(shape: MatmulShape, withNorms: boolean): number {
+  const d = shape.hidden_size;
+  const s = shape.sliced_hidden_size ?? d;
+  const norms = withNorms ? 2 * shape.num_hidden_layers * s + (s < d && !shape.slice_head ? d : s) : 0;
+  return matmulWeightsPerToken(shape).total + shape.vocab_size * s + norms;
+}
+
+/**
+ * Whether a sliced model's head was sliced, inferred from its reported parameter count
+ * (as `/v1/models` gives it): the candidate whose {@link parameterCount} (with or without
+ * norm weights) is closest wins; false when `parameters` is unknown.
+ */
+export function inferSliceHead(dense: MatmulShape, slicedHiddenSize: number, parameters: number | undefined): boolean {
+  if (parameters === undefined || !Number.isFinite(parameters)) return false;
+  const distance = (sliceHead: boolean): number =>
+    Math.min(
+      ...[true, false].map((norms) => Math.abs(parameterCount({ ...dense, sliced_hidden_size: slicedHiddenSize, slice_head: sliceHead }, norms) - parameters)),
+    );
+  return distance(true) < distance(false);
+}
+
+/**
+ * Upper bound on batch-1 decode speed when every weight is read from memory once per token.
+ *
+ * @param weightBytesPerToken bytes of weights read per token (f32: 4 x {@link matmulWeightsPerToken}.total).
+ * @param readBytesPerSecond measured read bandwidth.
+ * @returns tokens per second.
+ */
+export function bandwidthBoundTokensPerSecond(weightBytesPerToken: number, readBytesPerSecond: number): number {
+  return readBytesPerSecond / weightBytesPerToken;
+}

@@ -1,0 +1,48 @@
+/**
+ * What the report says about the machine a benchmark ran on.
+ */
+import { execFileSync } from 'node:child_process';
+import { createRequire } from 'node:module';
+import * as os from 'node:os';
+import type { Report } from './report.js';
+
+/** Installed onnxruntime-node version, or null when it cannot be resolved. */
+export function onnxruntimeVersion(): string | null {
+  try {
+    const req = createRequire(__filename);
+    return (req('onnxruntime-node/package.json') as { version: string }).version;
+  } catch {
+    return null;
+  }
+}
+
+/** `git rev-parse HEAD` of `cwd` (with `-dirty` when tracked files changed), or null outside git. */
+export function gitCommit(cwd: string): string | null {
+  try {
+    const head = execFileSync('git', ['rev-parse', 'HEAD'], { cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+    const dirty = execFileSync('git', ['status', '--porcelain', '--untracked-files=no'], { cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+    return dirty ? `${head}-dirty` : head;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The machine section of a report (bandwidth fields filled by the caller).
+ *
+ * @param executionProvider the onnxruntime execution provider the server used (e.g. "cpu").
+ */
+export function machineInfo(executionProvider: string): Report['machine'] {
+  const cpus = os.cpus();
+  return {
+    cpu_model: (cpus[0]?.model ?? 'unknown').replace(/\s+/g, ' ').trim(),
+    cores: os.availableParallelism?.() ?? cpus.length,
+    memory_bytes: os.totalmem(),
+    os: `${os.type()} ${os.release()} ${os.arch()}`,
+    node: process.versions.node,
+    onnxruntime_node: onnxruntimeVersion(),
+    execution_provider: executionProvider,
+    read_bandwidth_bytes_per_s: null,
+    read_bandwidth_method: null,
+  };
+}

@@ -1,0 +1,192 @@
+/**
+ * report.md and BENCHMARKS.md, rendered from a report (never typed in by hand).
+ */
+import { modelLabel } from './chart.js';
+import type { Report, RunStats } from './report.js';
+
+/** Options of {@link renderMarkdown}. */
+export interface MarkdownOptions {
+  /** Top heading. */
+  title: string;
+  /** Relative path of the chart SVG from the Markdown file. */
+  chartPath: string;
+  /** Where the report.json this was rendered from lives (shown as the source). */
+  source?: string;
+}
+
+const ms = (v: number | undefined | null): string => (v === undefined || v === null ? '–' : (v * 1000).toFixed(1));
+const num = (v: number | null | undefined, digits = 1): string => (v === null || v === undefined || !Number.isFinite(v) ? '–' : v.toFixed(digits));
+const pct = (v: number | null | undefined): string => (v === null || v === undefined ? '–' : `${(v * 100).toFixed(0)} %`);
+
+function table(header: string[], rows: string[][]): string {
+  const line = (cells: string[]) => `| ${cells.join(' | ')} |`;
+  return [line(header), line(header.map((h, i) => (i === 0 ? '---' : '---:'))), ...rows.map(line)].join('\n');
+}
+
+function label(r: { sparsity: number; model: string }): string {
+  return `${modelLabel(r.sparsity)} (\`${r.model}\`)`;
+}
+
+/** The cover line: what ran where. */
+function overview(report: Report): string {
+  const m = report.machine;
+  const shape = report.request_shape;
+  const models = report.models.map((x) => (x.sparsity === 0 ? `dense (d = ${x.hidden_size})` : `sliced ${x.sparsity} (d' = ${x.hidden_size})`)).join(', ');
+  return [
+    `- **Model**: ${report.model.preset ? `synthetic \`${report.model.preset}\`` : (report.model.dir ?? 'served at --url')}; measured: ${models}.`,
+    `- **Requests**: ${shape.prompt_tokens}-token prompts, ${shape.output_tokens} output tokens, \`ignore_eos\`, streaming (SSE), temperature ${shape.temperature}; prefix caching ${shape.prefix_caching}. Same shape as the llama.cpp peer measurement.`,
+    `- **Machine**: ${m.cpu_model}, ${m.cores} cores, ${(m.memory_bytes / 2 ** 30).toFixed(0)} GiB, ${m.os}, Node ${m.node}, onnxruntime-node ${m.onnxruntime_node ?? '?'}, execution provider \`${m.execution_provider}\`.`,
+    `- **Run**: ${report.created}, commit ${report.git_commit ? '`' + report.git_commit.slice(0, 10) + '`' : 'unknown'}, ${num(report.wall_s, 0)} s of load; models interleaved at every concurrency level (round-robin, rotated each round).${report.truncated ? ' **Truncated: the time limit stopped the run before every block ran.**' : ''}`,
+  ].join('\n');
+}
+
+function headline(report: Report): string {
+  const levels = [...new Set(report.runs.map((r) => r.concurrency))];
+  const top = Math.max(...levels);
+  const rows = report.runs
+    .filter((r) => r.concurrency === top)
+    .map((r) => {
+      const sp = report.speedup.find((s) => s.model === r.model && s.concurrency === top);
+      return [label(r), num(r.output_tokens_per_s), sp ? `${num(sp.measured, 2)}x` : '1.00x', sp ? `${num(sp.theoretical, 2)}x` : '–', sp ? pct(sp.fraction_of_theoretical) : '–', `${r.errors} / ${r.requests}`];
+    });
+  const peer = report.peers[0]?.output_tokens_per_s[String(top)];
+  if (peer !== undefined) rows.push([report.peers[0].name + ' (peer, issue 5)', num(peer), '', '', '', '']);
+  return `At concurrency ${top}:\n\n` + table(['model', 'output tok/s', 'vs dense', 'expected (FLOPs)', 'of expected', 'errors'], rows);
+}
+
+function throughputTable(report: Report): string {
+  return table(
+    ['model', 'concurrency', 'requests', 'errors', 'req/s', 'output tok/s', 'mean output tokens'],
+    report.runs.map((r) => [label(r), String(r.concurrency), String(r.requests), `${r.errors} (${pct(r.error_rate)})`, num(r.requests_per_s, 2), num(r.output_tokens_per_s), num(r.requests - r.errors > 0 ? r.output_tokens / (r.requests - r.errors) : null)]),
+  );
+}
+
+function latencyTable(report: Report, keys: Array<keyof Pick<RunStats, 'ttft_s' | 'tpot_s' | 'itl_s' | 'e2e_s'>>): string {
+  const names: Record<string, string> = { ttft_s: 'TTFT', tpot_s: 'TPOT', itl_s: 'ITL', e2e_s: 'e2e' };
+  const header = ['model', 'conc.'];
+  for (const k of keys) header.push(`${names[k]} mean`, 'p50', 'p90', 'p99');
+  return table(
+    header,
+    report.runs.map((r) => {
+      const row = [label(r), String(r.concurrency)];
+      for (const k of keys) row.push(ms(r[k]?.mean), ms(r[k]?.p50), ms(r[k]?.p90), ms(r[k]?.p99));
+      return row;
+    }),
+  );
+}
+
+function speedupTable(report: Report): string {
+  if (report.speedup.length === 0) return '_No sliced model was measured._';
+  return table(
+    ['model', "d'", 'concurrency', 'expected (FLOPs)', 'measured (tok/s ratio)', 'of expected'],
+    report.speedup.map((s) => {
+      const m = report.models.find((x) => x.id === s.model);
+      return [label(s), String(m?.hidden_size ?? '?'), String(s.concurrency), `${num(s.theoretical, 3)}x`, `${num(s.measured, 3)}x`, pct(s.fraction_of_theoretical)];
+    }),
+  );
+}
+
+function peerTable(report: Report): string {
+  const peer = report.peers[0];
+  if (!peer) return '';
+  const levels = [...new Set(report.runs.map((r) => r.concurrency))].sort((a, b) => a - b);
+  const header = ['concurrency', peer.name, ...report.models.map((m) => modelLabel(m.sparsity))];
+  const rows = levels.map((c) => [
+    String(c),
+    num(peer.output_tokens_per_s[String(c)]),
+    ...report.models.map((m) => {
+      const r = report.runs.find((x) => x.model === m.id && x.concurrency === c);
+      const p = peer.output_tokens_per_s[String(c)];
+      return r ? `${num(r.output_tokens_per_s)}${p ? ` (${num(r.output_tokens_per_s / p, 2)}x)` : ''}` : '–';
+    }),
+  ]);
+  const b1 = report.decode_batch1;
+  rows.push(['batch-1 decode (1 / p50 TPOT)', num(peer.decode_batch1_tokens_per_s), ...report.models.map((m) => num(b1.find((x) => x.model === m.id)?.tokens_per_s))]);
+  return `Output tokens/s (in brackets: ratio to the peer). Peer figures: ${peer.source}.\n\n` + table(header, rows);
+}
+
+function bandwidthTable(report: Report): string {
+  const bw = report.machine.read_bandwidth_bytes_per_s;
+  const intro = bw
+    ? `Measured memory READ bandwidth: **${num(bw / 1e9, 1)} GB/s** (${report.machine.read_bandwidth_method}). Decoding one token at batch 1 reads every float32 weight once, so tokens/s <= bandwidth / weight bytes per token (attention over a ~130-token KV cache adds < 1 %, not counted).`
+    : 'The bandwidth probe was skipped (--no-bandwidth).';
+  return (
+    intro +
+    '\n\n' +
+    table(
+      ['model', 'weights read / token', 'bound tok/s', 'measured tok/s', 'of bound'],
+      report.decode_batch1.map((d) => [label(d), `${num(d.weight_bytes_per_token / 1e6, 1)} MB`, num(d.bandwidth_bound_tokens_per_s), num(d.tokens_per_s), pct(d.fraction_of_bound)]),
+    )
+  );
+}
+
+function errorsSection(report: Report): string {
+  const bad = report.runs.filter((r) => r.errors > 0);
+  if (bad.length === 0) return 'No request failed.';
+  return bad.map((r) => `- ${label(r)} at concurrency ${r.concurrency}: ${r.errors} of ${r.requests} failed: ${r.error_samples.map((e) => '`' + e.replace(/`/g, "'") + '`').join(', ')}`).join('\n');
+}
+
+/**
+ * The Markdown document for `report`: overview, headline, speedup, peer comparison,
+ * batch-1 decode vs bandwidth, the chart, full throughput and latency tables (ms), errors,
+ * notes and how to reproduce.
+ */
+export function renderMarkdown(report: Report, opts: MarkdownOptions): string {
+  const reproduce = String(report.options.command ?? 'npm run bench');
+  return [
+    `# ${opts.title}`,
+    '',
+    '_Generated from `report.json` by `npm run bench:md` / `npm run bench`; do not edit by hand._' + (opts.source ? ` Source: \`${opts.source}\`.` : ''),
+    '',
+    overview(report),
+    '',
+    '## Headline',
+    '',
+    headline(report),
+    '',
+    `![Throughput, TTFT and TPOT, dense vs sliced](${opts.chartPath})`,
+    '',
+    '## Expected vs measured speedup of the sliced models',
+    '',
+    'Expected = dense matmul FLOPs per token / sliced matmul FLOPs per token, counting q/k/v/o, gate/up/down, the two d\'xd\' shortcut matrices per layer and the head (`loadtests/flops.ts`). Measured = sliced output tokens/s / dense output tokens/s at the same concurrency, same run.',
+    '',
+    speedupTable(report),
+    '',
+    '## Against the peer (llama.cpp server)',
+    '',
+    peerTable(report),
+    '',
+    '## Batch-1 decode vs the memory-bandwidth bound',
+    '',
+    bandwidthTable(report),
+    '',
+    '## Throughput',
+    '',
+    throughputTable(report),
+    '',
+    '## Latency (milliseconds)',
+    '',
+    'TTFT: request sent -> first token. TPOT: (e2e - TTFT) / (output tokens - 1), per request. ITL: every gap between two tokens, pooled. e2e: request sent -> `[DONE]`. Percentiles interpolate linearly between closest ranks (numpy\'s default).',
+    '',
+    latencyTable(report, ['ttft_s', 'tpot_s']),
+    '',
+    latencyTable(report, ['itl_s', 'e2e_s']),
+    '',
+    '## Errors',
+    '',
+    errorsSection(report),
+    '',
+    '## Notes',
+    '',
+    ...report.notes.map((n) => `- ${n}`),
+    '',
+    '## Reproduce',
+    '',
+    '```sh',
+    'npm ci',
+    reproduce,
+    'npm run bench:md   # regenerates BENCHMARKS.md from loadtests/reports/latest/report.json',
+    '```',
+    '',
+  ].join('\n');
+}

@@ -1,0 +1,113 @@
+/**
+ * Which served models a benchmark measures, and their shapes for the FLOPs count.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { inferSliceHead, matmulFlopsPerToken, matmulWeightsPerToken, type MatmulShape } from './flops.js';
+import type { ModelEntry } from './report.js';
+import type { ModelCard } from './server-process.js';
+
+/** The dense model and the sliced variants to measure. */
+export interface Selection {
+  dense: ModelCard;
+  sliced: ModelCard[];
+}
+
+/** Sparsities are compared to this tolerance (0.25 vs 0.250000001). */
+const EPS = 1e-6;
+
+/**
+ * Picks the dense model (an entry without `parent`: the one named `denseId` when given, else
+ * the first) and its sliced variants (entries whose `parent` is the dense id) with the
+ * wanted sparsities, in the order of `sparsities` (all variants, by sparsity, when null).
+ *
+ * @throws Error naming what `/v1/models` offers when the dense model or a sparsity is missing.
+ */
+export function selectModels(cards: readonly ModelCard[], denseId: string | null, sparsities: readonly number[] | null): Selection {
+  const denses = cards.filter((c) => !c.parent);
+  const dense = denseId ? denses.find((c) => c.id === denseId) : denses[0];
+  const offered = cards.map((c) => c.id).join(', ') || 'none';
+  if (!dense) throw new Error(`no dense model${denseId ? ` "${denseId}"` : ''} in /v1/models (offered: ${offered})`);
+  const children = cards.filter((c) => c.parent === dense.id && c.slicing);
+  let sliced: ModelCard[];
+  if (sparsities === null) {
+    sliced = [...children].sort((a, b) => a.slicing!.sparsity - b.slicing!.sparsity);
+  } else {
+    sliced = sparsities.map((s) => {
+      const c = children.find((x) => Math.abs(x.slicing!.sparsity - s) < EPS);
+      if (!c) throw new Error(`no variant of "${dense.id}" sliced at sparsity ${s} in /v1/models (offered: ${offered})`);
+      return c;
+    });
+  }
+  return { dense, sliced };
+}
+
+/** Whether `/v1/models` already lists the dense model and every wanted sparsity. */
+export function hasModels(cards: readonly ModelCard[], denseId: string | null, sparsities: readonly number[]): boolean {
+  try {
+    selectModels(cards, denseId, sparsities);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The dense shape from a Hugging Face `config.json` (its directory or the file).
+ *
+ * @throws Error when the file is missing or lacks a field.
+ */
+export function readDenseShape(modelDir: string): MatmulShape & { bos_token_id: number } {
+  const file = modelDir.endsWith('.json') ? modelDir : path.join(modelDir, 'config.json');
+  let c: Record<string, unknown>;
+  try {
+    c = JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>;
+  } catch (err) {
+    throw new Error(`cannot read ${file}: ${(err as Error).message}; --model must be a Hugging Face model directory`);
+  }
+  const need = (k: string): number => {
+    const v = c[k];
+    if (typeof v !== 'number') throw new Error(`${file}: field ${k} is missing or not a number`);
+    return v;
+  };
+  const heads = need('num_attention_heads');
+  return {
+    hidden_size: need('hidden_size'),
+    intermediate_size: need('intermediate_size'),
+    num_hidden_layers: need('num_hidden_layers'),
+    num_attention_heads: heads,
+    num_key_value_heads: typeof c.num_key_value_heads === 'number' ? c.num_key_value_heads : heads,
+    head_dim: typeof c.head_dim === 'number' ? c.head_dim : need('hidden_size') / heads,
+    vocab_size: need('vocab_size'),
+    bos_token_id: typeof c.bos_token_id === 'number' ? c.bos_token_id : 1,
+  };
+}
+
+/**
+ * Report entries (widths, parameter count, matmul weights and FLOPs per token) for the
+ * selected models. A sliced model's d' comes from its `slicing.hidden_size`; whether its head
+ * was sliced is inferred from `slicing.parameters` (see flops.ts).
+ */
+export function modelEntries(sel: Selection, dense: MatmulShape): ModelEntry[] {
+  const d = dense.hidden_size;
+  const entry = (id: string, sparsity: number, s: number, parameters: number | null, sliceHead: boolean): ModelEntry => {
+    const shape = { ...dense, sliced_hidden_size: s, slice_head: sliceHead };
+    return {
+      id,
+      sparsity,
+      hidden_size: s,
+      original_hidden_size: d,
+      parameters,
+      slice_head: sliceHead,
+      matmul_weights_per_token: matmulWeightsPerToken(shape),
+      matmul_flops_per_token: matmulFlopsPerToken(shape),
+    };
+  };
+  return [
+    entry(sel.dense.id, 0, d, null, false),
+    ...sel.sliced.map((c) => {
+      const s = c.slicing!;
+      return entry(c.id, s.sparsity, s.hidden_size, s.parameters ?? null, inferSliceHead(dense, s.hidden_size, s.parameters));
+    }),
+  ];
+}

