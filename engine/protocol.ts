@@ -164,8 +164,6 @@ export interface WorkerOptions {
   maxBatchSize: number;
   /** KV budget in tokens; default maxBatchSize * maxContext. */
   kvCacheTokens?: number;
-  /** Module exporting `sliceModel` (default: slicer/index.js). Tests inject a fake. */
-  sliceModule?: string;
 }
 
 /** Main thread -> worker. */
@@ -197,5 +195,7 @@ export interface StepReport {
   /** Requests whose first sequence was admitted in this step, with the admission time. */
   admitted: { requestId: string; time: number }[];
   outputs: SequenceOutput[];
+  /** Requests whose forward pass threw; they were removed. */
+  failed: { requestId: string; message: string }[];
   stats: EngineStats;
 }

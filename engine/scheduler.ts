@@ -40,10 +40,7 @@ export interface SchedulerConfig {
 }
 
 /** A request whose forward pass failed. */
-export interface FailedRequest {
-  requestId: string;
-  message: string;
-}
+export type FailedRequest = StepReport['failed'][number];
 
 /** Book-keeping of one request. */
 interface RequestState {
@@ -149,7 +146,7 @@ export class Scheduler<C extends { readonly length: number }> {
    * running ones) and processes its logits.
    * @returns what the step did, or null when there was nothing to do
    */
-  async step(): Promise<{ report: StepReport; failed: FailedRequest[] } | null> {
+  async step(): Promise<StepReport | null> {
     const immediate = this.immediate;
     this.immediate = [];
     const admitted: StepReport['admitted'] = [];
@@ -161,7 +158,7 @@ export class Scheduler<C extends { readonly length: number }> {
     this.lastPhase = phase;
     if (batch.length === 0) {
       if (immediate.length === 0) return null;
-      return { report: this.report(phase, 0, 0, 0, admitted, immediate), failed: [] };
+      return this.report(phase, 0, 0, 0, admitted, immediate, []);
     }
     const inputs = batch.map((seq) => ({ cache: seq.cache as C, tokens: seq.pendingInput }));
     const tokens = inputs.reduce((sum, x) => sum + x.tokens.length, 0);
@@ -178,14 +175,14 @@ export class Scheduler<C extends { readonly length: number }> {
         if (out) outputs.push(out);
         if (seq.finished) this.sequenceDone(seq);
       });
-      return { report: this.report(phase, batch.length, tokens, forwardMs, admitted, outputs), failed };
+      return this.report(phase, batch.length, tokens, forwardMs, admitted, outputs, failed);
     } catch (err) {
       const message = err instanceof Error ? err.message : String(err);
       for (const id of new Set(batch.map((s) => s.request.requestId))) {
         failed.push({ requestId: id, message });
         this.abort(id);
       }
-      return { report: this.report(phase, batch.length, tokens, performance.now() - start, admitted, outputs), failed };
+      return this.report(phase, batch.length, tokens, performance.now() - start, admitted, outputs, failed);
     } finally {
       this.stepping = false;
       this.running = this.running.filter((s) => !s.aborted && !s.finished);
@@ -227,7 +224,8 @@ export class Scheduler<C extends { readonly length: number }> {
     forwardMs: number,
     admitted: StepReport['admitted'],
     outputs: SequenceOutput[],
+    failed: FailedRequest[],
   ): StepReport {
-    return { phase, batchSize, tokens, forwardMs, admitted, outputs, stats: this.stats() };
+    return { phase, batchSize, tokens, forwardMs, admitted, outputs, failed, stats: this.stats() };
   }
 }

@@ -14,8 +14,8 @@ import { StopStringMatcher } from './stop.js';
 export interface TokenSampler {
   /** The next token and its logprob (processed logits; temperature 0 -> logprob at temperature 1). */
   sample(logits: Float32Array, generated: readonly number[]): { token: number; logprob: number };
-  /** The k most likely tokens by logprob. */
-  topLogprobs(logits: Float32Array, k: number): { token: number; logprob: number }[];
+  /** The k most likely tokens by logprob (same processing as sample, given the tokens generated so far). */
+  topLogprobs(logits: Float32Array, k: number, generated: readonly number[]): { token: number; logprob: number }[];
 }
 
 /** Builds a sampler for one sequence. */
@@ -127,7 +127,7 @@ export class Sequence<C> {
       tokenId: token,
       token: this.wantLogprobs ? this.detok.peek(token) : '',
       logprob,
-      top: this.wantLogprobs ? this.alternatives(this.sampler.topLogprobs(logits, req.logprobs ?? 0)) : null,
+      top: this.wantLogprobs ? this.alternatives(this.sampler.topLogprobs(logits, req.logprobs ?? 0, this.generated)) : null,
       textOffset,
     };
     this.generated.push(token);

@@ -6,7 +6,8 @@ import { register as generate } from './generate.js';
 import { register as slice } from './slice.js';
 import { register as synth } from './synth.js';
 import { register as bench } from './bench.js';
+import { register as serve } from './serve.js';
 
 export type RegisterCommand = (program: Command) => void;
 
-export const COMMANDS: RegisterCommand[] = [generate, evalCommand, slice, convert, synth, bench];
+export const COMMANDS: RegisterCommand[] = [generate, evalCommand, slice, convert, synth, bench, serve];

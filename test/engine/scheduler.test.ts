@@ -50,7 +50,7 @@ async function drain(scheduler: Scheduler<FakeCache>, arrivals: EngineRequest[][
     const res = await scheduler.step();
     if (!res) continue;
     assert.deepEqual(res.failed, []);
-    for (const out of res.report.outputs) {
+    for (const out of res.outputs) {
       const key = `${out.requestId}/${out.index}`;
       const c = choices.get(key) ?? { text: '', tokens: [], outputs: [] };
       c.text += (out.echo?.text ?? '') + out.text;

@@ -1,0 +1,126 @@
+/**
+ * `sliceserve serve`: the OpenAI-compatible server (server/). Defaults serve the bundled
+ * stories260K dense and sliced at sparsity 0.25 (`npm start`). Every option has an env var
+ * where deployments expect one (PORT, HOST, SLICESERVE_DEVICE, SLICESERVE_API_KEY,
+ * SLICESERVE_CACHE_DIR, LOG_LEVEL). SIGTERM / SIGINT: graceful shutdown, then exit 0.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { type Command, InvalidArgumentError } from 'commander';
+import pino from 'pino';
+import { resolveDeviceRequest } from '../../runtime/device.js';
+import { startServer } from '../../server/index.js';
+import { DEFAULT_CALIBRATION_FILE, DEFAULT_MODEL_DIR, intOption, numberOption } from '../options.js';
+
+/** Repository root (dist/cli/commands -> root), for the bundled defaults. */
+const PACKAGE_ROOT = path.resolve(__dirname, '..', '..', '..');
+
+/** A path as given if it exists relative to the cwd, else relative to the package (bundled files). */
+function resolveBundled(p: string): string {
+  if (path.isAbsolute(p) || fs.existsSync(p)) return path.resolve(p);
+  const bundled = path.join(PACKAGE_ROOT, p);
+  return fs.existsSync(bundled) ? bundled : path.resolve(p);
+}
+
+const collect = <T>(parse: (v: string) => T) => (value: string, previous: T[] | undefined) => [...(previous ?? []), parse(value)];
+
+/** Port 0..65535. */
+function portOption(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError(`expected a port 0..65535, got "${value}"`);
+  return n;
+}
+
+/** Options after commander parsed them. */
+interface ServeOptions {
+  model?: string[];
+  sparsity?: number[];
+  denseOnly?: boolean;
+  calibration: string;
+  calWindows?: number;
+  cacheDir: string;
+  host: string;
+  port: number;
+  device?: string;
+  threads?: number;
+  maxBatchSize: number;
+  maxQueue: number;
+  kvCacheTokens?: number;
+  apiKey?: string;
+  maxBody: string;
+  shutdownTimeout: number;
+  logLevel: string;
+}
+
+export function register(program: Command): void {
+  program
+    .command('serve')
+    .description('serve dense and SliceGPT-sliced models over an OpenAI-compatible HTTP API, SSE and WebSocket (docs/api.md)')
+    .option('--model <dir>', `dense model directory, repeatable (default ${DEFAULT_MODEL_DIR})`, collect(String))
+    .option('--sparsity <s>', 'slice each model at this sparsity at startup, repeatable (default 0.25)', collect(numberOption(0, 1)))
+    .option('--dense-only', 'serve the dense models only (no startup slicing)')
+    .option('--calibration <file>', 'calibration text for slicing', DEFAULT_CALIBRATION_FILE)
+    .option('--cal-windows <n>', 'calibration windows (slicer default 128)', intOption(1))
+    .option('--cache-dir <dir>', 'slicer cache (env SLICESERVE_CACHE_DIR)', process.env.SLICESERVE_CACHE_DIR || '.cache/sliceserve')
+    .option('--host <host>', 'address to listen on (env HOST)', process.env.HOST || '127.0.0.1')
+    .option('--port <port>', 'port, 0 = any free one (env PORT)', portOption, process.env.PORT ? portOption(process.env.PORT) : 8080)
+    .option('--device <device>', 'cpu | cuda | webgpu | auto (env SLICESERVE_DEVICE; default cpu)')
+    .option('--threads <n>', 'onnxruntime intra-op threads per model (default: all cores)', intOption(1))
+    .option('--max-batch-size <n>', 'sequences per forward pass at most', intOption(1), 16)
+    .option('--max-queue <n>', 'waiting requests per model at most; more get 429', intOption(0), 256)
+    .option('--kv-cache-tokens <n>', 'KV budget per model in tokens (default max-batch-size x context)', intOption(1))
+    .option('--api-key <key>', 'require "Authorization: Bearer <key>" (env SLICESERVE_API_KEY)', process.env.SLICESERVE_API_KEY)
+    .option('--max-body <size>', 'JSON body limit', '1mb')
+    .option('--shutdown-timeout <s>', 'seconds in-flight requests get to finish on SIGTERM', numberOption(0, 3600, true), 30)
+    .option('--log-level <level>', 'fatal | error | warn | info | debug (env LOG_LEVEL)', process.env.LOG_LEVEL || 'info')
+    .action(async (opts: ServeOptions) => {
+      const models = (opts.model ?? [DEFAULT_MODEL_DIR]).map(resolveBundled);
+      for (const dir of models) {
+        if (!fs.existsSync(dir)) throw new Error(`model directory ${dir} does not exist; pass --model <dir> (a llama2.c or Hugging Face model)`);
+      }
+      const sparsities = opts.denseOnly ? [] : (opts.sparsity ?? [0.25]);
+      const calibrationFile = resolveBundled(opts.calibration);
+      if (sparsities.length > 0 && !fs.existsSync(calibrationFile)) {
+        throw new Error(`calibration file ${calibrationFile} does not exist; pass --calibration <file> or --dense-only`);
+      }
+      const logger = pino({ level: opts.logLevel, base: { service: 'sliceserve' } });
+      const server = await startServer({
+        models,
+        sparsities,
+        calibrationFile,
+        calWindows: opts.calWindows,
+        cacheDir: path.resolve(opts.cacheDir),
+        host: opts.host,
+        port: opts.port,
+        device: resolveDeviceRequest(opts.device),
+        threads: opts.threads,
+        maxBatchSize: opts.maxBatchSize,
+        maxQueue: opts.maxQueue,
+        kvCacheTokens: opts.kvCacheTokens,
+        apiKey: opts.apiKey || undefined,
+        bodyLimit: opts.maxBody,
+        logger,
+      });
+      let stopping = false;
+      const stop = (signal: string) => {
+        if (stopping) return;
+        stopping = true;
+        logger.info({ signal }, 'signal received');
+        void server.shutdown(opts.shutdownTimeout * 1000).then(
+          () => process.exit(0),
+          (err: unknown) => {
+            logger.error({ err }, 'shutdown failed');
+            process.exit(1);
+          },
+        );
+      };
+      process.on('SIGTERM', () => stop('SIGTERM'));
+      process.on('SIGINT', () => stop('SIGINT'));
+      try {
+        await server.ready;
+      } catch (err) {
+        await server.shutdown(0);
+        throw new Error(`could not load a model: ${err instanceof Error ? err.message : String(err)}`);
+      }
+    });
+}

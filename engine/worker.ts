@@ -1,0 +1,130 @@
+/**
+ * Model worker (worker_thread entry): owns one served model, its onnxruntime session, the
+ * scheduler loop and the samplers, so that the blocking `session.run()` never stalls the
+ * HTTP event loop. A sliced variant is sliced here too (SliceGPT, slicer/index.ts) before it
+ * starts serving, so slicing never blocks the main thread or the other models' workers.
+ *
+ * Startup messages: `progress`* then `ready` (or `fatal`). Then, per request: `accepted` or
+ * `rejected`, and a `step` message after every forward pass carrying all sequences' outputs.
+ * The loop yields to the event loop between forward passes, which is when new requests join
+ * and cancellations take effect.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { loadModel } from '../models/load.js';
+import type { LoadedModel } from '../models/types.js';
+import { W } from '../models/types.js';
+import { LlamaSession } from '../runtime/llama-session.js';
+import { sliceModel } from '../slicer/index.js';
+import { EngineRequestError } from './input.js';
+import type { FromWorkerMessage, ModelInfo, ToWorkerMessage, WorkerOptions } from './protocol.js';
+import { Sampler } from './sampler.js';
+import { Scheduler } from './scheduler.js';
+
+function post(msg: FromWorkerMessage): void {
+  parentPort?.postMessage(msg);
+}
+
+/** Loads the model (slicing it if asked) and opens its session. */
+async function prepare(options: WorkerOptions): Promise<{ model: LoadedModel; session: LlamaSession }> {
+  post({ type: 'progress', phase: 'load', fraction: 0 });
+  let model = await loadModel(options.model.path, options.model.id ? { id: options.model.id } : undefined);
+  const slice = options.model.slice;
+  if (slice) {
+    model = await sliceModel(
+      model,
+      { sparsity: slice.sparsity, calibrationFile: slice.calibrationFile, calWindows: slice.calWindows, cacheDir: slice.cacheDir },
+      (p) => post({ type: 'progress', phase: p.phase, fraction: p.fraction }),
+    );
+  }
+  post({ type: 'progress', phase: 'session', fraction: 1 });
+  const session = await LlamaSession.create(model, {
+    device: options.device,
+    threads: options.threads,
+    logger: {
+      info: (msg: string) => post({ type: 'log', level: 'info', msg }),
+      warn: (msg: string) => post({ type: 'log', level: 'warn', msg }),
+    },
+  });
+  return { model, session };
+}
+
+/** What the front end shows about a model (/v1/models). */
+function describe(model: LoadedModel, session: LlamaSession): ModelInfo {
+  let parameters = 0;
+  for (const t of model.weights.values()) parameters += t.data.length;
+  const embed = model.weights.get(W.embed);
+  return {
+    id: model.id,
+    maxContext: session.maxContext,
+    vocabSize: session.vocabSize,
+    device: session.device,
+    hiddenSize: embed ? embed.shape[1] : model.config.hidden_size,
+    originalHiddenSize: model.config.hidden_size,
+    parameters,
+    numLayers: model.config.num_hidden_layers,
+    slicing: model.config.sliceserve ?? null,
+  };
+}
+
+async function main(): Promise<void> {
+  const options = workerData as WorkerOptions;
+  let prepared: { model: LoadedModel; session: LlamaSession };
+  try {
+    prepared = await prepare(options);
+  } catch (err) {
+    post({ type: 'fatal', message: err instanceof Error ? err.message : String(err) });
+    return;
+  }
+  const { model, session } = prepared;
+  const scheduler = new Scheduler(session, model.tokenizer, (p) => new Sampler(p), {
+    maxBatchSize: options.maxBatchSize,
+    kvCacheTokens: options.kvCacheTokens,
+  });
+  let stopping = false;
+  let wake: (() => void) | null = null;
+  const notify = () => {
+    const w = wake;
+    wake = null;
+    w?.();
+  };
+
+  parentPort?.on('message', (msg: ToWorkerMessage) => {
+    switch (msg.type) {
+      case 'submit':
+        try {
+          const promptTokens = scheduler.add(msg.request);
+          post({ type: 'accepted', requestId: msg.request.requestId, promptTokens });
+        } catch (err) {
+          const error =
+            err instanceof EngineRequestError
+              ? err.toInfo()
+              : { status: 500, message: err instanceof Error ? err.message : String(err), type: 'server_error', param: null, code: null };
+          post({ type: 'rejected', requestId: msg.request.requestId, error });
+        }
+        break;
+      case 'abort':
+        if (scheduler.abort(msg.requestId)) post({ type: 'stats', stats: scheduler.stats() });
+        break;
+      case 'shutdown':
+        stopping = true;
+        break;
+    }
+    notify();
+  });
+
+  post({ type: 'ready', model: describe(model, session) });
+  while (!stopping) {
+    if (!scheduler.hasWork()) {
+      await new Promise<void>((resolve) => (wake = resolve));
+      continue;
+    }
+    const report = await scheduler.step();
+    if (report) post({ type: 'step', step: report });
+    // Let queued messages (new requests, cancellations) in before the next forward pass.
+    await new Promise<void>((resolve) => setImmediate(resolve));
+  }
+  await session.release();
+  parentPort?.close();
+}
+
+void main();

@@ -1,0 +1,108 @@
+/**
+ * The express application: routes, API-key check, body limit, access log (one JSON line per
+ * request, with the completion timings when there are some) and the error handler.
+ *
+ * Routes: GET /health, GET /health/ready, GET /v1/models, GET /v1/models/:id,
+ * POST /v1/completions, POST /v1/slices, GET /v1/slices, GET /v1/slices/:id, GET /metrics.
+ * (WebSocket /v1/stream is attached to the HTTP server in ws.ts.)
+ */
+import { timingSafeEqual } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import express, { type Express, type NextFunction, type Request, type Response } from 'express';
+import type { Logger } from 'pino';
+import type { CompletionRun } from './completion-run.js';
+import { completionsHandler, type CompletionsContext } from './completions.js';
+import { Errors, errorHandler, sendError } from './errors.js';
+import type { ServerMetrics } from './metrics.js';
+import { ModelRegistry } from './models.js';
+import type { SliceJobManager } from './slices.js';
+
+/** State the routes read. */
+export interface AppContext extends CompletionsContext {
+  logger: Logger;
+  metrics: ServerMetrics;
+  models: ModelRegistry;
+  jobs: SliceJobManager;
+  apiKey?: string;
+  bodyLimit: string;
+  /** 'loading' until the startup models are served, then 'ready'; 'stopping' on shutdown. */
+  state(): 'loading' | 'ready' | 'stopping';
+}
+
+/** Whether `req` carries the API key (`Authorization: Bearer <key>`, or `?api_key=` for WebSockets). */
+export function hasApiKey(req: IncomingMessage, apiKey: string | undefined, allowQuery = false): boolean {
+  if (!apiKey) return true;
+  const header = req.headers.authorization ?? '';
+  let given = header.startsWith('Bearer ') ? header.slice('Bearer '.length).trim() : '';
+  if (!given && allowQuery) given = new URL(req.url ?? '/', 'http://localhost').searchParams.get('api_key') ?? '';
+  const a = Buffer.from(given);
+  const b = Buffer.from(apiKey);
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+/** Builds the express app. */
+export function createApp(ctx: AppContext): Express {
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('etag', false);
+
+  // Access log: one line per HTTP request, merged with the completion's timings.
+  app.use((req: Request, res: Response, next: NextFunction) => {
+    const start = performance.now();
+    res.on('close', () => {
+      const run = res.locals.run as CompletionRun | undefined;
+      const fields = {
+        method: req.method,
+        path: req.path,
+        ...(run ? run.summary() : {}),
+        status: res.statusCode,
+        duration_ms: Math.round((performance.now() - start) * 1000) / 1000,
+        ...(res.writableFinished ? {} : { aborted: true }),
+      };
+      const quiet = req.path === '/health' || req.path === '/health/ready' || req.path === '/metrics';
+      if (quiet) ctx.logger.debug(fields, 'request');
+      else ctx.logger.info(fields, 'request');
+    });
+    next();
+  });
+
+  app.get('/health', (_req, res) => {
+    res.json({ status: 'ok' });
+  });
+  app.get('/health/ready', (_req, res) => {
+    const state = ctx.state();
+    res.status(state === 'ready' ? 200 : 503).json({ status: state, models: ctx.models.list().map((m) => m.id) });
+  });
+
+  app.use((req, res, next) => {
+    if (!hasApiKey(req, ctx.apiKey)) return sendError(res, Errors.unauthorized());
+    if (ctx.state() === 'stopping') return sendError(res, Errors.unavailable('The server is shutting down.', 'shutting_down'));
+    next();
+  });
+  app.use(express.json({ limit: ctx.bodyLimit, type: () => true }));
+
+  app.get('/v1/models', (_req, res) => {
+    res.json({ object: 'list', data: ctx.models.list().map((m) => ModelRegistry.card(m)) });
+  });
+  app.get('/v1/models/:id', (req, res) => {
+    res.json(ModelRegistry.card(ctx.models.get(String(req.params.id))));
+  });
+  app.post('/v1/completions', completionsHandler(ctx));
+  app.post('/v1/slices', (req, res) => {
+    const { job, created } = ctx.jobs.submit(req.body);
+    res.status(created ? 202 : 200).location(`/v1/slices/${job.id}`).json(job);
+  });
+  app.get('/v1/slices', (_req, res) => {
+    res.json({ object: 'list', data: ctx.jobs.list() });
+  });
+  app.get('/v1/slices/:id', (req, res) => {
+    res.json(ctx.jobs.get(String(req.params.id)));
+  });
+  app.get('/metrics', async (_req, res) => {
+    const { contentType, body } = await ctx.metrics.render();
+    res.set('Content-Type', contentType).send(body);
+  });
+  app.use((req, res) => sendError(res, Errors.notFound(`${req.method} ${req.path}`)));
+  app.use(errorHandler(ctx.logger, ctx.bodyLimit));
+  return app;
+}

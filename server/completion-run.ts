@@ -1,0 +1,218 @@
+/**
+ * One completion request's life on the main thread, shared by HTTP, SSE and WebSocket: checks
+ * the model's queue bound, submits the request to the model worker, gathers the choices
+ * (text, logprobs, finish reasons), measures queue time / TTFT / TPOT / end-to-end latency,
+ * feeds the metrics, and cancels the request in the engine when the client goes away.
+ */
+import { randomUUID } from 'node:crypto';
+import type { EngineErrorInfo, FinishReason, SequenceOutput } from '../engine/protocol.js';
+import { ApiError, Errors } from './errors.js';
+import type { ServerMetrics } from './metrics.js';
+import type { ServedModel } from './models.js';
+import {
+  type CompletionChoice,
+  type CompletionRequest,
+  type Usage,
+  appendLogprobs,
+  toEngineRequest,
+} from './protocol.js';
+
+/** Epoch milliseconds, sub-millisecond precision (comparable with the worker's timestamps). */
+export const nowMs = (): number => performance.timeOrigin + performance.now();
+
+/** Receives the run's events. */
+export interface RunListener {
+  /** The worker accepted the request (prompt tokenized and within limits). */
+  onAccepted?(): void;
+  /** A sequence's output (text delta, token, echo, finish). */
+  onOutput?(output: SequenceOutput): void;
+  /** All choices finished. */
+  onDone(result: RunResult): void;
+  /** Refused or failed; nothing follows. */
+  onError(error: ApiError): void;
+}
+
+/** The gathered result. */
+export interface RunResult {
+  choices: CompletionChoice[];
+  usage: Usage;
+}
+
+/** Fields of the request's log line. */
+export interface RunSummary {
+  request_id: string;
+  model: string;
+  transport: string;
+  outcome: 'ok' | 'cancelled' | 'error' | 'pending';
+  status?: number;
+  n: number;
+  prompt_tokens: number;
+  completion_tokens: number;
+  queue_ms: number | null;
+  ttft_ms: number | null;
+  tpot_ms: number | null;
+  e2e_ms: number | null;
+  finish_reasons?: FinishReason[];
+}
+
+/** What a run needs from the server. */
+export interface RunContext {
+  metrics: ServerMetrics;
+  /** Waiting requests per model at most (429 beyond). */
+  maxQueue: number;
+}
+
+/** One completion request in flight. */
+export class CompletionRun {
+  readonly id = `cmpl-${randomUUID().replace(/-/g, '')}`;
+  readonly created = Math.floor(Date.now() / 1000);
+  readonly arrival = nowMs();
+  private readonly choices: CompletionChoice[] = [];
+  private promptTokens = 0;
+  private admittedAt: number | null = null;
+  private firstTokenAt: number | null = null;
+  private endedAt: number | null = null;
+  private outcome: RunSummary['outcome'] = 'pending';
+  private status: number | undefined;
+  private listener: RunListener | null = null;
+  private open = 0;
+
+  constructor(
+    private readonly ctx: RunContext,
+    readonly model: ServedModel,
+    readonly request: CompletionRequest,
+    readonly transport: 'http' | 'sse' | 'ws',
+  ) {}
+
+  /** Whether the run has ended (done, error or cancelled). */
+  get ended(): boolean {
+    return this.outcome !== 'pending';
+  }
+
+  /**
+   * Submits the request. Errors (queue full, dead worker) arrive through `listener.onError`.
+   */
+  start(listener: RunListener): void {
+    this.listener = listener;
+    const worker = this.model.worker;
+    if (!worker.isAlive) return this.fail(Errors.unavailable(`model ${this.model.id} is not running`, 'model_unavailable'));
+    if (worker.waitingRequests >= this.ctx.maxQueue) return this.fail(Errors.queueFull(this.model.id, 1));
+    const engineRequest = toEngineRequest(this.request, this.id, this.arrival);
+    const count = engineRequest.prompts.length * engineRequest.n;
+    for (let i = 0; i < count; i++) this.choices.push({ index: i, text: '', logprobs: null, finish_reason: null });
+    this.open = count;
+    worker.submit(engineRequest, {
+      onAccepted: (promptTokens) => {
+        this.promptTokens = promptTokens.reduce((a, b) => a + b, 0);
+        this.ctx.metrics.observePrompt(this.model.id, this.promptTokens);
+        this.listener?.onAccepted?.();
+      },
+      onAdmitted: (time) => (this.admittedAt = time),
+      onOutput: (out) => this.onOutput(out),
+      onError: (err: EngineErrorInfo) => this.fail(ApiError.fromEngine(err)),
+    });
+  }
+
+  /** Cancels the run (client gone): frees its slot in the engine. No further events. */
+  cancel(): void {
+    if (this.ended) return;
+    this.model.worker.abort(this.id);
+    this.outcome = 'cancelled';
+    this.endedAt = nowMs();
+    this.ctx.metrics.observeAbort(this.model.id);
+    this.listener = null;
+  }
+
+  /** The request's log fields. */
+  summary(): RunSummary {
+    const ms = (t: number | null, from: number) => (t === null ? null : round(t - from));
+    const completionTokens = this.completionTokens();
+    const maxTokens = this.maxChoiceTokens();
+    return {
+      request_id: this.id,
+      model: this.model.id,
+      transport: this.transport,
+      outcome: this.outcome,
+      ...(this.status !== undefined ? { status: this.status } : {}),
+      n: this.choices.length,
+      prompt_tokens: this.promptTokens,
+      completion_tokens: completionTokens,
+      queue_ms: ms(this.admittedAt, this.arrival),
+      ttft_ms: ms(this.firstTokenAt, this.arrival),
+      tpot_ms:
+        this.firstTokenAt !== null && this.endedAt !== null && maxTokens > 1 ? round((this.endedAt - this.firstTokenAt) / (maxTokens - 1)) : null,
+      e2e_ms: ms(this.endedAt, this.arrival),
+      ...(this.outcome === 'ok' ? { finish_reasons: this.choices.map((c) => c.finish_reason as FinishReason) } : {}),
+    };
+  }
+
+  /** Usage so far. */
+  usage(): Usage {
+    const completion = this.completionTokens();
+    return { prompt_tokens: this.promptTokens, completion_tokens: completion, total_tokens: this.promptTokens + completion };
+  }
+
+  private readonly tokensPerChoice = new Map<number, number>();
+
+  private completionTokens(): number {
+    let sum = 0;
+    for (const v of this.tokensPerChoice.values()) sum += v;
+    return sum;
+  }
+
+  private maxChoiceTokens(): number {
+    return Math.max(0, ...this.tokensPerChoice.values());
+  }
+
+  private onOutput(out: SequenceOutput): void {
+    if (this.ended) return;
+    if (out.token && this.firstTokenAt === null) this.firstTokenAt = nowMs();
+    this.tokensPerChoice.set(out.index, out.completionTokens);
+    const choice = this.choices[out.index];
+    if (out.echo) {
+      choice.text += out.echo.text;
+      if (this.request.logprobs != null && out.echo.tokens) choice.logprobs = appendLogprobs(choice.logprobs, out.echo.tokens);
+    }
+    choice.text += out.text;
+    if (this.request.logprobs != null && out.token) choice.logprobs = appendLogprobs(choice.logprobs, [out.token]);
+    if (out.finishReason) {
+      choice.finish_reason = out.finishReason;
+      this.open--;
+    }
+    this.listener?.onOutput?.(out);
+    if (this.open === 0) this.finish();
+  }
+
+  private finish(): void {
+    this.outcome = 'ok';
+    this.status = 200;
+    this.endedAt = nowMs();
+    const s = this.summary();
+    this.ctx.metrics.observeRequest({
+      model: this.model.id,
+      queueSeconds: s.queue_ms === null ? null : s.queue_ms / 1000,
+      ttftSeconds: s.ttft_ms === null ? null : s.ttft_ms / 1000,
+      tpotSeconds: s.tpot_ms === null ? null : s.tpot_ms / 1000,
+      e2eSeconds: (s.e2e_ms ?? 0) / 1000,
+      finishReasons: s.finish_reasons ?? [],
+    });
+    const listener = this.listener;
+    this.listener = null;
+    listener?.onDone({ choices: this.choices, usage: this.usage() });
+  }
+
+  private fail(err: ApiError): void {
+    if (this.ended) return;
+    this.outcome = 'error';
+    this.status = err.status;
+    this.endedAt = nowMs();
+    this.ctx.metrics.observeFailure(this.model.id, err.status);
+    const listener = this.listener;
+    this.listener = null;
+    listener?.onError(err);
+  }
+}
+
+function round(ms: number): number {
+  return Math.round(ms * 1000) / 1000;
+}

@@ -1,0 +1,86 @@
+/**
+ * `POST /v1/completions`: the JSON response, or Server-Sent Events when `stream` is true
+ * (one `data: {chunk}` per token, a final chunk per choice with its finish_reason, a usage
+ * chunk with `stream_options.include_usage`, then `data: [DONE]`). A client that disconnects
+ * cancels its request in the engine, which frees its batch slot at once.
+ */
+import type { Request, Response } from 'express';
+import type { SequenceOutput } from '../engine/protocol.js';
+import { CompletionRun, type RunContext } from './completion-run.js';
+import { type ApiError, sendError } from './errors.js';
+import type { ModelRegistry } from './models.js';
+import { type CompletionChoice, type CompletionResponse, appendLogprobs, parseCompletionRequest } from './protocol.js';
+
+/** What the handler needs from the server. */
+export interface CompletionsContext extends RunContext {
+  models: ModelRegistry;
+  /** Registers a run so that shutdown can wait for it. Returns the unregister function. */
+  track(run: CompletionRun): () => void;
+}
+
+/** Builds the express handler of `POST /v1/completions`. */
+export function completionsHandler(ctx: CompletionsContext) {
+  return (req: Request, res: Response): void => {
+    const params = parseCompletionRequest(req.body, 'http');
+    const model = ctx.models.get(params.model);
+    const run = new CompletionRun(ctx, model, params, params.stream ? 'sse' : 'http');
+    const untrack = ctx.track(run);
+    res.locals.run = run;
+    res.on('close', () => {
+      run.cancel();
+      untrack();
+    });
+    if (params.stream) streamRun(run, res, params.stream_options?.include_usage === true);
+    else jsonRun(run, res);
+  };
+}
+
+function jsonRun(run: CompletionRun, res: Response): void {
+  run.start({
+    onDone: ({ choices, usage }) => {
+      const body: CompletionResponse = { ...envelope(run), choices, usage };
+      res.json(body);
+    },
+    onError: (err) => sendError(res, err),
+  });
+}
+
+function envelope(run: CompletionRun): Omit<CompletionResponse, 'choices'> {
+  return { id: run.id, object: 'text_completion', created: run.created, model: run.model.id };
+}
+
+function streamRun(run: CompletionRun, res: Response, includeUsage: boolean): void {
+  const send = (data: unknown) => res.write(`data: ${JSON.stringify(data)}\n\n`);
+  const chunk = (choice: CompletionChoice): CompletionResponse => ({
+    ...envelope(run),
+    choices: [choice],
+    ...(includeUsage ? { usage: null } : {}),
+  });
+  const wantLogprobs = run.request.logprobs != null;
+  run.start({
+    // Headers go out only once the worker accepted the request, so a too-long prompt is a 400.
+    onAccepted: () => {
+      res.status(200).set({ 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache', Connection: 'keep-alive' });
+      res.flushHeaders();
+    },
+    onOutput: (out: SequenceOutput) => {
+      let text = out.text;
+      let logprobs = null;
+      if (out.echo) {
+        text = out.echo.text + text;
+        if (wantLogprobs && out.echo.tokens) logprobs = appendLogprobs(null, out.echo.tokens);
+      }
+      if (wantLogprobs && out.token) logprobs = appendLogprobs(logprobs, [out.token]);
+      send(chunk({ index: out.index, text, logprobs, finish_reason: out.finishReason ?? null }));
+    },
+    onDone: ({ usage }) => {
+      if (includeUsage) send({ ...envelope(run), choices: [], usage });
+      res.end('data: [DONE]\n\n');
+    },
+    onError: (err: ApiError) => {
+      if (!res.headersSent) return sendError(res, err);
+      send(err.body());
+      res.end('data: [DONE]\n\n');
+    },
+  });
+}

@@ -1,0 +1,103 @@
+/**
+ * API errors in the OpenAI shape: `{"error": {"message", "type", "param", "code"}}` with the
+ * matching HTTP status, and the express error handler that turns every failure (bad JSON,
+ * oversized body, validation, unknown model, internal errors) into that shape. The server
+ * never dies on a bad request.
+ */
+import type { ErrorRequestHandler, RequestHandler } from 'express';
+import type { Logger } from 'pino';
+import type { EngineErrorInfo } from '../engine/protocol.js';
+
+/** The body of an error response. */
+export interface ErrorBody {
+  error: { message: string; type: string; param: string | null; code: string | null };
+}
+
+/** An error with its HTTP status and OpenAI error fields. */
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly type: string,
+    readonly param: string | null = null,
+    readonly code: string | null = null,
+    /** Extra response headers (e.g. Retry-After). */
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(message);
+    this.name = 'ApiError';
+  }
+
+  /** The JSON body to send. */
+  body(): ErrorBody {
+    return { error: { message: this.message, type: this.type, param: this.param, code: this.code } };
+  }
+
+  /** From an engine-side error (input validation in the worker). */
+  static fromEngine(info: EngineErrorInfo): ApiError {
+    return new ApiError(info.status, info.message, info.type, info.param, info.code);
+  }
+}
+
+/** Constructors for the errors the server returns. */
+export const Errors = {
+  /** 400: a field is missing, of the wrong type or out of range. */
+  invalid: (message: string, param: string | null = null, code: string | null = null) =>
+    new ApiError(400, message, 'invalid_request_error', param, code),
+  /** 401: missing or wrong API key. */
+  unauthorized: () =>
+    new ApiError(401, 'Incorrect or missing API key: send it as "Authorization: Bearer <key>".', 'invalid_request_error', null, 'invalid_api_key'),
+  /** 404: unknown model. */
+  modelNotFound: (model: string) =>
+    new ApiError(404, `The model '${model}' does not exist; GET /v1/models lists the served models.`, 'invalid_request_error', 'model', 'model_not_found'),
+  /** 404: unknown route or resource. */
+  notFound: (what: string) => new ApiError(404, `${what} not found`, 'invalid_request_error', null, 'not_found'),
+  /** 409: the resource exists already. */
+  conflict: (message: string, param: string | null = null) => new ApiError(409, message, 'invalid_request_error', param, 'conflict'),
+  /** 413: body over the limit. */
+  tooLarge: (limit: string) =>
+    new ApiError(413, `Request body is larger than the limit of ${limit}.`, 'invalid_request_error', null, 'request_too_large'),
+  /** 429: the model's waiting queue is full. */
+  queueFull: (model: string, retryAfterS: number) =>
+    new ApiError(429, `The waiting queue of model '${model}' is full; retry later.`, 'rate_limit_error', null, 'queue_full', {
+      'Retry-After': String(retryAfterS),
+    }),
+  /** 503: shutting down or not ready. */
+  unavailable: (message: string, code = 'unavailable') => new ApiError(503, message, 'service_unavailable', null, code),
+  /** 500. */
+  internal: (message: string) => new ApiError(500, message, 'server_error', null, 'internal_error'),
+};
+
+/** Sends `err` as an error response. */
+export function sendError(res: Parameters<RequestHandler>[1], err: ApiError): void {
+  for (const [k, v] of Object.entries(err.headers)) res.setHeader(k, v);
+  res.status(err.status).json(err.body());
+}
+
+/** body-parser errors carry `type` and `status`. */
+interface BodyParserError {
+  type?: string;
+  status?: number;
+  limit?: number;
+}
+
+/**
+ * Final express error handler: body-parser failures become 400 (malformed JSON) or 413
+ * (body too large), {@link ApiError}s are sent as they are, anything else is logged and
+ * answered 500.
+ */
+export function errorHandler(logger: Logger, bodyLimit: string): ErrorRequestHandler {
+  return (err, _req, res, _next) => {
+    if (res.headersSent) {
+      res.end();
+      return;
+    }
+    const bp = err as BodyParserError;
+    if (err instanceof ApiError) return sendError(res, err);
+    if (bp.type === 'entity.too.large') return sendError(res, Errors.tooLarge(bodyLimit));
+    if (bp.type === 'entity.parse.failed') return sendError(res, Errors.invalid(`Malformed JSON body: ${(err as Error).message}`, null, 'invalid_json'));
+    if (bp.type && bp.status && bp.status >= 400 && bp.status < 500) return sendError(res, Errors.invalid((err as Error).message));
+    logger.error({ err }, 'unhandled error');
+    sendError(res, Errors.internal('Internal server error.'));
+  };
+}

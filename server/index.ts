@@ -1,0 +1,190 @@
+/**
+ * The SliceServe server: starts the HTTP/WebSocket front end at once (liveness answers while
+ * models load), a worker per dense model, then the startup slicing jobs (one sliced variant
+ * per dense model and sparsity); readiness turns on when they are all settled. Graceful
+ * shutdown: refuse new work (503), let in-flight requests finish up to a timeout, then stop
+ * the workers.
+ */
+import type { AddressInfo } from 'node:net';
+import { createServer, type Server } from 'node:http';
+import type { Logger } from 'pino';
+import type { WebSocketServer } from 'ws';
+import { ModelWorker } from '../engine/model-worker.js';
+import type { WorkerOptions } from '../engine/protocol.js';
+import { createApp, hasApiKey } from './app.js';
+import type { CompletionRun } from './completion-run.js';
+import { ServerMetrics } from './metrics.js';
+import { ModelRegistry } from './models.js';
+import { SliceJobManager, type StartWorker } from './slices.js';
+import { attachStream } from './ws.js';
+
+/** Server options (the `serve` command maps flags and env vars onto these). */
+export interface ServerOptions {
+  /** Dense model directories. */
+  models: string[];
+  /** Sparsities sliced at startup for each dense model. */
+  sparsities: number[];
+  /** Calibration text for slicing (startup and on demand). */
+  calibrationFile: string;
+  calWindows?: number;
+  /** Slicer cache directory. */
+  cacheDir?: string;
+  host: string;
+  /** 0 = any free port. */
+  port: number;
+  device?: WorkerOptions['device'];
+  /** onnxruntime intra-op threads per model worker. */
+  threads?: number;
+  /** Sequences per forward pass at most. */
+  maxBatchSize: number;
+  /** Waiting requests per model at most; more get 429. */
+  maxQueue: number;
+  /** KV budget per model in tokens (default maxBatchSize x context). */
+  kvCacheTokens?: number;
+  /** Require `Authorization: Bearer <apiKey>` on every endpoint but /health. */
+  apiKey?: string;
+  /** JSON body limit (body-parser syntax, e.g. '1mb'). */
+  bodyLimit: string;
+  logger: Logger;
+  /** Collect prom-client's process metrics (default true). */
+  defaultMetrics?: boolean;
+}
+
+/** A running server. */
+export interface SliceServer {
+  /** `http://host:port` */
+  url: string;
+  port: number;
+  /** Resolves when the startup models are served (rejects if a dense model fails to load). */
+  ready: Promise<void>;
+  models: ModelRegistry;
+  metrics: ServerMetrics;
+  jobs: SliceJobManager;
+  /** Graceful stop: 503 for new work, wait for in-flight requests up to `timeoutMs`, stop workers. */
+  shutdown(timeoutMs?: number): Promise<void>;
+}
+
+/** Starts the server; the returned promise resolves once it listens. */
+export async function startServer(opts: ServerOptions): Promise<SliceServer> {
+  const { logger } = opts;
+  const models = new ModelRegistry();
+  const metrics = new ServerMetrics(
+    () => models.list().map((m) => ({ model: m.id, stats: m.worker.stats, waitingRequests: m.worker.waitingRequests })),
+    opts.defaultMetrics ?? true,
+  );
+  const startWorker: StartWorker = (spec, onProgress, signal) =>
+    ModelWorker.start(
+      {
+        model: spec,
+        device: opts.device,
+        threads: opts.threads,
+        maxBatchSize: opts.maxBatchSize,
+        kvCacheTokens: opts.kvCacheTokens,
+      },
+      onProgress,
+      signal,
+    ).then((worker) => watch(worker));
+  const watch = (worker: ModelWorker): ModelWorker => {
+    worker.on('step', (step) => metrics.observeStep(worker.info.id, step));
+    worker.on('log', (m: { level: 'info' | 'warn'; msg: string }) => logger[m.level]({ model: worker.info.id }, m.msg));
+    worker.on('exit', (message: string) => {
+      if (state !== 'stopping') logger.error({ model: worker.info.id, message }, 'model worker ended');
+    });
+    return worker;
+  };
+  const jobs = new SliceJobManager({
+    models,
+    metrics,
+    logger,
+    startWorker,
+    calibrationFile: opts.calibrationFile,
+    calWindows: opts.calWindows,
+    cacheDir: opts.cacheDir,
+  });
+
+  let state: 'loading' | 'ready' | 'stopping' = 'loading';
+  const runs = new Set<CompletionRun>();
+  let drained: (() => void) | null = null;
+  const track = (run: CompletionRun) => {
+    runs.add(run);
+    return () => {
+      runs.delete(run);
+      if (runs.size === 0) drained?.();
+    };
+  };
+  const ctx = {
+    logger,
+    metrics,
+    models,
+    jobs,
+    apiKey: opts.apiKey,
+    bodyLimit: opts.bodyLimit,
+    maxQueue: opts.maxQueue,
+    track,
+    state: () => state,
+  };
+  const app = createApp(ctx);
+  const server: Server = createServer(app);
+  const wss: WebSocketServer = attachStream(server, {
+    ...ctx,
+    authorize: (req) => hasApiKey(req, opts.apiKey, true),
+    isStopping: () => state === 'stopping',
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts.port, opts.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const port = (server.address() as AddressInfo).port;
+  const url = `http://${opts.host.includes(':') ? `[${opts.host}]` : opts.host}:${port}`;
+  logger.info({ url }, 'listening');
+
+  const ready = (async () => {
+    const dense = await Promise.all(
+      opts.models.map(async (dir) => {
+        const worker = await startWorker({ path: dir }, ({ phase, fraction }) => logger.debug({ model: dir, phase, fraction }, 'loading'), new AbortController().signal);
+        return { dir, worker };
+      }),
+    );
+    for (const { dir, worker } of dense) {
+      models.add({ id: worker.info.id, parent: null, path: dir, created: Math.floor(Date.now() / 1000), worker, info: worker.info });
+      metrics.addModel(worker.info.id);
+      logger.info({ model: worker.info.id, device: worker.info.device, max_context: worker.info.maxContext, parameters: worker.info.parameters }, 'model ready');
+    }
+    for (const { worker } of dense) for (const s of opts.sparsities) jobs.enqueue(worker.info.id, s);
+    await jobs.idle();
+    if (state === 'loading') state = 'ready';
+    logger.info({ models: models.list().map((m) => m.id) }, 'ready');
+  })();
+  ready.catch(() => undefined);
+
+  const shutdown = async (timeoutMs = 30_000): Promise<void> => {
+    if (state === 'stopping') return;
+    state = 'stopping';
+    logger.info({ in_flight: runs.size, timeout_ms: timeoutMs }, 'shutting down');
+    jobs.stop();
+    if (runs.size > 0) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, timeoutMs);
+        drained = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+    }
+    for (const run of runs) run.cancel();
+    for (const client of wss.clients) client.close(1001, 'server shutting down');
+    await new Promise<void>((resolve) => {
+      server.close(() => resolve());
+      server.closeAllConnections();
+    });
+    await ready.catch(() => undefined);
+    await jobs.idle();
+    await models.closeAll();
+    logger.info('stopped');
+  };
+
+  return { url, port, ready, models, metrics, jobs, shutdown };
+}

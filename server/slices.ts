@@ -1,0 +1,206 @@
+/**
+ * Slicing on demand: `POST /v1/slices {"model": "<dense id>", "sparsity": 0.3}` queues a job
+ * that slices the dense model with SliceGPT (Ashkboos et al. 2024) and starts serving the
+ * result as `<dense id>-sliced-<sparsity>`. Jobs run one at a time, each inside the new
+ * model's own worker thread (engine/worker.ts), so serving never stalls; a failed job reports
+ * its error and everything else keeps serving. Startup variants (`--sparsity`) are jobs too.
+ */
+import { randomUUID } from 'node:crypto';
+import type { Logger } from 'pino';
+import { z } from 'zod';
+import type { ModelWorker, ProgressListener } from '../engine/model-worker.js';
+import type { WorkerModelSpec } from '../engine/protocol.js';
+import { Errors } from './errors.js';
+import type { ServerMetrics } from './metrics.js';
+import type { ModelRegistry } from './models.js';
+import { parseWith } from './protocol.js';
+
+/** Body of `POST /v1/slices`. */
+export const sliceRequestSchema = z.object({
+  model: z.string().min(1),
+  sparsity: z.number().gt(0).lt(1),
+  cal_windows: z.number().int().min(1).max(4096).nullish(),
+});
+
+/** State of a slicing job (`GET /v1/slices/<id>`). */
+export interface SliceJob {
+  id: string;
+  object: 'slice_job';
+  /** Id of the sliced model (served once the job succeeded). */
+  model: string;
+  /** Dense model it is sliced from. */
+  parent: string;
+  sparsity: number;
+  status: 'queued' | 'running' | 'succeeded' | 'failed';
+  /** 0..1 */
+  progress: number;
+  /** Current phase reported by the slicer (load, calibration, slicing, session...). */
+  phase: string | null;
+  error: { message: string } | null;
+  /** Unix seconds. */
+  created_at: number;
+  started_at: number | null;
+  finished_at: number | null;
+}
+
+/** Starts a worker for a model spec (engine/model-worker.ts `ModelWorker.start`, bound to the server's options). */
+export type StartWorker = (spec: WorkerModelSpec, onProgress: ProgressListener, signal: AbortSignal) => Promise<ModelWorker>;
+
+/** Options of the job manager. */
+export interface SliceJobOptions {
+  models: ModelRegistry;
+  metrics: ServerMetrics;
+  logger: Logger;
+  startWorker: StartWorker;
+  /** Calibration text (required to slice). */
+  calibrationFile: string;
+  calWindows?: number;
+  cacheDir?: string;
+}
+
+/** The sliced model's id: `<dense id>-sliced-<sparsity>` (the slicer names it the same way). */
+export function slicedModelId(denseId: string, sparsity: number): string {
+  return `${denseId}-sliced-${sparsity}`;
+}
+
+/** Queue of slicing jobs, run one at a time. */
+export class SliceJobManager {
+  private readonly jobs = new Map<string, SliceJob>();
+  private readonly queue: { job: SliceJob; calWindows?: number }[] = [];
+  private running: Promise<void> | null = null;
+  private stopped = false;
+  private readonly abort = new AbortController();
+  private readonly settledListeners: (() => void)[] = [];
+
+  constructor(private readonly opts: SliceJobOptions) {}
+
+  /**
+   * Validates a `POST /v1/slices` body and queues a job.
+   * @returns the new job, or the queued/running job for the same model
+   * @throws ApiError 400 (bad fields, a sliced parent), 404 (unknown model), 409 (model already served)
+   */
+  submit(body: unknown): { job: SliceJob; created: boolean } {
+    const req = parseWith(sliceRequestSchema, body);
+    const parent = this.opts.models.get(req.model);
+    if (parent.parent !== null) throw Errors.invalid(`Model '${req.model}' is itself sliced; slice its dense model '${parent.parent}'.`, 'model');
+    const model = slicedModelId(parent.id, req.sparsity);
+    const pending = [...this.jobs.values()].find((j) => j.model === model && (j.status === 'queued' || j.status === 'running'));
+    if (pending) return { job: pending, created: false };
+    if (this.opts.models.has(model)) throw Errors.conflict(`Model '${model}' is already served.`, 'sparsity');
+    if (this.stopped) throw Errors.unavailable('The server is shutting down.', 'shutting_down');
+    return { job: this.enqueue(parent.id, req.sparsity, req.cal_windows ?? undefined), created: true };
+  }
+
+  /** Queues a job for dense model `parentId` (startup variants). */
+  enqueue(parentId: string, sparsity: number, calWindows?: number): SliceJob {
+    const job: SliceJob = {
+      id: `slice-${randomUUID().replace(/-/g, '').slice(0, 16)}`,
+      object: 'slice_job',
+      model: slicedModelId(parentId, sparsity),
+      parent: parentId,
+      sparsity,
+      status: 'queued',
+      progress: 0,
+      phase: null,
+      error: null,
+      created_at: Math.floor(Date.now() / 1000),
+      started_at: null,
+      finished_at: null,
+    };
+    this.jobs.set(job.id, job);
+    this.queue.push({ job, calWindows });
+    this.pump();
+    return job;
+  }
+
+  /** @throws ApiError 404 */
+  get(id: string): SliceJob {
+    const job = this.jobs.get(id);
+    if (!job) throw Errors.notFound(`Slicing job '${id}'`);
+    return job;
+  }
+
+  list(): SliceJob[] {
+    return [...this.jobs.values()];
+  }
+
+  /** Resolves when no job is queued or running. */
+  idle(): Promise<void> {
+    if (!this.running && this.queue.length === 0) return Promise.resolve();
+    return new Promise((resolve) => this.settledListeners.push(resolve));
+  }
+
+  /** Refuses new jobs, drops queued ones and stops the running one. */
+  stop(): void {
+    this.stopped = true;
+    this.abort.abort();
+    for (const { job } of this.queue.splice(0)) {
+      job.status = 'failed';
+      job.error = { message: 'cancelled: the server is shutting down' };
+      job.finished_at = Math.floor(Date.now() / 1000);
+    }
+  }
+
+  private pump(): void {
+    if (this.running) return;
+    const next = this.queue.shift();
+    if (!next) {
+      for (const resolve of this.settledListeners.splice(0)) resolve();
+      return;
+    }
+    this.running = this.run(next.job, next.calWindows).finally(() => {
+      this.running = null;
+      this.pump();
+    });
+  }
+
+  private async run(job: SliceJob, calWindows?: number): Promise<void> {
+    const { models, metrics, logger } = this.opts;
+    job.status = 'running';
+    job.started_at = Math.floor(Date.now() / 1000);
+    const start = performance.now();
+    metrics.sliceStarted(job.model);
+    logger.info({ job: job.id, model: job.model, sparsity: job.sparsity }, 'slicing job started');
+    try {
+      const parent = models.get(job.parent);
+      const worker = await this.opts.startWorker(
+        {
+          path: parent.path,
+          id: parent.id,
+          slice: {
+            sparsity: job.sparsity,
+            calibrationFile: this.opts.calibrationFile,
+            calWindows: calWindows ?? this.opts.calWindows,
+            cacheDir: this.opts.cacheDir,
+          },
+        },
+        ({ phase, fraction }) => {
+          job.phase = phase;
+          // The worker reports load/slicer/session phases; keep progress monotone below 1 until ready.
+          job.progress = Math.max(job.progress, Math.min(0.99, fraction));
+          metrics.sliceProgressed(job.model, job.progress);
+        },
+        this.abort.signal,
+      );
+      if (worker.info.id !== job.model) logger.warn({ expected: job.model, got: worker.info.id }, 'sliced model id differs from the expected one');
+      if (this.stopped) {
+        await worker.close();
+        throw new Error('cancelled: the server is shutting down');
+      }
+      models.add({ id: job.model, parent: parent.id, path: parent.path, created: Math.floor(Date.now() / 1000), worker, info: { ...worker.info, id: job.model } });
+      metrics.addModel(job.model);
+      job.status = 'succeeded';
+      job.progress = 1;
+      job.phase = 'ready';
+      metrics.sliceEnded(job.model, true, (performance.now() - start) / 1000);
+      logger.info({ job: job.id, model: job.model, seconds: (performance.now() - start) / 1000 }, 'slicing job succeeded');
+    } catch (err) {
+      job.status = 'failed';
+      job.error = { message: err instanceof Error ? err.message : String(err) };
+      metrics.sliceEnded(job.model, false, (performance.now() - start) / 1000);
+      logger.error({ job: job.id, model: job.model, error: job.error.message }, 'slicing job failed');
+    } finally {
+      job.finished_at = Math.floor(Date.now() / 1000);
+    }
+  }
+}

@@ -1,0 +1,152 @@
+/**
+ * WebSocket streaming at `/v1/stream`: one socket carries many requests.
+ *
+ * Client -> server (JSON text frames):
+ * - `{"type":"completion","id":"<client id>", ...the fields of POST /v1/completions}`
+ * - `{"type":"cancel","id":"<client id>"}`
+ * Server -> client:
+ * - `{"type":"token","id","index","text","token_id","logprob"}` per generated token (plus
+ *   `top_logprobs` when `logprobs` was asked; `text` may be '' while a character or a possible
+ *   stop string is held back)
+ * - `{"type":"echo","id","index","text"}` before the tokens when `echo` is true
+ * - `{"type":"done","id","finish_reason","finish_reasons","usage"}` when every choice ended,
+ *   or `{"type":"done","id","finish_reason":"cancelled","usage"}` after a cancel
+ * - `{"type":"error","id","error":{"message","type","param","code","status"}}`
+ * A closed socket cancels all of its requests.
+ */
+import type { IncomingMessage, Server } from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { Logger } from 'pino';
+import { type RawData, type WebSocket, WebSocketServer } from 'ws';
+import { z } from 'zod';
+import { CompletionRun } from './completion-run.js';
+import type { CompletionsContext } from './completions.js';
+import { ApiError, Errors } from './errors.js';
+import { parseCompletionRequest, parseWith } from './protocol.js';
+
+/** The WebSocket path. */
+export const STREAM_PATH = '/v1/stream';
+
+const envelopeSchema = z.object({
+  type: z.enum(['completion', 'cancel']),
+  id: z.string().min(1).max(256),
+});
+
+/** What the WebSocket endpoint needs from the server. */
+export interface StreamContext extends CompletionsContext {
+  logger: Logger;
+  /** Checks the upgrade request's credentials (header or `api_key` query). */
+  authorize(req: IncomingMessage): boolean;
+  /** True while shutting down: new sockets and new requests are refused. */
+  isStopping(): boolean;
+}
+
+/**
+ * Attaches the WebSocket endpoint to `server` (upgrade requests on {@link STREAM_PATH}).
+ * @returns the WebSocketServer (to close its sockets on shutdown)
+ */
+export function attachStream(server: Server, ctx: StreamContext): WebSocketServer {
+  const wss = new WebSocketServer({ noServer: true, maxPayload: 1024 * 1024 });
+  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    const url = new URL(req.url ?? '/', 'http://localhost');
+    const refuse = (status: number, err: ApiError) => {
+      const body = JSON.stringify(err.body());
+      socket.end(`HTTP/1.1 ${status} ${status === 401 ? 'Unauthorized' : status === 404 ? 'Not Found' : 'Service Unavailable'}\r\n` +
+        `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+    };
+    if (url.pathname !== STREAM_PATH) return refuse(404, Errors.notFound(`WebSocket endpoint ${url.pathname}`));
+    if (!ctx.authorize(req)) return refuse(401, Errors.unauthorized());
+    if (ctx.isStopping()) return refuse(503, Errors.unavailable('The server is shutting down.', 'shutting_down'));
+    wss.handleUpgrade(req, socket, head, (ws) => serveSocket(ws, ctx));
+  });
+  return wss;
+}
+
+function serveSocket(ws: WebSocket, ctx: StreamContext): void {
+  const runs = new Map<string, { run: CompletionRun; untrack: () => void }>();
+  const send = (msg: object) => {
+    if (ws.readyState === ws.OPEN) ws.send(JSON.stringify(msg));
+  };
+  const sendError = (id: string | null, err: ApiError) => send({ type: 'error', id, error: { ...err.body().error, status: err.status } });
+
+  const end = (id: string) => {
+    const entry = runs.get(id);
+    if (!entry) return;
+    runs.delete(id);
+    entry.untrack();
+    ctx.logger.info(entry.run.summary(), 'completion');
+  };
+
+  ws.on('message', (data: RawData, isBinary: boolean) => {
+    let id: string | null = null;
+    try {
+      if (isBinary) throw Errors.invalid('Send JSON text frames.', null, 'invalid_json');
+      let body: unknown;
+      try {
+        body = JSON.parse(data.toString());
+      } catch (err) {
+        throw Errors.invalid(`Malformed JSON message: ${(err as Error).message}`, null, 'invalid_json');
+      }
+      const envelope = parseWith(envelopeSchema, body);
+      id = envelope.id;
+      if (envelope.type === 'cancel') return cancel(envelope.id);
+      if (runs.has(envelope.id)) throw Errors.invalid(`A request with id '${envelope.id}' is in flight on this socket.`, 'id', 'duplicate_id');
+      if (ctx.isStopping()) throw Errors.unavailable('The server is shutting down.', 'shutting_down');
+      start(envelope.id, body);
+    } catch (err) {
+      if (err instanceof ApiError) return sendError(id, err);
+      ctx.logger.error({ err }, 'websocket message failed');
+      sendError(id, Errors.internal('Internal server error.'));
+    }
+  });
+
+  const cancel = (id: string) => {
+    const entry = runs.get(id);
+    if (!entry) return sendError(id, Errors.invalid(`No request with id '${id}' is in flight on this socket.`, 'id', 'unknown_id'));
+    entry.run.cancel();
+    send({ type: 'done', id, finish_reason: 'cancelled', usage: entry.run.usage() });
+    end(id);
+  };
+
+  const start = (id: string, body: unknown) => {
+    const params = parseCompletionRequest(body, 'ws');
+    const model = ctx.models.get(params.model);
+    const run = new CompletionRun(ctx, model, params, 'ws');
+    runs.set(id, { run, untrack: ctx.track(run) });
+    const wantLogprobs = params.logprobs != null;
+    run.start({
+      onOutput: (out) => {
+        if (out.echo) send({ type: 'echo', id, index: out.index, text: out.echo.text });
+        if (out.token) {
+          send({
+            type: 'token',
+            id,
+            index: out.index,
+            text: out.text,
+            token_id: out.token.tokenId,
+            logprob: out.token.logprob,
+            ...(wantLogprobs ? { top_logprobs: Object.fromEntries((out.token.top ?? []).map((t) => [t.token, t.logprob])) } : {}),
+          });
+        } else if (out.text) {
+          send({ type: 'token', id, index: out.index, text: out.text, token_id: null, logprob: null });
+        }
+      },
+      onDone: ({ choices, usage }) => {
+        send({ type: 'done', id, finish_reason: choices[0].finish_reason, finish_reasons: choices.map((c) => c.finish_reason), usage });
+        end(id);
+      },
+      onError: (err) => {
+        sendError(id, err);
+        end(id);
+      },
+    });
+  };
+
+  ws.on('close', () => {
+    for (const [id, entry] of runs) {
+      entry.run.cancel();
+      end(id);
+    }
+  });
+  ws.on('error', (err) => ctx.logger.warn({ err }, 'websocket error'));
+}
