@@ -9,6 +9,8 @@
  *   --moment-d 288,768,2048     widths d of the X^T X benchmark
  *   --tokens 32768              rows of X (128 windows x 256 tokens, PROTOCOL §5.2)
  *   --js-moment-max 288         largest d also timed with the plain JS loop
+ *   --eigh-only                 skip the X^T X and matmul benchmarks
+ * Example (the slow one, run once): npm run bench:linalg -- --sizes 4096 --js-max 4096 --backends js --eigh-only
  */
 import os from 'node:os';
 import { parseArgs } from 'node:util';
@@ -31,6 +33,7 @@ const { values: args } = parseArgs({
     'moment-d': { type: 'string', default: '288,768,2048' },
     tokens: { type: 'string', default: '32768' },
     'js-moment-max': { type: 'string', default: '288' },
+    'eigh-only': { type: 'boolean', default: false },
   },
 });
 
@@ -112,6 +115,11 @@ async function main(): Promise<void> {
     console.log(`| ${n} | ${cells.join(' | ')} |`);
   }
 
+  if (!args['eigh-only']) await benchProducts(tokens, momentDims, jsMomentMax);
+  await releaseLinalgSessions();
+}
+
+async function benchProducts(tokens: number, momentDims: number[], jsMomentMax: number): Promise<void> {
   console.log(`\n## Second moment H = X^T X, X [${tokens}, d], float64 accumulation (best of 3)\n`);
   console.log('| d | MomentAccumulator, float64 X | MomentAccumulator, float32 X | plain JS loop |');
   console.log('|---|---|---|---|');
@@ -137,7 +145,6 @@ async function main(): Promise<void> {
   const b = seededNormals(n * n, 6);
   const mm = await time(3, () => matmulF64(a, [n, n], b, [n, n]));
   console.log(`\nmatmulF64 ${n}x${n}x${n}: ${seconds(mm.ms)} (best of 3)`);
-  await releaseLinalgSessions();
 }
 
 main().catch((err: unknown) => {

@@ -91,7 +91,7 @@ const check = spawnSync(
     `const m = require(${JSON.stringify(builtAddon)});
      const r = m.eigh(new Float64Array([2, 1, 1, 2]), 2);
      if (Math.abs(r.values[0] - 3) > 1e-12 || Math.abs(r.values[1] - 1) > 1e-12) process.exit(2);
-     console.log(m.implementation());`,
+     console.log(m.implementation().split(' ').slice(0, 2).join(' '));`,
   ],
   { encoding: 'utf8' },
 );
