@@ -54,7 +54,7 @@ async function main(): Promise<void> {
     `| sparsity | d' (hidden) | parameters | perplexity | vs dense | slicing time (s) |`,
     `|---|---|---|---|---|---|`,
     ...rows.map((r) =>
-      `| ${r.sparsity === null ? 'dense' : r.sparsity} | ${r.hidden_size} | ${r.parameters.toLocaleString('en-US')} | ${r.perplexity.toFixed(4)} | ${r.sparsity === null ? '' : `${((r.perplexity / rows[0].perplexity - 1) * 100).toFixed(1)} %`} | ${r.sparsity === null ? '' : r.slicing_s.toFixed(1)} |`,
+      `| ${r.sparsity === null ? 'dense' : r.sparsity} | ${r.hidden_size} | ${r.parameters.toLocaleString('en-US')} | ${r.perplexity.toFixed(4)} | ${r.sparsity === null ? '' : `${Math.abs(r.perplexity / rows[0].perplexity - 1) < 5e-4 ? "+0.0" : ((r.perplexity / rows[0].perplexity - 1) * 100 >= 0 ? "+" : "") + ((r.perplexity / rows[0].perplexity - 1) * 100).toFixed(1)} %`} | ${r.sparsity === null ? '' : r.slicing_s.toFixed(1)} |`,
     ),
   ];
   const table = lines.join('\n');

@@ -1,0 +1,51 @@
+/** Sampler: greedy, penalties, top-k / top-p support, seeded reproducibility, logprobs. */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { logSoftmax, Sampler, type SamplingParams } from '../../engine/sampler.js';
+
+const base: SamplingParams = { temperature: 1, topP: 1, topK: 0, presencePenalty: 0, frequencyPenalty: 0 };
+const logits = Float32Array.from([1, 3, 2, 3, -1]);
+
+test('greedy picks the argmax, lowest id on ties, with its temperature-1 logprob', () => {
+  const s = new Sampler({ ...base, temperature: 0 });
+  const r = s.sample(logits, []);
+  assert.equal(r.token, 1);
+  assert.ok(Math.abs(r.logprob - logSoftmax(logits)[1]) < 1e-12);
+});
+
+test('frequency and presence penalties follow the OpenAI definition', () => {
+  const s = new Sampler({ ...base, temperature: 0, frequencyPenalty: 0.5, presencePenalty: 0.25 });
+  const x = s.processed(logits, [1, 1, 3]);
+  assert.deepEqual(Array.from(x), [1, 3 - 0.5 * 2 - 0.25, 2, 3 - 0.5 - 0.25, -1]);
+  assert.equal(s.sample(logits, [1, 1, 3]).token, 3);
+});
+
+test('top-k 2 only ever draws the two most likely tokens; top-p keeps the nucleus', () => {
+  const k = new Sampler({ ...base, topK: 2, seed: 1 });
+  const p = new Sampler({ ...base, topP: 0.5, seed: 2 });
+  for (let i = 0; i < 200; i++) {
+    assert.ok([1, 3].includes(k.sample(logits, []).token));
+    // probabilities: tokens 1 and 3 hold 0.42 each, so top_p 0.5 keeps both and only them
+    assert.ok([1, 3].includes(p.sample(logits, []).token));
+  }
+});
+
+test('the same seed gives the same draws; the empirical distribution matches softmax', () => {
+  const draw = (seed: number) => {
+    const s = new Sampler({ ...base, seed });
+    return Array.from({ length: 4000 }, () => s.sample(logits, []).token);
+  };
+  const a = draw(42);
+  assert.deepEqual(a, draw(42));
+  assert.notDeepEqual(a, draw(43));
+  const probs = Array.from(logSoftmax(logits), Math.exp);
+  for (let t = 0; t < logits.length; t++) {
+    const freq = a.filter((x) => x === t).length / a.length;
+    assert.ok(Math.abs(freq - probs[t]) < 0.03, `token ${t}: ${freq} vs ${probs[t]}`);
+  }
+});
+
+test('bad parameters are refused', () => {
+  assert.throws(() => new Sampler({ ...base, temperature: -1 }), /temperature must be >= 0/);
+  assert.throws(() => new Sampler({ ...base, topP: 0 }), /top_p must be in \(0, 1\]/);
+});
