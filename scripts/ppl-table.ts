@@ -25,6 +25,12 @@ interface Row {
   slicing_s: number;
 }
 
+/** "+12.3 %" style relative change, "+0.0 %" for changes below 0.05 %. */
+function relativeChange(value: number, base: number): string {
+  const pct = (value / base - 1) * 100;
+  return `${pct >= 0 || pct > -0.05 ? '+' : ''}${(Math.abs(pct) < 0.05 ? 0 : pct).toFixed(1)} %`;
+}
+
 function arg(name: string): string | undefined {
   const i = process.argv.indexOf(name);
   return i >= 0 ? process.argv[i + 1] : undefined;
@@ -54,7 +60,7 @@ async function main(): Promise<void> {
     `| sparsity | d' (hidden) | parameters | perplexity | vs dense | slicing time (s) |`,
     `|---|---|---|---|---|---|`,
     ...rows.map((r) =>
-      `| ${r.sparsity === null ? 'dense' : r.sparsity} | ${r.hidden_size} | ${r.parameters.toLocaleString('en-US')} | ${r.perplexity.toFixed(4)} | ${r.sparsity === null ? '' : `${Math.abs(r.perplexity / rows[0].perplexity - 1) < 5e-4 ? "+0.0" : ((r.perplexity / rows[0].perplexity - 1) * 100 >= 0 ? "+" : "") + ((r.perplexity / rows[0].perplexity - 1) * 100).toFixed(1)} %`} | ${r.sparsity === null ? '' : r.slicing_s.toFixed(1)} |`,
+      `| ${r.sparsity === null ? 'dense' : r.sparsity} | ${r.hidden_size} | ${r.parameters.toLocaleString('en-US')} | ${r.perplexity.toFixed(4)} | ${r.sparsity === null ? '' : relativeChange(r.perplexity, rows[0].perplexity)} | ${r.sparsity === null ? '' : r.slicing_s.toFixed(1)} |`,
     ),
   ];
   const table = lines.join('\n');
