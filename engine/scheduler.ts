@@ -126,7 +126,7 @@ export class Scheduler<C extends { readonly length: number }> {
 
   /** Current occupancy. */
   stats(): EngineStats {
-    const running = this.running.filter((s) => !s.aborted);
+    const running = this.running.filter((s) => !s.aborted && !s.finished);
     const runningRequests = new Set(running.map((s) => s.request.requestId)).size;
     let waitingRequests = 0;
     for (const state of this.requests.values()) if (!state.admitted) waitingRequests++;

@@ -36,7 +36,6 @@ async function prepare(options: WorkerOptions): Promise<{ model: LoadedModel; se
       (p) => post({ type: 'progress', phase: p.phase, fraction: p.fraction }),
     );
   }
-  post({ type: 'progress', phase: 'session', fraction: 1 });
   const session = await LlamaSession.create(model, {
     device: options.device,
     threads: options.threads,

@@ -70,8 +70,9 @@ export function parseWith<T extends z.ZodType>(schema: T, body: unknown): z.infe
   const result = schema.safeParse(body);
   if (result.success) return result.data;
   const issue = result.error.issues[0];
-  const param = issue.path.length > 0 ? issue.path.map(String).join('.') : null;
-  throw Errors.invalid(`${param ?? 'body'}: ${issue.message}`, param);
+  const where = issue.path.length > 0 ? issue.path.map(String).join('.') : 'body';
+  // `param` names the top-level field, as OpenAI does; the message gives the full path.
+  throw Errors.invalid(`${where}: ${issue.message}`, issue.path.length > 0 ? String(issue.path[0]) : null);
 }
 
 /** Normalises `prompt` to a list of prompts. */

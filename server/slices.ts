@@ -34,7 +34,7 @@ export interface SliceJob {
   status: 'queued' | 'running' | 'succeeded' | 'failed';
   /** 0..1 */
   progress: number;
-  /** Current phase reported by the slicer (load, calibration, slicing, session...). */
+  /** Last phase reported: 'load', then the slicer's phases; 'loaded from cache' when the slice came from the cache. */
   phase: string | null;
   error: { message: string } | null;
   /** Unix seconds. */
@@ -176,7 +176,7 @@ export class SliceJobManager {
         },
         ({ phase, fraction }) => {
           job.phase = phase;
-          // The worker reports load/slicer/session phases; keep progress monotone below 1 until ready.
+          // Progress stays monotone and below 1 until the sliced model serves.
           job.progress = Math.max(job.progress, Math.min(0.99, fraction));
           metrics.sliceProgressed(job.model, job.progress);
         },
@@ -191,7 +191,6 @@ export class SliceJobManager {
       metrics.addModel(job.model);
       job.status = 'succeeded';
       job.progress = 1;
-      job.phase = 'ready';
       metrics.sliceEnded(job.model, true, (performance.now() - start) / 1000);
       logger.info({ job: job.id, model: job.model, seconds: (performance.now() - start) / 1000 }, 'slicing job succeeded');
     } catch (err) {

@@ -90,6 +90,19 @@ test('greedy outputs under continuous batching equal each request run alone', as
   assert.deepEqual(scheduler.stats().runningSequences, 0);
 });
 
+test('the stats reported with a step already exclude the sequences that finished in it', async () => {
+  const { scheduler } = setup();
+  scheduler.add(request('Once', { maxTokens: 2 }));
+  const prefill = await scheduler.step();
+  assert.equal(prefill?.stats.runningRequests, 1);
+  assert.ok((prefill?.stats.kvUsedTokens ?? 0) > 0);
+  const last = await scheduler.step();
+  assert.equal(last?.outputs[0].finishReason, 'length');
+  assert.equal(last?.stats.runningRequests, 0);
+  assert.equal(last?.stats.kvUsedTokens, 0);
+  assert.equal(last?.stats.kvReservedTokens, 0);
+});
+
 test('text is decode(prompt + tokens) minus decode(prompt); EOS ends with "stop"', async () => {
   const eosAfter = 5;
   const next: NextToken = (h) => (h.length >= 3 + eosAfter ? 2 : FakeTokenizer.piece(' time'));

@@ -1,0 +1,135 @@
+/**
+ * Bad input gets the right status and the OpenAI error shape, and the server keeps serving:
+ * malformed JSON, unknown model, negative / non-numeric / out-of-range fields, too-long
+ * prompts, stream_options without stream, oversized bodies, wrong API keys, a full queue.
+ */
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import OpenAI from 'openai';
+import { API_KEY, DENSE, GOLDEN, type TestServer, errorOf, get, post, sample, scrape, startTestServer, waitFor } from './helpers.js';
+
+let t: TestServer;
+const url = () => `${t.url}/v1/completions`;
+const good = { model: DENSE, prompt: 'Once upon a time', max_tokens: 60, temperature: 0 };
+
+before(async () => {
+  t = await startTestServer({ apiKey: API_KEY });
+});
+after(async () => {
+  await t.server.shutdown(1000);
+});
+
+/** Posts `body`, checks status + error shape (+ param/code when given). */
+async function expectError(body: unknown, status: number, param?: string | null, code?: string | null, headers?: Record<string, string>) {
+  const res = await post(url(), body, headers);
+  assert.equal(res.status, status, `status for ${JSON.stringify(body).slice(0, 80)}: ${JSON.stringify(res.body)}`);
+  const e = errorOf(res.body);
+  if (param !== undefined) assert.equal(e.param, param);
+  if (code !== undefined) assert.equal(e.code, code);
+  return e;
+}
+
+test('malformed JSON and non-object bodies are 400', async () => {
+  await expectError('{"model": "stories260K", "prompt": ', 400, null, 'invalid_json');
+  await expectError('[1, 2]', 400, null, 'invalid_json');
+  await expectError('"text"', 400);
+});
+
+test('unknown model is 404; missing fields are 400', async () => {
+  const e = await expectError({ ...good, model: 'gpt-17' }, 404, 'model', 'model_not_found');
+  assert.match(e.message, /gpt-17/);
+  await expectError({ prompt: 'x' }, 400, 'model');
+  await expectError({ model: DENSE }, 400, 'prompt');
+  const res = await get(`${t.url}/v1/models/nope`);
+  assert.equal(res.status, 404);
+  errorOf(res.body);
+});
+
+test('negative, non-numeric and out-of-range fields are 400 naming the field', async () => {
+  await expectError({ ...good, max_tokens: -1 }, 400, 'max_tokens');
+  await expectError({ ...good, max_tokens: 'ten' }, 400, 'max_tokens');
+  await expectError({ ...good, max_tokens: 1.5 }, 400, 'max_tokens');
+  await expectError({ ...good, temperature: 'hot' }, 400, 'temperature');
+  await expectError({ ...good, temperature: -0.5 }, 400, 'temperature');
+  await expectError({ ...good, top_p: 0 }, 400, 'top_p');
+  await expectError({ ...good, n: 0 }, 400, 'n');
+  await expectError({ ...good, logprobs: 50 }, 400, 'logprobs');
+  await expectError({ ...good, presence_penalty: 3 }, 400, 'presence_penalty');
+  await expectError({ ...good, stop: 7 }, 400, 'stop');
+  await expectError({ ...good, prompt: [] }, 400, 'prompt');
+  await expectError({ ...good, prompt: [1, -3] }, 400, 'prompt');
+  await expectError({ ...good, prompt: [1, 100000] }, 400, 'prompt');
+  await expectError({ ...good, logit_bias: { abc: 1 } }, 400);
+  await expectError({ ...good, min_tokens: 100 }, 400, 'min_tokens');
+  await expectError({ ...good, suffix: 'the end' }, 400, 'suffix', 'unsupported');
+  await expectError({ ...good, best_of: 3 }, 400, 'best_of');
+});
+
+test('a prompt longer than the context is a 400, not a truncation; so is prompt + max_tokens', async () => {
+  const long = 'Once upon a time there was a big dog. '.repeat(60);
+  await expectError({ ...good, prompt: long }, 400, 'prompt', 'context_length_exceeded');
+  await expectError({ ...good, prompt: Array(513).fill(261) }, 400, 'prompt', 'context_length_exceeded');
+  await expectError({ ...good, prompt: long, stream: true }, 400, 'prompt', 'context_length_exceeded');
+  const e = await expectError({ ...good, max_tokens: 510 }, 400, 'max_tokens', 'context_length_exceeded');
+  assert.match(e.message, /512/);
+  const fits = await post(url(), { ...good, prompt: Array(500).fill(261), max_tokens: 12 });
+  assert.equal(fits.status, 200);
+  assert.equal(fits.body.usage.completion_tokens, 12);
+});
+
+test('stream_options without stream is 400', async () => {
+  await expectError({ ...good, stream_options: { include_usage: true } }, 400, 'stream_options');
+  await expectError({ ...good, stream: false, stream_options: { include_usage: true } }, 400, 'stream_options');
+});
+
+test('an oversized body is 413', async () => {
+  await expectError({ ...good, prompt: 'a'.repeat(2 * 1024 * 1024) }, 413, null, 'request_too_large');
+});
+
+test('API key: missing or wrong is 401 everywhere but /health', async () => {
+  await expectError(good, 401, null, 'invalid_api_key', {});
+  await expectError(good, 401, null, 'invalid_api_key', { authorization: 'Bearer nope' });
+  await expectError(good, 401, null, 'invalid_api_key', { authorization: API_KEY });
+  for (const path of ['/v1/models', '/metrics', '/v1/slices']) {
+    const res = await get(`${t.url}${path}`, {});
+    assert.equal(res.status, 401, path);
+    errorOf(res.body);
+  }
+  assert.equal((await get(`${t.url}/health`, {})).status, 200);
+  assert.equal((await get(`${t.url}/health/ready`, {})).status, 200);
+  const client = new OpenAI({ baseURL: `${t.url}/v1`, apiKey: 'wrong', maxRetries: 0 });
+  await assert.rejects(client.completions.create(good), (err: unknown) => err instanceof OpenAI.AuthenticationError && err.status === 401);
+});
+
+test('unknown routes are 404 in the error shape', async () => {
+  const res = await get(`${t.url}/v1/chat/completions`);
+  assert.equal(res.status, 404);
+  errorOf(res.body);
+});
+
+test('after all that, the server still serves the golden text', async () => {
+  const res = await post(url(), good);
+  assert.equal(res.status, 200);
+  assert.equal(res.body.choices[0].text, GOLDEN);
+});
+
+test('a full waiting queue is 429 with Retry-After', async () => {
+  const small = await startTestServer({ maxBatchSize: 1, maxQueue: 1 });
+  try {
+    const long = { ...good, max_tokens: 400, ignore_eos: true };
+    const running = post(`${small.url}/v1/completions`, long, {});
+    await waitFor(async () => sample(await scrape(small.url, {}), 'sliceserve_num_requests_running', { model: DENSE }) === 1, 10_000, 'first request running');
+    const queued = post(`${small.url}/v1/completions`, { ...good, max_tokens: 5 }, {});
+    await waitFor(async () => sample(await scrape(small.url, {}), 'sliceserve_num_requests_waiting', { model: DENSE }) === 1, 10_000, 'second request waiting');
+    const refused = await post(`${small.url}/v1/completions`, good, {});
+    assert.equal(refused.status, 429);
+    assert.equal(refused.headers.get('retry-after'), '1');
+    assert.equal(errorOf(refused.body).code, 'queue_full');
+    assert.equal((await running).status, 200);
+    const q = await queued;
+    assert.equal(q.status, 200, 'the waiting request is served once a slot frees');
+    assert.equal(q.body.choices[0].text, GOLDEN.slice(0, q.body.choices[0].text.length));
+  } finally {
+    await small.server.shutdown(1000);
+  }
+});

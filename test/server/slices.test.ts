@@ -1,0 +1,192 @@
+/**
+ * Dense and sliced models side by side: /v1/models cards, slicing on demand (jobs, progress,
+ * failure keeps serving), the slicer cache on restart, /metrics parsed as Prometheus text with
+ * series for both models, and a client disconnecting mid-stream freeing its slot.
+ */
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import OpenAI from 'openai';
+import { DENSE, GOLDEN, type TestServer, errorOf, get, post, sample, scrape, startTestServer, waitFor } from './helpers.js';
+
+const SLICED = `${DENSE}-sliced-0.25`;
+const CAL_WINDOWS = 4;
+let t: TestServer;
+let cacheDir: string;
+let client: OpenAI;
+
+before(async () => {
+  cacheDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sliceserve-cache-'));
+  t = await startTestServer({ sparsities: [0.25], calWindows: CAL_WINDOWS, cacheDir, defaultMetrics: true });
+  client = new OpenAI({ baseURL: `${t.url}/v1`, apiKey: 'unused', maxRetries: 0 });
+});
+after(async () => {
+  await t.server.shutdown(1000);
+  fs.rmSync(cacheDir, { recursive: true, force: true });
+});
+
+/** Polls a slicing job until it leaves queued/running. */
+async function settle(url: string, id: string): Promise<any> {
+  let job: any;
+  const progress: number[] = [];
+  await waitFor(async () => {
+    job = (await get(`${url}/v1/slices/${id}`, {})).body;
+    progress.push(job.progress);
+    return job.status === 'succeeded' || job.status === 'failed';
+  }, 60_000, `slicing job ${id}`);
+  for (let i = 1; i < progress.length; i++) assert.ok(progress[i] >= progress[i - 1], 'progress never goes back');
+  return job;
+}
+
+test('/v1/models lists the dense model and its sliced variant', async () => {
+  const res = await get(`${t.url}/v1/models`, {});
+  assert.equal(res.body.object, 'list');
+  const byId = new Map<string, any>(res.body.data.map((m: any) => [m.id, m]));
+  const dense = byId.get(DENSE);
+  assert.ok(dense);
+  assert.equal(dense.object, 'model');
+  assert.equal('parent' in dense, false);
+  assert.equal(dense.root, DENSE);
+  assert.equal(dense.max_model_len, 512);
+  const sliced = byId.get(SLICED);
+  assert.ok(sliced, `ids: ${[...byId.keys()]}`);
+  assert.equal(sliced.parent, DENSE);
+  assert.equal(sliced.root, DENSE);
+  assert.equal(sliced.max_model_len, 512);
+  // d' = floor(0.75 * 64 / 8) * 8 = 48; parameters: 260032 - 64*16 (embedding/head) - ...
+  assert.deepEqual(sliced.slicing, { sparsity: 0.25, hidden_size: 48, original_hidden_size: 64, parameters: sliced.slicing.parameters });
+  assert.ok(sliced.slicing.parameters < 260032 && sliced.slicing.parameters > 200000, `parameters ${sliced.slicing.parameters}`);
+  const jobs = (await get(`${t.url}/v1/slices`, {})).body.data;
+  assert.equal(jobs.length, 1);
+  assert.equal(jobs[0].status, 'succeeded');
+  assert.equal(jobs[0].model, SLICED);
+  assert.equal(jobs[0].progress, 1);
+});
+
+test('the sliced model serves completions; /metrics shows series for both models', async () => {
+  const [dense, sliced] = await Promise.all([
+    client.completions.create({ model: DENSE, prompt: 'Once upon a time', max_tokens: 60, temperature: 0 }),
+    client.completions.create({ model: SLICED, prompt: 'Once upon a time', max_tokens: 20, temperature: 0 }),
+  ]);
+  assert.equal(dense.choices[0].text, GOLDEN);
+  assert.equal(sliced.model, SLICED);
+  assert.equal(sliced.usage?.completion_tokens, 20);
+  assert.ok(sliced.choices[0].text.length > 0);
+  const m = await scrape(t.url);
+  for (const model of [DENSE, SLICED]) {
+    for (const name of [
+      'sliceserve_time_to_first_token_seconds_count',
+      'sliceserve_time_per_output_token_seconds_count',
+      'sliceserve_e2e_request_latency_seconds_count',
+      'sliceserve_request_queue_time_seconds_count',
+    ]) {
+      assert.ok((sample(m, name, { model }) ?? 0) >= 1, `${name}{model="${model}"}`);
+    }
+    assert.ok((sample(m, 'sliceserve_generation_tokens_total', { model }) ?? 0) >= 20);
+    assert.equal(sample(m, 'sliceserve_prompt_tokens_total', { model }), 5);
+    assert.equal(sample(m, 'sliceserve_request_success_total', { model, finished_reason: 'length' }), 1);
+    assert.equal(sample(m, 'sliceserve_num_requests_running', { model }), 0);
+    assert.equal(sample(m, 'sliceserve_num_requests_waiting', { model }), 0);
+    assert.equal(sample(m, 'sliceserve_kv_cache_usage_ratio', { model }), 0);
+    assert.ok((sample(m, 'sliceserve_batch_size_count', { model, phase: 'decode' }) ?? 0) >= 19);
+  }
+  assert.equal(sample(m, 'sliceserve_slicing_jobs_total', { model: SLICED, status: 'succeeded' }), 1);
+  assert.equal(sample(m, 'sliceserve_slicing_job_progress_ratio', { model: SLICED }), 1);
+  // Every sliceserve_ series carries a model label; process metrics are there too.
+  const ours = m.samples.filter((s) => s.name.startsWith('sliceserve_'));
+  assert.ok(ours.length > 50);
+  for (const s of ours) assert.ok(s.labels.model, `${s.name} without a model label`);
+  assert.ok(m.families.has('process_cpu_user_seconds_total'));
+  assert.equal(m.families.get('sliceserve_time_to_first_token_seconds')?.type, 'HISTOGRAM');
+  assert.equal(m.families.get('sliceserve_num_requests_running')?.type, 'GAUGE');
+});
+
+test('a client that disconnects mid-stream frees its slot', async () => {
+  const ac = new AbortController();
+  const res = await fetch(`${t.url}/v1/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ model: DENSE, prompt: 'Once upon a time', max_tokens: 450, ignore_eos: true, stream: true }),
+    signal: ac.signal,
+  });
+  const reader = res.body!.getReader();
+  await reader.read();
+  await waitFor(async () => sample(await scrape(t.url), 'sliceserve_num_requests_running', { model: DENSE }) === 1, 10_000, 'running 1');
+  ac.abort();
+  await waitFor(async () => sample(await scrape(t.url), 'sliceserve_num_requests_running', { model: DENSE }) === 0, 10_000, 'running back to 0');
+  const m = await scrape(t.url);
+  assert.equal(sample(m, 'sliceserve_request_aborted_total', { model: DENSE }), 1);
+  assert.equal(sample(m, 'sliceserve_kv_cache_usage_ratio', { model: DENSE }), 0);
+});
+
+test('slicing on demand: 202, progress, then the model is served; the dense model serves meanwhile', async () => {
+  const res = await post(`${t.url}/v1/slices`, { model: DENSE, sparsity: 0.5, cal_windows: CAL_WINDOWS }, {});
+  assert.equal(res.status, 202);
+  assert.equal(res.body.model, `${DENSE}-sliced-0.5`);
+  assert.equal(res.body.parent, DENSE);
+  assert.match(res.body.id, /^slice-/);
+  assert.ok(['queued', 'running'].includes(res.body.status));
+  const again = await post(`${t.url}/v1/slices`, { model: DENSE, sparsity: 0.5 }, {});
+  assert.equal(again.status, 200, 'the same pending job');
+  assert.equal(again.body.id, res.body.id);
+  const during = await client.completions.create({ model: DENSE, prompt: 'Once upon a time', max_tokens: 60, temperature: 0 });
+  assert.equal(during.choices[0].text, GOLDEN);
+  const job = await settle(t.url, res.body.id);
+  assert.equal(job.status, 'succeeded', JSON.stringify(job.error));
+  assert.equal(job.progress, 1);
+  const models = (await get(`${t.url}/v1/models`, {})).body.data.map((m: any) => m.id);
+  assert.ok(models.includes(`${DENSE}-sliced-0.5`));
+  const card = (await get(`${t.url}/v1/models/${DENSE}-sliced-0.5`, {})).body;
+  assert.equal(card.slicing.hidden_size, 32);
+  const out = await client.completions.create({ model: `${DENSE}-sliced-0.5`, prompt: 'Once upon a time', max_tokens: 8, temperature: 0 });
+  assert.equal(out.usage?.completion_tokens, 8);
+  const conflict = await post(`${t.url}/v1/slices`, { model: DENSE, sparsity: 0.5 }, {});
+  assert.equal(conflict.status, 409);
+  errorOf(conflict.body);
+});
+
+test('a failed slicing job reports its error and the server keeps serving', async () => {
+  const res = await post(`${t.url}/v1/slices`, { model: DENSE, sparsity: 0.95 }, {});
+  assert.equal(res.status, 202);
+  const job = await settle(t.url, res.body.id);
+  assert.equal(job.status, 'failed');
+  assert.match(job.error.message, /sparsity 0\.95/);
+  const ids = (await get(`${t.url}/v1/models`, {})).body.data.map((m: any) => m.id);
+  assert.ok(!ids.includes(`${DENSE}-sliced-0.95`));
+  assert.equal(sample(await scrape(t.url), 'sliceserve_slicing_jobs_total', { model: `${DENSE}-sliced-0.95`, status: 'failed' }), 1);
+  const ok = await client.completions.create({ model: DENSE, prompt: 'Once upon a time', max_tokens: 60, temperature: 0 });
+  assert.equal(ok.choices[0].text, GOLDEN);
+});
+
+test('bad slicing requests: 400, 404', async () => {
+  const cases: [unknown, number, string | null][] = [
+    [{ model: 'nope', sparsity: 0.3 }, 404, 'model'],
+    [{ model: SLICED, sparsity: 0.3 }, 400, 'model'],
+    [{ model: DENSE, sparsity: 1.5 }, 400, 'sparsity'],
+    [{ model: DENSE, sparsity: 'half' }, 400, 'sparsity'],
+    [{ model: DENSE }, 400, 'sparsity'],
+  ];
+  for (const [body, status, param] of cases) {
+    const res = await post(`${t.url}/v1/slices`, body, {});
+    assert.equal(res.status, status, JSON.stringify(body));
+    assert.equal(errorOf(res.body).param, param);
+  }
+  assert.equal((await get(`${t.url}/v1/slices/slice-nope`, {})).status, 404);
+});
+
+test('a restart takes the startup slice from the cache', async () => {
+  const second = await startTestServer({ sparsities: [0.25], calWindows: CAL_WINDOWS, cacheDir });
+  try {
+    const jobs = (await get(`${second.url}/v1/slices`, {})).body.data;
+    assert.equal(jobs[0].status, 'succeeded');
+    assert.equal(jobs[0].phase, 'loaded from cache');
+    const a = await client.completions.create({ model: SLICED, prompt: 'Once upon a time', max_tokens: 30, temperature: 0 });
+    const c2 = new OpenAI({ baseURL: `${second.url}/v1`, apiKey: 'unused', maxRetries: 0 });
+    const b = await c2.completions.create({ model: SLICED, prompt: 'Once upon a time', max_tokens: 30, temperature: 0 });
+    assert.equal(b.choices[0].text, a.choices[0].text, 'the cached slice generates the same text');
+  } finally {
+    await second.server.shutdown(1000);
+  }
+});
