@@ -1,0 +1,94 @@
+/**
+ * The `serve` command as a process: startup log, SIGTERM drains in-flight requests (new ones
+ * get 503), then exit 0; bad options fail with a one-line message.
+ */
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import path from 'node:path';
+import { test } from 'node:test';
+import { DENSE, ROOT, errorOf, get, post } from './helpers.js';
+
+const BIN = path.join(ROOT, 'bin', 'sliceserve.js');
+
+/** Starts `sliceserve serve` and resolves with its URL once the 'ready' log line appears. */
+function serve(args: string[]): Promise<{ child: ChildProcess; url: string; lines: any[]; exited: Promise<number | null> }> {
+  const child = spawn(process.execPath, [BIN, 'serve', ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  const lines: any[] = [];
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  return new Promise((resolve, reject) => {
+    let url = '';
+    let buffer = '';
+    child.stdout!.on('data', (chunk) => {
+      buffer += String(chunk);
+      let nl: number;
+      while ((nl = buffer.indexOf('\n')) >= 0) {
+        const line = buffer.slice(0, nl);
+        buffer = buffer.slice(nl + 1);
+        if (!line.trim()) continue;
+        const entry = JSON.parse(line);
+        lines.push(entry);
+        if (entry.msg === 'listening') url = entry.url;
+        if (entry.msg === 'ready') resolve({ child, url, lines, exited });
+      }
+    });
+    void exited.then((code) => reject(new Error(`serve exited early with ${code}`)));
+  });
+}
+
+test('SIGTERM: in-flight requests finish, new ones get 503, then exit 0', async () => {
+  const { child, url, lines, exited } = await serve(['--dense-only', '--port', '0', '--threads', '1', '--shutdown-timeout', '30']);
+  assert.match(url, /^http:\/\/127\.0\.0\.1:\d+$/);
+  assert.equal((await get(`${url}/health/ready`, {})).status, 200);
+  const res = await fetch(`${url}/v1/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ model: DENSE, prompt: 'Once upon a time', max_tokens: 300, ignore_eos: true, stream: true, temperature: 0 }),
+  });
+  const reader = res.body!.getReader();
+  let text = new TextDecoder().decode((await reader.read()).value);
+  child.kill('SIGTERM');
+  // Wait until the server has noticed the signal, then check it refuses new work.
+  await new Promise<void>((resolve) => {
+    const check = () => (lines.some((l) => l.msg === 'shutting down') ? resolve() : setTimeout(check, 20));
+    check();
+  });
+  const refused = await post(`${url}/v1/completions`, { model: DENSE, prompt: 'x', max_tokens: 2 }, {});
+  assert.equal(refused.status, 503);
+  assert.equal(errorOf(refused.body).code, 'shutting_down');
+  assert.equal((await get(`${url}/health`, {})).status, 200, 'still alive while draining');
+  assert.equal((await get(`${url}/health/ready`, {})).status, 503, 'not ready while draining');
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    text += new TextDecoder().decode(value);
+  }
+  const events = text.split('\n\n').filter(Boolean);
+  assert.equal(events.at(-1), 'data: [DONE]');
+  const chunks = events.slice(0, -1).map((e) => JSON.parse(e.slice('data: '.length)));
+  assert.equal(chunks.length, 300, 'every token of the in-flight request arrived');
+  assert.equal(chunks.at(-1).choices[0].finish_reason, 'length');
+  assert.equal(await exited, 0);
+  assert.ok(lines.some((l) => l.msg === 'stopped'));
+  const logged = lines.find((l) => l.msg === 'request' && l.path === '/v1/completions' && l.status === 200);
+  assert.equal(logged.completion_tokens, 300);
+  assert.equal(typeof logged.ttft_ms, 'number');
+});
+
+test('bad serve options fail with one line naming the problem', () => {
+  const run = (args: string[]) => spawnSync(process.execPath, [BIN, 'serve', ...args], { cwd: ROOT, encoding: 'utf8', timeout: 20_000 });
+  const missing = run(['--model', '/nonexistent/model', '--dense-only']);
+  assert.equal(missing.status, 1);
+  assert.equal(missing.stderr.trim().split('\n').length, 1);
+  assert.match(missing.stderr, /^sliceserve: model directory \/nonexistent\/model does not exist/);
+  const noCal = run(['--calibration', '/nonexistent/cal.txt']);
+  assert.equal(noCal.status, 1);
+  assert.match(noCal.stderr, /calibration file \/nonexistent\/cal\.txt does not exist/);
+  const badPort = run(['--port', 'http']);
+  assert.notEqual(badPort.status, 0);
+  assert.match(badPort.stderr, /port/);
+  const help = run(['--help']);
+  assert.equal(help.status, 0);
+  for (const flag of ['--model', '--sparsity', '--calibration', '--port', '--host', '--device', '--max-batch-size', '--max-queue', '--api-key']) {
+    assert.ok(help.stdout.includes(flag), flag);
+  }
+});
