@@ -1,0 +1,97 @@
+/**
+ * The `sliceserve` CLI as a user runs it (a child process): --help everywhere, the golden
+ * completion on stdout, --json output, and one-line errors for bad input.
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { test } from 'node:test';
+
+const BIN = path.resolve('bin/sliceserve.js');
+
+function run(args: string[]): { code: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', env: { ...process.env, CI: '1' } });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+test('--help works on the program and on every command', () => {
+  const top = run(['--help']);
+  assert.equal(top.code, 0);
+  const commands = ['generate', 'eval', 'slice', 'convert', 'serve', 'synth', 'bench'];
+  for (const c of commands) assert.match(top.stdout, new RegExp(`\\b${c}\\b`), `top-level help lists ${c}`);
+  for (const c of commands) {
+    const r = run([c, '--help']);
+    assert.equal(r.code, 0, `${c} --help`);
+    assert.match(r.stdout, new RegExp(`Usage: sliceserve ${c}`));
+  }
+});
+
+test('generate prints only the completion (golden greedy text)', () => {
+  const r = run(['generate', '--model', 'models/stories260K', '--prompt', 'Once upon a time', '--max-tokens', '60', '--temperature', '0']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(
+    r.stdout,
+    ', there was a little girl named Lily. She loved to play outside in the park. One day, she saw a big, red ball. She wanted to play with it, but it was too high.\nLily',
+  );
+});
+
+test('eval --json: the last stdout line is a JSON object with perplexity, tokens, windows', () => {
+  const r = run(['eval', '--model', 'models/stories260K', '--windows', '4', '--seq-len', '64', '--json']);
+  assert.equal(r.code, 0, r.stderr);
+  const last = JSON.parse(r.stdout.trim().split('\n').pop()!);
+  assert.equal(last.tokens, 4 * 63);
+  assert.equal(last.windows, 4);
+  assert.ok(last.perplexity > 1 && last.perplexity < 20, `perplexity ${last.perplexity}`);
+});
+
+test('bad input gives a one-line error and a non-zero exit', () => {
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sliceserve-cli-'));
+  try {
+    const file = path.join(tmp, 'a-file');
+    fs.writeFileSync(file, 'x');
+    const cases: [string[], RegExp][] = [
+      [['slice', '--sparsity', '1', '--out', path.join(tmp, 'o')], /--sparsity.*expected a number in \[0, 1\)/],
+      [['slice', '--sparsity', '-0.2', '--out', path.join(tmp, 'o')], /expected a number in \[0, 1\)/],
+      [['slice', '--sparsity', '0.25', '--out', path.join(file, 'sub')], /--out .*cannot write/],
+      [['generate', '--model', path.join(tmp, 'missing'), '--prompt', 'x'], /missing/],
+      [['generate', '--prompt', 'x', '--max-tokens', 'ten'], /expected an integer >= 1/],
+      [['eval', '--data', path.join(tmp, 'none.txt')], /--data .*none\.txt: no such file/],
+      [['generate', '--prompt', 'x', '--device', 'tpu'], /tpu/],
+    ];
+    for (const [args, pattern] of cases) {
+      const r = run(args);
+      assert.notEqual(r.code, 0, args.join(' '));
+      const lines = r.stderr.trim().split('\n').filter((l) => !l.startsWith('(run with --help'));
+      assert.equal(lines.length, 1, `one line for ${args.join(' ')}: ${r.stderr}`);
+      assert.match(lines[0], pattern);
+    }
+    // Nothing half-written: a failed slice leaves no output directory.
+    assert.equal(fs.existsSync(path.join(tmp, 'o')), false);
+  } finally {
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+});
+
+test('slice writes an artifact that generate and eval accept', () => {
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sliceserve-cli-'));
+  try {
+    const out = path.join(tmp, 'sliced');
+    const s = run(['slice', '--sparsity', '0.5', '--cal-windows', '8', '--cal-seq-len', '128', '--out', out]);
+    assert.equal(s.code, 0, s.stderr);
+    assert.match(s.stdout, /d' = 32/);
+    assert.match(s.stdout, /parameters: 260,032 -> 179,200/);
+    const config = JSON.parse(fs.readFileSync(path.join(out, 'config.json'), 'utf8'));
+    assert.equal(config.sliceserve.sliced_hidden_size, 32);
+    assert.equal(config.sliceserve.calibration.windows, 8);
+    const g = run(['generate', '--model', out, '--prompt', 'Once upon a time', '--max-tokens', '10', '--temperature', '0']);
+    assert.equal(g.code, 0, g.stderr);
+    assert.ok(g.stdout.length > 0);
+    const again = run(['slice', '--sparsity', '0.5', '--out', out]);
+    assert.notEqual(again.code, 0);
+    assert.match(again.stderr, /exists and is not empty/);
+  } finally {
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+});
