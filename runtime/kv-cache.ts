@@ -60,8 +60,9 @@ export class SequenceCache {
   }
 
   /**
-   * Appends `count` new positions taken from a present tensor `src` [batch, kvHeads, total,
-   * headDim] at batch row `b`, positions total-count .. total-1. Call {@link reserve} first and
+   * Appends `count` new positions taken from a tensor `src` [batch, kvHeads, total, headDim]
+   * (this step's `step_key_values`, or a full `present`) at batch row `b`, positions
+   * total-count .. total-1. Call {@link reserve} first and
    * {@link commit} after all layers.
    */
   readPresent(layer: number, kind: 'key' | 'value', src: Float32Array, b: number, total: number, count: number): void {

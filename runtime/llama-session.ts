@@ -33,12 +33,18 @@ export interface StepInput {
 }
 
 export class LlamaSession {
+  /** Outputs fetched each step: the logits and this step's KV entries (not the whole present.*). */
+  private readonly fetches: string[];
+
   private constructor(
     readonly model: LoadedModel,
     private readonly session: ort.InferenceSession,
     readonly device: 'cpu' | 'cuda' | 'webgpu',
     readonly logitsMode: 'last' | 'all',
-  ) {}
+  ) {
+    const L = model.config.num_hidden_layers;
+    this.fetches = ['logits', ...Array.from({ length: L }, (_, l) => [`step_key_values.${l}.key`, `step_key_values.${l}.value`]).flat()];
+  }
 
   /**
    * Builds the graph for `model` and opens an onnxruntime session on the requested device.
@@ -123,11 +129,11 @@ export class LlamaSession {
         feeds[`past_key_values.${l}.${kind}`] = new ort.Tensor('float32', past, [B, KV, P, hd]);
       }
     }
-    const out = await this.session.run(feeds);
+    const out = await this.session.run(feeds, this.fetches);
     for (let l = 0; l < c.num_hidden_layers; l++) {
       for (const kind of ['key', 'value'] as const) {
-        const present = out[`present.${l}.${kind}`].data as Float32Array;
-        inputs.forEach((inp, b) => inp.cache.readPresent(l, kind, present, b, T, inp.tokens.length));
+        const fresh = out[`step_key_values.${l}.${kind}`].data as Float32Array;
+        inputs.forEach((inp, b) => inp.cache.readPresent(l, kind, fresh, b, S, inp.tokens.length));
       }
     }
     inputs.forEach((inp) => inp.cache.commit(inp.tokens.length));

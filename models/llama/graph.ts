@@ -17,6 +17,10 @@
  *            past_key_values.{i}.value   same
  *   outputs  logits                      float32 [batch, sequence | 1, vocab_size]
  *            present.{i}.key|value       float   [batch, num_key_value_heads, total_sequence, head_dim]
+ *            step_key_values.{i}.key|value  float [batch, num_key_value_heads, sequence, head_dim]
+ *                                        (only this step's entries, after RoPE: what a host-side
+ *                                        cache needs back; fetching these instead of present.*
+ *                                        saves copying the whole cache out every decode step)
  *
  * Attention uses ONNX opset-23 `Attention` (grouped KV heads, any head size: com.microsoft
  * GroupQueryAttention needs head_size % 16 == 0, which stories260K's 8 is not) and
@@ -60,9 +64,18 @@ export function buildLlamaGraph(model: LoadedModel, options: GraphOptions): Buil
   for (let l = 0; l < config.num_hidden_layers; l++) {
     const pastK = g.input(`past_key_values.${l}.key`, e.act, ['batch', KV, 'past_sequence', hd]);
     const pastV = g.input(`past_key_values.${l}.value`, e.act, ['batch', KV, 'past_sequence', hd]);
-    const h = e.attentionHalf(x, l, attentionWeights(model, l), { pastK, pastV, presentK: `present.${l}.key`, presentV: `present.${l}.value` });
+    const h = e.attentionHalf(x, l, attentionWeights(model, l), {
+      pastK,
+      pastV,
+      presentK: `present.${l}.key`,
+      presentV: `present.${l}.value`,
+      stepK: `step_key_values.${l}.key`,
+      stepV: `step_key_values.${l}.value`,
+    });
     g.output(`present.${l}.key`, e.act, ['batch', KV, 'total_sequence', hd]);
     g.output(`present.${l}.value`, e.act, ['batch', KV, 'total_sequence', hd]);
+    g.output(`step_key_values.${l}.key`, e.act, ['batch', KV, 'sequence', hd]);
+    g.output(`step_key_values.${l}.value`, e.act, ['batch', KV, 'sequence', hd]);
     x = e.mlpHalf(h, l, mlpWeights(model, l));
   }
   if (options.logits === 'last') {
@@ -214,7 +227,7 @@ class LlamaEmitter {
   }
 
   /** `x @ shortcut + o(attention(norm(x)))` with the optional KV cache wiring. */
-  attentionHalf(x: string, l: number, w: AttentionWeights, cache: { pastK?: string; pastV?: string; presentK?: string; presentV?: string }): string {
+  attentionHalf(x: string, l: number, w: AttentionWeights, cache: { pastK?: string; pastV?: string; presentK?: string; presentV?: string; stepK?: string; stepV?: string }): string {
     const g = this.g;
     const H = this.config.num_attention_heads;
     const KV = this.config.num_key_value_heads;
@@ -227,6 +240,10 @@ class LlamaEmitter {
     const qh = g.op('RotaryEmbedding', [this.toHeads(q, H), rope.cos, rope.sin, this.positionIds], { interleaved: 0 });
     const kh = g.op('RotaryEmbedding', [this.toHeads(k, KV), rope.cos, rope.sin, this.positionIds], { interleaved: 0 });
     const vh = this.toHeads(v, KV);
+    if (cache.stepK && cache.stepV) {
+      g.op('Identity', [kh], {}, { output: cache.stepK });
+      g.op('Identity', [vh], {}, { output: cache.stepV });
+    }
     const inputs = [qh, kh, vh, this.bias];
     if (cache.pastK && cache.pastV) inputs.push(cache.pastK, cache.pastV);
     const outputs = [g.fresh('attn')];
