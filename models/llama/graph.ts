@@ -35,7 +35,16 @@ export interface GraphOptions {
   logits: 'last' | 'all';
   /** Weight and activation precision; logits are always float32. Default float32. */
   dtype?: 'float32' | 'float16';
+  /** How attention is emitted (default {@link DEFAULT_ATTENTION_KERNEL}). */
+  attention?: AttentionKernel;
 }
+
+/**
+ * 'onnx-op': the opset-23 `Attention` operator; 'primitives': MatMul + Softmax with grouped
+ * query heads. Both are exact and work for any head size.
+ */
+export type AttentionKernel = 'onnx-op' | 'primitives';
+export const DEFAULT_ATTENTION_KERNEL: AttentionKernel = (process.env.SLICESERVE_ATTENTION as AttentionKernel) || 'onnx-op';
 
 /** Value used in `attention_bias` for masked positions. Finite so fully-masked pad rows stay NaN-free. */
 export const MASKED = -1e9;
@@ -49,7 +58,7 @@ export const MASKED = -1e9;
 export function buildLlamaGraph(model: LoadedModel, options: GraphOptions): BuiltModel {
   const { config } = model;
   const widths = layerWidths(model);
-  const e = new LlamaEmitter(new OnnxGraph(`${model.id}-${options.logits}`), config, widths.normDivisor, options.dtype ?? 'float32');
+  const e = new LlamaEmitter(new OnnxGraph(`${model.id}-${options.logits}`), config, widths.normDivisor, options.dtype ?? 'float32', options.attention);
   const g = e.g;
   const get = (name: string): WeightTensor => {
     const t = model.weights.get(name);
@@ -169,6 +178,7 @@ class LlamaEmitter {
     private readonly config: LlamaConfig,
     private readonly normDivisor: number,
     dtype: 'float32' | 'float16',
+    private readonly attentionKernel: AttentionKernel = DEFAULT_ATTENTION_KERNEL,
   ) {
     this.act = dtype;
     this.positionIds = g.input('position_ids', 'int64', ['batch', 'sequence']);
@@ -244,15 +254,40 @@ class LlamaEmitter {
       g.op('Identity', [kh], {}, { output: cache.stepK });
       g.op('Identity', [vh], {}, { output: cache.stepV });
     }
-    const inputs = [qh, kh, vh, this.bias];
-    if (cache.pastK && cache.pastV) inputs.push(cache.pastK, cache.pastV);
-    const outputs = [g.fresh('attn')];
-    if (cache.presentK && cache.presentV) outputs.push(cache.presentK, cache.presentV);
-    const [attn] = g.node('Attention', inputs, { scale: { float: 1 / Math.sqrt(hd) } }, { outputs });
+    const attn = this.attentionKernel === 'primitives' ? this.attentionFromPrimitives(qh, kh, vh, cache) : this.attentionOp(qh, kh, vh, cache);
     const merged = g.op('Reshape', [g.op('Transpose', [attn], { perm: [0, 2, 1, 3] }), g.int64([0, 0, H * hd])]);
     const attnOut = this.linear(merged, `${prefix}.self_attn.o_proj.weight_t`, [w.o]);
     const residual = w.shortcut ? g.op('MatMul', [x, this.weight(`${prefix}.attn_shortcut_Q`, w.shortcut.data, w.shortcut.shape)]) : x;
     return g.op('Add', [residual, attnOut]);
+  }
+
+  /** ONNX opset-23 `Attention` (GQA, additive mask, past/present KV). Returns [B, H, S, hd]. */
+  private attentionOp(qh: string, kh: string, vh: string, cache: { pastK?: string; pastV?: string; presentK?: string; presentV?: string }): string {
+    const inputs = [qh, kh, vh, this.bias];
+    if (cache.pastK && cache.pastV) inputs.push(cache.pastK, cache.pastV);
+    const outputs = [this.g.fresh('attn')];
+    if (cache.presentK && cache.presentV) outputs.push(cache.presentK, cache.presentV);
+    return this.g.node('Attention', inputs, { scale: { float: 1 / Math.sqrt(this.config.head_dim) } }, { outputs })[0];
+  }
+
+  /**
+   * The same attention from MatMul/Softmax: query heads grouped per KV head as
+   * [B, KV, G, S, hd] so that K/V broadcast over the G = H / KV query heads of their group
+   * (head h reads KV head floor(h / G), as Hugging Face's repeat_kv). Returns [B, H, S, hd].
+   */
+  private attentionFromPrimitives(qh: string, kh: string, vh: string, cache: { pastK?: string; pastV?: string; presentK?: string; presentV?: string }): string {
+    const g = this.g;
+    const H = this.config.num_attention_heads;
+    const KV = this.config.num_key_value_heads;
+    const hd = this.config.head_dim;
+    const kAll = cache.pastK ? g.op('Concat', [cache.pastK, kh], { axis: 2 }, { output: cache.presentK }) : kh;
+    const vAll = cache.pastV ? g.op('Concat', [cache.pastV, vh], { axis: 2 }, { output: cache.presentV }) : vh;
+    const q5 = g.op('Reshape', [qh, g.int64([0, KV, H / KV, -1, hd])]);
+    const kT = g.op('Unsqueeze', [g.op('Transpose', [kAll], { perm: [0, 1, 3, 2] }), g.int64([2])]);
+    const scores = g.op('Mul', [g.op('MatMul', [q5, kT]), this.weight(g.fresh('attn_scale'), Float32Array.of(1 / Math.sqrt(hd)), [])]);
+    const probs = g.op('Softmax', [g.op('Add', [scores, g.op('Unsqueeze', [this.bias, g.int64([1])])])], { axis: -1 });
+    const out = g.op('MatMul', [probs, g.op('Unsqueeze', [vAll, g.int64([2])])]);
+    return g.op('Reshape', [out, g.int64([0, H, -1, hd])]);
   }
 
   /** `h @ shortcut + down(silu(gate(norm(h))) * up(norm(h)))`. */
