@@ -8,10 +8,10 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import {
   SAFETENSORS_FILE, SAFETENSORS_INDEX_FILE, readSafetensors, readShardedSafetensors, writeShardedSafetensors,
-  type SafetensorsWriteDtype,
+  type SafetensorsContents, type SafetensorsWriteDtype,
 } from './safetensors.js';
 import {
-  HfTokenizer, TOKENIZER_CONFIG_FILE, TOKENIZER_FILE, llamaTokenizerConfig, loadHfTokenizer,
+  HfTokenizer, TOKENIZER_CONFIG_FILE, TOKENIZER_FILE, llamaTokenizerConfig, loadHfTokenizer, readJsonFile,
 } from './tokenizer/index.js';
 import { ModelLoadError, W, type LlamaConfig, type LoadedModel, type WeightMap } from './types.js';
 import { parseLlamaConfig, validateTokenizerSize, validateWeights } from './validate.js';
@@ -26,21 +26,6 @@ const SAFETENSORS_DTYPE: Record<SaveDtype, SafetensorsWriteDtype> = { float32: '
 
 /** Tensors that some checkpoints carry but that are recomputed, never loaded. */
 const IGNORED_TENSOR = /\.rotary_emb\.inv_freq$/;
-
-function readJson(file: string, what: string): unknown {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    throw new ModelLoadError(file, code === 'ENOENT' ? `${what} not found` : `cannot read: ${(err as Error).message}`);
-  }
-  try {
-    return JSON.parse(text);
-  } catch (err) {
-    throw new ModelLoadError(file, `not valid JSON (${(err as Error).message})`);
-  }
-}
 
 /** Options of {@link loadHuggingFaceModel}. */
 export interface HfLoadOptions {
@@ -60,28 +45,26 @@ export interface HfLoadOptions {
 export function loadHuggingFaceModel(dir: string, options: HfLoadOptions = {}): LoadedModel {
   const absDir = path.resolve(dir);
   const configFile = path.join(absDir, CONFIG_FILE);
-  const config = parseLlamaConfig(readJson(configFile, 'config file'), configFile);
+  const config = parseLlamaConfig(readJsonFile(configFile, 'config file'), configFile);
 
   const single = path.join(absDir, SAFETENSORS_FILE);
   const index = path.join(absDir, SAFETENSORS_INDEX_FILE);
-  let weights: WeightMap;
-  let fileOf: (name: string) => string;
+  let contents: SafetensorsContents;
   if (fs.existsSync(single)) {
-    weights = readSafetensors(single).weights;
-    fileOf = () => single;
+    contents = readSafetensors(single);
   } else if (fs.existsSync(index)) {
-    weights = readShardedSafetensors(index).weights;
-    const weightMap = (readJson(index, 'index') as { weight_map: Record<string, string> }).weight_map;
-    fileOf = (name) => (weightMap[name] ? path.join(absDir, weightMap[name]) : index);
+    contents = readShardedSafetensors(index);
   } else {
     const hasBin = fs.existsSync(path.join(absDir, 'pytorch_model.bin'));
     throw new ModelLoadError(absDir, `no ${SAFETENSORS_FILE} or ${SAFETENSORS_INDEX_FILE}` +
       (hasBin ? ' (pytorch_model.bin is not supported: convert it to safetensors)' : ''));
   }
+  const { weights, files } = contents;
   for (const name of [...weights.keys()]) {
     if (IGNORED_TENSOR.test(name) || (name === W.lmHead && config.tie_word_embeddings)) weights.delete(name);
   }
-  validateWeights(config, weights, fileOf, configFile);
+  const weightsFile = fs.existsSync(single) ? single : index;
+  validateWeights(config, weights, (name) => files.get(name) ?? weightsFile, configFile);
 
   const tokenizer = loadHfTokenizer(absDir, { bosTokenId: config.bos_token_id, eosTokenId: config.eos_token_id });
   validateTokenizerSize(tokenizer, config, path.join(absDir, TOKENIZER_FILE), configFile);

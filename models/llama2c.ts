@@ -17,6 +17,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { readBytesAt } from './safetensors.js';
 import { loadLlama2cTokenizer } from './tokenizer/index.js';
 import { ModelLoadError, W, type LlamaConfig, type LoadedModel, type WeightMap } from './types.js';
 
@@ -191,18 +192,6 @@ export function findLlama2cFiles(p: string): Llama2cFiles {
   return { checkpoint, tokenizer: path.join(dir, tokenizers[0]!) };
 }
 
-/** Reads `count` float32 values at byte `position` of an open file. */
-function readFloats(fd: number, count: number, position: number): Float32Array {
-  const out = new Float32Array(count);
-  const bytes = new Uint8Array(out.buffer);
-  for (let done = 0; done < bytes.length;) {
-    const n = fs.readSync(fd, bytes, done, Math.min(1 << 30, bytes.length - done), position + done);
-    if (n === 0) throw new Error(`unexpected end of file at byte ${position + done}`);
-    done += n;
-  }
-  return out;
-}
-
 /** Options of {@link loadLlama2cModel}. */
 export interface LoadOptions {
   /** Model id (default: the directory's name). */
@@ -239,7 +228,8 @@ export function loadLlama2cModel(p: string, options: LoadOptions = {}): LoadedMo
   try {
     let position = HEADER_BYTES;
     const next = (count: number) => {
-      const data = readFloats(fd, count, position);
+      const data = new Float32Array(count);
+      readBytesAt(fd, new Uint8Array(data.buffer), position, file);
       position += 4 * count;
       return data;
     };

@@ -198,6 +198,8 @@ export interface SafetensorsContents {
   metadata: Record<string, string>;
   /** On-disk dtype of each tensor. */
   dtypes: Map<string, SafetensorsReadDtype>;
+  /** The file each tensor was read from. */
+  files: Map<string, string>;
 }
 
 /** Chunk size of single read/write calls (Node rejects single I/O calls of 2 GiB or more). */
@@ -211,7 +213,12 @@ function numel(shape: readonly number[]): number {
   return shape.reduce((a, b) => a * b, 1);
 }
 
-function readExactly(fd: number, target: Uint8Array, position: number, file: string): void {
+/**
+ * Fills `target` with the bytes of the open file `fd` from byte `position` on, in chunks that
+ * Node accepts.
+ * @throws ModelLoadError naming `file` if the file ends first.
+ */
+export function readBytesAt(fd: number, target: Uint8Array, position: number, file: string): void {
   let done = 0;
   while (done < target.length) {
     const length = Math.min(IO_CHUNK, target.length - done);
@@ -323,7 +330,7 @@ function readHeaderFromFd(fd: number, file: string): SafetensorsHeader {
   const fileSize = fs.fstatSync(fd).size;
   if (fileSize < 8) throw new ModelLoadError(file, `not a safetensors file: only ${fileSize} bytes`);
   const prefix = new Uint8Array(8);
-  readExactly(fd, prefix, 0, file);
+  readBytesAt(fd, prefix, 0, file);
   const headerLength = Buffer.from(prefix).readBigUInt64LE(0);
   if (headerLength > BigInt(MAX_HEADER_BYTES)) {
     throw new ModelLoadError(file, `safetensors header length ${headerLength} bytes exceeds the ${MAX_HEADER_BYTES}-byte limit (corrupt or not a safetensors file)`);
@@ -333,7 +340,7 @@ function readHeaderFromFd(fd: number, file: string): SafetensorsHeader {
     throw new ModelLoadError(file, `safetensors header length ${n} bytes runs past the end of the file (${fileSize} bytes)`);
   }
   const headerBytes = new Uint8Array(n);
-  readExactly(fd, headerBytes, 8, file);
+  readBytesAt(fd, headerBytes, 8, file);
   let json: unknown;
   try {
     json = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(headerBytes));
@@ -351,18 +358,18 @@ function readTensor(fd: number, header: SafetensorsHeader, t: SafetensorsTensorI
   switch (t.dtype) {
     case 'F32': {
       const out = new Float32Array(count);
-      readExactly(fd, new Uint8Array(out.buffer), position, file);
+      readBytesAt(fd, new Uint8Array(out.buffer), position, file);
       return out;
     }
     case 'F64': {
       const wide = new Float64Array(count);
-      readExactly(fd, new Uint8Array(wide.buffer), position, file);
+      readBytesAt(fd, new Uint8Array(wide.buffer), position, file);
       return Float32Array.from(wide);
     }
     case 'F16':
     case 'BF16': {
       const bits = new Uint16Array(count);
-      readExactly(fd, new Uint8Array(bits.buffer), position, file);
+      readBytesAt(fd, new Uint8Array(bits.buffer), position, file);
       return t.dtype === 'F16' ? fromFloat16Array(bits) : fromBfloat16Array(bits);
     }
     default:
@@ -386,6 +393,7 @@ export function readSafetensors(file: string, names?: ReadonlySet<string>): Safe
     const header = readHeaderFromFd(fd, file);
     const weights: WeightMap = new Map();
     const dtypes = new Map<string, SafetensorsReadDtype>();
+    const files = new Map<string, string>();
     for (const t of header.tensors) {
       if (names && !names.has(t.name)) continue;
       if (!READABLE.has(t.dtype)) {
@@ -393,8 +401,9 @@ export function readSafetensors(file: string, names?: ReadonlySet<string>): Safe
       }
       weights.set(t.name, { shape: t.shape, data: readTensor(fd, header, t, file) });
       dtypes.set(t.name, t.dtype as SafetensorsReadDtype);
+      files.set(t.name, file);
     }
-    return { weights, metadata: header.metadata, dtypes };
+    return { weights, metadata: header.metadata, dtypes, files };
   } finally {
     fs.closeSync(fd);
   }
@@ -530,7 +539,7 @@ export function writeShardedSafetensors(dir: string, weights: ReadonlyMap<string
 /**
  * Reads a sharded checkpoint from its `model.safetensors.index.json`.
  * @returns every tensor named in `weight_map`, read from its shard (shards are resolved
- *   relative to the index's directory), plus each tensor's on-disk dtype.
+ *   relative to the index's directory), plus each tensor's on-disk dtype and shard file.
  * @throws ModelLoadError naming the index when it is not JSON, has no `weight_map` object, or
  *   points at a shard that is missing or is not a plain file name; naming the shard when a
  *   tensor listed for it is not in it (or the shard is corrupt, see {@link readSafetensors}).
@@ -557,7 +566,7 @@ export function readShardedSafetensors(indexFile: string): SafetensorsContents {
     byShard.get(shard)!.add(name);
   }
   const dir = path.dirname(indexFile);
-  const result: SafetensorsContents = { weights: new Map(), metadata: {}, dtypes: new Map() };
+  const result: SafetensorsContents = { weights: new Map(), metadata: {}, dtypes: new Map(), files: new Map() };
   for (const [shard, names] of byShard) {
     const shardPath = path.join(dir, shard);
     if (!fs.existsSync(shardPath)) {
@@ -569,6 +578,7 @@ export function readShardedSafetensors(indexFile: string): SafetensorsContents {
       if (!t) throw new ModelLoadError(shardPath, `tensor ${name} is listed in ${path.basename(indexFile)} but not stored in this shard`);
       result.weights.set(name, t);
       result.dtypes.set(name, contents.dtypes.get(name)!);
+      result.files.set(name, shardPath);
     }
     Object.assign(result.metadata, contents.metadata);
   }

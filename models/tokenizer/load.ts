@@ -48,7 +48,12 @@ export function llamaTokenizerConfig(modelMaxLength?: number): Record<string, un
   };
 }
 
-function readJsonObject(file: string, what: string): Record<string, unknown> {
+/**
+ * Reads a JSON object from `file`.
+ * @param what how to call the file when it is missing (e.g. 'config file').
+ * @throws ModelLoadError naming `file`: missing, unreadable, not JSON, or not an object.
+ */
+export function readJsonFile(file: string, what: string): Record<string, unknown> {
   let text: string;
   try {
     text = fs.readFileSync(file, 'utf8');
@@ -74,10 +79,10 @@ function readJsonObject(file: string, what: string): Record<string, unknown> {
  */
 export function loadHfTokenizer(dir: string, ids: { bosTokenId: number; eosTokenId: number }): HfTokenizer {
   const file = path.join(dir, TOKENIZER_FILE);
-  const json = readJsonObject(file, 'tokenizer file');
+  const json = readJsonFile(file, 'tokenizer file');
   if (typeof json.model !== 'object' || json.model === null) throw new ModelLoadError(file, 'no "model" object: not a tokenizer.json');
   const configFile = path.join(dir, TOKENIZER_CONFIG_FILE);
-  const tokenizerConfig = fs.existsSync(configFile) ? readJsonObject(configFile, 'tokenizer config') : undefined;
+  const tokenizerConfig = fs.existsSync(configFile) ? readJsonFile(configFile, 'tokenizer config') : undefined;
   try {
     return new HfTokenizer(json, { ...ids, tokenizerConfig, source: file });
   } catch (err) {
