@@ -68,6 +68,8 @@ export class CompletionRun {
   readonly created = Math.floor(Date.now() / 1000);
   readonly arrival = nowMs();
   private readonly choices: CompletionChoice[] = [];
+  /** Generated tokens per choice index. */
+  private readonly tokensPerChoice = new Map<number, number>();
   private promptTokens = 0;
   private admittedAt: number | null = null;
   private firstTokenAt: number | null = null;
@@ -151,8 +153,6 @@ export class CompletionRun {
     const completion = this.completionTokens();
     return { prompt_tokens: this.promptTokens, completion_tokens: completion, total_tokens: this.promptTokens + completion };
   }
-
-  private readonly tokensPerChoice = new Map<number, number>();
 
   private completionTokens(): number {
     let sum = 0;

@@ -49,3 +49,20 @@ test('a stream from the start drops BOS and the leading dummy-prefix space', () 
   const detok = new IncrementalDetokenizer(tok);
   assert.equal(ids.map((id) => detok.push(id)).join(''), 'Once upon a time');
 });
+
+test('with the real stories260K tokenizer, byte-fallback characters stream whole', async () => {
+  const { loadModel } = await import('../../models/load.js');
+  const path = await import('node:path');
+  const model = await loadModel(path.resolve(__dirname, '..', '..', '..', 'models', 'stories260K'));
+  const real = model.tokenizer;
+  const prompt = real.encode('Once upon a time');
+  const continuation = ' the café served crème brûlée ☃ 😀 and tea';
+  const ids = real.encode('Once upon a time' + continuation).slice(prompt.length);
+  assert.ok(ids.some((id) => id >= 3 && id <= 258), 'the text uses byte-fallback tokens');
+  const detok = new IncrementalDetokenizer(real, prompt);
+  const deltas = ids.map((id) => detok.push(id));
+  deltas.push(detok.flush());
+  assert.ok(deltas.every((d) => !d.includes('\uFFFD')), JSON.stringify(deltas));
+  assert.equal(deltas.join(''), continuation);
+  assert.ok(deltas.filter((d) => d === '').length >= 4, 'bytes of multi-byte characters were held back');
+});

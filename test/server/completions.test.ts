@@ -146,6 +146,30 @@ describe('sampling and output options', () => {
     assert.equal(withGen.choices[0].text, 'Once upon a time' + GOLDEN.slice(0, withGen.choices[0].text.length - 16));
   });
 
+  test('streamed echo + logprobs + n: the first chunk of each choice carries the prompt', async () => {
+    const stream = await client.completions.create({ ...GREEDY, max_tokens: 3, echo: true, logprobs: 1, n: 2, stream: true });
+    const firsts = new Map<number, OpenAI.CompletionChoice>();
+    const text = ['', ''];
+    for await (const chunk of stream) {
+      for (const c of chunk.choices) {
+        if (!firsts.has(c.index)) firsts.set(c.index, c);
+        text[c.index] += c.text;
+        assert.equal(c.logprobs!.tokens!.length, c.logprobs!.token_logprobs!.length);
+      }
+    }
+    assert.deepEqual([...firsts.keys()].sort(), [0, 1]);
+    for (const [, c] of firsts) {
+      assert.ok(c.text.startsWith('Once upon a time'));
+      assert.deepEqual(c.logprobs!.tokens!.slice(0, 5), ['', 'Once', ' upon', ' a', ' time']);
+    }
+    assert.deepEqual(text, ['Once upon a time' + GOLDEN.slice(0, text[0].length - 16), 'Once upon a time' + GOLDEN.slice(0, text[1].length - 16)]);
+    const ws = await openStream(t.url);
+    const r = await ws.complete('e', { ...GREEDY, max_tokens: 2, echo: true });
+    assert.equal(ws.messages.find((m) => m.id === 'e' && m.type === 'echo')?.text, 'Once upon a time');
+    assert.equal(r.text, GOLDEN.slice(0, r.text.length));
+    ws.close();
+  });
+
   test('penalties, top_k, top_p, user and the vLLM extras are accepted', async () => {
     const res = await client.completions.create({
       model: DENSE,
