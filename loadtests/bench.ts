@@ -69,7 +69,7 @@ function reportNotes(opts: BenchOptions, synthetic: boolean, sliced: boolean): s
   const notes: string[] = [];
   if (synthetic) {
     notes.push(
-      `The model is synthetic (\`sliceserve synth --preset ${opts.preset} --seed ${opts.seed}\`: realistic shape, seeded random weights, Llama-2's real tokenizer). Serving speed does not depend on weight values, so it measures what a trained model of this shape would; its text is gibberish.`,
+      `The model is synthetic (\`sliceserve synth --preset ${opts.preset} --seed ${opts.seed}\`: realistic shape, seeded random weights, a real 32000-token tokenizer). Serving speed does not depend on weight values, so it measures what a trained model of this shape would; its text is gibberish.`,
     );
   }
   if (sliced) {

@@ -40,9 +40,10 @@ export function chartSpec(report: Report): TopLevelSpec {
       });
   const colorDomain = peerLabel ? [...labels, peerLabel] : labels;
   const colorRange = [...labels.map((_, i) => PALETTE[i % PALETTE.length]), ...(peerLabel ? [PEER_COLOR] : [])];
-  const color = { field: 'model', type: 'nominal', title: null, scale: { domain: colorDomain, range: colorRange }, legend: { orient: 'bottom', direction: 'horizontal' } } as const;
+  const color = { field: 'model', type: 'nominal', title: null, scale: { domain: colorDomain, range: colorRange }, legend: { orient: 'bottom', direction: 'horizontal', labelLimit: 400, symbolStrokeWidth: 3 } } as const;
+  const yTitle = 'milliseconds'; // short: a rotated title longer than the plot pushes the panel title up
   const latencyPanel = (key: 'ttft_s' | 'tpot_s', title: string) => ({
-    title,
+    title: { text: title, subtitle: 'bar p50, tick p90, whisker to p99' },
     width: 260,
     height: 230,
     data: { values: latency(key) },
@@ -52,28 +53,29 @@ export function chartSpec(report: Report): TopLevelSpec {
       color: { ...color, scale: { domain: colorDomain, range: colorRange } },
     },
     layer: [
-      { mark: { type: 'bar', opacity: 0.85 }, encoding: { y: { field: 'p50', type: 'quantitative', title: 'ms (bar p50, tick p90, whisker p99)' } } },
-      { mark: { type: 'rule', color: '#333' }, encoding: { y: { field: 'p50', type: 'quantitative' }, y2: { field: 'p99' } } },
-      { mark: { type: 'tick', color: '#333', thickness: 2, size: 8 }, encoding: { y: { field: 'p90', type: 'quantitative' } } },
+      // the same axis title in every layer, so that the layers share one y axis
+      { mark: { type: 'bar', opacity: 0.85 }, encoding: { y: { field: 'p50', type: 'quantitative', title: yTitle } } },
+      { mark: { type: 'rule', color: '#333' }, encoding: { y: { field: 'p50', type: 'quantitative', title: yTitle }, y2: { field: 'p99' } } },
+      { mark: { type: 'tick', color: '#333', thickness: 2, size: 8 }, encoding: { y: { field: 'p90', type: 'quantitative', title: yTitle } } },
     ],
   });
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
     title: { text: `SliceServe: dense vs sliced, ${report.request_shape.prompt_tokens}-token prompts, ${report.request_shape.output_tokens} output tokens, streaming`, subtitle: `${report.model.preset ?? report.model.dir ?? ''} on ${report.machine.cpu_model}, ${report.machine.cores} cores, ${report.machine.execution_provider}`, anchor: 'start' },
-    config: { font: 'sans-serif', view: { stroke: null }, axis: { grid: true, gridOpacity: 0.5 } },
+    config: { font: 'sans-serif', view: { stroke: null }, axis: { grid: true, gridOpacity: 0.5 }, title: { frame: 'group', offset: 12 } },
     resolve: { scale: { color: 'shared' } },
     hconcat: [
       {
-        title: 'Output throughput (higher is better)',
+        title: { text: 'Output throughput (higher is better)', subtitle: 'all requests of each model at each level' },
         width: 260,
         height: 230,
         data: { values: throughput },
-        mark: { type: 'line', point: { size: 50 } },
+        layer: [{ mark: { type: 'line', point: { size: 50 } } }],
         encoding: {
           x: { field: 'concurrency', type: 'quantitative', title: 'concurrent requests', scale: { type: 'log', base: 2, nice: false, domain: [Math.min(...levels), Math.max(...levels)] }, axis: { values: levels, format: 'd' } },
           y: { field: 'tps', type: 'quantitative', title: 'output tokens / s' },
           color,
-          strokeDash: { field: 'model', type: 'nominal', legend: null, scale: { domain: colorDomain, range: colorDomain.map((l) => (l === peerLabel ? [4, 3] : [1, 0])) } },
+          strokeDash: { field: 'model', type: 'nominal', title: null, scale: { domain: colorDomain, range: colorDomain.map((l) => (l === peerLabel ? [4, 3] : [1, 0])) } },
         },
       },
       latencyPanel('ttft_s', 'Time to first token (lower is better)'),

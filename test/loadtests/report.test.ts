@@ -1,0 +1,132 @@
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { after, before, test } from 'node:test';
+import { Command } from 'commander';
+import type { RequestRecord } from '../../loadtests/client.js';
+import { runBench } from '../../loadtests/bench.js';
+import { chartSpec } from '../../loadtests/chart.js';
+import { matmulWeightsPerToken } from '../../loadtests/flops.js';
+import { readReport, writeBenchmarksMd } from '../../loadtests/main.js';
+import { modelEntries } from '../../loadtests/models.js';
+import { addBenchOptions, resolveBenchOptions } from '../../loadtests/options.js';
+import type { Progress } from '../../loadtests/progress.js';
+import { LLAMA_CPP_PEER, ReportSchema, buildReport, type ReportContext } from '../../loadtests/report.js';
+import type { RunResult } from '../../loadtests/runner.js';
+import { FAKE_MODELS, startFakeServer, type FakeServer } from './fake-server.js';
+
+const SHAPE = { hidden_size: 64, intermediate_size: 176, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, head_dim: 16, vocab_size: 32000 };
+
+function rec(model: string, concurrency: number, tpot: number, ok = true): RequestRecord {
+  return ok
+    ? { model, concurrency, start_s: 0, ok, ttft_s: 0.1, tpot_s: tpot, itl_s: [tpot, tpot, tpot], e2e_s: 0.1 + 3 * tpot, output_tokens: 4, prompt_tokens: 10 }
+    : { model, concurrency, start_s: 0, ok, error: 'HTTP 500: boom', ttft_s: null, tpot_s: null, itl_s: [], e2e_s: 0.01, output_tokens: 0, prompt_tokens: null };
+}
+
+function context(): ReportContext {
+  const sel = { dense: FAKE_MODELS[0], sliced: [FAKE_MODELS[2]] };
+  return {
+    created: new Date('2026-11-29T12:00:00Z'),
+    gitCommit: 'abc',
+    model: { dir: 'x', preset: 'tiny', synthetic: true, config: null },
+    requestShape: { prompt_tokens: 10, output_tokens: 4, ignore_eos: true, stream: true, temperature: 0, prefix_caching: 'defeated' },
+    options: {},
+    machine: { cpu_model: 'cpu', cores: 2, memory_bytes: 1, os: 'linux', node: '20', onnxruntime_node: '1.29.0', execution_provider: 'cpu', read_bandwidth_bytes_per_s: 20e9, read_bandwidth_method: 'probe' },
+    models: modelEntries(sel, SHAPE),
+    notes: ['note'],
+  };
+}
+
+test('buildReport: throughput, percentiles, speedups and the bandwidth bound from known records', () => {
+  const result: RunResult = {
+    blocks: [
+      { block: { concurrency: 1, level: 0, round: 0, model: 'synth' }, records: [rec('synth', 1, 0.02), rec('synth', 1, 0.04)], wall_s: 2 },
+      { block: { concurrency: 1, level: 0, round: 0, model: 'synth-sliced-0.5' }, records: [rec('synth-sliced-0.5', 1, 0.01), rec('synth-sliced-0.5', 1, 0.01, false)], wall_s: 0.5 },
+    ],
+    skipped: [],
+    wall_s: 2.5,
+  };
+  const report = buildReport(result, context());
+  const [dense, sliced] = report.runs;
+  assert.deepEqual([dense.model, dense.sparsity, dense.requests, dense.errors, dense.output_tokens], ['synth', 0, 2, 0, 8]);
+  assert.equal(dense.output_tokens_per_s, 4); // 8 tokens / 2 s
+  assert.equal(dense.requests_per_s, 1);
+  assert.ok(Math.abs(dense.tpot_s!.p50 - 0.03) < 1e-12); // median of 0.02, 0.04
+  assert.equal(dense.itl_s!.n, 6);
+  assert.deepEqual([sliced.requests, sliced.errors, sliced.error_rate, sliced.output_tokens_per_s], [2, 1, 0.5, 8]); // 4 tokens / 0.5 s
+  assert.deepEqual(sliced.error_samples, ['HTTP 500: boom']);
+  const [sp] = report.speedup;
+  const denseW = matmulWeightsPerToken(SHAPE).total;
+  const slicedW = matmulWeightsPerToken({ ...SHAPE, sliced_hidden_size: 32 }).total;
+  assert.ok(Math.abs(sp.theoretical - denseW / slicedW) < 1e-12);
+  assert.equal(sp.measured, 2);
+  assert.ok(Math.abs(sp.fraction_of_theoretical! - 2 / sp.theoretical) < 1e-12);
+  const [d1] = report.decode_batch1;
+  assert.ok(Math.abs(d1.tokens_per_s! - 1 / 0.03) < 1e-9);
+  assert.equal(d1.weight_bytes_per_token, 4 * (denseW + 64));
+  assert.ok(Math.abs(d1.bandwidth_bound_tokens_per_s! - 20e9 / d1.weight_bytes_per_token) < 1e-6);
+  assert.deepEqual(report.peers, [LLAMA_CPP_PEER]);
+  assert.equal(report.truncated, false);
+  assert.ok(ReportSchema.safeParse(report).success);
+  assert.equal(ReportSchema.safeParse({ ...report, runs: [{ ...dense, ttft_s: { p50: 1 } }] }).success, false, 'a summary without its fields is rejected');
+  const spec = JSON.stringify(chartSpec(report));
+  assert.match(spec, /sliced 50 %/);
+  assert.match(spec, /llama\.cpp server \(peer\)/);
+});
+
+let server: FakeServer;
+let tmp: string;
+before(async () => {
+  server = await startFakeServer({ models: FAKE_MODELS, tokenDelayMs: 1 });
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-report-'));
+  fs.mkdirSync(path.join(tmp, 'synth'));
+  fs.writeFileSync(path.join(tmp, 'synth', 'config.json'), JSON.stringify({ ...SHAPE, bos_token_id: 1 }));
+});
+after(async () => {
+  await server.close();
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+const quiet = (): Progress => ({ log: () => undefined, stop: () => undefined });
+
+test('runBench --url: measures dense and both sliced variants and writes report.json, report.md, chart.svg, latest/', async () => {
+  const argv = ['--url', `${server.url}/v1`, '--model', path.join(tmp, 'synth'), '--concurrency', '1,2', '--requests', '2', '--output-tokens', '5', '--prompt-tokens', '12', '--no-bandwidth', '--out', path.join(tmp, 'reports')];
+  const cmd = addBenchOptions(new Command()).exitOverride();
+  cmd.parse(argv, { from: 'user' });
+  const opts = resolveBenchOptions(cmd.opts(), argv);
+  assert.equal(opts.url, server.url, 'a trailing /v1 is dropped');
+  server.received.length = 0;
+  const { dir, report } = await runBench(opts, new AbortController().signal, quiet);
+  const onDisk = readReport(path.join(dir, 'report.json'));
+  assert.deepEqual(onDisk, report);
+  assert.deepEqual(report.models.map((m) => [m.id, m.sparsity, m.hidden_size]), [['synth', 0, 64], ['synth-sliced-0.25', 0.25, 48], ['synth-sliced-0.5', 0.5, 32]]);
+  assert.deepEqual(report.runs.map((r) => `${r.concurrency}:${r.model}:${r.requests}:${r.errors}`), [
+    '1:synth:2:0', '1:synth-sliced-0.25:2:0', '1:synth-sliced-0.5:2:0', '2:synth:2:0', '2:synth-sliced-0.25:2:0', '2:synth-sliced-0.5:2:0',
+  ]);
+  assert.ok(report.runs.every((r) => r.output_tokens === 10 && r.output_tokens_per_s > 0 && r.ttft_s && r.tpot_s && r.itl_s && r.e2e_s));
+  assert.equal(report.speedup.length, 4);
+  assert.ok(report.speedup.every((s) => s.theoretical > 1 && s.measured !== null));
+  assert.equal(report.machine.read_bandwidth_bytes_per_s, null);
+  // warm-up: 2 short requests per model (max concurrency), then 2 requests per model per level
+  assert.equal(server.received.length, 3 * 2 + 3 * 2 * 2);
+  assert.ok(server.received.slice(6).every((r) => r.max_tokens === 5 && (r.prompt as number[]).length === 12));
+  const md = fs.readFileSync(path.join(dir, 'report.md'), 'utf8');
+  for (const s of ['## Expected vs measured speedup', 'llama.cpp server', '![Throughput, TTFT and TPOT', 'stories260K', 'npm run bench -- --url']) assert.ok(md.includes(s), s);
+  const svg = fs.readFileSync(path.join(dir, 'chart.svg'), 'utf8');
+  assert.match(svg, /^<svg[^>]*xmlns="http:\/\/www.w3.org\/2000\/svg"/);
+  assert.match(svg, /Output throughput/);
+  assert.equal(fs.realpathSync(path.join(tmp, 'reports', 'latest')), fs.realpathSync(dir));
+  assert.equal(fs.readFileSync(path.join(dir, 'requests.jsonl'), 'utf8').trim().split('\n').length, 12);
+
+  const written = await writeBenchmarksMd(path.join(tmp, 'reports', 'latest', 'report.json'), tmp);
+  assert.deepEqual(written.map((f) => path.relative(tmp, f)), ['BENCHMARKS.md', path.join('loadtests', 'benchmarks-chart.svg')].map((p) => p));
+  assert.match(fs.readFileSync(path.join(tmp, 'BENCHMARKS.md'), 'utf8'), /^# SliceServe benchmarks/);
+});
+
+test('readReport rejects a file that is not a report', () => {
+  const f = path.join(tmp, 'bad.json');
+  fs.writeFileSync(f, '{"runs": []}');
+  assert.throws(() => readReport(f), /not a SliceServe load-test report/);
+  assert.throws(() => readReport(path.join(tmp, 'missing.json')), /run `npm run bench` first/);
+});

