@@ -285,15 +285,34 @@ export function readElfDependencies(file: string): ElfDependencies | undefined {
   }
 }
 
-/** Vulkan ICD manifests: `VK_DRIVER_FILES`/`VK_ICD_FILENAMES` if set, else the standard dirs. */
+/**
+ * Vulkan ICD manifests the Vulkan loader would read: `VK_DRIVER_FILES`/`VK_ICD_FILENAMES` (files
+ * or folders) if set, else the XDG config and data folders' `vulkan/icd.d`; plus
+ * `VK_ADD_DRIVER_FILES`. Source: the Khronos Vulkan loader's driver-discovery documentation.
+ */
 function vulkanIcdFilesOnHost(): string[] {
-  const explicit = process.env.VK_DRIVER_FILES ?? process.env.VK_ICD_FILENAMES;
-  if (explicit) return explicit.split(':').filter((f) => f !== '' && fs.existsSync(f));
-  const dataDirs = (process.env.XDG_DATA_DIRS ?? '/usr/local/share:/usr/share').split(':');
-  const dirs = [...(process.env.XDG_CONFIG_DIRS ?? '/etc/xdg').split(':'), '/etc', ...dataDirs]
-    .filter((d) => d !== '')
-    .map((d) => path.join(d, 'vulkan', 'icd.d'));
+  const list = (v: string | undefined) => (v ?? '').split(':').filter((f) => f !== '');
+  const explicit = list(process.env.VK_DRIVER_FILES ?? process.env.VK_ICD_FILENAMES);
+  const home = process.env.HOME;
+  const dirs =
+    explicit.length > 0
+      ? []
+      : [
+          ...list(process.env.XDG_CONFIG_HOME ?? (home ? path.join(home, '.config') : undefined)),
+          ...list(process.env.XDG_CONFIG_DIRS ?? '/etc/xdg'),
+          '/etc',
+          ...list(process.env.XDG_DATA_HOME ?? (home ? path.join(home, '.local', 'share') : undefined)),
+          ...list(process.env.XDG_DATA_DIRS ?? '/usr/local/share:/usr/share'),
+        ].map((d) => path.join(d, 'vulkan', 'icd.d'));
   const files: string[] = [];
+  for (const entry of [...explicit, ...list(process.env.VK_ADD_DRIVER_FILES)]) {
+    try {
+      if (fs.statSync(entry).isDirectory()) dirs.push(entry);
+      else files.push(entry);
+    } catch {
+      // missing: the loader skips it too
+    }
+  }
   for (const dir of dirs) {
     try {
       for (const f of fs.readdirSync(dir)) if (f.endsWith('.json')) files.push(path.join(dir, f));
@@ -417,7 +436,14 @@ function probeWebgpu(env: DeviceEnvironment, forAuto: boolean): DeviceProbe {
     );
   }
   const icds = env.vulkanIcdFiles();
-  if (forAuto && icds.length > 0 && icds.every((f) => SOFTWARE_ICD.test(path.basename(f)))) {
+  if (forAuto && icds.length === 0) {
+    return unavailable(
+      'webgpu',
+      'the Vulkan loader is there but no Vulkan driver (ICD manifest in /etc/vulkan/icd.d or /usr/share/vulkan/icd.d)',
+      "install the GPU driver's Vulkan ICD or point VK_DRIVER_FILES at its manifest (NVIDIA: nvidia_icd.json)",
+    );
+  }
+  if (forAuto && icds.every((f) => SOFTWARE_ICD.test(path.basename(f)))) {
     return unavailable(
       'webgpu',
       `only software Vulkan drivers are installed (${icds.map((f) => path.basename(f)).join(', ')}), slower than the CPU provider`,
@@ -431,7 +457,8 @@ function probeWebgpu(env: DeviceEnvironment, forAuto: boolean): DeviceProbe {
  * Cheap pre-check of one device, without creating a session: provider libraries present,
  * their shared-library dependencies found, a Vulkan loader for WebGPU. A device that passes may
  * still fail in onnxruntime (e.g. a driver without a GPU); one that fails cannot start.
- * @param forAuto when true, WebGPU backed only by software Vulkan drivers counts as unavailable.
+ * @param forAuto when true, WebGPU without a GPU Vulkan driver (no ICD manifest, or only software
+ *   ones such as lavapipe) counts as unavailable; an explicit request lets onnxruntime try.
  */
 export function probeDevice(
   device: Device,

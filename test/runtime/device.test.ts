@@ -372,7 +372,7 @@ test('session options may depend on the device being tried', async () => {
   assert.deepEqual(asked, ['cpu']);
 });
 
-test('webgpu: auto skips software-only Vulkan drivers, an explicit request still tries them', async () => {
+test('webgpu: auto skips hosts without a GPU Vulkan driver, an explicit request still tries them', async () => {
   const env = cpuOnlyEnvironment({
     findLibrary: (s) => (s === 'libvulkan.so.1' ? '/usr/lib/x86_64-linux-gnu/libvulkan.so.1' : undefined),
     vulkanIcdFiles: () => ['/usr/share/vulkan/icd.d/lvp_icd.x86_64.json'],
@@ -383,6 +383,9 @@ test('webgpu: auto skips software-only Vulkan drivers, an explicit request still
   assert.equal(probeDevice('webgpu', env, false).available, true);
   const withGpu = { ...env, vulkanIcdFiles: () => ['/usr/share/vulkan/icd.d/lvp_icd.x86_64.json', '/etc/vulkan/icd.d/nvidia_icd.json'] };
   assert.equal(probeDevice('webgpu', withGpu, true).available, true);
+  const noIcd = { ...env, vulkanIcdFiles: () => [] };
+  assert.match(probeDevice('webgpu', noIcd, true).reason ?? '', /^the Vulkan loader is there but no Vulkan driver \(ICD manifest/);
+  assert.equal(probeDevice('webgpu', noIcd, false).available, true);
 
   // A loader without a GPU adapter: onnxruntime's Dawn error becomes the ICD hint.
   await assert.rejects(
