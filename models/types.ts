@@ -7,7 +7,7 @@
  * - weight names are the Hugging Face Llama names (`model.layers.{i}.self_attn.q_proj.weight`);
  * - linear weights are stored `[out, in]`, so a layer computes `y = x W^T`;
  * - RoPE rotates the first half of each head against the second half (HF layout). llama2.c
- *   checkpoints are permuted into this layout when loaded (see models/llama/llama2c.ts);
+ *   checkpoints are permuted into this layout when loaded (see models/llama2c.ts);
  * - every tensor is held as float32 in memory, whatever its on-disk dtype.
  */
 
