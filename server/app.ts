@@ -70,8 +70,10 @@ export function createApp(ctx: AppContext): Express {
     res.json({ status: 'ok' });
   });
   app.get('/health/ready', (_req, res) => {
-    const state = ctx.state();
-    res.status(state === 'ready' ? 200 : 503).json({ status: state, models: ctx.models.list().map((m) => m.id) });
+    const models = ctx.models.list();
+    const down = models.filter((m) => !m.worker.isAlive).map((m) => m.id);
+    const state = ctx.state() === 'ready' && down.length > 0 ? 'degraded' : ctx.state();
+    res.status(state === 'ready' ? 200 : 503).json({ status: state, models: models.map((m) => m.id), ...(down.length ? { down } : {}) });
   });
 
   app.use((req, res, next) => {
