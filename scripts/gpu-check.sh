@@ -18,7 +18,8 @@
 #   bash scripts/gpu-check.sh          (carrying .gpu-carry)
 #
 # Options (environment): GPU_CHECK_BUDGET_S, GPU_CHECK_SKIP_BENCH=1, GPU_CHECK_BENCH_DEVICE,
-# GPU_CHECK_BENCH_ARGS (extra `npm run bench` options), SLICESERVE_ORT_CUDA_DIR (a directory
+# GPU_CHECK_BENCH_ARGS (extra `npm run bench` options), GPU_CHECK_PRESET (default
+# tinyllama-1.1b; `tiny` with GPU_CHECK_BENCH_DEVICE=cpu dry-runs the script on a CPU machine), SLICESERVE_ORT_CUDA_DIR (a directory
 # holding libonnxruntime_providers_cuda.so and _shared.so for onnxruntime 1.29.0),
 # SLICESERVE_GPU_STAGE (default /var/tmp/sliceserve-gpu). Results also go to $OUT when set.
 set -uo pipefail
@@ -45,7 +46,8 @@ min() { if [ "$1" -lt "$2" ]; then echo "$1"; else echo "$2"; fi; }
 has_lib() { ldconfig -p 2>/dev/null | grep -q "^[[:space:]]$1 "; }
 on_ld_path() {
   local d
-  for d in ${LD_LIBRARY_PATH//:/ }; do [ -e "$d/$1" ] && return 0; done
+  local ldp=${LD_LIBRARY_PATH:-}
+  for d in ${ldp//:/ }; do [ -e "$d/$1" ] && return 0; done
   return 1
 }
 GPU_DEVICES=""
@@ -200,22 +202,23 @@ for dev in cpu $GPU_DEVICES; do
   fi
 done
 
-section "load test: tinyllama-1.1b (~1B preset), dense vs sliced 0.25"
+PRESET=${GPU_CHECK_PRESET:-tinyllama-1.1b}
+section "load test: $PRESET, dense vs sliced 0.25"
 BENCH_DEVICE=${GPU_CHECK_BENCH_DEVICE:-${GPU_DEVICES%% *}}
 if [ "${GPU_CHECK_SKIP_BENCH:-0}" = 1 ]; then
   skip "load test: GPU_CHECK_SKIP_BENCH=1"
 elif [ -z "$BENCH_DEVICE" ]; then
   skip "load test: no GPU device ran (see provider selection)"
 else
-  MODEL=$STAGE/tinyllama-1.1b
+  MODEL=$STAGE/$PRESET
   if [ ! -f "$MODEL/config.json" ]; then
     t=$(min 240 $(($(left) - 150)))
     if [ "$t" -gt 20 ]; then
       s=$(date +%s)
-      if timeout -k 5 "$t" "$NODE" bin/sliceserve.js synth --preset tinyllama-1.1b --out "$MODEL"; then
+      if timeout -k 5 "$t" "$NODE" bin/sliceserve.js synth --preset "$PRESET" --out "$MODEL"; then
         echo "synthesized $MODEL in $(($(date +%s) - s)) s"
       else
-        fail "synth tinyllama-1.1b (limit ${t} s)"
+        fail "synth $PRESET (limit ${t} s)"
       fi
     fi
   fi
