@@ -165,6 +165,11 @@ export class ModelWorker extends EventEmitter {
     clearTimeout(timer);
   }
 
+  /** Stops the worker thread at once (no cleanup); in-flight requests fail with a 500. */
+  async terminate(): Promise<void> {
+    await this.worker.terminate();
+  }
+
   private post(msg: ToWorkerMessage): void {
     this.worker.postMessage(msg);
   }

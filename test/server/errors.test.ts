@@ -133,3 +133,26 @@ test('a full waiting queue is 429 with Retry-After', async () => {
     await small.server.shutdown(1000);
   }
 });
+
+test('a model whose worker dies fails its requests with 500/503; the rest of the server lives', async () => {
+  const s = await startTestServer();
+  try {
+    const inflight = post(`${s.url}/v1/completions`, { ...good, max_tokens: 450, ignore_eos: true }, {});
+    await waitFor(async () => sample(await scrape(s.url, {}), 'sliceserve_num_requests_running', { model: DENSE }) === 1, 10_000, 'running');
+    await s.server.models.get(DENSE).worker.terminate();
+    const failed = await inflight;
+    assert.equal(failed.status, 500);
+    assert.equal(errorOf(failed.body).code, 'worker_exited');
+    const after = await post(`${s.url}/v1/completions`, good, {});
+    assert.equal(after.status, 503);
+    assert.equal(errorOf(after.body).code, 'model_unavailable');
+    const ready = await get(`${s.url}/health/ready`, {});
+    assert.equal(ready.status, 503);
+    assert.equal(ready.body.status, 'degraded');
+    assert.deepEqual(ready.body.down, [DENSE]);
+    assert.equal((await get(`${s.url}/health`, {})).status, 200);
+    assert.equal((await get(`${s.url}/v1/models`, {})).status, 200);
+  } finally {
+    await s.server.shutdown(1000);
+  }
+});
