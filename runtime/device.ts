@@ -575,17 +575,22 @@ function providerConfig(device: Device, cudaDeviceId: number): ort.InferenceSess
  * rethrown unchanged, from cpu or from an explicit device.
  *
  * @param model an ONNX model: a file path or its bytes (the same bytes may be tried several times).
- * @throws DeviceUnavailableError for an explicit device that cannot start.
+ * @throws DeviceUnavailableError for an explicit device that cannot start; Error for a device
+ *   request that is not one of auto, cpu, cuda, webgpu.
  */
 export async function createSessionOnDevice(
   model: string | Uint8Array,
   opts: CreateSessionOnDeviceOptions,
 ): Promise<SessionOnDevice> {
+  const request = parseDeviceRequest(opts.device, 'device'); // guards untyped callers
   const env = opts.environment ?? defaultDeviceEnvironment();
   const logger = opts.logger ?? stderrLogger;
-  const create = opts.createSession ?? ((m, o) => (typeof m === 'string' ? ort.InferenceSession.create(m, o) : ort.InferenceSession.create(m, o)));
-  const auto = opts.device === 'auto';
-  const candidates: readonly Device[] = auto ? AUTO_DEVICE_ORDER : [opts.device as Device];
+  // Narrowing picks one of InferenceSession.create's overloads (path or bytes).
+  const create =
+    opts.createSession ??
+    ((m, o) => (typeof m === 'string' ? ort.InferenceSession.create(m, o) : ort.InferenceSession.create(m, o)));
+  const auto = request === 'auto';
+  const candidates: readonly Device[] = auto ? AUTO_DEVICE_ORDER : [request as Device];
   const attempts: DeviceAttempt[] = [];
 
   for (const device of candidates) {

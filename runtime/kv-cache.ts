@@ -4,19 +4,30 @@
  * head_dim]` so each head's rows are contiguous and the batch tensor
  * `past_key_values.{i}.key [batch, num_key_value_heads, past, head_dim]` is assembled with one
  * copy per (sequence, head). The capacity grows geometrically up to the model's context.
+ * Entries are float32, or raw IEEE half bit patterns (Uint16Array) for float16 graphs.
  */
+
+/** Element storage of a cache: float32 values or float16 bit patterns. */
+export type KVArray = Float32Array | Uint16Array;
+export type KVDtype = 'float32' | 'float16';
+
+/** A zeroed array of the cache's element type. */
+export function kvArray(dtype: KVDtype, length: number): KVArray {
+  return dtype === 'float16' ? new Uint16Array(length) : new Float32Array(length);
+}
 
 export class SequenceCache {
   private capacity = 0;
   private len = 0;
-  private keys: Float32Array[] = [];
-  private values: Float32Array[] = [];
+  private keys: KVArray[] = [];
+  private values: KVArray[] = [];
 
   constructor(
     readonly numLayers: number,
     readonly kvHeads: number,
     readonly headDim: number,
     readonly maxContext: number,
+    readonly dtype: KVDtype = 'float32',
   ) {}
 
   /** Number of tokens held. */
@@ -24,9 +35,9 @@ export class SequenceCache {
     return this.len;
   }
 
-  /** Bytes of host memory currently reserved (float32). */
+  /** Bytes of host memory currently reserved. */
   get reservedBytes(): number {
-    return this.capacity * this.numLayers * 2 * this.kvHeads * this.headDim * 4;
+    return this.capacity * this.numLayers * 2 * this.kvHeads * this.headDim * (this.dtype === 'float16' ? 2 : 4);
   }
 
   /** Makes room for `extra` more tokens. @throws RangeError past maxContext. */
@@ -36,9 +47,9 @@ export class SequenceCache {
     if (need <= this.capacity) return;
     const cap = Math.min(this.maxContext, Math.max(need, this.capacity * 2, 16));
     const row = this.headDim;
-    const grow = (old: Float32Array | undefined): Float32Array => {
-      const next = new Float32Array(this.kvHeads * cap * row);
-      if (old) for (let h = 0; h < this.kvHeads; h++) next.set(old.subarray(h * this.capacity * row, (h * this.capacity + this.len) * row), h * cap * row);
+    const grow = (old: KVArray | undefined): KVArray => {
+      const next = kvArray(this.dtype, this.kvHeads * cap * row);
+      if (old) for (let h = 0; h < this.kvHeads; h++) copy(next, old.subarray(h * this.capacity * row, (h * this.capacity + this.len) * row), h * cap * row);
       return next;
     };
     this.keys = Array.from({ length: this.numLayers }, (_, l) => grow(this.keys[l]));
@@ -50,12 +61,12 @@ export class SequenceCache {
    * Copies this sequence's cache of `layer` into a batch tensor `dst` of shape
    * [batch, kvHeads, past, headDim] at batch row `b`, right-aligned (left padding).
    */
-  writePast(layer: number, kind: 'key' | 'value', dst: Float32Array, b: number, past: number): void {
+  writePast(layer: number, kind: 'key' | 'value', dst: KVArray, b: number, past: number): void {
     const src = kind === 'key' ? this.keys[layer] : this.values[layer];
     const row = this.headDim;
     const pad = past - this.len;
     for (let h = 0; h < this.kvHeads; h++) {
-      dst.set(src.subarray(h * this.capacity * row, (h * this.capacity + this.len) * row), ((b * this.kvHeads + h) * past + pad) * row);
+      copy(dst, src.subarray(h * this.capacity * row, (h * this.capacity + this.len) * row), ((b * this.kvHeads + h) * past + pad) * row);
     }
   }
 
@@ -65,12 +76,12 @@ export class SequenceCache {
    * total-count .. total-1. Call {@link reserve} first and
    * {@link commit} after all layers.
    */
-  readPresent(layer: number, kind: 'key' | 'value', src: Float32Array, b: number, total: number, count: number): void {
+  readPresent(layer: number, kind: 'key' | 'value', src: KVArray, b: number, total: number, count: number): void {
     const dst = kind === 'key' ? this.keys[layer] : this.values[layer];
     const row = this.headDim;
     for (let h = 0; h < this.kvHeads; h++) {
       const from = ((b * this.kvHeads + h) * total + (total - count)) * row;
-      dst.set(src.subarray(from, from + count * row), (h * this.capacity + this.len) * row);
+      copy(dst, src.subarray(from, from + count * row), (h * this.capacity + this.len) * row);
     }
   }
 
@@ -83,4 +94,10 @@ export class SequenceCache {
   clear(): void {
     this.len = 0;
   }
+}
+
+/** dst.set(src, offset) for two arrays of the same element type. */
+function copy(dst: KVArray, src: KVArray, offset: number): void {
+  if (dst.constructor !== src.constructor) throw new TypeError('KV cache: float32 and float16 entries mixed');
+  (dst as Float32Array).set(src as Float32Array, offset);
 }

@@ -12,7 +12,7 @@ import * as ort from 'onnxruntime-node';
 import { buildLlamaGraph, MASKED } from '../models/llama/graph.js';
 import type { LoadedModel } from '../models/types.js';
 import { createSessionOnDevice, type DeviceRequest } from './device.js';
-import { SequenceCache } from './kv-cache.js';
+import { kvArray, SequenceCache, type KVArray, type KVDtype } from './kv-cache.js';
 
 export { SequenceCache } from './kv-cache.js';
 
@@ -23,6 +23,8 @@ export interface LlamaSessionOptions {
   threads?: number;
   /** 'last' (default) for generation, 'all' for perplexity. */
   logits?: 'last' | 'all';
+  /** Weights, activations and KV cache precision (default float32; logits are float32). */
+  dtype?: KVDtype;
   logger?: { info(msg: string): void; warn(msg: string): void };
 }
 
@@ -41,6 +43,7 @@ export class LlamaSession {
     private readonly session: ort.InferenceSession,
     readonly device: 'cpu' | 'cuda' | 'webgpu',
     readonly logitsMode: 'last' | 'all',
+    readonly dtype: KVDtype,
   ) {
     const L = model.config.num_hidden_layers;
     this.fetches = ['logits', ...Array.from({ length: L }, (_, l) => [`step_key_values.${l}.key`, `step_key_values.${l}.value`]).flat()];
@@ -48,11 +51,13 @@ export class LlamaSession {
 
   /**
    * Builds the graph for `model` and opens an onnxruntime session on the requested device.
+   * A cache from {@link LlamaSession.newCache} must only be used with the session that made it.
    * @throws DeviceUnavailableError (runtime/device.ts) when an explicit device cannot start.
    */
   static async create(model: LoadedModel, options: LlamaSessionOptions = {}): Promise<LlamaSession> {
     const logits = options.logits ?? 'last';
-    const built = buildLlamaGraph(model, { logits });
+    const dtype = options.dtype ?? 'float32';
+    const built = buildLlamaGraph(model, { logits, dtype });
     const { session, device } = await createSessionOnDevice(built.model, {
       device: options.device ?? 'cpu',
       logger: options.logger,
@@ -63,7 +68,7 @@ export class LlamaSession {
         externalData: [{ path: built.externalDataPath, data: built.externalData }],
       } as ort.InferenceSession.SessionOptions,
     });
-    return new LlamaSession(model, session, device, logits);
+    return new LlamaSession(model, session, device, logits, dtype);
   }
 
   get maxContext(): number {
@@ -77,7 +82,7 @@ export class LlamaSession {
   /** A new, empty KV cache for one sequence. */
   newCache(): SequenceCache {
     const c = this.model.config;
-    return new SequenceCache(c.num_hidden_layers, c.num_key_value_heads, c.head_dim, this.maxContext);
+    return new SequenceCache(c.num_hidden_layers, c.num_key_value_heads, c.head_dim, this.maxContext, this.dtype);
   }
 
   /**
@@ -124,15 +129,15 @@ export class LlamaSession {
     const hd = c.head_dim;
     for (let l = 0; l < c.num_hidden_layers; l++) {
       for (const kind of ['key', 'value'] as const) {
-        const past = new Float32Array(B * KV * P * hd);
+        const past = kvArray(this.dtype, B * KV * P * hd);
         inputs.forEach((inp, b) => inp.cache.writePast(l, kind, past, b, P));
-        feeds[`past_key_values.${l}.${kind}`] = new ort.Tensor('float32', past, [B, KV, P, hd]);
+        feeds[`past_key_values.${l}.${kind}`] = new ort.Tensor(this.dtype, past, [B, KV, P, hd]);
       }
     }
     const out = await this.session.run(feeds, this.fetches);
     for (let l = 0; l < c.num_hidden_layers; l++) {
       for (const kind of ['key', 'value'] as const) {
-        const fresh = out[`step_key_values.${l}.${kind}`].data as Float32Array;
+        const fresh = out[`step_key_values.${l}.${kind}`].data as KVArray;
         inputs.forEach((inp, b) => inp.cache.readPresent(l, kind, fresh, b, S, inp.tokens.length));
       }
     }

@@ -8,6 +8,7 @@
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import { hashModelWeights } from '../models/load.js';
 import { buildTokenStream } from '../models/tokenizer/index.js';
 import type { LoadedModel, SlicingInfo, WeightMap } from '../models/types.js';
 import { cutWindows } from '../engine/perplexity.js';
@@ -66,17 +67,6 @@ export function countParameters(weights: WeightMap): number {
   return n;
 }
 
-/** sha256 over weight names, shapes and float32 bytes, in sorted name order. */
-export function hashWeights(weights: WeightMap): string {
-  const h = createHash('sha256');
-  for (const name of [...weights.keys()].sort()) {
-    const t = weights.get(name)!;
-    h.update(`${name}:${t.shape.join('x')};`);
-    h.update(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
-  }
-  return h.digest('hex');
-}
-
 /** The API/model id of a slice: `<dense id>-sliced-<sparsity>`. */
 export function slicedModelId(denseId: string, sparsity: number): string {
   return `${denseId}-sliced-${sparsity}`;
@@ -118,7 +108,7 @@ export async function sliceModelWithReport(model: LoadedModel, options: SliceMod
   const width = slicedWidth(options.sparsity, d, roundInterval);
   const sliceHead = options.sliceHead ?? false;
   const calibration = readCalibration(model, options);
-  const modelHash = hashWeights(model.weights);
+  const modelHash = hashModelWeights(model);
   const info: SlicingInfo = {
     sparsity: options.sparsity,
     original_hidden_size: d,

@@ -27,6 +27,7 @@
  * `RotaryEmbedding` in the Hugging Face half-rotation layout.
  */
 import { OnnxGraph, type BuiltModel, type ElemType } from '../onnx/builder.js';
+import { toFloat16Array } from '../safetensors.js';
 import { W, type LlamaConfig, type LoadedModel, type WeightTensor } from '../types.js';
 import { layerWidths } from './widths.js';
 
@@ -208,7 +209,7 @@ class LlamaEmitter {
   }
 
   weight(name: string, data: Float32Array, dims: number[]): string {
-    return this.act === 'float16' ? this.g.initializer(name, 'float16', dims, toFloat16(data)) : this.g.initializer(name, 'float32', dims, data);
+    return this.act === 'float16' ? this.g.initializer(name, 'float16', dims, toFloat16Array(data)) : this.g.initializer(name, 'float32', dims, data);
   }
 
   /** x @ W^T for the concatenation (along out) of weights stored [out, in]. */
@@ -319,46 +320,4 @@ function transposeConcat(ws: WeightTensor[], inn: number, out: number): Float32A
     col += o;
   }
   return t;
-}
-
-/** Float32 -> IEEE half bit patterns, round to nearest even. */
-export function toFloat16(src: Float32Array): Uint16Array {
-  const out = new Uint16Array(src.length);
-  const f = new Float32Array(1);
-  const u = new Uint32Array(f.buffer);
-  for (let i = 0; i < src.length; i++) {
-    f[0] = src[i];
-    const x = u[0];
-    const sign = (x >>> 16) & 0x8000;
-    const exp = (x >>> 23) & 0xff;
-    let mant = x & 0x7fffff;
-    if (exp === 0xff) {
-      out[i] = sign | 0x7c00 | (mant ? 0x200 : 0);
-      continue;
-    }
-    const e = exp - 127 + 15;
-    if (e >= 0x1f) {
-      out[i] = sign | 0x7c00;
-      continue;
-    }
-    if (e <= 0) {
-      if (e < -10) {
-        out[i] = sign;
-        continue;
-      }
-      mant |= 0x800000;
-      const shift = 14 - e;
-      let h = mant >>> shift;
-      const rem = mant & ((1 << shift) - 1);
-      const halfway = 1 << (shift - 1);
-      if (rem > halfway || (rem === halfway && h & 1)) h++;
-      out[i] = sign | h;
-      continue;
-    }
-    let h = (e << 10) | (mant >>> 13);
-    const rem = mant & 0x1fff;
-    if (rem > 0x1000 || (rem === 0x1000 && h & 1)) h++;
-    out[i] = sign | h;
-  }
-  return out;
 }
