@@ -149,6 +149,13 @@ test('parseDeviceRequest accepts the four devices and rejects anything else with
   }
 });
 
+test('createSessionOnDevice rejects an unknown device request from untyped callers', async () => {
+  await assert.rejects(
+    createSessionOnDevice(affineModel(), { device: 'gpu' as unknown as 'cpu' }),
+    /^Error: invalid device "gpu": expected one of auto, cpu, cuda, webgpu$/,
+  );
+});
+
 test('resolveDeviceRequest: the flag wins over SLICESERVE_DEVICE, which wins over the default cpu', () => {
   assert.equal(resolveDeviceRequest('webgpu', { SLICESERVE_DEVICE: 'cuda' }), 'webgpu');
   assert.equal(resolveDeviceRequest(undefined, { SLICESERVE_DEVICE: 'Auto' }), 'auto');
