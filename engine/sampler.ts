@@ -109,11 +109,18 @@ export class Sampler {
       for (let i = 1; i < x.length; i++) if (x[i] > x[best]) best = i;
       return { token: best, logprob: lp[best] };
     }
-    const order = Array.from(x.keys()).sort((a, b) => x[b] - x[a] || a - b);
-    const k = p.topK > 0 ? Math.min(p.topK, order.length) : order.length;
-    const top = order.slice(0, k);
-    const scaled = top.map((i) => x[i] / p.temperature);
-    const probs = softmax(scaled);
+    const candidates = p.topK > 0 ? topIndices(x, p.topK) : p.topP < 1 ? plausible(x, p.temperature) : null;
+    if (!candidates) {
+      // Plain temperature sampling: one O(vocab) pass, no sort.
+      const probs = softmax(Array.from(x, (v) => v / p.temperature));
+      let r = this.random();
+      for (let i = 0; i < probs.length; i++) {
+        r -= probs[i];
+        if (r < 0) return { token: i, logprob: lp[i] };
+      }
+      return { token: probs.length - 1, logprob: lp[probs.length - 1] };
+    }
+    const probs = softmax(candidates.map((i) => x[i] / p.temperature));
     let keep = probs.length;
     if (p.topP < 1) {
       let cum = 0;
@@ -129,19 +136,49 @@ export class Sampler {
     let r = this.random() * mass;
     for (let i = 0; i < keep; i++) {
       r -= probs[i];
-      if (r < 0) return { token: top[i], logprob: lp[top[i]] };
+      if (r < 0) return { token: candidates[i], logprob: lp[candidates[i]] };
     }
-    return { token: top[keep - 1], logprob: lp[top[keep - 1]] };
+    return { token: candidates[keep - 1], logprob: lp[candidates[keep - 1]] };
   }
 
   /** The `k` most likely tokens with their logprobs (same definition as {@link sample}). */
   topLogprobs(logits: Float32Array, k: number, generated: readonly number[] = []): SampledToken[] {
     const lp = logSoftmax(this.processed(logits, generated));
-    return Array.from(lp.keys())
-      .sort((a, b) => lp[b] - lp[a] || a - b)
-      .slice(0, k)
-      .map((token) => ({ token, logprob: lp[token] }));
+    return topIndices(lp, k).map((token) => ({ token, logprob: lp[token] }));
   }
+}
+
+/**
+ * Indices of the k largest values, largest first (lowest index on ties): one pass with a
+ * sorted buffer of k entries, O(vocab * k) worst case and ~O(vocab) for small k.
+ */
+export function topIndices(x: ArrayLike<number>, k: number): number[] {
+  const n = Math.min(k, x.length);
+  const best: number[] = [];
+  for (let i = 0; i < x.length; i++) {
+    const v = x[i];
+    if (best.length === n && !(v > x[best[n - 1]])) continue;
+    let j = best.length === n ? n - 1 : best.length;
+    while (j > 0 && v > x[best[j - 1]]) j--;
+    best.splice(j, 0, i);
+    if (best.length > n) best.pop();
+  }
+  return best;
+}
+
+/**
+ * Tokens whose logit is within 40 * temperature of the maximum, most likely first: each token
+ * left out has probability below e^-40 (~4e-18) at that temperature, so over any vocabulary
+ * the mass left out is below 1e-12; nucleus (top-p) sampling over these is exact to that
+ * precision without sorting the whole vocabulary.
+ */
+function plausible(x: Float64Array, temperature: number): number[] {
+  let max = -Infinity;
+  for (const v of x) if (v > max) max = v;
+  const keep: number[] = [];
+  const floor = max - 40 * temperature;
+  for (let i = 0; i < x.length; i++) if (x[i] >= floor) keep.push(i);
+  return keep.sort((a, b) => x[b] - x[a] || a - b);
 }
 
 function softmax(x: number[]): number[] {

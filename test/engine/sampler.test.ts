@@ -49,3 +49,20 @@ test('bad parameters are refused', () => {
   assert.throws(() => new Sampler({ ...base, temperature: -1 }), /temperature must be >= 0/);
   assert.throws(() => new Sampler({ ...base, topP: 0 }), /top_p must be in \(0, 1\]/);
 });
+
+test('topIndices returns the k largest, largest first, lowest index on ties', async () => {
+  const { topIndices } = await import('../../engine/sampler.js');
+  assert.deepEqual(topIndices([1, 3, 2, 3, -1], 3), [1, 3, 2]);
+  assert.deepEqual(topIndices([5, 4], 5), [0, 1]);
+  const big = Float64Array.from({ length: 1000 }, (_, i) => Math.sin(i * 12.9898) * 43758.5453 % 1);
+  const expected = Array.from(big.keys()).sort((a, b) => big[b] - big[a] || a - b).slice(0, 10);
+  assert.deepEqual(topIndices(big, 10), expected);
+});
+
+test('top-p without top-k samples exactly the nucleus at high temperature too', () => {
+  const s = new Sampler({ ...base, temperature: 3, topP: 0.999, seed: 3 });
+  const seen = new Set<number>();
+  for (let i = 0; i < 3000; i++) seen.add(s.sample(logits, []).token);
+  // At temperature 3 every token carries > 0.1 % of the mass: the nucleus holds all five.
+  assert.deepEqual([...seen].sort(), [0, 1, 2, 3, 4]);
+});
