@@ -69,7 +69,7 @@ echo "$(uname -m), $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048
 
 section "node and the app"
 if [ -f .gpu-carry/runtime.tar.xz ]; then
-  xz -T0 -dc .gpu-carry/runtime.tar.xz | tar -x && echo "unpacked .gpu-carry/runtime.tar.xz (dist/, node_modules/, Node, LAPACK addon)"
+  xz -T0 -dc .gpu-carry/runtime.tar.xz | tar -x --no-same-owner && echo "unpacked .gpu-carry/runtime.tar.xz (dist/, node_modules/, Node, LAPACK addon)"
 fi
 NODE=""
 if command -v node >/dev/null 2>&1 && node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)'; then

@@ -42,7 +42,7 @@ assemble_cuda_parts() {
     got=$(cat "$STAGE"/cuda-parts/part-* | sha256sum | cut -d' ' -f1)
     if [ "$want" != "$got" ]; then echo "CUDA provider parts: checksum mismatch (parts from different pack.sh runs?)"; return 1; fi
   fi
-  cat "$STAGE"/cuda-parts/part-* | xz -T0 -dc | tar -x -C "$STAGE/ort-cuda" || return 1
+  cat "$STAGE"/cuda-parts/part-* | xz -T0 -dc | tar -x --no-same-owner -C "$STAGE/ort-cuda" || return 1
   if [ -f .gpu-carry/cuda-provider.sha256 ]; then
     (cd "$STAGE/ort-cuda" && sha256sum -c --quiet "$OLDPWD/.gpu-carry/cuda-provider.sha256") || return 1
   fi

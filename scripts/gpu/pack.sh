@@ -19,7 +19,8 @@ CACHE=.cache/gpu
 # onnxruntime-node 1.29.0's libonnxruntime.so.1); see docs/gpu.md.
 CUDA_PKG=com.github.asus4.onnxruntime.linux-x64-gpu@0.4.9
 # Largest part; the repository itself (~5 MiB) travels with every command too.
-PART_BYTES=$((56 * 1024 * 1024))
+PART_BYTES=$((54 * 1024 * 1024))
+LIMIT_BYTES=$((64 * 1024 * 1024))
 
 want_cuda=0
 for arg in "$@"; do
@@ -119,5 +120,14 @@ if [ "$want_cuda" = 1 ]; then
 fi
 
 echo "== sizes (each device command carries the repository plus what it names, 64 MiB at most)"
-du -sh "$CARRY" "$CUDA_DIR"/* 2>/dev/null || true
-echo "repository (tracked + untracked, not ignored): $(git ls-files -co --exclude-standard -z | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1) bytes"
+repo_bytes=$(git ls-files -co --exclude-standard -z | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1)
+echo "repository (tracked + untracked, not ignored): $((repo_bytes / 1048576)) MiB"
+status=0
+for c in "$CARRY" "$CUDA_DIR"/part-*; do
+  [ -e "$c" ] || continue
+  bytes=$(du -sb "$c" | cut -f1)
+  total=$((bytes + repo_bytes))
+  if [ "$total" -le "$LIMIT_BYTES" ]; then verdict=fits; else verdict="TOO LARGE"; status=1; fi
+  echo "carry $c: $((bytes / 1048576)) MiB + repository = $((total / 1048576)) MiB: $verdict"
+done
+exit "$status"
