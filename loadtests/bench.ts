@@ -6,6 +6,7 @@
  * or an error.
  */
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { measureReadBandwidth } from './bandwidth.js';
@@ -188,6 +189,7 @@ export async function runBench(
     progress.stop();
     fs.writeFileSync(path.join(dir, 'requests.jsonl'), result.blocks.flatMap((b) => b.records.map((r) => JSON.stringify({ ...r, round: b.block.round }))).join('\n') + '\n');
 
+    machine.load_average_end = os.loadavg();
     const config = modelDir ? (JSON.parse(fs.readFileSync(path.join(modelDir, 'config.json'), 'utf8')) as Record<string, unknown>) : null;
     const { command, ...optionValues } = opts;
     const report = buildReport(result, {

@@ -16,6 +16,15 @@ export function onnxruntimeVersion(): string | null {
   }
 }
 
+/**
+ * Whether other work competed for the CPU: a 1-minute load average above half the cores at
+ * the start or the end of the run (the load generator itself adds well under one).
+ */
+export function machineWasBusy(m: Report['machine']): boolean {
+  const busy = (l: number[] | null): boolean => l !== null && l[0] > m.cores / 2;
+  return busy(m.load_average_start) || busy(m.load_average_end);
+}
+
 /** `git rev-parse HEAD` of `cwd` (with `-dirty` when tracked files changed), or null outside git. */
 export function gitCommit(cwd: string): string | null {
   try {
@@ -28,7 +37,8 @@ export function gitCommit(cwd: string): string | null {
 }
 
 /**
- * The machine section of a report (bandwidth fields filled by the caller).
+ * The machine section of a report, with the load average now as `load_average_start`
+ * (bandwidth fields and `load_average_end` are filled by the caller).
  *
  * @param executionProvider the onnxruntime execution provider the server used (e.g. "cpu").
  */
@@ -44,5 +54,7 @@ export function machineInfo(executionProvider: string): Report['machine'] {
     execution_provider: executionProvider,
     read_bandwidth_bytes_per_s: null,
     read_bandwidth_method: null,
+    load_average_start: os.loadavg(),
+    load_average_end: null,
   };
 }

@@ -2,6 +2,7 @@
  * report.md and BENCHMARKS.md, rendered from a report (never typed in by hand).
  */
 import { modelLabel } from './chart.js';
+import { machineWasBusy } from './machine.js';
 import type { Report, RunStats } from './report.js';
 
 /** Options of {@link renderMarkdown}. */
@@ -36,6 +37,11 @@ function overview(report: Report): string {
     `- **Model**: ${report.model.preset ? `synthetic \`${report.model.preset}\`` : (report.model.dir ?? 'served at --url')}; measured: ${models}.`,
     `- **Requests**: ${shape.prompt_tokens}-token prompts, ${shape.output_tokens} output tokens, \`ignore_eos\`, streaming (SSE), temperature ${shape.temperature}; prefix caching ${shape.prefix_caching}. Same shape as the llama.cpp peer measurement.`,
     `- **Machine**: ${m.cpu_model}, ${m.cores} cores, ${(m.memory_bytes / 2 ** 30).toFixed(0)} GiB, ${m.os}, Node ${m.node}, onnxruntime-node ${m.onnxruntime_node ?? '?'}, execution provider \`${m.execution_provider}\`.`,
+    ...(machineWasBusy(m)
+      ? [
+          `- **Warning: the machine was busy** (1-minute load average ${num(m.load_average_start?.[0], 1)} at the start, ${num(m.load_average_end?.[0], 1)} at the end, on ${m.cores} cores): other processes competed for the CPU, so these figures are lower and noisier than on an idle machine.`,
+        ]
+      : []),
     `- **Run**: ${report.created}, commit ${report.git_commit ? '`' + report.git_commit.slice(0, 10) + '`' : 'unknown'}, ${num(report.wall_s, 0)} s of load; models interleaved at every concurrency level (round-robin, rotated each round).${report.truncated ? ' **Truncated: the time limit stopped the run before every block ran.**' : ''}`,
   ].join('\n');
 }
@@ -52,6 +58,32 @@ function headline(report: Report): string {
   const peer = report.peers[0]?.output_tokens_per_s[String(top)];
   if (peer !== undefined) rows.push([report.peers[0].name + ' (peer, issue 5)', num(peer), '', '', '', '']);
   return `At concurrency ${top}:\n\n` + table(['model', 'output tok/s', 'vs dense', 'expected (FLOPs)', 'of expected', 'errors'], rows);
+}
+
+/** The acceptance targets of issue 5, each with the measured figure and met / not met. */
+function targets(report: Report): string {
+  const lines: string[] = [];
+  const top = Math.max(...report.runs.map((r) => r.concurrency));
+  const verdict = (ok: boolean): string => (ok ? '**met**' : '**not met**');
+  for (const sp of report.speedup.filter((x) => x.concurrency === top)) {
+    const f = sp.fraction_of_theoretical;
+    lines.push(`- ${modelLabel(sp.sparsity)} at concurrency ${top} reaches >= 90 % of its expected speedup (${num(sp.theoretical, 2)}x): ${num(sp.measured, 2)}x = ${pct(f)}, ${verdict(f !== null && f >= 0.9)}.`);
+  }
+  const errors = report.runs.reduce((n, r) => n + r.errors, 0);
+  lines.push(`- No failed request: ${errors} of ${report.runs.reduce((n, r) => n + r.requests, 0)} failed, ${verdict(errors === 0)}.`);
+  const peer = report.peers[0];
+  if (peer) {
+    for (const m of report.models) {
+      const cmp = report.runs
+        .filter((r) => r.model === m.id && peer.output_tokens_per_s[String(r.concurrency)] !== undefined)
+        .map((r) => ({ c: r.concurrency, ours: r.output_tokens_per_s, theirs: peer.output_tokens_per_s[String(r.concurrency)] }));
+      if (cmp.length === 0) continue;
+      const what = m.sparsity === 0 ? 'does not trail' : 'beats';
+      const ok = cmp.every((x) => (m.sparsity === 0 ? x.ours >= x.theirs : x.ours > x.theirs));
+      lines.push(`- ${modelLabel(m.sparsity)} ${what} llama.cpp (${cmp.map((x) => `c=${x.c}: ${num(x.ours)} vs ${num(x.theirs)}`).join('; ')} tok/s): ${verdict(ok)}.`);
+    }
+  }
+  return lines.join('\n');
 }
 
 function throughputTable(report: Report): string {
@@ -143,6 +175,10 @@ export function renderMarkdown(report: Report, opts: MarkdownOptions): string {
     '## Headline',
     '',
     headline(report),
+    '',
+    'Targets (issue 5):',
+    '',
+    targets(report),
     '',
     `![Throughput, TTFT and TPOT, dense vs sliced](${opts.chartPath})`,
     '',

@@ -89,6 +89,9 @@ export const ReportSchema = z.object({
     execution_provider: z.string(),
     read_bandwidth_bytes_per_s: z.number().nullable(),
     read_bandwidth_method: z.string().nullable(),
+    /** 1, 5 and 15 minute load averages when the run started and ended (other work competes for the cores). */
+    load_average_start: z.array(z.number()).nullable(),
+    load_average_end: z.array(z.number()).nullable(),
   }),
   models: z.array(ModelSchema),
   runs: z.array(RunSchema),

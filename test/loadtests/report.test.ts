@@ -9,6 +9,7 @@ import { runBench } from '../../loadtests/bench.js';
 import { chartSpec } from '../../loadtests/chart.js';
 import { matmulWeightsPerToken } from '../../loadtests/flops.js';
 import { readReport, writeBenchmarksMd } from '../../loadtests/main.js';
+import { renderMarkdown } from '../../loadtests/markdown.js';
 import { modelEntries } from '../../loadtests/models.js';
 import { addBenchOptions, resolveBenchOptions } from '../../loadtests/options.js';
 import type { Progress } from '../../loadtests/progress.js';
@@ -32,7 +33,7 @@ function context(): ReportContext {
     model: { dir: 'x', preset: 'tiny', synthetic: true, config: null },
     requestShape: { prompt_tokens: 10, output_tokens: 4, ignore_eos: true, stream: true, temperature: 0, prefix_caching: 'defeated' },
     options: {},
-    machine: { cpu_model: 'cpu', cores: 2, memory_bytes: 1, os: 'linux', node: '20', onnxruntime_node: '1.29.0', execution_provider: 'cpu', read_bandwidth_bytes_per_s: 20e9, read_bandwidth_method: 'probe' },
+    machine: { cpu_model: 'cpu', cores: 2, memory_bytes: 1, os: 'linux', node: '20', onnxruntime_node: '1.29.0', execution_provider: 'cpu', read_bandwidth_bytes_per_s: 20e9, read_bandwidth_method: 'probe', load_average_start: [0.2, 0.1, 0.1], load_average_end: [3, 1, 1] },
     models: modelEntries(sel, SHAPE),
     notes: ['note'],
   };
@@ -70,6 +71,12 @@ test('buildReport: throughput, percentiles, speedups and the bandwidth bound fro
   assert.equal(report.truncated, false);
   assert.ok(ReportSchema.safeParse(report).success);
   assert.equal(ReportSchema.safeParse({ ...report, runs: [{ ...dense, ttft_s: { p50: 1 } }] }).success, false, 'a summary without its fields is rejected');
+  const md = renderMarkdown(report, { title: 't', chartPath: 'c.svg' });
+  assert.match(md, /Warning: the machine was busy\*\* \(1-minute load average 0\.2 at the start, 3\.0 at the end, on 2 cores\)/);
+  assert.match(md, /sliced 50 % at concurrency 1 reaches >= 90 % of its expected speedup \(\d\.\d\dx\): 2\.00x = \d+ %, \*\*met\*\*/);
+  assert.match(md, /No failed request: 1 of 4 failed, \*\*not met\*\*/);
+  assert.match(md, /dense does not trail llama\.cpp \(c=1: 4\.0 vs 45\.0 tok\/s\): \*\*not met\*\*/);
+  assert.match(md, /\| dense \(`synth`\) \| 1 \| 100\.0 \| 100\.0 \| 100\.0 \| 100\.0 \| 30\.0 \| 30\.0 \| 38\.0 \| 39\.8 \|/);
   const spec = JSON.stringify(chartSpec(report));
   assert.match(spec, /sliced 50 %/);
   assert.match(spec, /llama\.cpp server \(peer\)/);

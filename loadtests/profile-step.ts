@@ -1,0 +1,168 @@
+/**
+ * Where does a decode step's time go? For each model (dense, sliced artifacts) and batch
+ * size, measures (a) the serving path's step (`LlamaSession.step`: building feeds, copying
+ * the KV cache in and out, `session.run`) and (b) a bare `session.run` of the same graph
+ * with the same shapes, with onnxruntime's profiler on, split by operator type. The
+ * difference between (a) and (b) is JavaScript-side work (feeds, KV copies, logits slices).
+ *
+ *   node dist/loadtests/profile-step.js --model <dir> [--model <dir> ...] [--batch 1,16]
+ *        [--past 96] [--steps 16] [--threads 2] [--json out.json]
+ *
+ * Not part of the test suite (it measures speed); results are printed as a table.
+ */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { Command } from 'commander';
+import * as ort from 'onnxruntime-node';
+import { buildLlamaGraph, MASKED } from '../models/llama/graph.js';
+import { loadModel } from '../models/load.js';
+import type { LoadedModel } from '../models/types.js';
+import { LlamaSession } from '../runtime/llama-session.js';
+import { matmulWeightsPerToken } from './flops.js';
+import { makePrompt } from './prompts.js';
+import { summarize } from './stats.js';
+
+/** One (model, batch) measurement. Times in milliseconds per decode step. */
+export interface StepProfile {
+  model: string;
+  hidden_size: number;
+  batch: number;
+  past: number;
+  /** LlamaSession.step, median over the steps. */
+  serving_step_ms: number;
+  /** Bare session.run with the same shapes, median. */
+  run_ms: number;
+  /** Operator type -> share of the profiled node time (0..1). */
+  op_share: Record<string, number>;
+  /** Matmul weights multiplied per token (flops.ts). */
+  matmul_weights_per_token: number;
+}
+
+function residualWidth(model: LoadedModel): number {
+  return model.weights.get('model.embed_tokens.weight')!.shape[1];
+}
+
+/** Aggregates an onnxruntime profile (Chrome trace JSON) by operator type. */
+export function opShares(profileFile: string): Record<string, number> {
+  const events = JSON.parse(fs.readFileSync(profileFile, 'utf8')) as Array<{ cat?: string; name?: string; dur?: number; args?: { op_name?: string } }>;
+  const byOp = new Map<string, number>();
+  let total = 0;
+  for (const e of events) {
+    if (e.cat !== 'Node' || !e.name?.endsWith('_kernel_time') || !e.dur) continue;
+    const op = e.args?.op_name ?? 'unknown';
+    byOp.set(op, (byOp.get(op) ?? 0) + e.dur);
+    total += e.dur;
+  }
+  return Object.fromEntries([...byOp].sort((a, b) => b[1] - a[1]).map(([k, v]) => [k, v / total]));
+}
+
+async function servingStep(model: LoadedModel, batch: number, promptTokens: number, steps: number, threads: number): Promise<number> {
+  const session = await LlamaSession.create(model, { threads });
+  try {
+    const caches = Array.from({ length: batch }, () => session.newCache());
+    const vocab = model.config.vocab_size;
+    await session.step(caches.map((cache, b) => ({ cache, tokens: makePrompt(b, { promptTokens, vocabSize: vocab, bosTokenId: 1, seed: 3 }) })));
+    const times: number[] = [];
+    for (let s = 0; s < steps + 2; s++) {
+      const t0 = performance.now();
+      await session.step(caches.map((cache) => ({ cache, tokens: [3 + ((s * 7919) % (vocab - 3))] })));
+      if (s >= 2) times.push(performance.now() - t0);
+    }
+    return summarize(times)!.p50;
+  } finally {
+    await session.release();
+  }
+}
+
+async function bareRun(model: LoadedModel, batch: number, past: number, steps: number, threads: number, profileDir: string): Promise<{ ms: number; shares: Record<string, number> }> {
+  const built = buildLlamaGraph(model, { logits: 'last' });
+  const session = await ort.InferenceSession.create(built.model, {
+    graphOptimizationLevel: 'all',
+    intraOpNumThreads: threads,
+    interOpNumThreads: 1,
+    externalData: [{ path: built.externalDataPath, data: built.externalData }],
+    enableProfiling: true,
+    profileFilePrefix: path.join(profileDir, `${model.id}-b${batch}`),
+  } as ort.InferenceSession.SessionOptions);
+  const c = model.config;
+  const T = past + 1;
+  const feeds: Record<string, ort.Tensor> = {
+    input_ids: new ort.Tensor('int64', new BigInt64Array(batch).fill(5n), [batch, 1]),
+    position_ids: new ort.Tensor('int64', new BigInt64Array(batch).fill(BigInt(past)), [batch, 1]),
+    attention_bias: new ort.Tensor('float32', new Float32Array(batch * T).fill(0), [batch, 1, T]),
+  };
+  void MASKED;
+  for (let l = 0; l < c.num_hidden_layers; l++) {
+    for (const kind of ['key', 'value']) {
+      feeds[`past_key_values.${l}.${kind}`] = new ort.Tensor('float32', new Float32Array(batch * c.num_key_value_heads * past * c.head_dim), [batch, c.num_key_value_heads, past, c.head_dim]);
+    }
+  }
+  const fetches = ['logits', ...Array.from({ length: c.num_hidden_layers }, (_, l) => [`step_key_values.${l}.key`, `step_key_values.${l}.value`]).flat()];
+  const times: number[] = [];
+  for (let s = 0; s < steps + 2; s++) {
+    const t0 = performance.now();
+    await session.run(feeds, fetches);
+    if (s >= 2) times.push(performance.now() - t0);
+  }
+  session.endProfiling(); // writes <prefix>_<timestamp>.json (onnxruntime-node returns nothing)
+  await session.release();
+  const prefix = `${model.id}-b${batch}`;
+  const file = fs.readdirSync(profileDir).find((f) => f.startsWith(prefix) && f.endsWith('.json'));
+  if (!file) throw new Error(`onnxruntime wrote no profile under ${profileDir}`);
+  const shares = opShares(path.join(profileDir, file));
+  fs.rmSync(path.join(profileDir, file), { force: true });
+  return { ms: summarize(times)!.p50, shares };
+}
+
+/** Profiles every (model, batch) pair. */
+export async function profileSteps(dirs: string[], batches: number[], opts: { past: number; steps: number; threads: number }): Promise<StepProfile[]> {
+  const out: StepProfile[] = [];
+  const profileDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sliceserve-profile-'));
+  try {
+    for (const dir of dirs) {
+      const model = loadModel(dir);
+      const d = residualWidth(model);
+      const dense = model.config.hidden_size;
+      const w = matmulWeightsPerToken({ ...model.config, sliced_hidden_size: d, slice_head: model.config.sliceserve?.slice_head ?? false });
+      for (const batch of batches) {
+        const serving = await servingStep(model, batch, opts.past, opts.steps, opts.threads);
+        const bare = await bareRun(model, batch, opts.past, opts.steps, opts.threads, profileDir);
+        out.push({ model: model.id, hidden_size: d, batch, past: opts.past, serving_step_ms: serving, run_ms: bare.ms, op_share: bare.shares, matmul_weights_per_token: w.total });
+        process.stderr.write(`[profile] ${model.id} (d=${d}/${dense}) batch ${batch}: step ${serving.toFixed(1)} ms, bare run ${bare.ms.toFixed(1)} ms\n`);
+      }
+    }
+  } finally {
+    fs.rmSync(profileDir, { recursive: true, force: true });
+  }
+  return out;
+}
+
+/** Prints profiles as a Markdown table. */
+export function profileTable(rows: StepProfile[]): string {
+  const ops = [...new Set(rows.flatMap((r) => Object.keys(r.op_share).slice(0, 5)))];
+  const head = ['model', "d'", 'batch', 'step ms', 'run ms', 'JS share', 'tok/s', ...ops.map((o) => `${o} %`)];
+  const lines = [head, head.map(() => '---')].map((r) => `| ${r.join(' | ')} |`);
+  for (const r of rows) {
+    const cells = [r.model, String(r.hidden_size), String(r.batch), r.serving_step_ms.toFixed(1), r.run_ms.toFixed(1), `${(Math.max(0, 1 - r.run_ms / r.serving_step_ms) * 100).toFixed(0)} %`, ((1000 * r.batch) / r.serving_step_ms).toFixed(1), ...ops.map((o) => ((r.op_share[o] ?? 0) * 100).toFixed(1))];
+    lines.push(`| ${cells.join(' | ')} |`);
+  }
+  return lines.join('\n');
+}
+
+if (require.main === module) {
+  const cmd = new Command('profile-step')
+    .requiredOption('--model <dir>', 'model directory (repeatable: dense, then sliced artifacts)', (v: string, prev: string[] = []) => [...prev, v])
+    .option('--batch <list>', 'batch sizes', '1,16')
+    .option('--past <n>', 'tokens already in the KV cache (the prompt length)', '96')
+    .option('--steps <n>', 'timed decode steps', '16')
+    .option('--threads <n>', 'onnxruntime intra-op threads', String(os.availableParallelism()))
+    .option('--json <file>', 'also write the rows as JSON');
+  cmd.parse(process.argv);
+  const o = cmd.opts<{ model: string[]; batch: string; past: string; steps: string; threads: string; json?: string }>();
+  void profileSteps(o.model, o.batch.split(',').map(Number), { past: Number(o.past), steps: Number(o.steps), threads: Number(o.threads) }).then((rows) => {
+    process.stdout.write(profileTable(rows) + '\n');
+    if (o.json) fs.writeFileSync(o.json, JSON.stringify(rows, null, 2));
+  });
+}
