@@ -3,7 +3,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { inferSliceHead, matmulFlopsPerToken, matmulWeightsPerToken, type MatmulShape } from './flops.js';
+import { inferSliceHead, matmulFlopsPerToken, matmulWeightsPerToken, parameterCount, type MatmulShape } from './flops.js';
 import type { ModelEntry } from './report.js';
 import type { ModelCard } from './server-process.js';
 
@@ -85,8 +85,11 @@ export function readDenseShape(modelDir: string): MatmulShape & { bos_token_id: 
 
 /**
  * Report entries (widths, parameter count, matmul weights and FLOPs per token) for the
- * selected models. A sliced model's d' comes from its `slicing.hidden_size`; whether its head
- * was sliced is inferred from `slicing.parameters` (see flops.ts).
+ * selected models. The dense parameter count is computed from the shape (norms included); a
+ * sliced model's d' and parameter count come from its `slicing` object, and whether its head
+ * was sliced is inferred from the count (see flops.ts).
+ *
+ * @throws Error when a variant's `original_hidden_size` differs from the dense hidden_size.
  */
 export function modelEntries(sel: Selection, dense: MatmulShape): ModelEntry[] {
   const d = dense.hidden_size;
@@ -104,9 +107,12 @@ export function modelEntries(sel: Selection, dense: MatmulShape): ModelEntry[] {
     };
   };
   return [
-    entry(sel.dense.id, 0, d, null, false),
+    entry(sel.dense.id, 0, d, parameterCount(dense, true), false),
     ...sel.sliced.map((c) => {
       const s = c.slicing!;
+      if (s.original_hidden_size !== d) {
+        throw new Error(`${c.id}: original_hidden_size ${s.original_hidden_size} differs from the dense model's hidden_size ${d}; is --model the right directory?`);
+      }
       return entry(c.id, s.sparsity, s.hidden_size, s.parameters ?? null, inferSliceHead(dense, s.hidden_size, s.parameters));
     }),
   ];
