@@ -20,6 +20,12 @@ export function numberOption(min: number, max: number, inclusive = false): (valu
   };
 }
 
+/** A graph precision: float32 or float16. */
+export function dtypeOption(value: string): 'float32' | 'float16' {
+  if (value !== 'float32' && value !== 'float16') throw new InvalidArgumentError(`expected float32 or float16, got "${value}"`);
+  return value;
+}
+
 /** The default model shipped in the repository (llama2.c stories260K). */
 export const DEFAULT_MODEL_DIR = 'models/stories260K';
 /** The default calibration text shipped in the repository. */

@@ -161,6 +161,8 @@ export interface WorkerOptions {
   model: WorkerModelSpec;
   device?: 'cpu' | 'cuda' | 'webgpu' | 'auto';
   threads?: number;
+  /** Graph precision (default float32). */
+  dtype?: 'float32' | 'float16';
   maxBatchSize: number;
   /** KV budget in tokens; default maxBatchSize * maxContext. */
   kvCacheTokens?: number;

@@ -39,6 +39,7 @@ async function prepare(options: WorkerOptions): Promise<{ model: LoadedModel; se
   const session = await LlamaSession.create(model, {
     device: options.device,
     threads: options.threads,
+    dtype: options.dtype,
     logger: {
       info: (msg: string) => post({ type: 'log', level: 'info', msg }),
       warn: (msg: string) => post({ type: 'log', level: 'warn', msg }),

@@ -33,6 +33,8 @@ export interface ServerOptions {
   /** 0 = any free port. */
   port: number;
   device?: WorkerOptions['device'];
+  /** Graph precision of every model (default float32). */
+  dtype?: WorkerOptions['dtype'];
   /** onnxruntime intra-op threads per model worker. */
   threads?: number;
   /** Sequences per forward pass at most. */
@@ -77,6 +79,7 @@ export async function startServer(opts: ServerOptions): Promise<SliceServer> {
       {
         model: spec,
         device: opts.device,
+        dtype: opts.dtype,
         threads: opts.threads,
         maxBatchSize: opts.maxBatchSize,
         kvCacheTokens: opts.kvCacheTokens,

@@ -6,7 +6,7 @@ import { loadModel } from '../../models/load.js';
 import { buildTokenStream } from '../../models/tokenizer/index.js';
 import { parseDeviceRequest } from '../../runtime/device.js';
 import { LlamaSession } from '../../runtime/llama-session.js';
-import { DEFAULT_EVAL_FILE, DEFAULT_MODEL_DIR, intOption } from '../options.js';
+import { DEFAULT_EVAL_FILE, DEFAULT_MODEL_DIR, dtypeOption, intOption } from '../options.js';
 
 export function register(program: Command): void {
   program
@@ -18,13 +18,14 @@ export function register(program: Command): void {
     .option('--windows <n>', 'number of windows', intOption(1), 64)
     .option('--batch-size <n>', 'windows per forward pass', intOption(1), 8)
     .option('--device <device>', 'cpu | cuda | webgpu | auto', (v) => parseDeviceRequest(v), 'cpu')
+    .option('--dtype <dtype>', 'graph precision: float32 | float16 (float16 is for GPUs)', dtypeOption, 'float32')
     .option('--json', 'print a JSON object as the last line of stdout')
     .action(async (opts) => {
       if (!fs.existsSync(opts.data)) throw new Error(`--data ${opts.data}: no such file`);
       const model = await loadModel(opts.model);
       const stream = buildTokenStream(fs.readFileSync(opts.data), model.tokenizer);
       const windows = cutWindows(Array.from(stream.tokens), opts.seqLen, opts.windows, `--data ${opts.data}`);
-      const session = await LlamaSession.create(model, { logits: 'all', device: opts.device });
+      const session = await LlamaSession.create(model, { logits: 'all', device: opts.device, dtype: opts.dtype });
       try {
         const t0 = performance.now();
         const r = await perplexity(session, windows, opts.batchSize);

@@ -4,7 +4,7 @@ import { generate } from '../../engine/generate.js';
 import { loadModel } from '../../models/load.js';
 import { parseDeviceRequest } from '../../runtime/device.js';
 import { LlamaSession } from '../../runtime/llama-session.js';
-import { DEFAULT_MODEL_DIR, intOption, numberOption } from '../options.js';
+import { DEFAULT_MODEL_DIR, dtypeOption, intOption, numberOption } from '../options.js';
 
 export function register(program: Command): void {
   program
@@ -19,9 +19,10 @@ export function register(program: Command): void {
     .option('--seed <n>', 'random seed for reproducible sampling', intOption(0))
     .option('--ignore-eos', 'keep generating after the end-of-sequence token')
     .option('--device <device>', 'cpu | cuda | webgpu | auto', (v) => parseDeviceRequest(v), 'cpu')
+    .option('--dtype <dtype>', 'graph precision: float32 | float16 (float16 is for GPUs)', dtypeOption, 'float32')
     .action(async (opts) => {
       const model = await loadModel(opts.model);
-      const session = await LlamaSession.create(model, { device: opts.device });
+      const session = await LlamaSession.create(model, { device: opts.device, dtype: opts.dtype });
       try {
         const promptIds = model.tokenizer.encode(opts.prompt);
         const result = await generate(session, model.tokenizer, promptIds, {

@@ -10,7 +10,7 @@ import { type Command, InvalidArgumentError } from 'commander';
 import pino from 'pino';
 import { resolveDeviceRequest } from '../../runtime/device.js';
 import { startServer } from '../../server/index.js';
-import { DEFAULT_CALIBRATION_FILE, DEFAULT_MODEL_DIR, intOption, numberOption } from '../options.js';
+import { DEFAULT_CALIBRATION_FILE, DEFAULT_MODEL_DIR, dtypeOption, intOption, numberOption } from '../options.js';
 
 /** Repository root (dist/cli/commands -> root), for the bundled defaults. */
 const PACKAGE_ROOT = path.resolve(__dirname, '..', '..', '..');
@@ -42,6 +42,7 @@ interface ServeOptions {
   host: string;
   port: number;
   device?: string;
+  dtype: 'float32' | 'float16';
   threads?: number;
   maxBatchSize: number;
   maxQueue: number;
@@ -65,6 +66,7 @@ export function register(program: Command): void {
     .option('--host <host>', 'address to listen on (env HOST)', process.env.HOST || '127.0.0.1')
     .option('--port <port>', 'port, 0 = any free one (env PORT)', portOption, process.env.PORT ? portOption(process.env.PORT) : 8080)
     .option('--device <device>', 'cpu | cuda | webgpu | auto (env SLICESERVE_DEVICE; default cpu)')
+    .option('--dtype <dtype>', 'graph precision: float32 | float16 (float16 is for GPUs)', dtypeOption, 'float32')
     .option('--threads <n>', 'onnxruntime intra-op threads per model (default: all cores)', intOption(1))
     .option('--max-batch-size <n>', 'sequences per forward pass at most', intOption(1), 16)
     .option('--max-queue <n>', 'waiting requests per model at most; more get 429', intOption(0), 256)
@@ -93,6 +95,7 @@ export function register(program: Command): void {
         host: opts.host,
         port: opts.port,
         device: resolveDeviceRequest(opts.device),
+        dtype: opts.dtype,
         threads: opts.threads,
         maxBatchSize: opts.maxBatchSize,
         maxQueue: opts.maxQueue,
