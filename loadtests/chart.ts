@@ -24,7 +24,12 @@ export function chartSpec(report: Report): TopLevelSpec {
   const peer = report.peers[0];
   const peerLabel = peer ? peer.name.replace(/ \(.*\)$/, '') + ' (peer)' : null;
   const levels = [...new Set(report.runs.map((r) => r.concurrency))].sort((a, b) => a - b);
-  const throughput = report.runs.map((r) => ({ model: modelLabel(r.sparsity), concurrency: r.concurrency, tps: r.output_tokens_per_s }));
+  const throughput: Array<{ model: string; concurrency: number; tps: number; lo?: number; hi?: number }> = report.runs.map((r) => ({
+    model: modelLabel(r.sparsity),
+    concurrency: r.concurrency,
+    tps: r.output_tokens_per_s,
+    ...(r.block_output_tokens_per_s.length > 1 ? { lo: Math.min(...r.block_output_tokens_per_s), hi: Math.max(...r.block_output_tokens_per_s) } : {}),
+  }));
   if (peer && peerLabel) {
     for (const [c, tps] of Object.entries(peer.output_tokens_per_s)) {
       if (levels.includes(Number(c))) throughput.push({ model: peerLabel, concurrency: Number(c), tps });
@@ -62,15 +67,18 @@ export function chartSpec(report: Report): TopLevelSpec {
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
     title: { text: `SliceServe: dense vs sliced, ${report.request_shape.prompt_tokens}-token prompts, ${report.request_shape.output_tokens} output tokens, streaming`, subtitle: `${report.model.preset ?? report.model.dir ?? ''} on ${report.machine.cpu_model}, ${report.machine.cores} cores, ${report.machine.execution_provider}`, anchor: 'start' },
-    config: { font: 'sans-serif', view: { stroke: null }, axis: { grid: true, gridOpacity: 0.5 }, title: { frame: 'group', offset: 12 } },
+    config: { font: 'sans-serif', view: { stroke: null }, axis: { grid: true, gridOpacity: 0.5 }, title: { frame: 'group', offset: 12 }, axisY: { labelFlush: true } },
     resolve: { scale: { color: 'shared' } },
     hconcat: [
       {
-        title: { text: 'Output throughput (higher is better)', subtitle: 'all requests of each model at each level' },
+        title: { text: 'Output throughput (higher is better)', subtitle: 'whiskers: slowest to fastest block' },
         width: 260,
         height: 230,
         data: { values: throughput },
-        layer: [{ mark: { type: 'line', point: { size: 50 } } }],
+        layer: [
+          { mark: { type: 'line', point: { size: 50 } } },
+          { transform: [{ filter: 'isValid(datum.lo)' }], mark: { type: 'rule', strokeWidth: 1.5, opacity: 0.7 }, encoding: { y: { field: 'lo', type: 'quantitative', title: 'output tokens / s' }, y2: { field: 'hi' }, strokeDash: { value: [1, 0] } } },
+        ],
         encoding: {
           x: { field: 'concurrency', type: 'quantitative', title: 'concurrent requests', scale: { type: 'log', base: 2, nice: false, domain: [Math.min(...levels), Math.max(...levels)] }, axis: { values: levels, format: 'd' } },
           y: { field: 'tps', type: 'quantitative', title: 'output tokens / s' },

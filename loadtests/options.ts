@@ -91,7 +91,7 @@ export function addBenchOptions(cmd: Command): Command {
     .option('--concurrency <list>', 'concurrency sweep, comma-separated (default 1,2,4,8,16; --quick 1,4,16)', parseConcurrency)
     .option('--requests <n>', 'requests per model per concurrency level (default max(8, 4 x concurrency); --quick: max(2, concurrency))', intArg('--requests', 1))
     .option('--duration <s>', 'seconds per model per concurrency level instead of a request count', numArg('--duration', 1))
-    .option('--rounds <n>', 'interleaved rounds per level: each model runs this many blocks per level (default 2; --quick 1)', intArg('--rounds', 1))
+    .option('--rounds <n>', 'interleaved rounds per level: each model runs this many blocks per level (default 4: one wave of requests per block; --quick 1)', intArg('--rounds', 1))
     .option('--prompt-tokens <n>', 'prompt length in tokens, BOS included', intArg('--prompt-tokens', 1), 66)
     .option('--output-tokens <n>', 'tokens generated per request (ignore_eos)', intArg('--output-tokens', 1), 64)
     .option('--temperature <t>', 'sampling temperature (0 = greedy)', numArg('--temperature', 0), 0)
@@ -134,7 +134,7 @@ export function resolveBenchOptions(raw: Record<string, unknown>, argv: string[]
     concurrency,
     requests: duration !== null ? null : ((raw.requests as number | undefined) ?? null),
     durationS: duration,
-    rounds: (raw.rounds as number | undefined) ?? (quick ? 1 : 2),
+    rounds: (raw.rounds as number | undefined) ?? (quick ? 1 : 4),
     promptTokens: raw.promptTokens as number,
     outputTokens: raw.outputTokens as number,
     temperature: raw.temperature as number,
@@ -160,7 +160,10 @@ export function resolveBenchOptions(raw: Record<string, unknown>, argv: string[]
   };
 }
 
-/** Requests per model at `concurrency` when --requests is not given: whole waves of `concurrency`. */
+/**
+ * Requests per model at `concurrency` when --requests is not given: whole waves of
+ * `concurrency` (4 waves in a full run: one per round; at least 8 requests at low concurrency).
+ */
 export function defaultRequests(concurrency: number, quick: boolean): number {
   return quick ? Math.max(2, concurrency) : Math.max(8, 4 * concurrency);
 }

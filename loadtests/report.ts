@@ -39,6 +39,8 @@ export const RunSchema = z.object({
   /** Output tokens of successful requests per second. */
   output_tokens_per_s: z.number().nonnegative(),
   output_tokens: z.number().int().nonnegative(),
+  /** Output tokens/s of each of this model's blocks at this level, in run order (the spread shows the noise). */
+  block_output_tokens_per_s: z.array(z.number().nonnegative()),
   ttft_s: SummarySchema.nullable(),
   tpot_s: SummarySchema.nullable(),
   itl_s: SummarySchema.nullable(),
@@ -149,8 +151,12 @@ export const LLAMA_CPP_PEER: Report['peers'][number] = {
   decode_batch1_tokens_per_s: 65,
 };
 
-/** Pools the records of one model at one level into its row of the report. */
-export function runStats(model: string, sparsity: number, concurrency: number, records: readonly RequestRecord[], duration_s: number): RunStats {
+/**
+ * Pools the records of one model at one level into its row of the report.
+ *
+ * @param blockRates output tokens/s of each block (default: none recorded).
+ */
+export function runStats(model: string, sparsity: number, concurrency: number, records: readonly RequestRecord[], duration_s: number, blockRates: number[] = []): RunStats {
   const ok = records.filter((r) => r.ok);
   const errors = records.length - ok.length;
   const outputTokens = ok.reduce((s, r) => s + r.output_tokens, 0);
@@ -166,6 +172,7 @@ export function runStats(model: string, sparsity: number, concurrency: number, r
     requests_per_s: duration_s > 0 ? ok.length / duration_s : 0,
     output_tokens_per_s: duration_s > 0 ? outputTokens / duration_s : 0,
     output_tokens: outputTokens,
+    block_output_tokens_per_s: blockRates,
     ttft_s: summarize(pick((r) => r.ttft_s)),
     tpot_s: summarize(pick((r) => r.tpot_s)),
     itl_s: summarize(ok.flatMap((r) => r.itl_s)),
@@ -200,7 +207,8 @@ export function buildReport(result: RunResult, ctx: ReportContext): Report {
     for (const m of ctx.models) {
       const blocks = result.blocks.filter((b) => b.block.concurrency === c && b.block.model === m.id);
       if (blocks.length === 0) continue;
-      runs.push(runStats(m.id, m.sparsity, c, blocks.flatMap((b) => b.records), blocks.reduce((s, b) => s + b.wall_s, 0)));
+      const rates = blocks.map((b) => (b.wall_s > 0 ? b.records.filter((r) => r.ok).reduce((n, r) => n + r.output_tokens, 0) / b.wall_s : 0));
+      runs.push(runStats(m.id, m.sparsity, c, blocks.flatMap((b) => b.records), blocks.reduce((s, b) => s + b.wall_s, 0), rates));
     }
   }
   const dense = ctx.models.find((m) => m.sparsity === 0);

@@ -13,7 +13,7 @@ test('defaults match the peer request shape; --quick shortens the sweep', () => 
   const full = parse([]);
   assert.deepEqual(
     [full.promptTokens, full.outputTokens, full.temperature, full.sparsities, full.concurrency, full.rounds, full.calWindows, full.url, full.model, full.preset],
-    [66, 64, 0, [0.25, 0.5], [1, 2, 4, 8, 16], 2, 8, null, null, 'bench-110m'],
+    [66, 64, 0, [0.25, 0.5], [1, 2, 4, 8, 16], 4, 8, null, null, 'bench-110m'],
   );
   const quick = parse(['--quick']);
   assert.deepEqual([quick.concurrency, quick.rounds, quick.calWindows, quick.maxTimeS, quick.requests], [[1, 4, 16], 1, 4, 200, null]);
