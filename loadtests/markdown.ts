@@ -88,8 +88,17 @@ function targets(report: Report): string {
 
 function throughputTable(report: Report): string {
   return table(
-    ['model', 'concurrency', 'requests', 'errors', 'req/s', 'output tok/s', 'mean output tokens'],
-    report.runs.map((r) => [label(r), String(r.concurrency), String(r.requests), `${r.errors} (${pct(r.error_rate)})`, num(r.requests_per_s, 2), num(r.output_tokens_per_s), num(r.requests - r.errors > 0 ? r.output_tokens / (r.requests - r.errors) : null)]),
+    ['model', 'concurrency', 'requests', 'errors', 'req/s', 'output tok/s', 'blocks (slowest–fastest)', 'mean output tokens'],
+    report.runs.map((r) => [
+      label(r),
+      String(r.concurrency),
+      String(r.requests),
+      `${r.errors} (${pct(r.error_rate)})`,
+      num(r.requests_per_s, 2),
+      num(r.output_tokens_per_s),
+      r.block_output_tokens_per_s.length > 1 ? `${num(Math.min(...r.block_output_tokens_per_s))}–${num(Math.max(...r.block_output_tokens_per_s))}` : '–',
+      num(r.requests - r.errors > 0 ? r.output_tokens / (r.requests - r.errors) : null),
+    ]),
   );
 }
 
