@@ -67,6 +67,7 @@ test('buildReport: throughput, percentiles, speedups and the bandwidth bound fro
   assert.ok(Math.abs(d1.tokens_per_s! - 1 / 0.03) < 1e-9);
   assert.equal(d1.weight_bytes_per_token, 4 * (denseW + 64));
   assert.ok(Math.abs(d1.bandwidth_bound_tokens_per_s! - 20e9 / d1.weight_bytes_per_token) < 1e-6);
+  assert.ok(Math.abs(d1.reference_bound_tokens_per_s! - 27.5e9 / d1.weight_bytes_per_token) < 1e-6);
   assert.deepEqual(report.peers, [LLAMA_CPP_PEER]);
   assert.equal(report.truncated, false);
   assert.ok(ReportSchema.safeParse(report).success);
