@@ -165,6 +165,7 @@ export async function runBench(
     const total = requestsPerLevel ? opts.concurrency.reduce((sum, c) => sum + requestsPerLevel(c) * ids.length, 0) : null;
     progress.stop();
     progress = makeProgress(total);
+    const cpu0 = process.cpuUsage();
     const result = await runPlan(
       {
         baseUrl,
@@ -187,6 +188,7 @@ export async function runBench(
       progress,
     );
     progress.stop();
+    const cpu = process.cpuUsage(cpu0);
     fs.writeFileSync(path.join(dir, 'requests.jsonl'), result.blocks.flatMap((b) => b.records.map((r) => JSON.stringify({ ...r, round: b.block.round }))).join('\n') + '\n');
 
     machine.load_average_end = os.loadavg();
@@ -208,6 +210,7 @@ export async function runBench(
       machine,
       models: entries,
       notes: reportNotes(opts, synthetic, entries.length > 1),
+      loadGeneratorCpuS: (cpu.user + cpu.system) / 1e6,
     });
     await writeReportFiles(report, dir, root);
     return { dir, report };

@@ -133,6 +133,8 @@ export const ReportSchema = z.object({
     }),
   ),
   wall_s: z.number(),
+  /** CPU seconds the load generator itself used while measuring (it shares the machine with the server). */
+  load_generator_cpu_s: z.number().nullable().optional(),
   truncated: z.boolean(),
   notes: z.array(z.string()),
 });
@@ -201,6 +203,8 @@ export interface ReportContext {
   /** Dense first; one entry per measured model. */
   models: ModelEntry[];
   notes: string[];
+  /** CPU seconds used by the load generator during the measurement (process.cpuUsage). */
+  loadGeneratorCpuS?: number;
 }
 
 /**
@@ -264,6 +268,7 @@ export function buildReport(result: RunResult, ctx: ReportContext): Report {
     decode_batch1,
     peers: [LLAMA_CPP_PEER],
     wall_s: result.wall_s,
+    load_generator_cpu_s: ctx.loadGeneratorCpuS ?? null,
     truncated: result.skipped.length > 0,
     notes: ctx.notes,
   };

@@ -116,6 +116,7 @@ test('runBench --url: measures dense and both sliced variants and writes report.
   assert.equal(report.speedup.length, 4);
   assert.ok(report.speedup.every((s) => s.theoretical > 1 && s.measured !== null));
   assert.equal(report.machine.read_bandwidth_bytes_per_s, null);
+  assert.ok(report.load_generator_cpu_s! > 0 && report.load_generator_cpu_s! < 60);
   // warm-up: 2 short requests per model (max concurrency), then 2 requests per model per level
   assert.equal(server.received.length, 3 * 2 + 3 * 2 * 2);
   assert.ok(server.received.slice(6).every((r) => r.max_tokens === 5 && (r.prompt as number[]).length === 12));
