@@ -11,22 +11,10 @@
  * (`performance.timeOrigin + performance.now()`), comparable across threads.
  */
 import type { SlicingInfo } from '../models/types.js';
+import type { SamplingParams } from './sampler.js';
 
-/** Sampling parameters of one sequence (same fields as engine/sampler.ts `SamplingParams`). */
-export interface EngineSamplingParams {
-  /** 0 = greedy (argmax, lowest id on ties). */
-  temperature: number;
-  /** Nucleus mass in (0, 1]; 1 disables. */
-  topP: number;
-  /** Keep the k most likely tokens; 0 disables. */
-  topK: number;
-  /** Seed of the sequence's random stream; absent = nondeterministic. */
-  seed?: number;
-  presencePenalty: number;
-  frequencyPenalty: number;
-  /** Additive bias per token id, applied to the logits before sampling. */
-  logitBias?: Record<number, number>;
-}
+/** Sampling parameters of one sequence (engine/sampler.ts). */
+export type EngineSamplingParams = SamplingParams;
 
 /** One prompt as the client gave it: text (encoded with BOS) or token ids (used as is). */
 export type PromptInput = { text: string } | { tokens: number[] };

@@ -4,18 +4,10 @@
  */
 import type { LlamaConfig, LoadedModel, TextTokenizer, WeightTensor } from '../../models/types.js';
 import { W } from '../../models/types.js';
+import { uniformGenerator } from '../../slicer/linalg/random.js';
 
-/** Deterministic PRNG (mulberry32) returning floats in [0, 1). */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Deterministic PRNG returning floats in [0, 1) (slicer/linalg/random.ts). */
+export const rng = uniformGenerator;
 
 /** Standard normal samples (Box-Muller) scaled by `std`. */
 export function randn(n: number, std: number, rand: () => number): Float32Array {
