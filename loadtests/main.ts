@@ -82,20 +82,25 @@ export function readReport(file: string): Report {
 }
 
 /**
- * Writes BENCHMARKS.md (and its chart, loadtests/benchmarks-chart.svg) at the repository
- * root from a report.json (default: loadtests/reports/latest/report.json).
+ * Writes BENCHMARKS.md at the repository root from a report.json (default:
+ * loadtests/reports/latest/report.json), with its chart (loadtests/benchmarks-chart.svg) and a
+ * copy of the report (loadtests/benchmarks-report.json, committed with BENCHMARKS.md so that
+ * `npm run bench:md -- loadtests/benchmarks-report.json` regenerates it exactly).
  *
  * @returns the files written.
+ * @throws Error when the report is missing or invalid (see {@link readReport}).
  */
 export async function writeBenchmarksMd(reportFile: string, root = REPO_ROOT): Promise<string[]> {
   const report = readReport(reportFile);
-  const chart = path.join(root, 'loadtests', 'benchmarks-chart.svg');
+  const dir = path.join(root, 'loadtests');
+  const chart = path.join(dir, 'benchmarks-chart.svg');
+  const copy = path.join(dir, 'benchmarks-report.json');
   const md = path.join(root, 'BENCHMARKS.md');
-  fs.mkdirSync(path.dirname(chart), { recursive: true });
+  fs.mkdirSync(dir, { recursive: true });
+  if (path.resolve(reportFile) !== copy) fs.writeFileSync(copy, JSON.stringify(report, null, 2) + '\n');
   fs.writeFileSync(chart, await renderChartSvg(report));
-  const source = path.relative(root, path.resolve(reportFile));
-  fs.writeFileSync(md, renderMarkdown(report, { title: 'SliceServe benchmarks: dense vs SliceGPT-sliced, CPU', chartPath: 'loadtests/benchmarks-chart.svg', source }));
-  return [md, chart];
+  fs.writeFileSync(md, renderMarkdown(report, { title: 'SliceServe benchmarks: dense vs SliceGPT-sliced, CPU', chartPath: 'loadtests/benchmarks-chart.svg', source: 'loadtests/benchmarks-report.json' }));
+  return [md, chart, copy];
 }
 
 /** `npm run bench:md [-- report.json]`. */

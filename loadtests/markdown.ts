@@ -241,7 +241,7 @@ export function renderMarkdown(report: Report, opts: MarkdownOptions): string {
     '```sh',
     'npm ci',
     reproduce,
-    'npm run bench:md   # regenerates BENCHMARKS.md from loadtests/reports/latest/report.json',
+    'npm run bench:md   # BENCHMARKS.md from loadtests/reports/latest/report.json (or: -- loadtests/benchmarks-report.json)',
     '```',
     '',
   ].join('\n');

@@ -129,8 +129,13 @@ test('runBench --url: measures dense and both sliced variants and writes report.
   assert.equal(fs.readFileSync(path.join(dir, 'requests.jsonl'), 'utf8').trim().split('\n').length, 12);
 
   const written = await writeBenchmarksMd(path.join(tmp, 'reports', 'latest', 'report.json'), tmp);
-  assert.deepEqual(written.map((f) => path.relative(tmp, f)), ['BENCHMARKS.md', path.join('loadtests', 'benchmarks-chart.svg')].map((p) => p));
-  assert.match(fs.readFileSync(path.join(tmp, 'BENCHMARKS.md'), 'utf8'), /^# SliceServe benchmarks/);
+  assert.deepEqual(written.map((f) => path.relative(tmp, f)), ['BENCHMARKS.md', path.join('loadtests', 'benchmarks-chart.svg'), path.join('loadtests', 'benchmarks-report.json')]);
+  const benchmarks = fs.readFileSync(path.join(tmp, 'BENCHMARKS.md'), 'utf8');
+  assert.match(benchmarks, /^# SliceServe benchmarks/);
+  assert.deepEqual(readReport(path.join(tmp, 'loadtests', 'benchmarks-report.json')), report);
+  // regenerating from the committed copy gives the same document
+  await writeBenchmarksMd(path.join(tmp, 'loadtests', 'benchmarks-report.json'), tmp);
+  assert.equal(fs.readFileSync(path.join(tmp, 'BENCHMARKS.md'), 'utf8'), benchmarks);
 });
 
 test('readReport rejects a file that is not a report', () => {
