@@ -42,7 +42,7 @@ function overview(report: Report): string {
           `- **Warning: the machine was busy** (1-minute load average ${num(m.load_average_start?.[0], 1)} at the start, ${num(m.load_average_end?.[0], 1)} at the end, on ${m.cores} cores): other processes competed for the CPU, so these figures are lower and noisier than on an idle machine.`,
         ]
       : []),
-    `- **Run**: ${report.created}, commit ${report.git_commit ? '`' + report.git_commit.slice(0, 10) + '`' : 'unknown'}, ${num(report.wall_s, 0)} s of load${report.load_generator_cpu_s != null ? ` (the load generator itself used ${num(report.load_generator_cpu_s, 1)} CPU s, ${pct(report.load_generator_cpu_s / report.wall_s)} of one core)` : ''}; models interleaved at every concurrency level (round-robin, rotated each round).${report.truncated ? ' **Truncated: the time limit stopped the run before every block ran.**' : ''}`,
+    `- **Run**: ${report.created}, commit ${report.git_commit ? '`' + report.git_commit.slice(0, 10) + '`' : 'unknown'}, ${num(report.wall_s, 0)} s of load${report.load_generator_cpu_s != null ? ` (the load generator itself used ${num(report.load_generator_cpu_s, 1)} CPU s, ${pct(report.load_generator_cpu_s / report.wall_s)} of one core)` : ''}; models interleaved at every concurrency level (round-robin, rotated each round).${report.options.interrupted === true ? ' **Interrupted (Ctrl-C): a partial run.**' : report.truncated ? ' **Truncated: the time limit stopped the run before every block ran.**' : ''}`,
   ].join('\n');
 }
 

@@ -52,9 +52,13 @@ export function createProgress(totalRequests: number | null, tty = Boolean(proce
   let errors = 0;
   let done = 0;
   return {
-    log: (m) => (bar ? multi.log(m + '\n') : write(m)),
+    log: (m) => {
+      if (!bar) return write(m);
+      multi.log(m + '\n');
+      multi.update();
+    },
     stop: () => {
-      multi.stop();
+      if (bar) multi.stop(); // stopping a MultiBar that never drew prints an empty line
       bar = null;
     },
     onBlockStart: (block, i, n) => {
@@ -70,6 +74,7 @@ export function createProgress(totalRequests: number | null, tty = Boolean(proce
     onBlockDone: (r, i, n) => {
       if (totalRequests === null) bar?.update(i + 1, { errors });
       multi.log(blockLine(r.block, i, n, r.records, r.wall_s) + '\n');
+      multi.update(); // flush the log line now (the last one would otherwise be lost on stop)
     },
   };
 }

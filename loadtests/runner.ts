@@ -110,6 +110,7 @@ export async function runBlock(
         },
         { baseUrl: plan.baseUrl, timeoutS: plan.timeoutS, signal: plan.signal, apiKey: plan.apiKey, originMs, concurrency: block.concurrency },
       );
+      if (!record.ok && plan.signal?.aborted) break; // cut short by the user (Ctrl-C): not a server error
       records.push(record);
       listener.onRequestDone?.(record);
     }

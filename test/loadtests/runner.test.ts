@@ -71,6 +71,20 @@ test('the run is bounded: past the deadline no block starts; a timed block stops
   await assert.rejects(runPlan(plan(['A'], { requestsPerLevel: undefined })), RangeError);
 });
 
+test('an abort during a request stops the run without counting that request as an error', async () => {
+  const controller = new AbortController();
+  const slow = await startFakeServer({ models: [{ id: 'A' }], tokenDelayMs: 20 });
+  try {
+    setTimeout(() => controller.abort(), 150);
+    const result = await runPlan(plan(['A'], { baseUrl: slow.url, outputTokens: 50, signal: controller.signal }));
+    assert.equal(result.blocks.length, 1);
+    assert.deepEqual(result.blocks[0].records, [], 'the interrupted request is dropped, not recorded as failed');
+    assert.equal(result.skipped.length, 3);
+  } finally {
+    await slow.close();
+  }
+});
+
 test('an abort stops the run: remaining blocks are skipped', async () => {
   const controller = new AbortController();
   const result = await runPlan(plan(['A', 'D'], { signal: controller.signal }), {
