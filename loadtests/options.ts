@@ -87,7 +87,7 @@ export function addBenchOptions(cmd: Command): Command {
   return cmd
     .option('--model <dir>', 'dense Hugging Face model directory (default: the synthetic --preset, generated into the cache)')
     .option('--preset <name>', 'synthetic model preset used without --model (see `sliceserve synth --help`)', 'bench-110m')
-    .option('--sparsities <list>', 'sliced variants to measure next to dense, comma-separated', parseSparsities)
+    .option('--sparsities <list>', 'sliced variants to measure next to dense, comma-separated (default 0.25,0.5)', parseSparsities)
     .option('--concurrency <list>', 'concurrency sweep, comma-separated (default 1,2,4,8,16; --quick 1,4,16)', parseConcurrency)
     .option('--requests <n>', 'requests per model per concurrency level (default max(8, 4 x concurrency); --quick: max(2, concurrency))', intArg('--requests', 1))
     .option('--duration <s>', 'seconds per model per concurrency level instead of a request count', numArg('--duration', 1))
