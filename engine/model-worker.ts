@@ -90,7 +90,7 @@ export class ModelWorker extends EventEmitter {
         if (settled) return;
         settled = true;
         signal?.removeEventListener('abort', onAbort);
-        void worker.terminate();
+        stopWorker(worker);
         reject(new Error(message));
       };
       if (signal?.aborted) return fail('cancelled: the server is shutting down');
@@ -160,14 +160,19 @@ export class ModelWorker extends EventEmitter {
     if (!this.alive) return;
     const exited = new Promise<void>((resolve) => this.worker.once('exit', () => resolve()));
     this.post({ type: 'shutdown' });
-    const timer = setTimeout(() => void this.worker.terminate(), 5000);
+    const timer = setTimeout(() => stopWorker(this.worker), 5000);
     await exited;
     clearTimeout(timer);
   }
 
-  /** Stops the worker thread at once (no cleanup); in-flight requests fail with a 500. */
+  /**
+   * Stops the worker thread as soon as its current forward pass ends (no cleanup); in-flight
+   * requests fail with a 500.
+   */
   async terminate(): Promise<void> {
-    await this.worker.terminate();
+    const exited = new Promise<void>((resolve) => this.worker.once('exit', () => resolve()));
+    stopWorker(this.worker);
+    await exited;
   }
 
   private post(msg: ToWorkerMessage): void {
@@ -239,4 +244,19 @@ export class ModelWorker extends EventEmitter {
     for (const sink of sinks) sink.onError({ status: 500, message, type: 'server_error', param: null, code: 'worker_exited' });
     this.emit('exit', message);
   }
+}
+
+/** How long a worker gets to leave by itself before it is terminated the hard way. */
+const HARD_TERMINATE_MS = 30_000;
+
+/**
+ * Asks a worker to exit between two onnxruntime runs (`Worker.terminate()` during a native run
+ * aborts the process); terminates it the hard way only if it has not left after
+ * {@link HARD_TERMINATE_MS} (a stuck run).
+ */
+function stopWorker(worker: Worker): void {
+  worker.postMessage({ type: 'exit' } satisfies ToWorkerMessage);
+  const timer = setTimeout(() => void worker.terminate(), HARD_TERMINATE_MS);
+  timer.unref();
+  worker.once('exit', () => clearTimeout(timer));
 }

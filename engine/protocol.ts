@@ -160,7 +160,13 @@ export interface WorkerOptions {
 export type ToWorkerMessage =
   | { type: 'submit'; request: EngineRequest }
   | { type: 'abort'; requestId: string }
-  | { type: 'shutdown' };
+  | { type: 'shutdown' }
+  /**
+   * Leave at once, abandoning everything (handled whenever the worker's event loop is free,
+   * i.e. never in the middle of an onnxruntime run: terminating a worker thread while a
+   * native run is in progress aborts the whole process).
+   */
+  | { type: 'exit' };
 
 /** Worker -> main thread. */
 export type FromWorkerMessage =

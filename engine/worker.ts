@@ -66,6 +66,11 @@ function describe(model: LoadedModel, session: LlamaSession): ModelInfo {
   };
 }
 
+// Registered first, so that it also works while the model is still loading or slicing.
+parentPort?.on('message', (msg: ToWorkerMessage) => {
+  if (msg.type === 'exit') process.exit(1);
+});
+
 async function main(): Promise<void> {
   const options = workerData as WorkerOptions;
   let prepared: { model: LoadedModel; session: LlamaSession };
@@ -108,6 +113,8 @@ async function main(): Promise<void> {
       case 'shutdown':
         stopping = true;
         break;
+      case 'exit':
+        break; // handled by the listener above
     }
     notify();
   });
