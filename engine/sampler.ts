@@ -82,6 +82,12 @@ export class Sampler {
     this.random = seededRandom(params.seed ?? Math.floor(Math.random() * 2 ** 32));
   }
 
+  /** Whether logit_bias or a penalty changes the logits. */
+  private adjusts(): boolean {
+    const p = this.params;
+    return !!(p.presencePenalty || p.frequencyPenalty || (p.logitBias && Object.keys(p.logitBias).length > 0));
+  }
+
   /** Logits after bias and penalties (float64 copy). */
   processed(logits: Float32Array, generated: readonly number[]): Float64Array {
     const x = Float64Array.from(logits);
@@ -101,9 +107,18 @@ export class Sampler {
    * @param generated tokens generated so far by this sequence (for penalties).
    */
   sample(logits: Float32Array, generated: readonly number[]): SampledToken {
+    const p = this.params;
+    if (p.temperature === 0 && !this.adjusts()) {
+      // Greedy without bias or penalties: argmax and its log-softmax in two passes, no copies.
+      let best = 0;
+      for (let i = 1; i < logits.length; i++) if (logits[i] > logits[best]) best = i;
+      const max = logits[best];
+      let sum = 0;
+      for (let i = 0; i < logits.length; i++) sum += Math.exp(logits[i] - max);
+      return { token: best, logprob: max - (max + Math.log(sum)) }; // as logSoftmax rounds it
+    }
     const x = this.processed(logits, generated);
     const lp = logSoftmax(x);
-    const p = this.params;
     if (p.temperature === 0) {
       let best = 0;
       for (let i = 1; i < x.length; i++) if (x[i] > x[best]) best = i;
