@@ -58,15 +58,15 @@ export class SequenceCache {
   }
 
   /**
-   * Copies this sequence's cache of `layer` into a batch tensor `dst` of shape
-   * [batch, kvHeads, past, headDim] at batch row `b`, right-aligned (left padding).
+   * Copies entries [from, from + count) of `layer` into row `b` of a batch tensor `dst` of
+   * shape [batch, kvHeads, past, headDim], at the same positions (the batch layout is
+   * right-padded: a sequence's entries start at position 0).
    */
-  writePast(layer: number, kind: 'key' | 'value', dst: KVArray, b: number, past: number): void {
+  writeEntries(layer: number, kind: 'key' | 'value', dst: KVArray, b: number, past: number, from = 0, count = this.len - from): void {
     const src = kind === 'key' ? this.keys[layer] : this.values[layer];
     const row = this.headDim;
-    const pad = past - this.len;
     for (let h = 0; h < this.kvHeads; h++) {
-      copy(dst, src.subarray(h * this.capacity * row, (h * this.capacity + this.len) * row), ((b * this.kvHeads + h) * past + pad) * row);
+      copy(dst, src.subarray((h * this.capacity + from) * row, (h * this.capacity + from + count) * row), ((b * this.kvHeads + h) * past + from) * row);
     }
   }
 

@@ -34,15 +34,20 @@ export interface StepInput {
   tokens: readonly number[];
 }
 
+/** Spare positions (and rounding) of the resident past buffers: re-laid at most every this many steps. */
+const RESIDENT_HEADROOM = 16;
+
 export class LlamaSession {
   /** Outputs fetched each step: the logits and this step's KV entries (not the whole present.*). */
   private readonly fetches: string[];
   /**
-   * Reused host buffers for the batch's past_key_values inputs, one per (layer, key|value),
-   * grown geometrically: a fresh allocation per step and layer cost ~9 % of a worker's time in
-   * garbage collection. Stale entries beyond a sequence's cache are always masked.
+   * The batch's past_key_values, one buffer per (layer, key|value) (slot 2l = key, 2l+1 =
+   * value), laid out [rows, kv_heads, capacity, head_dim] and kept between steps (see
+   * {@link LlamaSession.step}). Stale entries beyond a sequence's length are always masked.
    */
   private readonly pastPool: KVArray[] = [];
+  /** Which sequence each row of the pooled past buffers holds, and their capacity (positions). */
+  private resident?: { capacity: number; rows: (SequenceCache | null)[] };
 
   private constructor(
     readonly model: LoadedModel,
@@ -96,6 +101,13 @@ export class LlamaSession {
    * appends their keys/values to its cache and returns, per sequence, the logits of its LAST
    * new token (Float32Array [vocab]). In 'all' mode it returns every new position instead,
    * concatenated ([tokens.length * vocab]).
+   *
+   * The batch's past_key_values live in resident host buffers [rows, kv_heads, capacity,
+   * head_dim], one row per sequence, entries from position 0 (right-padded, the padding masked
+   * by attention_bias). A sequence that stays in the batch keeps its row and only its new
+   * entries are written each step; rows are copied only for sequences that join the batch or
+   * move to fill a hole, and everything is re-laid only when the capacity is exceeded. New
+   * tokens are left-padded to the longest in the batch.
    * @throws RangeError when a sequence would exceed the context length, Error on empty input.
    */
   async step(inputs: readonly StepInput[]): Promise<Float32Array[]> {
@@ -103,27 +115,31 @@ export class LlamaSession {
     const c = this.model.config;
     const B = inputs.length;
     const S = Math.max(...inputs.map((i) => i.tokens.length));
-    const P = Math.max(...inputs.map((i) => i.cache.length));
-    const T = P + S;
     for (const inp of inputs) {
       if (inp.tokens.length === 0) throw new Error('step: a sequence has no new tokens');
       inp.cache.reserve(inp.tokens.length);
     }
+    const maxLen = Math.max(...inputs.map((i) => i.cache.length));
+    // rowOf[b]: the batch row of input b. A batch of fresh sequences (prefill) needs no past.
+    const rowOf = maxLen === 0 ? inputs.map((_, b) => b) : this.placeRows(inputs, maxLen + S);
+    const P = maxLen === 0 ? 0 : this.resident!.capacity;
+    const T = P + S;
     const ids = new BigInt64Array(B * S);
     const pos = new BigInt64Array(B * S);
     const bias = new Float32Array(B * S * T).fill(MASKED);
     inputs.forEach((inp, b) => {
+      const r = rowOf[b];
       const s = inp.tokens.length;
       const len = inp.cache.length;
       const padQ = S - s;
       for (let i = 0; i < s; i++) {
-        ids[b * S + padQ + i] = BigInt(inp.tokens[i]);
-        pos[b * S + padQ + i] = BigInt(len + i);
+        ids[r * S + padQ + i] = BigInt(inp.tokens[i]);
+        pos[r * S + padQ + i] = BigInt(len + i);
       }
       for (let i = padQ; i < S; i++) {
-        const rowOff = (b * S + i) * T;
-        for (let j = P - len; j < P; j++) bias[rowOff + j] = 0;
-        for (let j = P + padQ; j <= P + i; j++) bias[rowOff + j] = 0;
+        const rowOff = (r * S + i) * T;
+        bias.fill(0, rowOff, rowOff + len);
+        bias.fill(0, rowOff + P + padQ, rowOff + P + i + 1);
       }
     });
     const feeds: Record<string, ort.Tensor> = {
@@ -133,35 +149,95 @@ export class LlamaSession {
     };
     const KV = c.num_key_value_heads;
     const hd = c.head_dim;
-    for (let l = 0; l < c.num_hidden_layers; l++) {
-      for (const kind of ['key', 'value'] as const) {
-        const past = this.pastBuffer(2 * l + (kind === 'key' ? 0 : 1), B * KV * P * hd);
-        inputs.forEach((inp, b) => inp.cache.writePast(l, kind, past, b, P));
-        feeds[`past_key_values.${l}.${kind}`] = new ort.Tensor(this.dtype, past, [B, KV, P, hd]);
-      }
+    const L = c.num_hidden_layers;
+    for (let slot = 0; slot < 2 * L; slot++) {
+      const past = P === 0 ? kvArray(this.dtype, 0) : this.pastPool[slot].subarray(0, B * KV * P * hd);
+      feeds[`past_key_values.${slot >> 1}.${slot & 1 ? 'value' : 'key'}`] = new ort.Tensor(this.dtype, past, [B, KV, P, hd]);
     }
     const out = await this.session.run(feeds, this.fetches);
-    for (let l = 0; l < c.num_hidden_layers; l++) {
-      for (const kind of ['key', 'value'] as const) {
-        const fresh = out[`step_key_values.${l}.${kind}`].data as KVArray;
-        inputs.forEach((inp, b) => inp.cache.readPresent(l, kind, fresh, b, S, inp.tokens.length));
-      }
+    for (let slot = 0; slot < 2 * L; slot++) {
+      const l = slot >> 1;
+      const kind = slot & 1 ? 'value' : 'key';
+      const fresh = out[`step_key_values.${l}.${kind}`].data as KVArray;
+      inputs.forEach((inp, b) => inp.cache.readPresent(l, kind, fresh, rowOf[b], S, inp.tokens.length));
     }
     inputs.forEach((inp) => inp.cache.commit(inp.tokens.length));
+    // Keep the resident rows in sync: write this step's entries where the rows live.
+    if (P > 0) {
+      for (let slot = 0; slot < 2 * L; slot++) {
+        const l = slot >> 1;
+        const kind = slot & 1 ? 'value' : 'key';
+        inputs.forEach((inp, b) => inp.cache.writeEntries(l, kind, this.pastPool[slot], rowOf[b], P, inp.cache.length - inp.tokens.length, inp.tokens.length));
+      }
+    }
     const logits = out.logits.data as Float32Array;
     const V = out.logits.dims[2];
-    if (this.logitsMode === 'last') return inputs.map((_, b) => logits.slice(b * V, (b + 1) * V));
-    return inputs.map((inp, b) => logits.slice((b * S + S - inp.tokens.length) * V, (b + 1) * S * V));
+    if (this.logitsMode === 'last') return inputs.map((_, b) => logits.slice(rowOf[b] * V, (rowOf[b] + 1) * V));
+    return inputs.map((inp, b) => logits.slice((rowOf[b] * S + S - inp.tokens.length) * V, (rowOf[b] + 1) * S * V));
   }
 
-  /** A view of `length` elements of pooled buffer `slot`. */
-  private pastBuffer(slot: number, length: number): KVArray {
-    let buf = this.pastPool[slot];
-    if (!buf || buf.length < length) {
-      buf = kvArray(this.dtype, Math.max(length, Math.ceil((buf?.length ?? 0) * 1.5)));
-      this.pastPool[slot] = buf;
+  /**
+   * Assigns every input a row of the resident past buffers, rows 0..B-1, and makes sure each
+   * row holds its sequence's entries: a sequence already resident in a row < B stays; the
+   * others move into free rows (a row copy) or are copied in from their cache. When the
+   * capacity cannot hold `need` positions, everything is re-laid at a larger capacity.
+   * @returns the row of each input.
+   */
+  private placeRows(inputs: readonly StepInput[], need: number): number[] {
+    const c = this.model.config;
+    const L = c.num_hidden_layers;
+    const B = inputs.length;
+    const rowSize = c.num_key_value_heads * c.head_dim;
+    let resident = this.resident;
+    if (!resident || resident.capacity < need) {
+      const capacity = Math.min(this.maxContext, Math.ceil((need + RESIDENT_HEADROOM) / RESIDENT_HEADROOM) * RESIDENT_HEADROOM);
+      resident = this.resident = { capacity, rows: [] };
+      this.reservePool(B * rowSize * capacity, false);
+    } else {
+      this.reservePool(Math.max(B, resident.rows.length) * rowSize * resident.capacity, true);
     }
-    return buf.subarray(0, length);
+    const P = resident.capacity;
+    const current = new Map<SequenceCache, number>();
+    resident.rows.forEach((cache, r) => cache && current.set(cache, r));
+    const rowOf = new Array<number>(B).fill(-1);
+    const taken = new Array<boolean>(B).fill(false);
+    inputs.forEach((inp, b) => {
+      const r = current.get(inp.cache);
+      if (r !== undefined && r < B && !taken[r]) {
+        rowOf[b] = r;
+        taken[r] = true;
+      }
+    });
+    let free = 0;
+    inputs.forEach((inp, b) => {
+      if (rowOf[b] >= 0) return;
+      while (taken[free]) free++;
+      const r = free;
+      taken[r] = true;
+      rowOf[b] = r;
+      const from = current.get(inp.cache);
+      const block = rowSize * P;
+      for (let slot = 0; slot < 2 * L; slot++) {
+        const buf = this.pastPool[slot];
+        if (from !== undefined) buf.copyWithin(r * block, from * block, (from + 1) * block);
+        else inp.cache.writeEntries(slot >> 1, slot & 1 ? 'value' : 'key', buf, r, P);
+      }
+    });
+    const rows = new Array<SequenceCache | null>(B).fill(null);
+    inputs.forEach((inp, b) => (rows[rowOf[b]] = inp.cache));
+    resident.rows = rows;
+    return rowOf;
+  }
+
+  /** Grows every pooled past buffer to `length` elements, keeping their contents if asked. */
+  private reservePool(length: number, keep: boolean): void {
+    for (let slot = 0; slot < 2 * this.model.config.num_hidden_layers; slot++) {
+      const old = this.pastPool[slot];
+      if (old && old.length >= length) continue;
+      const next = kvArray(this.dtype, Math.max(length, Math.ceil((old?.length ?? 0) * 1.5)));
+      if (old && keep) (next as Float32Array).set(old as Float32Array);
+      this.pastPool[slot] = next;
+    }
   }
 
   /** Frees the onnxruntime session. */

@@ -146,3 +146,39 @@ test('float16 graph: logits within 2e-2 of float32 on stories260K, greedy text i
   await f32.release();
   await f16.release();
 });
+
+test('resident KV rows: sequences joining, leaving, reordering and growing past the capacity keep their solo logits', async () => {
+  const m = tinyModel({ ...SHAPE, context: 128 }, 9);
+  const batched = await LlamaSession.create(m, { threads: 1 });
+  const solo = await LlamaSession.create(m, { threads: 1 });
+  const r = rng(21);
+  const n = 6;
+  const bCaches = Array.from({ length: n }, () => batched.newCache());
+  const sCaches = Array.from({ length: n }, () => solo.newCache());
+  const tok = () => Math.floor(r() * SHAPE.vocab);
+  // Prefill everyone (fresh sequences: no past), in two groups.
+  for (const group of [[0, 1, 2], [3, 4, 5]]) {
+    const prompts = group.map((i) => Array.from({ length: 2 + i }, tok));
+    const got = await batched.step(group.map((i, k) => ({ cache: bCaches[i], tokens: prompts[k] })));
+    for (let k = 0; k < group.length; k++) {
+      const want = (await solo.step([{ cache: sCaches[group[k]], tokens: prompts[k] }]))[0];
+      assert.ok(maxAbsDiff(got[k], want) < 1e-5);
+    }
+  }
+  // 40 steps of random subsets in random orders, 1-3 new tokens each: rows are kept, moved,
+  // copied in, and the capacity (16-position headroom) is exceeded several times.
+  for (let step = 0; step < 40; step++) {
+    const members = Array.from({ length: n }, (_, i) => i).filter(() => r() < 0.7);
+    if (members.length === 0) continue;
+    members.sort(() => r() - 0.5);
+    const news = members.map(() => Array.from({ length: 1 + Math.floor(r() * 3) }, tok));
+    const got = await batched.step(members.map((i, k) => ({ cache: bCaches[i], tokens: news[k] })));
+    for (let k = 0; k < members.length; k++) {
+      const want = (await solo.step([{ cache: sCaches[members[k]], tokens: news[k] }]))[0];
+      assert.ok(maxAbsDiff(got[k], want) < 1e-5, `step ${step}, sequence ${members[k]}`);
+    }
+  }
+  assert.ok(bCaches.some((cc) => cc.length > 40), 'sequences grew well past the first capacity');
+  await batched.release();
+  await solo.release();
+});
