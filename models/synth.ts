@@ -16,6 +16,7 @@ import { createRequire } from 'node:module';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { saveHuggingFaceModel, type WrittenFile } from './huggingface.js';
+import { countParameters } from './parameters.js';
 import { HfTokenizer } from './tokenizer/index.js';
 import { W, type LlamaConfig, type LoadedModel, type WeightMap, type WeightTensor } from './types.js';
 
@@ -322,9 +323,4 @@ export function llama2TokenizerConfig(): Record<string, unknown> {
   return c;
 }
 
-/** Number of parameters of a weight map. */
-export function countParameters(weights: WeightMap): number {
-  let n = 0;
-  for (const t of weights.values()) n += t.data.length;
-  return n;
-}
+export { countParameters };

@@ -9,8 +9,9 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { hashModelWeights } from '../models/load.js';
+import { countParameters } from '../models/parameters.js';
 import { buildTokenStream } from '../models/tokenizer/index.js';
-import type { LoadedModel, SlicingInfo, WeightMap } from '../models/types.js';
+import type { LoadedModel, SlicingInfo } from '../models/types.js';
 import { cutWindows } from '../engine/perplexity.js';
 import { adapterFor } from './adapters.js';
 import { loadSlicedArtifact, saveSlicedArtifact } from './artifact.js';
@@ -18,6 +19,7 @@ import { pcaBasis, rotateAndSliceSequential, type SliceTimings } from './sequent
 import { slicedWidth } from './width.js';
 
 export { slicedWidth } from './width.js';
+export { countParameters } from '../models/parameters.js';
 
 /** Bump when a change to the algorithm changes the weights it produces (invalidates caches). */
 export const SLICER_VERSION = 'slicegpt-sequential-1';
@@ -55,16 +57,6 @@ export interface SliceReport {
   cached: boolean;
   /** Cache directory of the result ('' without a cache). */
   dir: string;
-}
-
-/**
- * Every weight the model carries (PROTOCOL.md §6): a tied head is not counted twice; RoPE
- * tables are not weights.
- */
-export function countParameters(weights: WeightMap): number {
-  let n = 0;
-  for (const t of weights.values()) n += t.data.length;
-  return n;
 }
 
 /** The API/model id of a slice: `<dense id>-sliced-<sparsity>`. */
