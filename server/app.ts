@@ -51,6 +51,8 @@ export function createApp(ctx: AppContext): Express {
     const start = performance.now();
     res.on('close', () => {
       const run = res.locals.run as CompletionRun | undefined;
+      // A client gone mid-response: cancel here (idempotent) so the line says 'cancelled'.
+      if (run && !res.writableFinished) run.cancel();
       const fields = {
         method: req.method,
         path: req.path,
@@ -104,6 +106,14 @@ export function createApp(ctx: AppContext): Express {
     const { contentType, body } = await ctx.metrics.render();
     res.set('Content-Type', contentType).send(body);
   });
+  // A known path with the wrong method is a 405 (with Allow), not a 404.
+  const allowed: Record<string, string> = { '/v1/completions': 'POST', '/v1/slices': 'GET, POST', '/v1/models': 'GET', '/metrics': 'GET' };
+  for (const [p, methods] of Object.entries(allowed)) {
+    app.all(p, (req, res) => {
+      res.set('Allow', methods);
+      sendError(res, Errors.methodNotAllowed(req.method, p, methods));
+    });
+  }
   app.use((req, res) => sendError(res, Errors.notFound(`${req.method} ${req.path}`)));
   app.use(errorHandler(ctx.logger, ctx.bodyLimit));
   return app;

@@ -7,7 +7,7 @@
 import type { Request, Response } from 'express';
 import type { SequenceOutput } from '../engine/protocol.js';
 import { CompletionRun, type RunContext } from './completion-run.js';
-import { type ApiError, sendError } from './errors.js';
+import { ApiError, sendError } from './errors.js';
 import type { ModelRegistry } from './models.js';
 import { type CompletionChoice, type CompletionResponse, appendLogprobs, parseCompletionRequest } from './protocol.js';
 
@@ -21,8 +21,17 @@ export interface CompletionsContext extends RunContext {
 /** Builds the express handler of `POST /v1/completions`. */
 export function completionsHandler(ctx: CompletionsContext) {
   return (req: Request, res: Response): void => {
-    const params = parseCompletionRequest(req.body, 'http');
-    const model = ctx.models.get(params.model);
+    let params: ReturnType<typeof parseCompletionRequest>;
+    let model: ReturnType<CompletionsContext['models']['get']>;
+    try {
+      params = parseCompletionRequest(req.body, 'http');
+      model = ctx.models.get(params.model);
+    } catch (err) {
+      // A request refused before it reaches a model still counts against the model it names.
+      const named = (req.body as { model?: unknown } | undefined)?.model;
+      if (err instanceof ApiError && typeof named === 'string' && ctx.models.has(named)) ctx.metrics.observeFailure(named, err.status);
+      throw err;
+    }
     const run = new CompletionRun(ctx, model, params, params.stream ? 'sse' : 'http');
     const untrack = ctx.track(run);
     res.locals.run = run;

@@ -52,6 +52,8 @@ export const Errors = {
     new ApiError(404, `The model '${model}' does not exist; GET /v1/models lists the served models.`, 'invalid_request_error', 'model', 'model_not_found'),
   /** 404: unknown route or resource. */
   notFound: (what: string) => new ApiError(404, `${what} not found`, 'invalid_request_error', null, 'not_found'),
+  methodNotAllowed: (method: string, path: string, allowed: string) =>
+    new ApiError(405, `${method} is not allowed on ${path}; use ${allowed}.`, 'invalid_request_error', null, 'method_not_allowed'),
   /** 409: the resource exists already. */
   conflict: (message: string, param: string | null = null) => new ApiError(409, message, 'invalid_request_error', param, 'conflict'),
   /** 413: body over the limit. */

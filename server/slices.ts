@@ -14,6 +14,7 @@ import { Errors } from './errors.js';
 import type { ServerMetrics } from './metrics.js';
 import type { ModelRegistry } from './models.js';
 import { parseWith } from './protocol.js';
+import { slicedWidth } from '../slicer/width.js';
 
 /** Body of `POST /v1/slices`. */
 export const sliceRequestSchema = z.object({
@@ -64,6 +65,18 @@ export function slicedModelId(denseId: string, sparsity: number): string {
 }
 
 /** Queue of slicing jobs, run one at a time. */
+/** d' of a sparsity, or null when there is none (the job then fails with the slicer's message). */
+function widthOrNull(sparsity: number, hiddenSize: number): number | null {
+  try {
+    return slicedWidth(sparsity, hiddenSize);
+  } catch {
+    return null;
+  }
+}
+
+/** Sliced variants (served, queued or running) per dense model that POST /v1/slices accepts. */
+export const MAX_SLICED_VARIANTS = 8;
+
 export class SliceJobManager {
   private readonly jobs = new Map<string, SliceJob>();
   private readonly queue: { job: SliceJob; calWindows?: number }[] = [];
@@ -87,6 +100,13 @@ export class SliceJobManager {
     const pending = [...this.jobs.values()].find((j) => j.model === model && (j.status === 'queued' || j.status === 'running'));
     if (pending) return { job: pending, created: false };
     if (this.opts.models.has(model)) throw Errors.conflict(`Model '${model}' is already served.`, 'sparsity');
+    // Sparsities that round to the same width d' give the same model: serve it once.
+    const width = widthOrNull(req.sparsity, parent.info.originalHiddenSize);
+    const twin = this.opts.models.list().find((m) => m.parent === parent.id && m.info.hiddenSize === width);
+    if (twin) throw Errors.conflict(`Model '${twin.id}' already serves ${parent.id} at the same sliced width d' = ${width}; use it.`, 'sparsity');
+    // Each variant holds a worker thread and its weights for the server's lifetime: bound them.
+    const variants = this.opts.models.list().filter((m) => m.parent === parent.id).length + [...this.jobs.values()].filter((j) => j.parent === parent.id && (j.status === 'queued' || j.status === 'running')).length;
+    if (variants >= MAX_SLICED_VARIANTS) throw Errors.conflict(`${parent.id} already has ${variants} sliced variants (the limit is ${MAX_SLICED_VARIANTS}); restart the server with the --sparsity values you need.`, 'sparsity');
     if (this.stopped) throw Errors.unavailable('The server is shutting down.', 'shutting_down');
     return { job: this.enqueue(parent.id, req.sparsity, req.cal_windows ?? undefined), created: true };
   }

@@ -13,7 +13,7 @@ export function register(program: Command): void {
     .option('--model <dir>', 'model directory (llama2.c, Hugging Face, or a sliced artifact)', DEFAULT_MODEL_DIR)
     .requiredOption('--prompt <text>', 'the prompt')
     .option('--max-tokens <n>', 'tokens to generate at most', intOption(1), 256)
-    .option('--temperature <t>', '0 = greedy', numberOption(0, 100, true), 1)
+    .option('--temperature <t>', '0 = greedy (0..2, as the API)', numberOption(0, 2, true), 1)
     .option('--top-p <p>', 'nucleus sampling mass', numberOption(0, 1, true), 1)
     .option('--top-k <k>', 'keep the k most likely tokens (0 = all)', intOption(0), 0)
     .option('--seed <n>', 'random seed for reproducible sampling', intOption(0))
@@ -31,8 +31,10 @@ export function register(program: Command): void {
           sampling: { temperature: opts.temperature, topP: opts.topP, topK: opts.topK, seed: opts.seed, presencePenalty: 0, frequencyPenalty: 0 },
           onText: (delta) => process.stdout.write(delta),
         });
+        // stdout holds exactly the completion; the newline that ends the line goes to the
+        // terminal (or, when stdout is piped, in front of the stderr summary).
         if (process.stdout.isTTY) process.stdout.write('\n');
-        process.stderr.write(`[${result.tokens.length} tokens, finish_reason ${result.finishReason}]\n`);
+        process.stderr.write(`${process.stdout.isTTY ? '' : '\n'}[${result.tokens.length} tokens, finish_reason ${result.finishReason}]\n`);
       } finally {
         await session.release();
       }

@@ -46,9 +46,10 @@ export function register(program: Command): void {
       const t1 = performance.now();
       await saveSlicedArtifact({ ...sliced, id: path.basename(out) }, out, !!opts.overwrite);
       const saveS = (performance.now() - t1) / 1000;
-      const pct = (100 * (1 - report.parametersAfter / report.parametersBefore)).toFixed(1);
+      const change = report.parametersAfter / report.parametersBefore - 1;
+      const pct = `${Math.abs(100 * change).toFixed(1)}% ${change > 0 ? 'more: the untied head and the shortcut matrices outweigh the deleted rows and columns' : 'fewer'}`;
       console.log(`sliced ${model.id}: hidden_size ${report.originalWidth} -> d' = ${report.width} (sparsity ${opts.sparsity}, round interval ${opts.roundInterval})`);
-      console.log(`parameters: ${report.parametersBefore.toLocaleString('en-US')} -> ${report.parametersAfter.toLocaleString('en-US')} (${pct}% fewer)`);
+      console.log(`parameters: ${report.parametersBefore.toLocaleString('en-US')} -> ${report.parametersAfter.toLocaleString('en-US')} (${pct})`);
       const t = report.timings;
       console.log(`time: load ${loadS.toFixed(2)} s, calibration ${t.calibration_s.toFixed(2)} s, pca ${t.pca_s.toFixed(2)} s, rotation ${t.rotation_s.toFixed(2)} s, save ${saveS.toFixed(2)} s`);
       console.log(`wrote ${out}`);

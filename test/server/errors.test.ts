@@ -107,6 +107,21 @@ test('unknown routes are 404 in the error shape', async () => {
   errorOf(res.body);
 });
 
+test('a known path with the wrong method is 405 with Allow', async () => {
+  const res = await get(url());
+  assert.equal(res.status, 405);
+  assert.equal(res.headers.get('allow'), 'POST');
+  assert.equal(errorOf(res.body).code, 'method_not_allowed');
+});
+
+test('requests refused by validation count in sliceserve_request_failure_total of the model they name', async () => {
+  const before = sample(await scrape(t.url), 'sliceserve_request_failure_total', { model: DENSE, status: '400' }) ?? 0;
+  await expectError({ ...good, n: 0 }, 400, 'n');
+  await expectError({ ...good, temperature: 5 }, 400, 'temperature');
+  const after = sample(await scrape(t.url), 'sliceserve_request_failure_total', { model: DENSE, status: '400' });
+  assert.equal(after, before + 2);
+});
+
 test('after all that, the server still serves the golden text', async () => {
   const res = await post(url(), good);
   assert.equal(res.status, 200);

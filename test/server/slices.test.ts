@@ -145,6 +145,10 @@ test('slicing on demand: 202, progress, then the model is served; the dense mode
   const conflict = await post(`${t.url}/v1/slices`, { model: DENSE, sparsity: 0.5 }, {});
   assert.equal(conflict.status, 409);
   errorOf(conflict.body);
+  // 0.45 rounds to the same width (d' = 32): the served 0.5 model is named instead of a twin.
+  const twin = await post(`${t.url}/v1/slices`, { model: DENSE, sparsity: 0.45 }, {});
+  assert.equal(twin.status, 409);
+  assert.match(errorOf(twin.body).message, new RegExp(`${DENSE}-sliced-0\\.5.*d' = 32`));
 });
 
 test('a failed slicing job reports its error and the server keeps serving', async () => {
