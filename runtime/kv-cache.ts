@@ -66,7 +66,7 @@ export class SequenceCache {
     const src = kind === 'key' ? this.keys[layer] : this.values[layer];
     const row = this.headDim;
     for (let h = 0; h < this.kvHeads; h++) {
-      copy(dst, src.subarray((h * this.capacity + from) * row, (h * this.capacity + from + count) * row), ((b * this.kvHeads + h) * past + from) * row);
+      copyRange(dst, ((b * this.kvHeads + h) * past + from) * row, src, (h * this.capacity + from) * row, count * row);
     }
   }
 
@@ -81,7 +81,7 @@ export class SequenceCache {
     const row = this.headDim;
     for (let h = 0; h < this.kvHeads; h++) {
       const from = ((b * this.kvHeads + h) * total + (total - count)) * row;
-      copy(dst, src.subarray(from, from + count * row), (h * this.capacity + this.len) * row);
+      copyRange(dst, (h * this.capacity + this.len) * row, src, from, count * row);
     }
   }
 
@@ -94,6 +94,20 @@ export class SequenceCache {
   clear(): void {
     this.len = 0;
   }
+}
+
+/**
+ * Copies `n` elements src[from..] -> dst[to..] (same element type). Short runs (a decode step
+ * copies one head_dim row per head, thousands of times) use a plain loop: a subarray per run
+ * allocated enough to show up as garbage-collection time.
+ */
+function copyRange(dst: KVArray, to: number, src: KVArray, from: number, n: number): void {
+  if (n > 256) {
+    copy(dst, src.subarray(from, from + n), to);
+    return;
+  }
+  if (dst.constructor !== src.constructor) throw new TypeError('KV cache: float32 and float16 entries mixed');
+  for (let i = 0; i < n; i++) dst[to + i] = src[from + i];
 }
 
 /** dst.set(src, offset) for two arrays of the same element type. */
