@@ -1,8 +1,9 @@
 /**
  * An onnxruntime-node session over the Llama graph (models/llama/graph.ts) plus the batching
  * logic of one forward step: sequences with different cache lengths and different numbers of
- * new tokens run together, left-padded, with an additive attention bias that hides the
- * padding, so a sequence's logits do not depend on what it is batched with.
+ * new tokens run together (past entries right-padded in resident per-row buffers, new tokens
+ * left-padded), with an additive attention bias that hides every padding position, so a
+ * sequence's logits do not depend on what it is batched with.
  *
  * `session.run()` blocks the calling thread (RUNTIME-NOTES.md): servers call this from a
  * worker_thread.
