@@ -10,7 +10,7 @@
  */
 import os from 'node:os';
 import * as ort from 'onnxruntime-node';
-import { buildLlamaGraph, MASKED } from '../models/llama/graph.js';
+import { buildLlamaGraph, MASKED, type AttentionKernel } from '../models/llama/graph.js';
 import type { LoadedModel } from '../models/types.js';
 import { createSessionOnDevice, type DeviceRequest } from './device.js';
 import { kvArray, SequenceCache, type KVArray, type KVDtype } from './kv-cache.js';
@@ -26,6 +26,8 @@ export interface LlamaSessionOptions {
   logits?: 'last' | 'all';
   /** Weights, activations and KV cache precision (default float32; logits are float32). */
   dtype?: KVDtype;
+  /** Attention kernel of the graph (models/llama/graph.ts; default from SLICESERVE_ATTENTION or 'onnx-op'). */
+  attention?: AttentionKernel;
   logger?: { info(msg: string): void; warn(msg: string): void };
 }
 
@@ -69,7 +71,7 @@ export class LlamaSession {
   static async create(model: LoadedModel, options: LlamaSessionOptions = {}): Promise<LlamaSession> {
     const logits = options.logits ?? 'last';
     const dtype = options.dtype ?? 'float32';
-    const built = buildLlamaGraph(model, { logits, dtype });
+    const built = buildLlamaGraph(model, { logits, dtype, presentOutputs: false, attention: options.attention });
     const { session, device } = await createSessionOnDevice(built.model, {
       device: options.device ?? 'cpu',
       logger: options.logger,

@@ -38,6 +38,12 @@ export interface GraphOptions {
   dtype?: 'float32' | 'float16';
   /** How attention is emitted (default {@link DEFAULT_ATTENTION_KERNEL}). */
   attention?: AttentionKernel;
+  /**
+   * Declare the full `present.{i}.key|value` outputs (default true, the onnxruntime-genai
+   * convention). A host-side cache needs only `step_key_values.*`; without present outputs no
+   * kernel has to copy the whole cache into them every step.
+   */
+  presentOutputs?: boolean;
 }
 
 /**
@@ -74,16 +80,18 @@ export function buildLlamaGraph(model: LoadedModel, options: GraphOptions): Buil
   for (let l = 0; l < config.num_hidden_layers; l++) {
     const pastK = g.input(`past_key_values.${l}.key`, e.act, ['batch', KV, 'past_sequence', hd]);
     const pastV = g.input(`past_key_values.${l}.value`, e.act, ['batch', KV, 'past_sequence', hd]);
+    const present = options.presentOutputs !== false;
     const h = e.attentionHalf(x, l, attentionWeights(model, l), {
       pastK,
       pastV,
-      presentK: `present.${l}.key`,
-      presentV: `present.${l}.value`,
+      ...(present ? { presentK: `present.${l}.key`, presentV: `present.${l}.value` } : {}),
       stepK: `step_key_values.${l}.key`,
       stepV: `step_key_values.${l}.value`,
     });
-    g.output(`present.${l}.key`, e.act, ['batch', KV, 'total_sequence', hd]);
-    g.output(`present.${l}.value`, e.act, ['batch', KV, 'total_sequence', hd]);
+    if (present) {
+      g.output(`present.${l}.key`, e.act, ['batch', KV, 'total_sequence', hd]);
+      g.output(`present.${l}.value`, e.act, ['batch', KV, 'total_sequence', hd]);
+    }
     g.output(`step_key_values.${l}.key`, e.act, ['batch', KV, 'sequence', hd]);
     g.output(`step_key_values.${l}.value`, e.act, ['batch', KV, 'sequence', hd]);
     x = e.mlpHalf(h, l, mlpWeights(model, l));
@@ -267,7 +275,8 @@ class LlamaEmitter {
     const inputs = [qh, kh, vh, this.bias];
     if (cache.pastK && cache.pastV) inputs.push(cache.pastK, cache.pastV);
     const outputs = [this.g.fresh('attn')];
-    if (cache.presentK && cache.presentV) outputs.push(cache.presentK, cache.presentV);
+    // The operator needs present outputs whenever it has a past (internal names if not exported).
+    if (cache.pastK && cache.pastV) outputs.push(cache.presentK ?? this.g.fresh('present_key'), cache.presentV ?? this.g.fresh('present_value'));
     return this.g.node('Attention', inputs, { scale: { float: 1 / Math.sqrt(this.config.head_dim) } }, { outputs })[0];
   }
 
@@ -281,13 +290,30 @@ class LlamaEmitter {
     const H = this.config.num_attention_heads;
     const KV = this.config.num_key_value_heads;
     const hd = this.config.head_dim;
-    const kAll = cache.pastK ? g.op('Concat', [cache.pastK, kh], { axis: 2 }, { output: cache.presentK }) : kh;
-    const vAll = cache.pastV ? g.op('Concat', [cache.pastV, vh], { axis: 2 }, { output: cache.presentV }) : vh;
+    const scale = this.weight(g.fresh('attn_scale'), Float32Array.of(1 / Math.sqrt(hd)), []);
     const q5 = g.op('Reshape', [qh, g.int64([0, KV, H / KV, -1, hd])]);
-    const kT = g.op('Unsqueeze', [g.op('Transpose', [kAll], { perm: [0, 1, 3, 2] }), g.int64([2])]);
-    const scores = g.op('Mul', [g.op('MatMul', [q5, kT]), this.weight(g.fresh('attn_scale'), Float32Array.of(1 / Math.sqrt(hd)), [])]);
-    const probs = g.op('Softmax', [g.op('Add', [scores, g.op('Unsqueeze', [this.bias, g.int64([1])])])], { axis: -1 });
-    const out = g.op('MatMul', [probs, g.op('Unsqueeze', [vAll, g.int64([2])])]);
+    // Scores against one block of keys [B, KV, 1, T, hd] -> [B, KV, G, S, T].
+    const scoresOf = (keys: string) => g.op('MatMul', [q5, g.op('Unsqueeze', [g.op('Transpose', [keys], { perm: [0, 1, 3, 2] }), g.int64([2])])]);
+    const mixOf = (p: string, values: string) => g.op('MatMul', [p, g.op('Unsqueeze', [values, g.int64([2])])]);
+    const bias = g.op('Unsqueeze', [this.bias, g.int64([1])]);
+    let out: string;
+    if (cache.pastK && cache.pastV) {
+      // Past and new keys are scored separately and only the (small) score rows are
+      // concatenated: the cache itself is never copied into a present tensor.
+      if (cache.presentK && cache.presentV) {
+        g.op('Concat', [cache.pastK, kh], { axis: 2 }, { output: cache.presentK });
+        g.op('Concat', [cache.pastV, vh], { axis: 2 }, { output: cache.presentV });
+      }
+      const scores = g.op('Concat', [scoresOf(cache.pastK), scoresOf(kh)], { axis: -1 });
+      const probs = g.op('Softmax', [g.op('Add', [g.op('Mul', [scores, scale]), bias])], { axis: -1 });
+      const past = g.op('Shape', [cache.pastK], { start: 2, end: 3 });
+      const pPast = g.op('Slice', [probs, g.int64([0]), past, g.int64([-1])]);
+      const pNew = g.op('Slice', [probs, past, g.int64([Number.MAX_SAFE_INTEGER]), g.int64([-1])]);
+      out = g.op('Add', [mixOf(pPast, cache.pastV), mixOf(pNew, vh)]);
+    } else {
+      const probs = g.op('Softmax', [g.op('Add', [g.op('Mul', [scoresOf(kh), scale]), bias])], { axis: -1 });
+      out = mixOf(probs, vh);
+    }
     return g.op('Reshape', [out, g.int64([0, H, -1, hd])]);
   }
 

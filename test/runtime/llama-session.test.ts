@@ -182,3 +182,19 @@ test('resident KV rows: sequences joining, leaving, reordering and growing past 
   await batched.release();
   await solo.release();
 });
+
+test('both attention kernels (opset-23 Attention, MatMul/Softmax split over past and new keys) match the reference, with a KV cache', async () => {
+  const m = tinyModel(SHAPE, 10);
+  const tokens = [1, 8, 13, 21, 34, 2, 17, 19];
+  const ref = referenceForward(m, tokens);
+  for (const attention of ['onnx-op', 'primitives'] as const) {
+    const s = await LlamaSession.create(m, { threads: 1, attention });
+    const cache = s.newCache();
+    await s.step([{ cache, tokens: tokens.slice(0, 3) }]);
+    for (let t = 3; t < tokens.length; t++) {
+      const got = (await s.step([{ cache, tokens: [tokens[t]] }]))[0];
+      assert.ok(maxAbsDiff(got, ref[t]) < 1e-4, `${attention}, position ${t}`);
+    }
+    await s.release();
+  }
+});
