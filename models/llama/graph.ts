@@ -17,6 +17,7 @@
  *            past_key_values.{i}.value   same
  *   outputs  logits                      float32 [batch, sequence | 1, vocab_size]
  *            present.{i}.key|value       float   [batch, num_key_value_heads, total_sequence, head_dim]
+ *                                        (unless `presentOutputs: false`)
  *            step_key_values.{i}.key|value  float [batch, num_key_value_heads, sequence, head_dim]
  *                                        (only this step's entries, after RoPE: what a host-side
  *                                        cache needs back; fetching these instead of present.*
