@@ -5,6 +5,7 @@
  */
 import type { TextTokenizer } from '../models/types.js';
 import type { LlamaSession } from '../runtime/llama-session.js';
+import { IncrementalDetokenizer } from './detokenizer.js';
 import { Sampler, type SamplingParams } from './sampler.js';
 
 export interface GenerateOptions {
@@ -20,7 +21,7 @@ export interface GenerateOptions {
 export interface GenerateResult {
   tokens: number[];
   logprobs: number[];
-  /** Completion only: `decode(prompt + tokens)` minus `decode(prompt)`. */
+  /** Completion only: the text the tokens add after the prompt (engine/detokenizer.ts). */
   text: string;
   finishReason: 'stop' | 'length';
 }
@@ -39,8 +40,13 @@ export async function generate(session: LlamaSession, tokenizer: TextTokenizer, 
   const cache = session.newCache();
   const tokens: number[] = [];
   const logprobs: number[] = [];
-  const promptText = tokenizer.decode(promptIds);
-  let emitted = '';
+  const detokenizer = new IncrementalDetokenizer(tokenizer, promptIds);
+  let text = '';
+  const emit = (delta: string) => {
+    if (!delta) return;
+    text += delta;
+    options.onText?.(delta);
+  };
   let finishReason: 'stop' | 'length' = 'length';
   let logits = (await session.step([{ cache, tokens: promptIds }]))[0];
   while (tokens.length < options.maxTokens) {
@@ -51,21 +57,10 @@ export async function generate(session: LlamaSession, tokenizer: TextTokenizer, 
     }
     tokens.push(next.token);
     logprobs.push(next.logprob);
-    const text = completionText(tokenizer, promptIds, tokens, promptText);
-    if (options.onText && !text.endsWith('\uFFFD')) {
-      options.onText(text.slice(emitted.length));
-      emitted = text;
-    }
+    emit(detokenizer.push(next.token));
     if (tokens.length >= options.maxTokens || cache.length + 1 > session.maxContext) break;
     logits = (await session.step([{ cache, tokens: [next.token] }]))[0];
   }
-  const text = completionText(tokenizer, promptIds, tokens, promptText);
-  if (options.onText && text.length > emitted.length) options.onText(text.slice(emitted.length));
+  emit(detokenizer.flush());
   return { tokens, logprobs, text, finishReason };
-}
-
-/** Text added by `generated` after the prompt (prefix difference of the two decodes). */
-export function completionText(tokenizer: TextTokenizer, promptIds: readonly number[], generated: readonly number[], promptText = tokenizer.decode(promptIds)): string {
-  const full = tokenizer.decode([...promptIds, ...generated]);
-  return full.startsWith(promptText) ? full.slice(promptText.length) : full;
 }
