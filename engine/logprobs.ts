@@ -13,7 +13,7 @@ export interface ScoredToken {
  * log-softmax normaliser of `logits` [vocab]: max + log(sum exp(z - max)).
  * @throws Error if `logits` is empty.
  */
-export function logSumExp(logits: Float32Array): number {
+export function logSumExp(logits: Float32Array | Float64Array): number {
   if (logits.length === 0) throw new Error('logSumExp: empty logits');
   let max = -Infinity;
   for (let i = 0; i < logits.length; i++) if (logits[i] > max) max = logits[i];
@@ -32,14 +32,24 @@ export function logprobAt(logits: Float32Array, token: number, lse = logSumExp(l
  * first on ties.
  */
 export function topLogprobs(logits: Float32Array, k: number, lse = logSumExp(logits)): ScoredToken[] {
-  const best: number[] = [];
   if (k <= 0) return [];
-  for (let i = 0; i < logits.length; i++) {
-    if (best.length === k && logits[i] <= logits[best[k - 1]]) continue;
-    let at = best.length;
-    while (at > 0 && logits[best[at - 1]] < logits[i]) at--;
-    best.splice(at, 0, i);
-    if (best.length > k) best.pop();
+  return topIndices(logits, k).map((token) => ({ token, logprob: logits[token] - lse }));
+}
+
+/**
+ * Indices of the k largest values, largest first (lowest index on ties): one pass with a
+ * sorted buffer of k entries, O(vocab * k) worst case and ~O(vocab) for small k.
+ */
+export function topIndices(x: ArrayLike<number>, k: number): number[] {
+  const n = Math.min(k, x.length);
+  const best: number[] = [];
+  for (let i = 0; i < x.length; i++) {
+    const v = x[i];
+    if (best.length === n && !(v > x[best[n - 1]])) continue;
+    let j = best.length === n ? n - 1 : best.length;
+    while (j > 0 && v > x[best[j - 1]]) j--;
+    best.splice(j, 0, i);
+    if (best.length > n) best.pop();
   }
-  return best.map((token) => ({ token, logprob: logits[token] - lse }));
+  return best;
 }

@@ -6,6 +6,7 @@
  *   ppl = exp(sum of all nll / (windows * (S - 1)))
  */
 import type { LlamaSession } from '../runtime/llama-session.js';
+import { logprobAt } from './logprobs.js';
 
 export interface PerplexityResult {
   perplexity: number;
@@ -48,12 +49,8 @@ export async function perplexity(session: LlamaSession, windows: readonly number
     batch.forEach((w, b) => {
       const logits = out[b];
       for (let t = 0; t < seqLen - 1; t++) {
-        const row = t * V;
-        let max = -Infinity;
-        for (let v = 0; v < V; v++) if (logits[row + v] > max) max = logits[row + v];
-        let sum = 0;
-        for (let v = 0; v < V; v++) sum += Math.exp(logits[row + v] - max);
-        total += max + Math.log(sum) - logits[row + w[t + 1]];
+        const row = logits.subarray(t * V, (t + 1) * V);
+        total += -logprobAt(row, w[t + 1]);
         count += 1;
       }
     });

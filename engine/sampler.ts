@@ -13,6 +13,9 @@
  * The returned logprob is log-softmax of the penalised logits at temperature 1 (before top-k /
  * top-p), which is what OpenAI-compatible servers report.
  */
+import { logprobAt, logSumExp, topIndices } from './logprobs.js';
+
+export { topIndices } from './logprobs.js';
 
 export interface SamplingParams {
   /** 0 = greedy. */
@@ -60,13 +63,9 @@ export function seededRandom(seed: number): () => number {
   return next;
 }
 
-/** log-softmax of `x` in float64. */
-export function logSoftmax(x: ArrayLike<number>): Float64Array {
-  let max = -Infinity;
-  for (let i = 0; i < x.length; i++) if (x[i] > max) max = x[i];
-  let sum = 0;
-  for (let i = 0; i < x.length; i++) sum += Math.exp(x[i] - max);
-  const lse = max + Math.log(sum);
+/** log-softmax of `x` in float64 (normaliser: engine/logprobs.ts `logSumExp`). */
+export function logSoftmax(x: Float32Array | Float64Array): Float64Array {
+  const lse = logSumExp(x);
   const out = new Float64Array(x.length);
   for (let i = 0; i < x.length; i++) out[i] = x[i] - lse;
   return out;
@@ -112,10 +111,7 @@ export class Sampler {
       // Greedy without bias or penalties: argmax and its log-softmax in two passes, no copies.
       let best = 0;
       for (let i = 1; i < logits.length; i++) if (logits[i] > logits[best]) best = i;
-      const max = logits[best];
-      let sum = 0;
-      for (let i = 0; i < logits.length; i++) sum += Math.exp(logits[i] - max);
-      return { token: best, logprob: max - (max + Math.log(sum)) }; // as logSoftmax rounds it
+      return { token: best, logprob: logprobAt(logits, best) };
     }
     const x = this.processed(logits, generated);
     const lp = logSoftmax(x);
@@ -161,24 +157,6 @@ export class Sampler {
     const lp = logSoftmax(this.processed(logits, generated));
     return topIndices(lp, k).map((token) => ({ token, logprob: lp[token] }));
   }
-}
-
-/**
- * Indices of the k largest values, largest first (lowest index on ties): one pass with a
- * sorted buffer of k entries, O(vocab * k) worst case and ~O(vocab) for small k.
- */
-export function topIndices(x: ArrayLike<number>, k: number): number[] {
-  const n = Math.min(k, x.length);
-  const best: number[] = [];
-  for (let i = 0; i < x.length; i++) {
-    const v = x[i];
-    if (best.length === n && !(v > x[best[n - 1]])) continue;
-    let j = best.length === n ? n - 1 : best.length;
-    while (j > 0 && v > x[best[j - 1]]) j--;
-    best.splice(j, 0, i);
-    if (best.length > n) best.pop();
-  }
-  return best;
 }
 
 /**
