@@ -50,9 +50,15 @@ export class OnnxGraph {
   private counter = 0;
   private readonly constCache = new Map<string, string>();
 
+  /**
+   * @param externalDataPath file name the external initializers reference.
+   * @param inlineBelowBytes initializers up to this size go inline as raw_data (default
+   *   {@link EXTERNAL_THRESHOLD_BYTES}; Infinity keeps a small graph self-contained).
+   */
   constructor(
     readonly name: string,
     readonly externalDataPath = 'weights.bin',
+    private readonly inlineBelowBytes = EXTERNAL_THRESHOLD_BYTES,
   ) {}
 
   /** Declares a graph input of the given element type and shape; returns its name. */
@@ -78,7 +84,7 @@ export class OnnxGraph {
     }
     const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
     const tensor: onnx.ITensorProto = { name, dims, dataType: DT[type] };
-    if (bytes.byteLength <= EXTERNAL_THRESHOLD_BYTES) {
+    if (bytes.byteLength <= this.inlineBelowBytes) {
       tensor.rawData = bytes.slice();
     } else {
       // Keep offsets 64-byte aligned so onnxruntime may map them without copies.

@@ -13,7 +13,7 @@ const path = require('node:path');
 const root = path.join(__dirname, '..', '..');
 const device = require(path.join(root, 'dist', 'runtime', 'device.js'));
 const ort = require('onnxruntime-node');
-const { onnx } = require('onnx-proto');
+const { OnnxGraph } = require(path.join(root, 'dist', 'models', 'onnx', 'builder.js'));
 
 const N = 4;
 const K = 64;
@@ -35,33 +35,13 @@ const B = values(M, 2);
 const X = values(N * K, 3);
 
 function affineModel() {
-  const f32 = (name, dims, data) =>
-    onnx.TensorProto.create({ name, dims, dataType: onnx.TensorProto.DataType.FLOAT, rawData: new Uint8Array(data.buffer) });
-  const info = (name, dims) =>
-    onnx.ValueInfoProto.create({
-      name,
-      type: {
-        tensorType: {
-          elemType: onnx.TensorProto.DataType.FLOAT,
-          shape: { dim: dims.map((d) => (typeof d === 'string' ? { dimParam: d } : { dimValue: d })) },
-        },
-      },
-    });
-  const model = onnx.ModelProto.create({
-    irVersion: 8,
-    opsetImport: [{ domain: '', version: 17 }],
-    graph: {
-      name: 'affine',
-      node: [
-        { opType: 'MatMul', input: ['x', 'W'], output: ['xw'] },
-        { opType: 'Add', input: ['xw', 'b'], output: ['y'] },
-      ],
-      initializer: [f32('W', [K, M], W), f32('b', [M], B)],
-      input: [info('x', ['n', K])],
-      output: [info('y', ['n', M])],
-    },
-  });
-  return onnx.ModelProto.encode(model).finish();
+  const g = new OnnxGraph('affine', 'weights.bin', Infinity); // self-contained: no external data
+  const x = g.input('x', 'float32', ['n', K]);
+  const w = g.initializer('W', 'float32', [K, M], W);
+  const b = g.initializer('b', 'float32', [M], B);
+  g.op('Add', [g.op('MatMul', [x, w]), b], {}, { output: 'y' });
+  g.output('y', 'float32', ['n', M]);
+  return g.build().model;
 }
 
 function reference() {

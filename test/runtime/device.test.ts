@@ -12,7 +12,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import * as ort from 'onnxruntime-node';
-import { onnx } from 'onnx-proto';
+import { OnnxGraph } from '../../models/onnx/builder.js';
 import {
   createSessionOnDevice,
   defaultDeviceEnvironment,
@@ -34,38 +34,13 @@ const W_VALUES = [0.5, -1, 2, 0.25, -1.5, 3];
 const B_VALUES = [0.125, -2];
 
 function affineModel(): Uint8Array {
-  const f32 = (name: string, dims: number[], values: number[]) =>
-    onnx.TensorProto.create({
-      name,
-      dims,
-      dataType: onnx.TensorProto.DataType.FLOAT,
-      rawData: new Uint8Array(Float32Array.from(values).buffer),
-    });
-  const valueInfo = (name: string, dims: (number | string)[]) =>
-    onnx.ValueInfoProto.create({
-      name,
-      type: {
-        tensorType: {
-          elemType: onnx.TensorProto.DataType.FLOAT,
-          shape: { dim: dims.map((d) => (typeof d === 'string' ? { dimParam: d } : { dimValue: d })) },
-        },
-      },
-    });
-  const model = onnx.ModelProto.create({
-    irVersion: 8,
-    opsetImport: [{ domain: '', version: 17 }],
-    graph: {
-      name: 'affine',
-      node: [
-        { opType: 'MatMul', input: ['x', 'W'], output: ['xw'] },
-        { opType: 'Add', input: ['xw', 'b'], output: ['y'] },
-      ],
-      initializer: [f32('W', [3, 2], W_VALUES), f32('b', [2], B_VALUES)],
-      input: [valueInfo('x', ['n', 3])],
-      output: [valueInfo('y', ['n', 2])],
-    },
-  });
-  return onnx.ModelProto.encode(model).finish();
+  const g = new OnnxGraph('affine');
+  const x = g.input('x', 'float32', ['n', 3]);
+  const w = g.initializer('W', 'float32', [3, 2], Float32Array.from(W_VALUES));
+  const b = g.initializer('b', 'float32', [2], Float32Array.from(B_VALUES));
+  g.op('Add', [g.op('MatMul', [x, w]), b], {}, { output: 'y' });
+  g.output('y', 'float32', ['n', 2]);
+  return g.build().model;
 }
 
 /** Reference in float64: y[i][j] = sum_k x[i][k] W[k][j] + b[j]. */
