@@ -12,8 +12,11 @@ import { StopStringMatcher } from './stop.js';
 
 /** The sampler a sequence uses (engine/sampler.ts `Sampler` fits). */
 export interface TokenSampler {
-  /** The next token and its logprob (processed logits; temperature 0 -> logprob at temperature 1). */
-  sample(logits: Float32Array, generated: readonly number[]): { token: number; logprob: number };
+  /**
+   * The next token and, when `withLogprob`, its logprob (processed logits; temperature 0 ->
+   * logprob at temperature 1); null otherwise.
+   */
+  sample(logits: Float32Array, generated: readonly number[], withLogprob: boolean): { token: number; logprob: number | null };
   /** The k most likely tokens by logprob (same processing as sample, given the tokens generated so far). */
   topLogprobs(logits: Float32Array, k: number, generated: readonly number[]): { token: number; logprob: number }[];
 }
@@ -122,7 +125,7 @@ export class Sequence<C> {
       for (const id of req.stopTokenIds) logits[id] = -Infinity;
     }
     const textOffset = this.echoText.length + this.detok.emittedChars;
-    const { token, logprob } = this.sampler.sample(logits, this.generated);
+    const { token, logprob } = this.sampler.sample(logits, this.generated, this.wantLogprobs);
     const entry: TokenEntry = {
       tokenId: token,
       token: this.wantLogprobs ? this.detok.peek(token) : '',

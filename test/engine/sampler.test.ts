@@ -1,7 +1,7 @@
 /** Sampler: greedy, penalties, top-k / top-p support, seeded reproducibility, logprobs. */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { logSoftmax, Sampler, type SamplingParams } from '../../engine/sampler.js';
+import { argmax, logSoftmax, Sampler, type SamplingParams } from '../../engine/sampler.js';
 
 const base: SamplingParams = { temperature: 1, topP: 1, topK: 0, presencePenalty: 0, frequencyPenalty: 0 };
 const logits = Float32Array.from([1, 3, 2, 3, -1]);
@@ -11,6 +11,27 @@ test('greedy picks the argmax, lowest id on ties, with its temperature-1 logprob
   const r = s.sample(logits, []);
   assert.equal(r.token, 1);
   assert.ok(Math.abs(r.logprob - logSoftmax(logits)[1]) < 1e-12);
+});
+
+test('argmax takes the lowest index on ties, also at the ends', () => {
+  assert.equal(argmax(logits), 1);
+  assert.equal(argmax(Float32Array.from([5, 5, 1])), 0);
+  assert.equal(argmax(Float64Array.from([-Infinity, -2, -1])), 2);
+});
+
+test('without withLogprob the same token is drawn and its logprob is null, for every sampling mode', () => {
+  const modes: Partial<SamplingParams>[] = [{ temperature: 0 }, { temperature: 0, presencePenalty: 1 }, { seed: 7 }, { topK: 2, seed: 7 }, { topP: 0.9, seed: 7 }];
+  for (const m of modes) {
+    const scored = new Sampler({ ...base, ...m });
+    const bare = new Sampler({ ...base, ...m });
+    for (let i = 0; i < 20; i++) {
+      const a = scored.sample(logits, [1]);
+      const b = bare.sample(logits, [1], false);
+      assert.equal(b.token, a.token, JSON.stringify(m));
+      assert.equal(b.logprob, null);
+      assert.ok(Math.abs(a.logprob - logSoftmax(scored.processed(logits, [1]))[a.token]) < 1e-12);
+    }
+  }
 });
 
 test('frequency and presence penalties follow the OpenAI definition', () => {
