@@ -60,13 +60,26 @@ export class SequenceCache {
   /**
    * Copies entries [from, from + count) of `layer` into row `b` of a batch tensor `dst` of
    * shape [batch, kvHeads, past, headDim], at the same positions (the batch layout is
-   * right-padded: a sequence's entries start at position 0).
+   * right-padded: a sequence's entries start at position 0). With `transposed`, `dst` is
+   * [batch, kvHeads, headDim, past] (the key layout of the 'primitives' attention kernel,
+   * models/llama/graph.ts `keyCacheLayout`).
    */
-  writeEntries(layer: number, kind: 'key' | 'value', dst: KVArray, b: number, past: number, from = 0, count = this.len - from): void {
+  writeEntries(layer: number, kind: 'key' | 'value', dst: KVArray, b: number, past: number, from = 0, count = this.len - from, transposed = false): void {
     const src = kind === 'key' ? this.keys[layer] : this.values[layer];
     const row = this.headDim;
+    if (!transposed) {
+      for (let h = 0; h < this.kvHeads; h++) {
+        copyRange(dst, ((b * this.kvHeads + h) * past + from) * row, src, (h * this.capacity + from) * row, count * row);
+      }
+      return;
+    }
+    if (dst.constructor !== src.constructor) throw new TypeError('KV cache: float32 and float16 entries mixed');
     for (let h = 0; h < this.kvHeads; h++) {
-      copyRange(dst, ((b * this.kvHeads + h) * past + from) * row, src, (h * this.capacity + from) * row, count * row);
+      const base = (b * this.kvHeads + h) * row * past;
+      for (let t = from; t < from + count; t++) {
+        const s0 = (h * this.capacity + t) * row;
+        for (let d = 0; d < row; d++) dst[base + d * past + t] = src[s0 + d];
+      }
     }
   }
 

@@ -10,7 +10,7 @@
  */
 import os from 'node:os';
 import * as ort from 'onnxruntime-node';
-import { buildLlamaGraph, MASKED, type AttentionKernel } from '../models/llama/graph.js';
+import { buildLlamaGraph, DEFAULT_ATTENTION_KERNEL, keyCacheLayout, MASKED, type AttentionKernel } from '../models/llama/graph.js';
 import type { LoadedModel } from '../models/types.js';
 import { createSessionOnDevice, type DeviceRequest } from './device.js';
 import { kvArray, SequenceCache, type KVArray, type KVDtype } from './kv-cache.js';
@@ -26,7 +26,7 @@ export interface LlamaSessionOptions {
   logits?: 'last' | 'all';
   /** Weights, activations and KV cache precision (default float32; logits are float32). */
   dtype?: KVDtype;
-  /** Attention kernel of the graph (models/llama/graph.ts; default from SLICESERVE_ATTENTION or 'onnx-op'). */
+  /** Attention kernel of the graph (models/llama/graph.ts; default from SLICESERVE_ATTENTION or 'primitives'). */
   attention?: AttentionKernel;
   logger?: { info(msg: string): void; warn(msg: string): void };
 }
@@ -45,7 +45,8 @@ export class LlamaSession {
   private readonly fetches: string[];
   /**
    * The batch's past_key_values, one buffer per (layer, key|value) (slot 2l = key, 2l+1 =
-   * value), laid out [rows, kv_heads, capacity, head_dim] and kept between steps (see
+   * value), laid out [rows, kv_heads, capacity, head_dim] (keys [rows, kv_heads, head_dim,
+   * capacity] for the 'primitives' kernel: graph.ts `keyCacheLayout`) and kept between steps (see
    * {@link LlamaSession.step}). Stale entries beyond a sequence's length are always masked.
    */
   private readonly pastPool: KVArray[] = [];
@@ -58,6 +59,8 @@ export class LlamaSession {
     readonly device: 'cpu' | 'cuda' | 'webgpu',
     readonly logitsMode: 'last' | 'all',
     readonly dtype: KVDtype,
+    /** Keys are fed [batch, kv_heads, head_dim, past] (graph.ts `keyCacheLayout`). */
+    private readonly transposedKeys: boolean,
   ) {
     const L = model.config.num_hidden_layers;
     this.fetches = ['logits', ...Array.from({ length: L }, (_, l) => [`step_key_values.${l}.key`, `step_key_values.${l}.value`]).flat()];
@@ -71,7 +74,8 @@ export class LlamaSession {
   static async create(model: LoadedModel, options: LlamaSessionOptions = {}): Promise<LlamaSession> {
     const logits = options.logits ?? 'last';
     const dtype = options.dtype ?? 'float32';
-    const built = buildLlamaGraph(model, { logits, dtype, presentOutputs: false, attention: options.attention });
+    const attention = options.attention ?? DEFAULT_ATTENTION_KERNEL;
+    const built = buildLlamaGraph(model, { logits, dtype, presentOutputs: false, attention });
     const { session, device } = await createSessionOnDevice(built.model, {
       device: options.device ?? 'cpu',
       logger: options.logger,
@@ -82,7 +86,7 @@ export class LlamaSession {
         externalData: [{ path: built.externalDataPath, data: built.externalData }],
       } as ort.InferenceSession.SessionOptions,
     });
-    return new LlamaSession(model, session, device, logits, dtype);
+    return new LlamaSession(model, session, device, logits, dtype, keyCacheLayout(attention) === 'transposed');
   }
 
   get maxContext(): number {
@@ -106,7 +110,7 @@ export class LlamaSession {
    * concatenated ([tokens.length * vocab]).
    *
    * The batch's past_key_values live in resident host buffers [rows, kv_heads, capacity,
-   * head_dim], one row per sequence, entries from position 0 (right-padded, the padding masked
+   * head_dim] (keys transposed for the 'primitives' kernel), one row per sequence, entries from position 0 (right-padded, the padding masked
    * by attention_bias). A sequence that stays in the batch keeps its row and only its new
    * entries are written each step; rows are copied only for sequences that join the batch or
    * move to fill a hole, and everything is re-laid only when the capacity is exceeded. New
@@ -155,7 +159,8 @@ export class LlamaSession {
     const L = c.num_hidden_layers;
     for (let slot = 0; slot < 2 * L; slot++) {
       const past = P === 0 ? kvArray(this.dtype, 0) : this.pastPool[slot].subarray(0, B * KV * P * hd);
-      feeds[`past_key_values.${slot >> 1}.${slot & 1 ? 'value' : 'key'}`] = new ort.Tensor(this.dtype, past, [B, KV, P, hd]);
+      const transposed = this.transposedKeys && !(slot & 1);
+      feeds[`past_key_values.${slot >> 1}.${slot & 1 ? 'value' : 'key'}`] = new ort.Tensor(this.dtype, past, transposed ? [B, KV, hd, P] : [B, KV, P, hd]);
     }
     const out = await this.session.run(feeds, this.fetches);
     for (let slot = 0; slot < 2 * L; slot++) {
@@ -170,7 +175,8 @@ export class LlamaSession {
       for (let slot = 0; slot < 2 * L; slot++) {
         const l = slot >> 1;
         const kind = slot & 1 ? 'value' : 'key';
-        inputs.forEach((inp, b) => inp.cache.writeEntries(l, kind, this.pastPool[slot], rowOf[b], P, inp.cache.length - inp.tokens.length, inp.tokens.length));
+        const transposed = this.transposedKeys && kind === 'key';
+        inputs.forEach((inp, b) => inp.cache.writeEntries(l, kind, this.pastPool[slot], rowOf[b], P, inp.cache.length - inp.tokens.length, inp.tokens.length, transposed));
       }
     }
     const logits = out.logits.data as Float32Array;
@@ -223,7 +229,7 @@ export class LlamaSession {
       for (let slot = 0; slot < 2 * L; slot++) {
         const buf = this.pastPool[slot];
         if (from !== undefined) buf.copyWithin(r * block, from * block, (from + 1) * block);
-        else inp.cache.writeEntries(slot >> 1, slot & 1 ? 'value' : 'key', buf, r, P);
+        else inp.cache.writeEntries(slot >> 1, slot & 1 ? 'value' : 'key', buf, r, P, 0, inp.cache.length, this.transposedKeys && !(slot & 1));
       }
     });
     const rows = new Array<SequenceCache | null>(B).fill(null);

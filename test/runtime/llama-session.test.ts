@@ -6,6 +6,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { W, type LoadedModel } from '../../models/types.js';
+import * as ort from 'onnxruntime-node';
+import { buildLlamaGraph, keyCacheLayout } from '../../models/llama/graph.js';
 import { referenceForward } from '../../models/llama/reference.js';
 import { LlamaSession } from '../../runtime/llama-session.js';
 import { randn, rng, tinyModel } from '../helpers/tiny-model.js';
@@ -183,11 +185,11 @@ test('resident KV rows: sequences joining, leaving, reordering and growing past 
   await solo.release();
 });
 
-test('both attention kernels (opset-23 Attention, MatMul/Softmax split over past and new keys) match the reference, with a KV cache', async () => {
-  const m = tinyModel(SHAPE, 10);
-  const tokens = [1, 8, 13, 21, 34, 2, 17, 19];
-  const ref = referenceForward(m, tokens);
+test('both attention kernels (opset-23 Attention, MatMul/Softmax split over past and new keys) match the reference, with a KV cache, dense and sliced', async () => {
+  for (const m of [tinyModel(SHAPE, 10), randomSliced(tinyModel(SHAPE, 11), 24, 12)])
   for (const attention of ['onnx-op', 'primitives'] as const) {
+    const tokens = [1, 8, 13, 21, 34, 2, 17, 19];
+    const ref = referenceForward(m, tokens);
     const s = await LlamaSession.create(m, { threads: 1, attention });
     const cache = s.newCache();
     await s.step([{ cache, tokens: tokens.slice(0, 3) }]);
@@ -196,5 +198,34 @@ test('both attention kernels (opset-23 Attention, MatMul/Softmax split over past
       assert.ok(maxAbsDiff(got, ref[t]) < 1e-4, `${attention}, position ${t}`);
     }
     await s.release();
+  }
+});
+
+test('present.* fed back as past_key_values (the onnxruntime-genai loop) in each kernel\'s key layout', async () => {
+  const m = tinyModel(SHAPE, 13);
+  const tokens = [1, 8, 13, 21, 34, 2];
+  const ref = referenceForward(m, tokens);
+  const { num_hidden_layers: L, num_key_value_heads: KV, head_dim: hd } = m.config;
+  for (const attention of ['onnx-op', 'primitives'] as const) {
+    const built = buildLlamaGraph(m, { logits: 'last', attention });
+    const session = await ort.InferenceSession.create(built.model, { externalData: [{ path: built.externalDataPath, data: built.externalData }], intraOpNumThreads: 1 });
+    const transposed = keyCacheLayout(attention) === 'transposed';
+    const empty = (kind: 'key' | 'value') => new ort.Tensor('float32', new Float32Array(0), kind === 'key' && transposed ? [1, KV, hd, 0] : [1, KV, 0, hd]);
+    let past: Record<string, ort.Tensor> = {};
+    for (let l = 0; l < L; l++) for (const kind of ['key', 'value'] as const) past[`past_key_values.${l}.${kind}`] = empty(kind);
+    for (let t = 0; t < tokens.length; t++) {
+      const out = await session.run({
+        input_ids: new ort.Tensor('int64', BigInt64Array.of(BigInt(tokens[t])), [1, 1]),
+        position_ids: new ort.Tensor('int64', BigInt64Array.of(BigInt(t)), [1, 1]),
+        attention_bias: new ort.Tensor('float32', new Float32Array(t + 1), [1, 1, t + 1]),
+        ...past,
+      });
+      assert.ok(maxAbsDiff(out.logits.data as Float32Array, ref[t]) < 1e-4, `${attention}, position ${t}`);
+      const key = out['present.0.key'];
+      assert.deepEqual(key.dims, transposed ? [1, KV, hd, t + 1] : [1, KV, t + 1, hd]);
+      past = {};
+      for (let l = 0; l < L; l++) for (const kind of ['key', 'value'] as const) past[`past_key_values.${l}.${kind}`] = out[`present.${l}.${kind}`];
+    }
+    await session.release();
   }
 });
