@@ -5,6 +5,12 @@
  * left-padded), with an additive attention bias that hides every padding position, so a
  * sequence's logits do not depend on what it is batched with.
  *
+ * On WebGPU with the 'primitives' attention kernel the batch's past stays on the device between
+ * decode steps (docs/gpu.md, "KV cache on the device"): the graph's present.* outputs are kept
+ * as GPU buffers and fed back as the next step's past_key_values.* while the batch and its rows
+ * do not change and every sequence adds one token; otherwise the past is re-laid from the host
+ * caches and uploaded. The host SequenceCache stays the source of truth on every device.
+ *
  * `session.run()` blocks the calling thread (RUNTIME-NOTES.md): servers call this from a
  * worker_thread.
  */
@@ -12,7 +18,8 @@ import os from 'node:os';
 import * as ort from 'onnxruntime-node';
 import { buildLlamaGraph, DEFAULT_ATTENTION_KERNEL, keyCacheLayout, MASKED, type AttentionKernel } from '../models/llama/graph.js';
 import type { LoadedModel } from '../models/types.js';
-import { createSessionOnDevice, type DeviceRequest } from './device.js';
+import { appendValid, attentionBiasFromValid, freshValid, planDevicePast, type DevicePastState, type DeviceRebuildReason } from './device-kv.js';
+import { createSessionOnDevice, type Device, type DeviceRequest } from './device.js';
 import { kvArray, SequenceCache, type KVArray, type KVDtype } from './kv-cache.js';
 
 export { SequenceCache } from './kv-cache.js';
@@ -28,6 +35,13 @@ export interface LlamaSessionOptions {
   dtype?: KVDtype;
   /** Attention kernel of the graph (models/llama/graph.ts; default from SLICESERVE_ATTENTION or 'primitives'). */
   attention?: AttentionKernel;
+  /**
+   * Keep the batch's KV cache in the session's present.* outputs between decode steps instead of
+   * uploading the past every step. Default: on for webgpu with the 'primitives' kernel (the
+   * outputs stay in GPU buffers), off otherwise. Forcing it on for cpu runs the same
+   * bookkeeping with CPU tensors (tests); forcing it off on webgpu measures the host path.
+   */
+  deviceKV?: boolean;
   logger?: { info(msg: string): void; warn(msg: string): void };
 }
 
@@ -39,6 +53,28 @@ export interface StepInput {
 
 /** Spare positions (and rounding) of the resident past buffers: re-laid at most every this many steps. */
 const RESIDENT_HEADROOM = 16;
+/**
+ * Masked positions a device-held past may carry beyond its longest sequence before it is
+ * re-laid from the host (planDevicePast). A re-laid past has at most 2 * RESIDENT_HEADROOM + S
+ * of them and decode steps do not add any, so this bound is a safety net.
+ */
+const DEVICE_PAST_MAX_PADDING = 4 * RESIDENT_HEADROOM + 64;
+
+/** Steps of a device-KV session, by how their past was fed. */
+export interface DeviceKVStats {
+  /** Whether present.* are kept and fed back (see LlamaSessionOptions.deviceKV). */
+  enabled: boolean;
+  /** Steps that fed the previous step's present.* back (no past upload). */
+  reused: number;
+  /** Steps that re-laid the past from the host caches, by reason. */
+  uploaded: Partial<Record<DeviceRebuildReason, number>>;
+}
+
+/** The past held in output tensors between steps (device-KV mode). */
+interface HeldPast extends DevicePastState<SequenceCache> {
+  /** past_key_values.* feed name -> the previous step's present tensor. */
+  tensors: Record<string, ort.Tensor>;
+}
 
 export class LlamaSession {
   /** Outputs fetched each step: the logits and this step's KV entries (not the whole present.*). */
@@ -52,6 +88,11 @@ export class LlamaSession {
   private readonly pastPool: KVArray[] = [];
   /** Which sequence each row of the pooled past buffers holds, and their capacity (positions). */
   private resident?: { capacity: number; rows: (SequenceCache | null)[] };
+  /** Device-KV mode: the previous step's present.* and the rows they hold. */
+  private held?: HeldPast;
+  /** Device-KV mode: a step reused the held past since the host rows were last written. */
+  private hostRowsStale = false;
+  private readonly kvStats: DeviceKVStats;
 
   private constructor(
     readonly model: LoadedModel,
@@ -61,9 +102,14 @@ export class LlamaSession {
     readonly dtype: KVDtype,
     /** Keys are fed [batch, kv_heads, head_dim, past] (graph.ts `keyCacheLayout`). */
     private readonly transposedKeys: boolean,
+    /** present.* are fetched and fed back as the next past when the batch allows (device KV). */
+    private readonly deviceKV: boolean,
   ) {
     const L = model.config.num_hidden_layers;
     this.fetches = ['logits', ...Array.from({ length: L }, (_, l) => [`step_key_values.${l}.key`, `step_key_values.${l}.value`]).flat()];
+    // The full list every step: an output once fetched with preferredOutputLocation stays bound.
+    if (deviceKV) this.fetches.push(...presentNames(L));
+    this.kvStats = { enabled: deviceKV, reused: 0, uploaded: {} };
   }
 
   /**
@@ -75,18 +121,41 @@ export class LlamaSession {
     const logits = options.logits ?? 'last';
     const dtype = options.dtype ?? 'float32';
     const attention = options.attention ?? DEFAULT_ATTENTION_KERNEL;
-    const built = buildLlamaGraph(model, { logits, dtype, presentOutputs: false, attention });
-    const { session, device } = await createSessionOnDevice(built.model, {
-      device: options.device ?? 'cpu',
-      logger: options.logger,
-      sessionOptions: {
-        graphOptimizationLevel: 'all',
-        intraOpNumThreads: options.threads ?? os.availableParallelism(),
-        interOpNumThreads: 1,
-        externalData: [{ path: built.externalDataPath, data: built.externalData }],
-      } as ort.InferenceSession.SessionOptions,
-    });
-    return new LlamaSession(model, session, device, logits, dtype, keyCacheLayout(attention) === 'transposed');
+    const request = options.device ?? 'cpu';
+    const wantsDeviceKV = (d: Device) => options.deviceKV ?? (d === 'webgpu' && attention === 'primitives');
+    const open = async (device: DeviceRequest, presentOutputs: boolean) => {
+      const built = buildLlamaGraph(model, { logits, dtype, presentOutputs, attention });
+      const L = model.config.num_hidden_layers;
+      return createSessionOnDevice(built.model, {
+        device,
+        logger: options.logger,
+        sessionOptions: (d) =>
+          ({
+            graphOptimizationLevel: 'all',
+            intraOpNumThreads: options.threads ?? os.availableParallelism(),
+            interOpNumThreads: 1,
+            externalData: [{ path: built.externalDataPath, data: built.externalData }],
+            // present.* stay in GPU buffers; logits and step_key_values.* come back to the host.
+            ...(presentOutputs && d === 'webgpu'
+              ? { preferredOutputLocation: Object.fromEntries([...presentNames(L).map((n) => [n, 'gpu-buffer']), ['logits', 'cpu'], ...Array.from({ length: L }, (_, l) => [[`step_key_values.${l}.key`, 'cpu'], [`step_key_values.${l}.value`, 'cpu']]).flat()]) }
+              : {}),
+          }) as ort.InferenceSession.SessionOptions,
+      });
+    };
+    // The graph is built for the device asked for; `auto` builds the host-KV graph first and
+    // rebuilds it with present outputs only if it lands on a device that wants them.
+    const guess: Device = request === 'auto' ? 'cpu' : request;
+    let { session, device } = await open(request, wantsDeviceKV(guess));
+    if (wantsDeviceKV(device) !== wantsDeviceKV(guess)) {
+      await session.release();
+      ({ session, device } = await open(device, wantsDeviceKV(device)));
+    }
+    return new LlamaSession(model, session, device, logits, dtype, keyCacheLayout(attention) === 'transposed', wantsDeviceKV(device));
+  }
+
+  /** How the past was fed in each step so far (device-KV mode; counts stay 0 otherwise). */
+  get deviceKVStats(): DeviceKVStats {
+    return { enabled: this.kvStats.enabled, reused: this.kvStats.reused, uploaded: { ...this.kvStats.uploaded } };
   }
 
   get maxContext(): number {
@@ -126,10 +195,13 @@ export class LlamaSession {
       if (inp.tokens.length === 0) throw new Error('step: a sequence has no new tokens');
       inp.cache.reserve(inp.tokens.length);
     }
+    if (this.deviceKV) return this.stepDeviceKV(inputs, S);
     const maxLen = Math.max(...inputs.map((i) => i.cache.length));
-    // rowOf[b]: the batch row of input b. A batch of fresh sequences (prefill) needs no past.
-    const rowOf = maxLen === 0 ? inputs.map((_, b) => b) : this.placeRows(inputs, maxLen + S);
-    const P = maxLen === 0 ? 0 : this.resident!.capacity;
+    // rowOf[b]: the batch row of input b. A batch of fresh sequences (prefill) needs no past,
+    // except on webgpu, whose MatMul crashes on an empty past (a masked one is laid instead).
+    const noPast = maxLen === 0 && this.device !== 'webgpu';
+    const rowOf = noPast ? inputs.map((_, b) => b) : this.placeRows(inputs, maxLen + S);
+    const P = noPast ? 0 : this.resident!.capacity;
     const T = P + S;
     const ids = new BigInt64Array(B * S);
     const pos = new BigInt64Array(B * S);
@@ -179,10 +251,116 @@ export class LlamaSession {
         inputs.forEach((inp, b) => inp.cache.writeEntries(l, kind, this.pastPool[slot], rowOf[b], P, inp.cache.length - inp.tokens.length, inp.tokens.length, transposed));
       }
     }
-    const logits = out.logits.data as Float32Array;
-    const V = out.logits.dims[2];
+    return this.splitLogits(out.logits, inputs, rowOf, S);
+  }
+
+  /** Each input's logits from the batch's [B, S | 1, vocab] logits (see {@link step}). */
+  private splitLogits(t: ort.Tensor, inputs: readonly StepInput[], rowOf: readonly number[], S: number): Float32Array[] {
+    const logits = t.data as Float32Array;
+    const V = t.dims[2];
     if (this.logitsMode === 'last') return inputs.map((_, b) => logits.slice(rowOf[b] * V, (rowOf[b] + 1) * V));
     return inputs.map((inp, b) => logits.slice((rowOf[b] * S + S - inp.tokens.length) * V, (rowOf[b] + 1) * S * V));
+  }
+
+  /**
+   * {@link step} with the past held in the previous step's present.* tensors (GPU buffers on
+   * webgpu). A decode step over the same rows feeds them back; any other step re-lays the past
+   * from the host caches ({@link placeRows}, capacity > 0, so an empty past never reaches the
+   * device) and uploads it. Either way this step's present.* become the held past, whose rows
+   * carry the valid-position ranges that build attention_bias (runtime/device-kv.ts). The
+   * host caches are appended from step_key_values.* as on every device. Tensor data of the
+   * held past is never read on the host (a gpu-buffer read aborts the process); tensors are
+   * disposed once replaced and in {@link release}.
+   */
+  private async stepDeviceKV(inputs: readonly StepInput[], S: number): Promise<Float32Array[]> {
+    const c = this.model.config;
+    const KV = c.num_key_value_heads;
+    const hd = c.head_dim;
+    const L = c.num_hidden_layers;
+    const B = inputs.length;
+    const plan = planDevicePast(
+      this.held,
+      inputs.map((i) => ({ key: i.cache, length: i.cache.length, newTokens: i.tokens.length })),
+      DEVICE_PAST_MAX_PADDING,
+    );
+    let rowOf: number[];
+    let P: number;
+    let valid: DevicePastState<SequenceCache>['valid'];
+    let rows: SequenceCache[];
+    const feeds: Record<string, ort.Tensor> = {};
+    if (plan.reuse) {
+      const held = this.held!;
+      ({ rowOf } = plan);
+      ({ past: P, valid, rows } = held as HeldPast & { rows: SequenceCache[] });
+      Object.assign(feeds, held.tensors);
+      this.kvStats.reused++;
+      this.hostRowsStale = true;
+    } else {
+      this.dropHeld();
+      // The host rows are stale after reused steps (only the caches were appended): re-lay all.
+      if (this.hostRowsStale) this.resident = undefined;
+      this.hostRowsStale = false;
+      rowOf = this.placeRows(inputs, Math.max(...inputs.map((i) => i.cache.length)) + S);
+      P = this.resident!.capacity;
+      rows = new Array<SequenceCache>(B);
+      inputs.forEach((inp, b) => (rows[rowOf[b]] = inp.cache));
+      valid = freshValid(rows.map((cache) => cache.length));
+      for (let slot = 0; slot < 2 * L; slot++) {
+        const transposed = this.transposedKeys && !(slot & 1);
+        feeds[pastName(slot)] = new ort.Tensor(this.dtype, this.pastPool[slot].subarray(0, B * KV * P * hd), transposed ? [B, KV, hd, P] : [B, KV, P, hd]);
+      }
+      this.kvStats.uploaded[plan.reason] = (this.kvStats.uploaded[plan.reason] ?? 0) + 1;
+    }
+    const counts = new Array<number>(B);
+    const ids = new BigInt64Array(B * S);
+    const pos = new BigInt64Array(B * S);
+    inputs.forEach((inp, b) => {
+      const r = rowOf[b];
+      const s = inp.tokens.length;
+      counts[r] = s;
+      for (let i = 0; i < s; i++) {
+        ids[r * S + S - s + i] = BigInt(inp.tokens[i]);
+        pos[r * S + S - s + i] = BigInt(inp.cache.length + i);
+      }
+    });
+    feeds.input_ids = new ort.Tensor('int64', ids, [B, S]);
+    feeds.position_ids = new ort.Tensor('int64', pos, [B, S]);
+    feeds.attention_bias = new ort.Tensor('float32', attentionBiasFromValid(valid, P, S, counts), [B, S, P + S]);
+    let out: ort.InferenceSession.ReturnType;
+    try {
+      out = await this.session.run(feeds, this.fetches);
+    } catch (err) {
+      this.dropHeld();
+      throw err;
+    }
+    for (let slot = 0; slot < 2 * L; slot++) {
+      const l = slot >> 1;
+      const kind = slot & 1 ? 'value' : 'key';
+      const fresh = out[`step_key_values.${l}.${kind}`].data as KVArray;
+      inputs.forEach((inp, b) => inp.cache.readPresent(l, kind, fresh, rowOf[b], S, inp.tokens.length));
+    }
+    inputs.forEach((inp) => inp.cache.commit(inp.tokens.length));
+    if (!plan.reuse) {
+      // Keep the host rows in sync while no step has reused the held past (see above).
+      for (let slot = 0; slot < 2 * L; slot++) {
+        const l = slot >> 1;
+        const kind = slot & 1 ? 'value' : 'key';
+        const transposed = this.transposedKeys && kind === 'key';
+        inputs.forEach((inp, b) => inp.cache.writeEntries(l, kind, this.pastPool[slot], rowOf[b], P, inp.cache.length - inp.tokens.length, inp.tokens.length, transposed));
+      }
+    }
+    const previous = plan.reuse ? this.held : undefined;
+    const tensors: Record<string, ort.Tensor> = {};
+    for (let slot = 0; slot < 2 * L; slot++) tensors[pastName(slot)] = out[presentName(slot)];
+    this.held = { rows, past: P + S, valid: appendValid(valid, P, S, counts), tensors };
+    if (previous) disposeAll(previous.tensors);
+    return this.splitLogits(out.logits, inputs, rowOf, S);
+  }
+
+  /** Disposes the held past (device-KV mode), if any. */
+  private dropHeld(): void {
+    if (this.held) disposeAll(this.held.tensors);
+    this.held = undefined;
   }
 
   /**
@@ -249,8 +427,29 @@ export class LlamaSession {
     }
   }
 
-  /** Frees the onnxruntime session. */
+  /** Frees the held device past (device-KV mode) and the onnxruntime session. */
   async release(): Promise<void> {
+    this.dropHeld();
     await this.session.release();
   }
+}
+
+/** Feed name of KV slot `slot` (2l = layer l's key, 2l + 1 = its value). */
+function pastName(slot: number): string {
+  return `past_key_values.${slot >> 1}.${slot & 1 ? 'value' : 'key'}`;
+}
+
+/** Output name of KV slot `slot`. */
+function presentName(slot: number): string {
+  return `present.${slot >> 1}.${slot & 1 ? 'value' : 'key'}`;
+}
+
+/** present.{l}.key|value for every layer, in slot order. */
+function presentNames(layers: number): string[] {
+  return Array.from({ length: 2 * layers }, (_, slot) => presentName(slot));
+}
+
+/** Frees tensors (GPU buffers on webgpu; never read them on the host). */
+function disposeAll(tensors: Record<string, ort.Tensor>): void {
+  for (const t of Object.values(tensors)) t.dispose();
 }
