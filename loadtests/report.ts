@@ -9,7 +9,7 @@
 import { z } from 'zod';
 import type { RequestRecord } from './client.js';
 import type { RunResult } from './runner.js';
-import { summarize } from './stats.js';
+import { percentile, summarize } from './stats.js';
 import { bandwidthBoundTokensPerSecond } from './flops.js';
 
 const SummarySchema = z.object({
@@ -108,6 +108,15 @@ export const ReportSchema = z.object({
       measured: z.number().nullable(),
       /** measured / theoretical. */
       fraction_of_theoretical: z.number().nullable(),
+      /**
+       * Median over rounds of (sliced tok/s / dense tok/s) within the same round, whose blocks
+       * run back to back: a disturbance that slows one round (another process on the cores)
+       * cancels out of its ratio instead of weighting the pooled totals. Null with no round
+       * in which both ran.
+       */
+      measured_paired_median: z.number().nullable().optional(),
+      /** The per-round ratios behind {@link measured_paired_median}, in round order. */
+      round_ratios: z.array(z.number()).optional(),
     }),
   ),
   decode_batch1: z.array(
@@ -207,6 +216,25 @@ export interface ReportContext {
   loadGeneratorCpuS?: number;
 }
 
+/** Output tokens/s of one block (successful requests only). */
+function blockRate(b: RunResult['blocks'][number]): number {
+  return b.wall_s > 0 ? b.records.filter((r) => r.ok).reduce((n, r) => n + r.output_tokens, 0) / b.wall_s : 0;
+}
+
+/**
+ * Per round at concurrency `c`: sliced tok/s / dense tok/s of that round's two blocks (rounds
+ * where either is missing or produced nothing are left out), in round order.
+ */
+export function pairedRoundRatios(result: RunResult, denseId: string, slicedId: string, c: number): number[] {
+  const at = (model: string) => new Map(result.blocks.filter((b) => b.block.concurrency === c && b.block.model === model).map((b) => [b.block.round, blockRate(b)]));
+  const dense = at(denseId);
+  const sliced = at(slicedId);
+  return [...sliced.keys()]
+    .sort((a, b) => a - b)
+    .filter((r) => (dense.get(r) ?? 0) > 0 && (sliced.get(r) ?? 0) > 0)
+    .map((r) => (sliced.get(r) as number) / (dense.get(r) as number));
+}
+
 /**
  * Builds the report from a run. Runs are ordered by concurrency, then as `ctx.models`.
  * Speedups compare each sliced model with the first model of sparsity 0 (the dense one).
@@ -220,7 +248,7 @@ export function buildReport(result: RunResult, ctx: ReportContext): Report {
     for (const m of ctx.models) {
       const blocks = result.blocks.filter((b) => b.block.concurrency === c && b.block.model === m.id);
       if (blocks.length === 0) continue;
-      const rates = blocks.map((b) => (b.wall_s > 0 ? b.records.filter((r) => r.ok).reduce((n, r) => n + r.output_tokens, 0) / b.wall_s : 0));
+      const rates = blocks.map(blockRate);
       runs.push(runStats(m.id, m.sparsity, c, blocks.flatMap((b) => b.records), blocks.reduce((s, b) => s + b.wall_s, 0), rates));
     }
   }
@@ -234,7 +262,17 @@ export function buildReport(result: RunResult, ctx: ReportContext): Report {
         if (!d || !s) continue;
         const theoretical = dense.matmul_flops_per_token / m.matmul_flops_per_token;
         const measured = d.output_tokens_per_s > 0 && s.output_tokens_per_s > 0 ? s.output_tokens_per_s / d.output_tokens_per_s : null;
-        speedup.push({ model: m.id, sparsity: m.sparsity, concurrency: c, theoretical, measured, fraction_of_theoretical: measured === null ? null : measured / theoretical });
+        const round_ratios = pairedRoundRatios(result, dense.id, m.id, c);
+        speedup.push({
+          model: m.id,
+          sparsity: m.sparsity,
+          concurrency: c,
+          theoretical,
+          measured,
+          fraction_of_theoretical: measured === null ? null : measured / theoretical,
+          measured_paired_median: round_ratios.length > 0 ? percentile([...round_ratios].sort((a, b) => a - b), 50) : null,
+          round_ratios,
+        });
       }
     }
   }

@@ -39,6 +39,30 @@ function context(): ReportContext {
   };
 }
 
+test('paired speedup: the median of per-round ratios, so one disturbed round does not move it', () => {
+  const block = (model: string, round: number, tokens: number, wall_s: number) => ({
+    block: { concurrency: 4, level: 0, round, model },
+    records: [{ ...rec(model, 4, 0.01), output_tokens: tokens }],
+    wall_s,
+  });
+  const result: RunResult = {
+    blocks: [
+      block('synth', 0, 100, 1), block('synth-sliced-0.5', 0, 100, 0.8), // 1.25
+      block('synth', 1, 100, 1), block('synth-sliced-0.5', 1, 100, 2), // 0.5: this round's sliced block was disturbed
+      block('synth', 2, 100, 2), block('synth-sliced-0.5', 2, 100, 1.5), // 1.333
+    ],
+    skipped: [],
+    wall_s: 8.3,
+  };
+  const [sp] = buildReport(result, context()).speedup;
+  assert.deepEqual(sp.round_ratios!.map((r) => Number(r.toFixed(4))), [1.25, 0.5, 1.3333]);
+  assert.equal(sp.measured_paired_median, 1.25);
+  // pooled: 300 tokens / 4.3 s over 300 / 4 s
+  assert.ok(Math.abs(sp.measured! - 4 / 4.3) < 1e-12);
+  const md = renderMarkdown(buildReport(result, context()), { title: 't', chartPath: 'c.svg' });
+  assert.ok(md.includes('1.25x (0.50-1.33, 3 rounds)'), 'the paired cell shows the median and the range');
+});
+
 test('buildReport: throughput, percentiles, speedups and the bandwidth bound from known records', () => {
   const result: RunResult = {
     blocks: [
@@ -74,7 +98,7 @@ test('buildReport: throughput, percentiles, speedups and the bandwidth bound fro
   assert.equal(ReportSchema.safeParse({ ...report, runs: [{ ...dense, ttft_s: { p50: 1 } }] }).success, false, 'a summary without its fields is rejected');
   const md = renderMarkdown(report, { title: 't', chartPath: 'c.svg' });
   assert.match(md, /Warning: the machine was busy\*\* \(1-minute load average 0\.2 at the start, 3\.0 at the end, on 2 cores\)/);
-  assert.match(md, /sliced 50 % at concurrency 1 reaches >= 90 % of its expected speedup \(\d\.\d\dx\): 2\.00x = \d+ %, \*\*met\*\*/);
+  assert.match(md, /sliced 50 % at concurrency 1 reaches >= 90 % of its expected speedup \(\d\.\d\dx\): pooled 2\.00x = \d+ %, \*\*met\*\*; paired median of the rounds 2\.00x = \d+ %, \*\*met\*\*/);
   assert.match(md, /No failed request: 1 of 4 failed, \*\*not met\*\*/);
   assert.match(md, /dense does not trail llama\.cpp \(c=1: 4\.0 vs 45\.0 tok\/s\): \*\*not met\*\*/);
   assert.match(md, /\| dense \(`synth`\) \| 1 \| 100\.0 \| 100\.0 \| 100\.0 \| 100\.0 \| 30\.0 \| 30\.0 \| 38\.0 \| 39\.8 \|/);
