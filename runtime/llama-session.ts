@@ -68,6 +68,8 @@ export interface DeviceKVStats {
   reused: number;
   /** Steps that re-laid the past from the host caches, by reason. */
   uploaded: Partial<Record<DeviceRebuildReason, number>>;
+  /** Where the held past lives ('gpu-buffer' on webgpu, 'cpu' when forced on cpu); null when none is held. */
+  pastLocation: ort.Tensor.DataLocation | null;
 }
 
 /** The past held in output tensors between steps (device-KV mode). */
@@ -109,7 +111,7 @@ export class LlamaSession {
     this.fetches = ['logits', ...Array.from({ length: L }, (_, l) => [`step_key_values.${l}.key`, `step_key_values.${l}.value`]).flat()];
     // The full list every step: an output once fetched with preferredOutputLocation stays bound.
     if (deviceKV) this.fetches.push(...presentNames(L));
-    this.kvStats = { enabled: deviceKV, reused: 0, uploaded: {} };
+    this.kvStats = { enabled: deviceKV, reused: 0, uploaded: {}, pastLocation: null };
   }
 
   /**
@@ -155,7 +157,8 @@ export class LlamaSession {
 
   /** How the past was fed in each step so far (device-KV mode; counts stay 0 otherwise). */
   get deviceKVStats(): DeviceKVStats {
-    return { enabled: this.kvStats.enabled, reused: this.kvStats.reused, uploaded: { ...this.kvStats.uploaded } };
+    const held = this.held && Object.values(this.held.tensors)[0];
+    return { enabled: this.kvStats.enabled, reused: this.kvStats.reused, uploaded: { ...this.kvStats.uploaded }, pastLocation: held ? held.location : null };
   }
 
   get maxContext(): number {

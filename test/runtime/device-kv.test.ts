@@ -73,6 +73,7 @@ test('device-KV mode on the CPU provider (present.* fed back) equals the host pa
     assert.equal(stats.uploaded['no past held'], 1);
     assert.ok((stats.uploaded['batch changed'] ?? 0) >= 1 && (stats.uploaded['not a decode step'] ?? 0) >= 1, JSON.stringify(stats));
     assert.equal(stats.uploaded['row out of sync'], 1, 'the cleared cache is re-laid');
+    assert.equal(stats.pastLocation, 'cpu');
     await held.release();
     await host.release();
   }
