@@ -16,7 +16,7 @@ import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Command } from 'commander';
 import * as ort from 'onnxruntime-node';
-import { buildLlamaGraph, MASKED } from '../models/llama/graph.js';
+import { buildLlamaGraph, keyCacheLayout, MASKED } from '../models/llama/graph.js';
 import { loadModel } from '../models/load.js';
 import type { LoadedModel } from '../models/types.js';
 import { LlamaSession } from '../runtime/llama-session.js';
@@ -44,14 +44,30 @@ function residualWidth(model: LoadedModel): number {
   return model.weights.get('model.embed_tokens.weight')!.shape[1];
 }
 
+/**
+ * Operator label of a profiled node: its type, with MatMul split into weight products (a
+ * [batch, sequence, in] activation times an initializer) and attention products (rank-4
+ * operands of the 'primitives' kernel: scores and value mixing over the KV cache).
+ */
+export function opLabel(op: string, inputShapes?: Array<Record<string, number[]>>): string {
+  if (op !== 'MatMul' && op !== 'FusedMatMul') return op;
+  const first = inputShapes?.[0] ? Object.values(inputShapes[0])[0] : undefined;
+  return first && first.length === 4 ? `${op} (attention)` : `${op} (weights)`;
+}
+
 /** Aggregates an onnxruntime profile (Chrome trace JSON) by operator type. */
 export function opShares(profileFile: string): Record<string, number> {
-  const events = JSON.parse(fs.readFileSync(profileFile, 'utf8')) as Array<{ cat?: string; name?: string; dur?: number; args?: { op_name?: string } }>;
+  const events = JSON.parse(fs.readFileSync(profileFile, 'utf8')) as Array<{
+    cat?: string;
+    name?: string;
+    dur?: number;
+    args?: { op_name?: string; input_type_shape?: Array<Record<string, number[]>> };
+  }>;
   const byOp = new Map<string, number>();
   let total = 0;
   for (const e of events) {
     if (e.cat !== 'Node' || !e.name?.endsWith('_kernel_time') || !e.dur) continue;
-    const op = e.args?.op_name ?? 'unknown';
+    const op = opLabel(e.args?.op_name ?? 'unknown', e.args?.input_type_shape);
     byOp.set(op, (byOp.get(op) ?? 0) + e.dur);
     total += e.dur;
   }
@@ -77,7 +93,9 @@ async function servingStep(model: LoadedModel, batch: number, promptTokens: numb
 }
 
 async function bareRun(model: LoadedModel, batch: number, past: number, steps: number, threads: number, profileDir: string): Promise<{ ms: number; shares: Record<string, number> }> {
-  const built = buildLlamaGraph(model, { logits: 'last' });
+  // The graph LlamaSession runs: no present.* outputs, the default attention kernel.
+  const built = buildLlamaGraph(model, { logits: 'last', presentOutputs: false });
+  const transposedKeys = keyCacheLayout() === 'transposed';
   const session = await ort.InferenceSession.create(built.model, {
     graphOptimizationLevel: 'all',
     intraOpNumThreads: threads,
@@ -96,7 +114,8 @@ async function bareRun(model: LoadedModel, batch: number, past: number, steps: n
   void MASKED;
   for (let l = 0; l < c.num_hidden_layers; l++) {
     for (const kind of ['key', 'value']) {
-      feeds[`past_key_values.${l}.${kind}`] = new ort.Tensor('float32', new Float32Array(batch * c.num_key_value_heads * past * c.head_dim), [batch, c.num_key_value_heads, past, c.head_dim]);
+      const dims = kind === 'key' && transposedKeys ? [batch, c.num_key_value_heads, c.head_dim, past] : [batch, c.num_key_value_heads, past, c.head_dim];
+      feeds[`past_key_values.${l}.${kind}`] = new ort.Tensor('float32', new Float32Array(batch * c.num_key_value_heads * past * c.head_dim), dims);
     }
   }
   const fetches = ['logits', ...Array.from({ length: c.num_hidden_layers }, (_, l) => [`step_key_values.${l}.key`, `step_key_values.${l}.value`]).flat()];
