@@ -38,7 +38,7 @@ export interface LlamaSessionOptions {
   /**
    * Keep the batch's KV cache in the session's present.* outputs between decode steps instead of
    * uploading the past every step. Default: on for webgpu with the 'primitives' kernel (the
-   * outputs stay in GPU buffers), off otherwise. Forcing it on for cpu runs the same
+   * outputs stay in GPU buffers) unless SLICESERVE_WEBGPU_KV=host, off otherwise. Forcing it on for cpu runs the same
    * bookkeeping with CPU tensors (tests); forcing it off on webgpu measures the host path.
    */
   deviceKV?: boolean;
@@ -124,7 +124,7 @@ export class LlamaSession {
     const dtype = options.dtype ?? 'float32';
     const attention = options.attention ?? DEFAULT_ATTENTION_KERNEL;
     const request = options.device ?? 'cpu';
-    const wantsDeviceKV = (d: Device) => options.deviceKV ?? (d === 'webgpu' && attention === 'primitives');
+    const wantsDeviceKV = (d: Device) => options.deviceKV ?? (d === 'webgpu' && attention === 'primitives' && process.env.SLICESERVE_WEBGPU_KV !== 'host');
     const open = async (device: DeviceRequest, presentOutputs: boolean) => {
       const built = buildLlamaGraph(model, { logits, dtype, presentOutputs, attention });
       const L = model.config.num_hidden_layers;

@@ -7,8 +7,11 @@
 #      and a real session on each GPU device checked against a float64 reference;
 #   2. the greedy golden check on stories260K (`generate ... --temperature 0 --device <dev>`
 #      must print llama2.c's text), on cpu and on every GPU device that works;
-#   3. the load test on the ~1B preset (tinyllama-1.1b), dense vs sliced 0.25, on the best GPU
-#      device: output tokens/s, TTFT, TPOT.
+#   3. webgpu with the KV cache held on the device (present.* fed back) vs host KV vs cpu on
+#      stories260K: logits within 1e-4, same greedy tokens, per-step times (scripts/gpu/webgpu-kv.js);
+#   4. the load test on the ~1B preset (tinyllama-1.1b), dense vs sliced 0.25, on the best GPU
+#      device: output tokens/s, TTFT, TPOT; then, with the time left, the webgpu decode step on
+#      that model with device-held vs host KV (informational).
 #
 # Prints PASS / FAIL / SKIP / MISSING lines and a final verdict; exit code 0 only when every
 # check passed on at least one GPU device. What it needs and how to bring it: docs/gpu.md.
@@ -202,6 +205,23 @@ for dev in cpu $GPU_DEVICES; do
   fi
 done
 
+section "webgpu: KV cache held on the device vs host KV vs cpu (stories260K)"
+if [[ " $GPU_DEVICES " != *" webgpu "* ]]; then
+  skip "webgpu KV: webgpu did not run (see provider selection)"
+else
+  t=$(min 60 $(($(left) - 200)))
+  if [ "$t" -lt 15 ]; then
+    skip "webgpu KV: out of time"
+  else
+    kv_out=$(timeout -k 5 "$t" "$NODE" scripts/gpu/webgpu-kv.js --model models/stories260K --batch 4 --steps 32 2>&1 | grep -v '^Warning: ')
+    kv_rc=$?
+    echo "$kv_out"
+    PASSES=$((PASSES + $(grep -c '^PASS' <<<"$kv_out")))
+    FAILS=$((FAILS + $(grep -c '^FAIL' <<<"$kv_out")))
+    [ "$kv_rc" -ne 0 ] && ! grep -q '^FAIL' <<<"$kv_out" && fail "webgpu KV exited with $kv_rc (limit ${t} s)"
+  fi
+fi
+
 PRESET=${GPU_CHECK_PRESET:-tinyllama-1.1b}
 section "load test: $PRESET, dense vs sliced 0.25"
 BENCH_DEVICE=${GPU_CHECK_BENCH_DEVICE:-${GPU_DEVICES%% *}}
@@ -223,7 +243,8 @@ else
     fi
   fi
   if [ -f "$MODEL/config.json" ]; then
-    t=$(($(left) - 15))
+    # keep ~60 s for the webgpu KV timing on this model after the load test
+    if [[ " $GPU_DEVICES " == *" webgpu "* ]]; then t=$(($(left) - 75)); else t=$(($(left) - 15)); fi
     if [ "$t" -lt 60 ]; then
       skip "load test: ${t} s left, too little"
     else
@@ -247,6 +268,18 @@ else
       done
     fi
   fi
+fi
+
+section "webgpu decode step on $PRESET: KV held on the device vs host KV (informational)"
+t=$(($(left) - 10))
+if [[ " $GPU_DEVICES " != *" webgpu "* ]] || [ ! -f "${MODEL:-}/config.json" ]; then
+  skip "webgpu KV timing: needs webgpu and the synthesized $PRESET"
+elif [ "$t" -lt 30 ]; then
+  skip "webgpu KV timing: ${t} s left, too little"
+else
+  # No cpu reference at this size (too slow); device vs host KV logits are still compared.
+  timeout -k 5 "$(min 90 "$t")" "$NODE" scripts/gpu/webgpu-kv.js --model "$MODEL" --batch 8 --prompt 64 --steps 24 --no-cpu --tol 1e-3 2>&1 \
+    | grep -v '^Warning: ' | sed 's/^PASS /info: /; s/^FAIL /info (not counted): /'
 fi
 
 finish
