@@ -11,7 +11,8 @@
 #      stories260K: logits within 1e-4, same greedy tokens, per-step times (scripts/gpu/webgpu-kv.js);
 #   4. the load test on the ~1B preset (tinyllama-1.1b), dense vs sliced 0.25, on the best GPU
 #      device: output tokens/s, TTFT, TPOT; then, with the time left, the webgpu decode step on
-#      that model with device-held vs host KV (informational).
+#      that model with device-held vs host KV (informational); on cuda, what uploading the
+#      host-held past costs per decode step (scripts/gpu/kv-upload.js, informational).
 #
 # Prints PASS / FAIL / SKIP / MISSING lines and a final verdict; exit code 0 only when every
 # check passed on at least one GPU device. What it needs and how to bring it: docs/gpu.md.
@@ -268,6 +269,16 @@ else
       done
     fi
   fi
+fi
+
+section "cuda: host round trip of the KV cache per decode step on $PRESET (informational)"
+t=$(($(left) - 40))
+if [[ " $GPU_DEVICES " != *" cuda "* ]] || [ ! -f "${MODEL:-}/config.json" ]; then
+  skip "KV upload timing: needs cuda and the synthesized $PRESET"
+elif [ "$t" -lt 15 ]; then
+  skip "KV upload timing: ${t} s left, too little"
+else
+  timeout -k 5 "$(min 30 "$t")" "$NODE" scripts/gpu/kv-upload.js --model "$MODEL" --device cuda --batch 8 --past 128,512,1024 2>&1 | sed 's/^/info: /'
 fi
 
 section "webgpu decode step on $PRESET: KV held on the device vs host KV (informational)"
