@@ -20,7 +20,7 @@ import type { EngineRequest, EngineStats, SequenceOutput, StepReport } from './p
 import { type SamplerFactory, Sequence } from './sequence.js';
 
 /** The session interface the scheduler drives (runtime/llama-session.ts `LlamaSession` fits). */
-export interface StepSession<C extends { readonly length: number }> {
+export interface StepSession<C extends { readonly length: number; reserve?(extra: number): void }> {
   readonly maxContext: number;
   readonly vocabSize: number;
   newCache(): C;
@@ -42,6 +42,9 @@ export interface SchedulerConfig {
 /** A request whose forward pass failed. */
 export type FailedRequest = StepReport['failed'][number];
 
+/** Output tokens a new sequence's KV cache has room for from the start (see admit). */
+const PREALLOCATED_OUTPUT_TOKENS = 256;
+
 /** Book-keeping of one request. */
 interface RequestState {
   /** Sequences not finished yet. */
@@ -50,7 +53,7 @@ interface RequestState {
 }
 
 /** Admits, batches and steps the sequences of one model. Single-threaded (one worker). */
-export class Scheduler<C extends { readonly length: number }> {
+export class Scheduler<C extends { readonly length: number; reserve?(extra: number): void }> {
   private readonly waiting: Sequence<C>[] = [];
   private running: Sequence<C>[] = [];
   private readonly requests = new Map<string, RequestState>();
@@ -199,6 +202,10 @@ export class Scheduler<C extends { readonly length: number }> {
       this.waiting.shift();
       reserved += seq.reservedTokens;
       seq.cache = this.session.newCache();
+      // Room for the prompt and up to PREALLOCATED_OUTPUT_TOKENS outputs in one allocation,
+      // instead of growing and copying the cache while the first outputs are generated (a long
+      // max_tokens still grows on demand: the host memory follows use, not the reservation).
+      seq.cache.reserve?.(Math.min(seq.reservedTokens, seq.promptIds.length + PREALLOCATED_OUTPUT_TOKENS, this.session.maxContext));
       this.running.push(seq);
       batch.push(seq);
       const state = this.requests.get(seq.request.requestId);

@@ -75,11 +75,7 @@ export class SequenceCache {
     }
     if (dst.constructor !== src.constructor) throw new TypeError('KV cache: float32 and float16 entries mixed');
     for (let h = 0; h < this.kvHeads; h++) {
-      const base = (b * this.kvHeads + h) * row * past;
-      for (let t = from; t < from + count; t++) {
-        const s0 = (h * this.capacity + t) * row;
-        for (let d = 0; d < row; d++) dst[base + d * past + t] = src[s0 + d];
-      }
+      transposeInto(dst, (b * this.kvHeads + h) * row * past + from, past, src, (h * this.capacity + from) * row, row, count);
     }
   }
 
@@ -121,6 +117,20 @@ function copyRange(dst: KVArray, to: number, src: KVArray, from: number, n: numb
   }
   if (dst.constructor !== src.constructor) throw new TypeError('KV cache: float32 and float16 entries mixed');
   for (let i = 0; i < n; i++) dst[to + i] = src[from + i];
+}
+
+/**
+ * dst[to + d * stride + t] = src[from + t * row + d] for d < row, t < count: `count` positions
+ * of `row` elements each, written position-minor. The inner loop walks one destination row
+ * sequentially (a strided read, a contiguous write), several times faster here than writing
+ * each position's `row` elements `stride` apart.
+ */
+function transposeInto(dst: KVArray, to: number, stride: number, src: KVArray, from: number, row: number, count: number): void {
+  for (let d = 0; d < row; d++) {
+    const o = to + d * stride;
+    let i = from + d;
+    for (let t = 0; t < count; t++, i += row) dst[o + t] = src[i];
+  }
 }
 
 /** dst.set(src, offset) for two arrays of the same element type. */

@@ -63,8 +63,13 @@ export class FakeTokenizer implements TextTokenizer {
 /** KV cache of the fake session: the tokens fed so far. */
 export class FakeCache {
   readonly tokens: number[] = [];
+  /** Arguments of every reserve() call. */
+  readonly reserved: number[] = [];
   get length(): number {
     return this.tokens.length;
+  }
+  reserve(extra: number): void {
+    this.reserved.push(extra);
   }
 }
 

@@ -221,6 +221,21 @@ test('the KV budget limits admission; requests that cannot fit are refused', asy
   assert.throws(() => scheduler.add(request('Once', { maxTokens: 39 })), (e: unknown) => e instanceof EngineRequestError && e.param === 'max_tokens');
 });
 
+test('admission reserves the KV cache for the prompt and up to 256 outputs in one call', async () => {
+  const { session, scheduler } = setup(hashNext(tok.vocabSize), 4, undefined, 1024);
+  const caches: FakeCache[] = [];
+  const newCache = session.newCache.bind(session);
+  session.newCache = () => {
+    const c = newCache();
+    caches.push(c);
+    return c;
+  };
+  scheduler.add(request([1, 2, 3, 4, 5], { requestId: 'short', maxTokens: 10 }));
+  scheduler.add(request([1, 2, 3, 4, 5], { requestId: 'long', maxTokens: 900 }));
+  await scheduler.step();
+  assert.deepEqual(caches.map((c) => c.reserved), [[15], [5 + 256]]);
+});
+
 test('input limits: context length, token ids, duplicate ids', () => {
   const { scheduler } = setup(undefined, 4, undefined, 16);
   const long = 'abcd'.repeat(20);
