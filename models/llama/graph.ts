@@ -262,28 +262,10 @@ class LlamaEmitter {
     });
   }
 
-  private toHeads(t: string, heads: number): string {
+  /** [B, S, heads * hd] -> [B, heads, S, hd], optionally named `output`. */
+  private toHeads(t: string, heads: number, output?: string): string {
     const g = this.g;
-    return g.op('Transpose', [g.op('Reshape', [t, g.int64([0, 0, heads, this.config.head_dim])])], { perm: [0, 2, 1, 3] });
-  }
-
-  /**
-   * A half layer's output `x @ shortcut + y @ W^T` (W = o_proj or down_proj, [out, in]), or
-   * `x + y @ W^T` without a shortcut. With a shortcut [x_width, out] both products are ONE
-   * GEMM over the concatenated inputs, `[x, y] @ [shortcut; W^T]`: same sum, one longer
-   * reduction instead of two GEMMs and an Add (SliceGPT's residual rotation, §3.4, costs
-   * no extra kernel launch).
-   */
-  private residualOutput(x: string, shortcut: WeightTensor | undefined, y: string, w: WeightTensor, name: string): string {
-    const g = this.g;
-    if (!shortcut) return g.op('Add', [x, this.linear(y, `${name}.weight_t`, [w])]);
-    const [inX, out] = shortcut.shape;
-    const inY = w.shape[1];
-    if (w.shape[0] !== out) throw new Error(`${name}: shortcut writes ${out} columns, the projection ${w.shape[0]}`);
-    const stacked = new Float32Array((inX + inY) * out);
-    stacked.set(shortcut.data);
-    stacked.set(transposeConcat([w], inY, out), inX * out);
-    return g.op('MatMul', [g.op('Concat', [x, y], { axis: -1 }), this.weight(`${name}.with_shortcut_t`, stacked, [inX + inY, out])]);
+    return g.op('Transpose', [g.op('Reshape', [t, g.int64([0, 0, heads, this.config.head_dim])])], { perm: [0, 2, 1, 3] }, output ? { output } : {});
   }
 
   /** `x @ shortcut + o(attention(norm(x)))` with the optional KV cache wiring. */
@@ -301,15 +283,14 @@ class LlamaEmitter {
     const [q, k, v] = g.node('Split', [qkv, g.int64([H * hd, KV * hd, KV * hd])], { axis: -1 }, { outputCount: 3 });
     const rope = this.ropeTables();
     const qh = g.op('RotaryEmbedding', [this.toHeads(q, H), rope.cos, rope.sin, this.positionIds], { interleaved: 0 });
-    const kh = g.op('RotaryEmbedding', [this.toHeads(k, KV), rope.cos, rope.sin, this.positionIds], { interleaved: 0 });
-    const vh = this.toHeads(v, KV);
-    if (cache.stepK && cache.stepV) {
-      g.op('Identity', [kh], {}, { output: cache.stepK });
-      g.op('Identity', [vh], {}, { output: cache.stepV });
-    }
+    // This step's keys and values are graph outputs (step_key_values.*) as they are computed.
+    const kh = g.op('RotaryEmbedding', [this.toHeads(k, KV), rope.cos, rope.sin, this.positionIds], { interleaved: 0 }, cache.stepK ? { output: cache.stepK } : {});
+    const vh = this.toHeads(v, KV, cache.stepV);
     const attn = this.attentionKernel === 'primitives' ? this.attentionFromPrimitives(qh, kh, vh, cache) : this.attentionOp(qh, kh, vh, cache);
     const merged = g.op('Reshape', [g.op('Transpose', [attn], { perm: [0, 2, 1, 3] }), g.int64([0, 0, H * hd])]);
-    return this.residualOutput(x, w.shortcut, merged, w.o, `${prefix}.self_attn.o_proj`);
+    const attnOut = this.linear(merged, `${prefix}.self_attn.o_proj.weight_t`, [w.o]);
+    const residual = w.shortcut ? g.op('MatMul', [x, this.weight(`${prefix}.attn_shortcut_Q`, w.shortcut.data, w.shortcut.shape)]) : x;
+    return g.op('Add', [residual, attnOut]);
   }
 
   /** ONNX opset-23 `Attention` (GQA, additive mask, past/present KV). Returns [B, H, S, hd]. */
@@ -376,7 +357,9 @@ class LlamaEmitter {
     const gu = this.linear(n2, `${prefix}.mlp.gate_up_proj.weight_t`, [w.gate, w.up]);
     const [gate, up] = g.node('Split', [gu, g.int64([I, I])], { axis: -1 }, { outputCount: 2 });
     const act = g.op('Mul', [g.op('Mul', [gate, g.op('Sigmoid', [gate])]), up]);
-    return this.residualOutput(h, w.shortcut, act, w.down, `${prefix}.mlp.down_proj`);
+    const mlpOut = this.linear(act, `${prefix}.mlp.down_proj.weight_t`, [w.down]);
+    const residual = w.shortcut ? g.op('MatMul', [h, this.weight(`${prefix}.mlp_shortcut_Q`, w.shortcut.data, w.shortcut.shape)]) : h;
+    return g.op('Add', [residual, mlpOut]);
   }
 }
 
