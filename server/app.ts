@@ -10,6 +10,7 @@ import { timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import express, { type Express, type NextFunction, type Request, type Response } from 'express';
 import type { Logger } from 'pino';
+import { describeBodyLimit, parseBodyLimit } from './body-limit.js';
 import type { CompletionRun } from './completion-run.js';
 import { completionsHandler, type CompletionsContext } from './completions.js';
 import { Errors, errorHandler, sendError } from './errors.js';
@@ -24,6 +25,7 @@ export interface AppContext extends CompletionsContext {
   models: ModelRegistry;
   jobs: SliceJobManager;
   apiKey?: string;
+  /** JSON body limit as given (server/body-limit.ts syntax, e.g. '1mb'). */
   bodyLimit: string;
   /** 'loading' until the startup models are served, then 'ready'; 'stopping' on shutdown. */
   state(): 'loading' | 'ready' | 'stopping';
@@ -83,7 +85,7 @@ export function createApp(ctx: AppContext): Express {
     if (ctx.state() === 'stopping') return sendError(res, Errors.unavailable('The server is shutting down.', 'shutting_down'));
     next();
   });
-  app.use(express.json({ limit: ctx.bodyLimit, type: () => true }));
+  app.use(express.json({ limit: parseBodyLimit(ctx.bodyLimit), type: () => true }));
 
   app.get('/v1/models', (_req, res) => {
     res.json({ object: 'list', data: ctx.models.list().map((m) => ModelRegistry.card(m)) });
@@ -115,6 +117,6 @@ export function createApp(ctx: AppContext): Express {
     });
   }
   app.use((req, res) => sendError(res, Errors.notFound(`${req.method} ${req.path}`)));
-  app.use(errorHandler(ctx.logger, ctx.bodyLimit));
+  app.use(errorHandler(ctx.logger, describeBodyLimit(ctx.bodyLimit)));
   return app;
 }

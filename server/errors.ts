@@ -56,7 +56,7 @@ export const Errors = {
     new ApiError(405, `${method} is not allowed on ${path}; use ${allowed}.`, 'invalid_request_error', null, 'method_not_allowed'),
   /** 409: the resource exists already. */
   conflict: (message: string, param: string | null = null) => new ApiError(409, message, 'invalid_request_error', param, 'conflict'),
-  /** 413: body over the limit. */
+  /** 413: body over the limit (`limit` with its unit, e.g. '1mb (1048576 bytes)'). */
   tooLarge: (limit: string) =>
     new ApiError(413, `Request body is larger than the limit of ${limit}.`, 'invalid_request_error', null, 'request_too_large'),
   /** 429: the model's waiting queue is full. */
@@ -87,6 +87,7 @@ interface BodyParserError {
  * Final express error handler: body-parser failures become 400 (malformed JSON) or 413
  * (body too large), {@link ApiError}s are sent as they are, anything else is logged and
  * answered 500.
+ * @param bodyLimit the body limit with its unit, for the 413 message
  */
 export function errorHandler(logger: Logger, bodyLimit: string): ErrorRequestHandler {
   return (err, _req, res, _next) => {

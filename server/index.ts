@@ -12,6 +12,7 @@ import type { WebSocketServer } from 'ws';
 import { ModelWorker } from '../engine/model-worker.js';
 import type { WorkerOptions } from '../engine/protocol.js';
 import { createApp, hasApiKey } from './app.js';
+import { parseBodyLimit } from './body-limit.js';
 import type { CompletionRun } from './completion-run.js';
 import { ServerMetrics } from './metrics.js';
 import { ModelRegistry } from './models.js';
@@ -45,7 +46,7 @@ export interface ServerOptions {
   kvCacheTokens?: number;
   /** Require `Authorization: Bearer <apiKey>` on every endpoint but /health. */
   apiKey?: string;
-  /** JSON body limit (body-parser syntax, e.g. '1mb'). */
+  /** JSON body limit: bytes, or a number with b, kb, mb or gb (e.g. '1mb'; server/body-limit.ts). */
   bodyLimit: string;
   logger: Logger;
   /** Collect prom-client's process metrics (default true). */
@@ -66,9 +67,13 @@ export interface SliceServer {
   shutdown(timeoutMs?: number): Promise<void>;
 }
 
-/** Starts the server; the returned promise resolves once it listens. */
+/**
+ * Starts the server; the returned promise resolves once it listens.
+ * @throws RangeError (rejects) when `bodyLimit` is not a size {@link parseBodyLimit} accepts
+ */
 export async function startServer(opts: ServerOptions): Promise<SliceServer> {
   const { logger } = opts;
+  parseBodyLimit(opts.bodyLimit); // throws on a limit body-parser could not apply
   const models = new ModelRegistry();
   const metrics = new ServerMetrics(
     () => models.list().map((m) => ({ model: m.id, stats: m.worker.stats, waitingRequests: m.worker.waitingRequests })),

@@ -9,6 +9,7 @@ import path from 'node:path';
 import { type Command, InvalidArgumentError } from 'commander';
 import pino from 'pino';
 import { resolveDeviceRequest } from '../../runtime/device.js';
+import { parseBodyLimit } from '../../server/body-limit.js';
 import { startServer } from '../../server/index.js';
 import { DEFAULT_CALIBRATION_FILE, DEFAULT_MODEL_DIR, dtypeOption, intOption, numberOption } from '../options.js';
 
@@ -29,6 +30,16 @@ function portOption(value: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError(`expected a port 0..65535, got "${value}"`);
   return n;
+}
+
+/** A body limit (server/body-limit.ts syntax), kept as given for the 413 message. */
+function bodyLimitOption(value: string): string {
+  try {
+    parseBodyLimit(value);
+  } catch (err) {
+    throw new InvalidArgumentError((err as Error).message);
+  }
+  return value;
 }
 
 /** Options after commander parsed them. */
@@ -72,7 +83,7 @@ export function register(program: Command): void {
     .option('--max-queue <n>', 'waiting requests per model at most; more get 429', intOption(0), 256)
     .option('--kv-cache-tokens <n>', 'KV budget per model in tokens (default max-batch-size x context)', intOption(1))
     .option('--api-key <key>', 'require "Authorization: Bearer <key>" (env SLICESERVE_API_KEY)', process.env.SLICESERVE_API_KEY)
-    .option('--max-body <size>', 'JSON body limit', '1mb')
+    .option('--max-body <size>', 'JSON body limit: bytes, or a number with b, kb, mb or gb (e.g. 512kb)', bodyLimitOption, '1mb')
     .option('--shutdown-timeout <s>', 'seconds in-flight requests get to finish on SIGTERM', numberOption(0, 3600, true), 30)
     .option('--log-level <level>', 'fatal | error | warn | info | debug (env LOG_LEVEL)', process.env.LOG_LEVEL || 'info')
     .action(async (opts: ServeOptions) => {

@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import OpenAI from 'openai';
+import { describeBodyLimit, parseBodyLimit } from '../../server/body-limit.js';
 import { API_KEY, DENSE, GOLDEN, type TestServer, errorOf, get, post, sample, scrape, startTestServer, waitFor } from './helpers.js';
 
 let t: TestServer;
@@ -82,8 +83,27 @@ test('stream_options without stream is 400', async () => {
   await expectError({ ...good, stream: false, stream_options: { include_usage: true } }, 400, 'stream_options');
 });
 
-test('an oversized body is 413', async () => {
-  await expectError({ ...good, prompt: 'a'.repeat(2 * 1024 * 1024) }, 413, null, 'request_too_large');
+test('an oversized body is 413, and the message gives the limit with its unit', async () => {
+  const e = await expectError({ ...good, prompt: 'a'.repeat(2 * 1024 * 1024) }, 413, null, 'request_too_large');
+  assert.equal(e.message, 'Request body is larger than the limit of 1mb (1048576 bytes).');
+});
+
+test('a body limit body-parser cannot read is refused at startup, not on every request', async () => {
+  await assert.rejects(startTestServer({ bodyLimit: '1zb' }), /expected a size .*1mb.*got "1zb"/);
+  assert.equal(parseBodyLimit('512KB'), 512 * 1024);
+  assert.equal(parseBodyLimit('2.5mb'), 2.5 * 1024 * 1024);
+  assert.equal(parseBodyLimit('5000'), 5000);
+  assert.throws(() => parseBodyLimit('0'), /at least 1 byte/);
+  assert.equal(describeBodyLimit('5000'), '5000 bytes');
+  const small = await startTestServer({ bodyLimit: '100' });
+  try {
+    const res = await post(`${small.url}/v1/completions`, { ...good, prompt: 'a'.repeat(200) }, {});
+    assert.equal(res.status, 413);
+    assert.equal(errorOf(res.body).message, 'Request body is larger than the limit of 100 bytes.');
+    assert.equal((await post(`${small.url}/v1/completions`, { ...good, max_tokens: 1 }, {})).status, 200, 'a body under the limit passes');
+  } finally {
+    await small.server.shutdown(1000);
+  }
 });
 
 test('API key: missing or wrong is 401 everywhere but /health', async () => {

@@ -86,6 +86,11 @@ test('bad serve options fail with one line naming the problem', () => {
   const badPort = run(['--port', 'http']);
   assert.notEqual(badPort.status, 0);
   assert.match(badPort.stderr, /port/);
+  const badBody = run(['--dense-only', '--max-body', '1zb']);
+  assert.notEqual(badBody.status, 0);
+  assert.match(badBody.stderr, /--max-body/);
+  assert.match(badBody.stderr, /got "1zb"/);
+  assert.match(badBody.stderr, /such as 1mb/);
   const help = run(['--help']);
   assert.equal(help.status, 0);
   for (const flag of ['--model', '--sparsity', '--calibration', '--port', '--host', '--device', '--max-batch-size', '--max-queue', '--api-key']) {
