@@ -16,7 +16,7 @@ import { parseBodyLimit } from './body-limit.js';
 import type { CompletionRun } from './completion-run.js';
 import { ServerMetrics } from './metrics.js';
 import { ModelRegistry } from './models.js';
-import { SliceJobManager, type StartWorker } from './slices.js';
+import { SliceJobManager, type StartWorker, checkStartupSparsities } from './slices.js';
 import { attachStream } from './ws.js';
 
 /** Server options (the `serve` command maps flags and env vars onto these). */
@@ -58,7 +58,11 @@ export interface SliceServer {
   /** `http://host:port` */
   url: string;
   port: number;
-  /** Resolves when the startup models are served (rejects if a dense model fails to load). */
+  /**
+   * Resolves when the startup models are served. Rejects with a one-line message when a dense
+   * model fails to load or a startup sparsity cannot be served (d' = 0, two sparsities with the
+   * same d', a failed slicing job); the caller then shuts the server down.
+   */
   ready: Promise<void>;
   models: ModelRegistry;
   metrics: ServerMetrics;
@@ -152,8 +156,12 @@ export async function startServer(opts: ServerOptions): Promise<SliceServer> {
   const ready = (async () => {
     const dense = await Promise.all(
       opts.models.map(async (dir) => {
-        const worker = await startWorker({ path: dir }, ({ phase, fraction }) => logger.debug({ model: dir, phase, fraction }, 'loading'), new AbortController().signal);
-        return { dir, worker };
+        try {
+          const worker = await startWorker({ path: dir }, ({ phase, fraction }) => logger.debug({ model: dir, phase, fraction }, 'loading'), new AbortController().signal);
+          return { dir, worker };
+        } catch (err) {
+          throw new Error(`could not load model ${dir}: ${err instanceof Error ? err.message : String(err)}`);
+        }
       }),
     );
     for (const { dir, worker } of dense) {
@@ -161,8 +169,13 @@ export async function startServer(opts: ServerOptions): Promise<SliceServer> {
       metrics.addModel(worker.info.id);
       logger.info({ model: worker.info.id, device: worker.info.device, max_context: worker.info.maxContext, parameters: worker.info.parameters }, 'model ready');
     }
-    for (const { worker } of dense) for (const s of opts.sparsities) jobs.enqueue(worker.info.id, s);
+    // A startup variant that cannot be served stops the server (as a model named on vLLM's
+    // command line does), before any slicing starts when the width alone rules it out.
+    for (const { worker } of dense) checkStartupSparsities(worker.info.id, worker.info.originalHiddenSize, opts.sparsities);
+    const startup = dense.flatMap(({ worker }) => opts.sparsities.map((s) => jobs.enqueue(worker.info.id, s)));
     await jobs.idle();
+    const failed = startup.find((job) => job.status === 'failed');
+    if (failed && ctx.state() !== 'stopping') throw new Error(`startup model ${failed.model} could not be served: ${failed.error?.message ?? 'slicing failed'}`);
     if (state === 'loading') state = 'ready';
     logger.info({ models: models.list().map((m) => m.id) }, 'ready');
   })();

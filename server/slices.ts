@@ -64,19 +64,60 @@ export function slicedModelId(denseId: string, sparsity: number): string {
   return `${denseId}-sliced-${sparsity}`;
 }
 
-/** Queue of slicing jobs, run one at a time. */
-/** d' of a sparsity, or null when there is none (the job then fails with the slicer's message). */
-function widthOrNull(sparsity: number, hiddenSize: number): number | null {
+/** The server slices with the slicer's default round interval. */
+const ROUND_INTERVAL = 8;
+
+/** d' of a sparsity for a hidden size, or null when the sparsity leaves no columns. */
+export function widthOrNull(sparsity: number, hiddenSize: number): number | null {
   try {
-    return slicedWidth(sparsity, hiddenSize);
+    return slicedWidth(sparsity, hiddenSize, ROUND_INTERVAL);
   } catch {
     return null;
+  }
+}
+
+/**
+ * The largest sparsity, to three decimals (rounded down), that still leaves columns of
+ * `hiddenSize`, or null when none does (a hidden size below the round interval).
+ */
+export function maxUsableSparsity(hiddenSize: number): number | null {
+  let s = Math.floor((1 - ROUND_INTERVAL / hiddenSize) * 1000) / 1000;
+  while (s > 0 && widthOrNull(s, hiddenSize) === null) s = Math.round((s - 0.001) * 1000) / 1000;
+  return s > 0 ? s : null;
+}
+
+/**
+ * Why `sparsity` cannot slice model `id` (hidden size `hiddenSize`) and what to use instead;
+ * for sparsities whose d' is 0.
+ */
+export function noWidthReason(id: string, sparsity: number, hiddenSize: number): string {
+  const max = maxUsableSparsity(hiddenSize);
+  const fix = max === null ? `${id} cannot be sliced (its hidden size is below the round interval ${ROUND_INTERVAL})` : `the largest usable sparsity is ${max}`;
+  return `sparsity ${sparsity} leaves no columns of ${id}'s hidden size ${hiddenSize} (d' = floor((1 - ${sparsity}) * ${hiddenSize} / ${ROUND_INTERVAL}) * ${ROUND_INTERVAL} = 0); ${fix}`;
+}
+
+/**
+ * Checks the startup sparsities of dense model `id`: each must leave a d' > 0, and no two may
+ * give the same d' (they would be the same model, as POST /v1/slices answers with 409).
+ * @throws Error with a one-line message naming the `--sparsity` values and the fix
+ */
+export function checkStartupSparsities(id: string, hiddenSize: number, sparsities: readonly number[]): void {
+  const seen = new Map<number, number>();
+  for (const s of sparsities) {
+    const width = widthOrNull(s, hiddenSize);
+    if (width === null) throw new Error(`--sparsity ${s} cannot slice ${id}: ${noWidthReason(id, s, hiddenSize)}`);
+    const twin = seen.get(width);
+    if (twin !== undefined) {
+      throw new Error(`--sparsity ${twin} and --sparsity ${s} both slice ${id} to d' = ${width}, the same model; keep one of them`);
+    }
+    seen.set(width, s);
   }
 }
 
 /** Sliced variants (served, queued or running) per dense model that POST /v1/slices accepts. */
 export const MAX_SLICED_VARIANTS = 8;
 
+/** Queue of slicing jobs, run one at a time. */
 export class SliceJobManager {
   private readonly jobs = new Map<string, SliceJob>();
   private readonly queue: { job: SliceJob; calWindows?: number }[] = [];
@@ -90,18 +131,19 @@ export class SliceJobManager {
   /**
    * Validates a `POST /v1/slices` body and queues a job.
    * @returns the new job, or the queued/running job for the same model
-   * @throws ApiError 400 (bad fields, a sliced parent), 404 (unknown model), 409 (model already served)
+   * @throws ApiError 400 (bad fields, a sliced parent, a sparsity that leaves d' = 0), 404 (unknown model), 409 (model already served)
    */
   submit(body: unknown): { job: SliceJob; created: boolean } {
     const req = parseWith(sliceRequestSchema, body);
     const parent = this.opts.models.get(req.model);
     if (parent.parent !== null) throw Errors.invalid(`Model '${req.model}' is itself sliced; slice its dense model '${parent.parent}'.`, 'model');
+    const width = widthOrNull(req.sparsity, parent.info.originalHiddenSize);
+    if (width === null) throw Errors.invalid(`${capitalize(noWidthReason(parent.id, req.sparsity, parent.info.originalHiddenSize))}.`, 'sparsity');
     const model = slicedModelId(parent.id, req.sparsity);
     const pending = [...this.jobs.values()].find((j) => j.model === model && (j.status === 'queued' || j.status === 'running'));
     if (pending) return { job: pending, created: false };
     if (this.opts.models.has(model)) throw Errors.conflict(`Model '${model}' is already served.`, 'sparsity');
     // Sparsities that round to the same width d' give the same model: serve it once.
-    const width = widthOrNull(req.sparsity, parent.info.originalHiddenSize);
     const twin = this.opts.models.list().find((m) => m.parent === parent.id && m.info.hiddenSize === width);
     if (twin) throw Errors.conflict(`Model '${twin.id}' already serves ${parent.id} at the same sliced width d' = ${width}; use it.`, 'sparsity');
     // Each variant holds a worker thread and its weights for the server's lifetime: bound them.
@@ -222,4 +264,8 @@ export class SliceJobManager {
       job.finished_at = Math.floor(Date.now() / 1000);
     }
   }
+}
+
+function capitalize(text: string): string {
+  return text.charAt(0).toUpperCase() + text.slice(1);
 }

@@ -133,8 +133,9 @@ export function register(program: Command): void {
       try {
         await server.ready;
       } catch (err) {
+        // The message names the model and the reason (server/index.ts `ready`).
         await server.shutdown(0);
-        throw new Error(`could not load a model: ${err instanceof Error ? err.message : String(err)}`);
+        throw err;
       }
     });
 }

@@ -91,6 +91,14 @@ test('bad serve options fail with one line naming the problem', () => {
   assert.match(badBody.stderr, /--max-body/);
   assert.match(badBody.stderr, /got "1zb"/);
   assert.match(badBody.stderr, /such as 1mb/);
+  // A startup model that cannot be served stops the server with one line naming it and the fix.
+  const noWidth = run(['--port', '0', '--sparsity', '0.99']);
+  assert.equal(noWidth.status, 1);
+  assert.equal(noWidth.stderr.trim().split('\n').length, 1, noWidth.stderr);
+  assert.match(noWidth.stderr, /^sliceserve: --sparsity 0\.99 cannot slice stories260K: .*the largest usable sparsity is 0\.875$/m);
+  const twins = run(['--port', '0', '--sparsity', '0.25', '--sparsity', '0.2']);
+  assert.equal(twins.status, 1);
+  assert.equal(twins.stderr.trim(), "sliceserve: --sparsity 0.25 and --sparsity 0.2 both slice stories260K to d' = 48, the same model; keep one of them");
   const help = run(['--help']);
   assert.equal(help.status, 0);
   for (const flag of ['--model', '--sparsity', '--calibration', '--port', '--host', '--device', '--max-batch-size', '--max-queue', '--api-key']) {

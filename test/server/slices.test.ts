@@ -9,7 +9,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import OpenAI from 'openai';
-import { DENSE, GOLDEN, type TestServer, errorOf, get, post, sample, scrape, startTestServer, waitFor } from './helpers.js';
+import pino from 'pino';
+import { startServer } from '../../server/index.js';
+import { checkStartupSparsities, maxUsableSparsity, widthOrNull } from '../../server/slices.js';
+import { DENSE, GOLDEN, MODEL_DIR, type TestServer, errorOf, get, post, sample, scrape, startTestServer, waitFor } from './helpers.js';
 
 const SLICED = `${DENSE}-sliced-0.25`;
 const CAL_WINDOWS = 4;
@@ -152,16 +155,80 @@ test('slicing on demand: 202, progress, then the model is served; the dense mode
 });
 
 test('a failed slicing job reports its error and the server keeps serving', async () => {
-  const res = await post(`${t.url}/v1/slices`, { model: DENSE, sparsity: 0.95 }, {});
-  assert.equal(res.status, 202);
-  const job = await settle(t.url, res.body.id);
-  assert.equal(job.status, 'failed');
-  assert.match(job.error.message, /sparsity 0\.95/);
-  const ids = (await get(`${t.url}/v1/models`, {})).body.data.map((m: any) => m.id);
-  assert.ok(!ids.includes(`${DENSE}-sliced-0.95`));
-  assert.equal(sample(await scrape(t.url), 'sliceserve_slicing_jobs_total', { model: `${DENSE}-sliced-0.95`, status: 'failed' }), 1);
-  const ok = await client.completions.create({ model: DENSE, prompt: 'Once upon a time', max_tokens: 60, temperature: 0 });
-  assert.equal(ok.choices[0].text, GOLDEN);
+  // An empty calibration file makes every slicing job of this server fail.
+  const empty = path.join(cacheDir, 'empty-calibration.txt');
+  fs.writeFileSync(empty, '');
+  const s = await startTestServer({ calibrationFile: empty });
+  try {
+    const res = await post(`${s.url}/v1/slices`, { model: DENSE, sparsity: 0.5 }, {});
+    assert.equal(res.status, 202);
+    const job = await settle(s.url, res.body.id);
+    assert.equal(job.status, 'failed');
+    assert.match(job.error.message, /calibration file .*empty-calibration\.txt has 0 tokens/);
+    const ids = (await get(`${s.url}/v1/models`, {})).body.data.map((m: any) => m.id);
+    assert.deepEqual(ids, [DENSE]);
+    assert.equal(sample(await scrape(s.url), 'sliceserve_slicing_jobs_total', { model: `${DENSE}-sliced-0.5`, status: 'failed' }), 1);
+    const ok = await post(`${s.url}/v1/completions`, { model: DENSE, prompt: 'Once upon a time', max_tokens: 60, temperature: 0 }, {});
+    assert.equal(ok.body.choices[0].text, GOLDEN);
+    assert.equal((await get(`${s.url}/health/ready`, {})).status, 200, 'a failed on-demand job leaves the server ready');
+  } finally {
+    await s.server.shutdown(1000);
+  }
+});
+
+test('a sparsity that leaves d\' = 0 is a 400 up front, naming the largest usable sparsity', async () => {
+  for (const sparsity of [0.99, 0.95, 0.876]) {
+    const res = await post(`${t.url}/v1/slices`, { model: DENSE, sparsity }, {});
+    assert.equal(res.status, 400, `sparsity ${sparsity}`);
+    const e = errorOf(res.body);
+    assert.equal(e.param, 'sparsity');
+    assert.equal(
+      e.message,
+      `Sparsity ${sparsity} leaves no columns of ${DENSE}'s hidden size 64 (d' = floor((1 - ${sparsity}) * 64 / 8) * 8 = 0); the largest usable sparsity is 0.875.`,
+    );
+  }
+  assert.equal(maxUsableSparsity(64), 0.875);
+  assert.equal(widthOrNull(0.875, 64), 8, 'the largest usable sparsity is usable');
+  assert.equal(maxUsableSparsity(4096), 0.998);
+  assert.equal(maxUsableSparsity(8), null);
+  const jobs = (await get(`${t.url}/v1/slices`, {})).body.data;
+  assert.ok(!jobs.some((j: any) => j.sparsity >= 0.876), 'no job was queued');
+});
+
+test('a startup variant that cannot be served rejects ready and leaves the server not ready', async () => {
+  const empty = path.join(cacheDir, 'empty-calibration.txt');
+  fs.writeFileSync(empty, '');
+  const s = await startServer({
+    models: [MODEL_DIR],
+    sparsities: [0.25],
+    calibrationFile: empty,
+    host: '127.0.0.1',
+    port: 0,
+    maxBatchSize: 4,
+    maxQueue: 4,
+    bodyLimit: '1mb',
+    threads: 1,
+    defaultMetrics: false,
+    logger: pino({ level: 'silent' }),
+  });
+  try {
+    await assert.rejects(s.ready, (err: Error) => {
+      assert.match(err.message, new RegExp(`^startup model ${DENSE}-sliced-0\\.25 could not be served: the calibration file .* has 0 tokens`));
+      return true;
+    });
+    const ready = await get(`${s.url}/health/ready`, {});
+    assert.equal(ready.status, 503);
+    assert.equal(ready.body.status, 'loading');
+  } finally {
+    await s.shutdown(1000);
+  }
+  assert.throws(() => checkStartupSparsities(DENSE, 64, [0.25, 0.99]), {
+    message: `--sparsity 0.99 cannot slice ${DENSE}: sparsity 0.99 leaves no columns of ${DENSE}'s hidden size 64 (d' = floor((1 - 0.99) * 64 / 8) * 8 = 0); the largest usable sparsity is 0.875`,
+  });
+  assert.throws(() => checkStartupSparsities(DENSE, 64, [0.25, 0.5, 0.2]), {
+    message: `--sparsity 0.25 and --sparsity 0.2 both slice ${DENSE} to d' = 48, the same model; keep one of them`,
+  });
+  assert.doesNotThrow(() => checkStartupSparsities(DENSE, 64, [0.25, 0.5, 0.875]));
 });
 
 test('bad slicing requests: 400, 404', async () => {
