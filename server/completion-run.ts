@@ -30,6 +30,11 @@ export interface RunListener {
   onDone(result: RunResult): void;
   /** Refused or failed; nothing follows. */
   onError(error: ApiError): void;
+  /**
+   * The server cut the run (a shutdown's timeout ran out); nothing follows. The choices that
+   * had not finished carry finish_reason 'abort'.
+   */
+  onAborted?(result: RunResult): void;
 }
 
 /** The gathered result. */
@@ -43,7 +48,7 @@ export interface RunSummary {
   request_id: string;
   model: string;
   transport: string;
-  outcome: 'ok' | 'cancelled' | 'error' | 'pending';
+  outcome: 'ok' | 'cancelled' | 'aborted' | 'error' | 'pending';
   status?: number;
   n: number;
   prompt_tokens: number;
@@ -123,6 +128,23 @@ export class CompletionRun {
     this.endedAt = nowMs();
     this.ctx.metrics.observeAbort(this.model.id);
     this.listener = null;
+  }
+
+  /**
+   * Cuts the run because the server is stopping: frees its slot in the engine, marks the
+   * unfinished choices with finish_reason 'abort' and tells the listener (`onAborted`), which
+   * ends its response cleanly. No-op once the run has ended.
+   */
+  abort(): void {
+    if (this.ended) return;
+    this.model.worker.abort(this.id);
+    this.outcome = 'aborted';
+    this.endedAt = nowMs();
+    this.ctx.metrics.observeAbort(this.model.id);
+    for (const choice of this.choices) choice.finish_reason ??= 'abort';
+    const listener = this.listener;
+    this.listener = null;
+    listener?.onAborted?.({ choices: this.choices, usage: this.usage() });
   }
 
   /** The request's log fields. */

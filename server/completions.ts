@@ -7,7 +7,7 @@
 import type { Request, Response } from 'express';
 import type { SequenceOutput } from '../engine/protocol.js';
 import { CompletionRun, type RunContext } from './completion-run.js';
-import { ApiError, sendError } from './errors.js';
+import { ApiError, Errors, sendError } from './errors.js';
 import type { ModelRegistry } from './models.js';
 import { type CompletionChoice, type CompletionResponse, appendLogprobs, parseCompletionRequest } from './protocol.js';
 
@@ -51,7 +51,16 @@ function jsonRun(run: CompletionRun, res: Response): void {
       res.json(body);
     },
     onError: (err) => sendError(res, err),
+    onAborted: () => {
+      if (!res.headersSent) sendError(res, shutdownCut());
+      else res.end();
+    },
   });
+}
+
+/** The 503 of a request that a shutdown cut before its response started. */
+function shutdownCut(): ApiError {
+  return Errors.unavailable('The server shut down before this request finished; retry it.', 'shutting_down');
 }
 
 function envelope(run: CompletionRun): Omit<CompletionResponse, 'choices'> {
@@ -89,6 +98,13 @@ function streamRun(run: CompletionRun, res: Response, includeUsage: boolean): vo
     onError: (err: ApiError) => {
       if (!res.headersSent) return sendError(res, err);
       send(err.body());
+      res.end('data: [DONE]\n\n');
+    },
+    // A shutdown cut the stream: each unfinished choice gets a final chunk with 'abort'.
+    onAborted: ({ choices, usage }) => {
+      if (!res.headersSent) return sendError(res, shutdownCut());
+      for (const c of choices) if (c.finish_reason === 'abort') send(chunk({ index: c.index, text: '', logprobs: null, finish_reason: 'abort' }));
+      if (includeUsage) send({ ...envelope(run), choices: [], usage });
       res.end('data: [DONE]\n\n');
     },
   });

@@ -2,7 +2,8 @@
  * The SliceServe server: starts the HTTP/WebSocket front end at once (liveness answers while
  * models load), a worker per dense model, then the startup slicing jobs (one sliced variant
  * per dense model and sparsity); readiness turns on when they are all settled. Graceful
- * shutdown: refuse new work (503), let in-flight requests finish up to a timeout, then stop
+ * shutdown: refuse new work (503), let in-flight requests finish up to a timeout, end the ones
+ * still running cleanly (finish_reason 'abort', or a 503 before a response started), then stop
  * the workers.
  */
 import type { AddressInfo } from 'node:net';
@@ -67,7 +68,10 @@ export interface SliceServer {
   models: ModelRegistry;
   metrics: ServerMetrics;
   jobs: SliceJobManager;
-  /** Graceful stop: 503 for new work, wait for in-flight requests up to `timeoutMs`, stop workers. */
+  /**
+   * Graceful stop: 503 for new work, wait for in-flight requests up to `timeoutMs`, end the rest
+   * with finish_reason 'abort' (503 when their response has not started), stop workers.
+   */
   shutdown(timeoutMs?: number): Promise<void>;
 }
 
@@ -195,7 +199,18 @@ export async function startServer(opts: ServerOptions): Promise<SliceServer> {
         };
       });
     }
-    for (const run of runs) run.cancel();
+    // Requests still running are cut: each ends its response (final SSE chunk with 'abort' and
+    // [DONE], a 503, a WebSocket `done`); wait briefly for those last writes before closing.
+    for (const run of [...runs]) run.abort();
+    if (runs.size > 0) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, 1000);
+        drained = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+    }
     for (const client of wss.clients) client.close(1001, 'server shutting down');
     await new Promise<void>((resolve) => {
       server.close(() => resolve());

@@ -71,7 +71,7 @@ export class ServerMetrics {
       labelNames: ['model', 'finished_reason'],
       registers,
     });
-    this.aborted = new Counter({ name: 'sliceserve_request_aborted_total', help: 'Requests cancelled by the client.', labelNames: ['model'], registers });
+    this.aborted = new Counter({ name: 'sliceserve_request_aborted_total', help: 'Requests cancelled by the client or cut by a shutdown.', labelNames: ['model'], registers });
     this.failures = new Counter({ name: 'sliceserve_request_failure_total', help: 'Requests answered with an error, by HTTP status.', labelNames: ['model', 'status'], registers });
     this.sliceJobs = new Counter({
       name: 'sliceserve_slicing_jobs_total',
@@ -130,7 +130,7 @@ export class ServerMetrics {
     for (const reason of t.finishReasons) this.success.inc({ model, finished_reason: reason });
   }
 
-  /** A request cancelled by its client. */
+  /** A request cancelled by its client, or cut by a shutdown. */
   observeAbort(model: string): void {
     this.aborted.inc({ model });
   }

@@ -129,12 +129,15 @@ export function appendLogprobs(target: CompletionLogprobs | null, entries: reado
   return lp;
 }
 
+/** Why a choice ended: the engine's reasons, or 'abort' when a shutdown cut it (vLLM's value). */
+export type ChoiceFinishReason = FinishReason | 'abort';
+
 /** One choice of a completion response or chunk. */
 export interface CompletionChoice {
   index: number;
   text: string;
   logprobs: CompletionLogprobs | null;
-  finish_reason: FinishReason | null;
+  finish_reason: ChoiceFinishReason | null;
 }
 
 /** Token counts of a request. */

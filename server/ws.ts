@@ -10,7 +10,9 @@
  *   stop string is held back)
  * - `{"type":"echo","id","index","text"}` before the tokens when `echo` is true
  * - `{"type":"done","id","finish_reason","finish_reasons","usage"}` when every choice ended,
- *   or `{"type":"done","id","finish_reason":"cancelled","usage"}` after a cancel
+ *   or `{"type":"done","id","finish_reason":"cancelled","usage"}` after a cancel, or
+ *   `{"type":"done","id","finish_reason":"abort","finish_reasons","usage"}` when a shutdown's
+ *   timeout cut the request
  * - `{"type":"error","id","error":{"message","type","param","code","status"}}`
  * A closed socket cancels all of its requests.
  */
@@ -137,6 +139,10 @@ function serveSocket(ws: WebSocket, ctx: StreamContext): void {
       },
       onError: (err) => {
         sendError(id, err);
+        end(id);
+      },
+      onAborted: ({ choices, usage }) => {
+        send({ type: 'done', id, finish_reason: 'abort', finish_reasons: choices.map((c) => c.finish_reason), usage });
         end(id);
       },
     });

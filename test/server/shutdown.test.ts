@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { test } from 'node:test';
-import { DENSE, ROOT, errorOf, get, post } from './helpers.js';
+import { DENSE, ROOT, errorOf, get, openStream, post, startTestServer } from './helpers.js';
 
 const BIN = path.join(ROOT, 'bin', 'sliceserve.js');
 
@@ -104,4 +104,63 @@ test('bad serve options fail with one line naming the problem', () => {
   for (const flag of ['--model', '--sparsity', '--calibration', '--port', '--host', '--device', '--max-batch-size', '--max-queue', '--api-key']) {
     assert.ok(help.stdout.includes(flag), flag);
   }
+});
+
+test('a shutdown timeout that cuts requests ends them cleanly: SSE abort chunk and [DONE], 503, WebSocket done', async () => {
+  const t = await startTestServer({ maxBatchSize: 32 });
+  // Long requests (4 choices each, so every step is a batch of 12 sequences) that a 0 s
+  // shutdown timeout cuts; the JSON one goes first so that the others' first tokens mean it runs.
+  const long = { model: DENSE, prompt: 'Once upon a time', max_tokens: 500, n: 4, ignore_eos: true, temperature: 0 };
+  const json = post(`${t.url}/v1/completions`, long, {});
+  const sse = await fetch(`${t.url}/v1/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ ...long, stream: true, stream_options: { include_usage: true } }),
+  });
+  assert.equal(sse.status, 200);
+  const reader = sse.body!.getReader();
+  const decoder = new TextDecoder();
+  let text = decoder.decode((await reader.read()).value, { stream: true });
+  const ws = await openStream(t.url, {});
+  ws.send({ type: 'completion', id: 'w1', ...long });
+  await ws.next((m) => m.id === 'w1' && m.type === 'token');
+  const closed = new Promise<{ code: number; messages: number }>((resolve) => ws.ws.once('close', (code) => resolve({ code, messages: ws.messages.length })));
+
+  await t.server.shutdown(0);
+
+  // SSE: the stream ends properly (the reader reaches done, no 'terminated' error).
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    text += decoder.decode(value, { stream: true });
+  }
+  const events = text.split('\n\n').filter(Boolean);
+  assert.equal(events.at(-1), 'data: [DONE]');
+  const chunks = events.slice(0, -1).map((e) => JSON.parse(e.slice('data: '.length)));
+  const usage = chunks.at(-1);
+  assert.deepEqual(usage.choices, []);
+  assert.ok(usage.usage.completion_tokens > 0 && usage.usage.completion_tokens < 4 * 500, `usage ${JSON.stringify(usage.usage)}`);
+  const finals = chunks.slice(0, -1).filter((c) => c.choices[0].finish_reason !== null);
+  assert.deepEqual(finals.map((c) => c.choices[0].index).sort(), [0, 1, 2, 3], 'one final chunk per choice');
+  for (const c of finals) assert.deepEqual(c.choices[0], { index: c.choices[0].index, text: '', logprobs: null, finish_reason: 'abort' });
+  assert.equal(chunks.length - 1 - 4, usage.usage.completion_tokens, 'every token sent before the cut arrived');
+
+  // Non-streaming: an OpenAI-shaped 503.
+  const cut = await json;
+  assert.equal(cut.status, 503);
+  const e = errorOf(cut.body);
+  assert.equal(e.code, 'shutting_down');
+  assert.equal(e.message, 'The server shut down before this request finished; retry it.');
+
+  // WebSocket: `done` with 'abort' before the close with 1001.
+  const { code, messages } = await closed;
+  assert.equal(code, 1001);
+  const done = ws.messages.find((m) => m.id === 'w1' && m.type === 'done');
+  assert.ok(done && ws.messages.indexOf(done) < messages, 'done arrived before the close');
+  assert.equal(done.finish_reason, 'abort');
+  assert.deepEqual(done.finish_reasons, ['abort', 'abort', 'abort', 'abort']);
+  assert.ok(done.usage.completion_tokens > 0 && done.usage.completion_tokens < 4 * 500);
+
+  const outcomes = t.logs.filter((l) => l.request_id !== undefined).map((l) => l.outcome);
+  assert.deepEqual(outcomes, ['aborted', 'aborted', 'aborted']);
 });
