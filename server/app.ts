@@ -85,7 +85,23 @@ export function createApp(ctx: AppContext): Express {
     if (ctx.state() === 'stopping') return sendError(res, Errors.unavailable('The server is shutting down.', 'shutting_down'));
     next();
   });
-  app.use(express.json({ limit: parseBodyLimit(ctx.bodyLimit), type: () => true }));
+  // Any JSON value parses (not only objects and arrays), so that the handlers' validation can
+  // say what the body must be; an empty body stays undefined rather than becoming {}.
+  const emptyBodies = new WeakSet<IncomingMessage>();
+  app.use(
+    express.json({
+      limit: parseBodyLimit(ctx.bodyLimit),
+      type: () => true,
+      strict: false,
+      verify: (req, _res, buf) => {
+        if (buf.length === 0) emptyBodies.add(req);
+      },
+    }),
+  );
+  app.use((req, _res, next) => {
+    if (emptyBodies.has(req)) req.body = undefined;
+    next();
+  });
 
   app.get('/v1/models', (_req, res) => {
     res.json({ object: 'list', data: ctx.models.list().map((m) => ModelRegistry.card(m)) });

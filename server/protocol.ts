@@ -9,17 +9,33 @@ import { ApiError, Errors } from './errors.js';
 
 const tokenIds = z.array(z.number().int().min(0)).min(1);
 
+/** Stop strings per request at most. */
+export const MAX_STOP_STRINGS = 16;
+
+/** What `prompt` accepts, for its error message. */
+const PROMPT_FORMS =
+  'a string, an array of strings, an array of token ids (integers >= 0), or an array of token-id arrays; arrays must be non-empty';
+
 /** Fields of `POST /v1/completions` (and of a WebSocket `completion` message). */
 export const completionRequestSchema = z.object({
   model: z.string().min(1),
-  prompt: z.union([z.string(), z.array(z.string()).min(1), tokenIds, z.array(tokenIds).min(1)]),
+  prompt: z.union([z.string(), z.array(z.string()).min(1), tokenIds, z.array(tokenIds).min(1)], {
+    error: (iss) => (iss.input === undefined ? `is required: ${PROMPT_FORMS}` : `must be ${PROMPT_FORMS}; got ${preview(iss.input)}`),
+  }),
   max_tokens: z.number().int().min(0).nullish(),
   temperature: z.number().min(0).max(2).nullish(),
   top_p: z.number().gt(0).max(1).nullish(),
   top_k: z.number().int().min(-1).nullish(),
   n: z.number().int().min(1).max(64).nullish(),
   best_of: z.number().int().min(1).nullish(),
-  stop: z.union([z.string(), z.array(z.string()).max(16)]).nullish(),
+  stop: z
+    .union([z.string(), z.array(z.string()).max(MAX_STOP_STRINGS)], {
+      error: (iss) =>
+        Array.isArray(iss.input) && iss.input.length > MAX_STOP_STRINGS && iss.input.every((x) => typeof x === 'string')
+          ? `must have at most ${MAX_STOP_STRINGS} strings; got ${iss.input.length}`
+          : `must be a string or an array of at most ${MAX_STOP_STRINGS} strings; got ${preview(iss.input)}`,
+    })
+    .nullish(),
   stream: z.boolean().nullish(),
   stream_options: z.object({ include_usage: z.boolean().nullish() }).nullish(),
   logprobs: z.number().int().min(0).max(20).nullish(),
@@ -62,17 +78,45 @@ export function parseCompletionRequest(body: unknown, transport: 'http' | 'ws'):
   return parsed;
 }
 
-/** Parses with a zod schema; the first issue becomes a 400 naming its field. */
-export function parseWith<T extends z.ZodType>(schema: T, body: unknown): z.infer<T> {
+/**
+ * Parses with a zod object schema; the first issue becomes a 400 naming its field. A body that
+ * is missing or not a JSON object is a 400 naming the required fields.
+ * @param what how messages name the body ('The request body', 'A WebSocket message')
+ */
+export function parseWith<T extends z.ZodObject>(schema: T, body: unknown, what = 'The request body'): z.infer<T> {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) {
-    throw Errors.invalid('The request body must be a JSON object.', null, 'invalid_json');
+    const required = requiredFields(schema);
+    const fields = required.length > 0 ? ` with at least ${required.map((f) => `"${f}"`).join(' and ')}` : '';
+    throw Errors.invalid(`${what} must be a JSON object${fields}; got ${body === undefined ? 'an empty body' : preview(body)}.`, null, 'invalid_json');
   }
   const result = schema.safeParse(body);
   if (result.success) return result.data;
   const issue = result.error.issues[0];
   const where = issue.path.length > 0 ? issue.path.map(String).join('.') : 'body';
+  let message = issue.message;
+  if (issue.code === 'invalid_type' && issue.expected === 'int') message = `must be an integer; got ${preview(valueAt(body, issue.path))}`;
   // `param` names the top-level field, as OpenAI does; the message gives the full path.
-  throw Errors.invalid(`${where}: ${issue.message}`, issue.path.length > 0 ? String(issue.path[0]) : null);
+  throw Errors.invalid(`${where}: ${message}`, issue.path.length > 0 ? String(issue.path[0]) : null);
+}
+
+/** The fields of an object schema that a body must have. */
+function requiredFields(schema: z.ZodObject): string[] {
+  return Object.entries(schema.shape)
+    .filter(([, field]) => !(field as z.ZodType).safeParse(undefined).success)
+    .map(([key]) => key);
+}
+
+function valueAt(body: unknown, path: readonly PropertyKey[]): unknown {
+  let v = body;
+  for (const key of path) v = v != null && typeof v === 'object' ? (v as Record<PropertyKey, unknown>)[key] : undefined;
+  return v;
+}
+
+/** A short JSON rendering of a value for an error message. */
+function preview(value: unknown): string {
+  if (value === undefined) return 'nothing';
+  const json = JSON.stringify(value);
+  return json.length > 40 ? `${json.slice(0, 37)}...` : json;
 }
 
 /** Normalises `prompt` to a list of prompts. */

@@ -89,7 +89,7 @@ function serveSocket(ws: WebSocket, ctx: StreamContext): void {
       } catch (err) {
         throw Errors.invalid(`Malformed JSON message: ${(err as Error).message}`, null, 'invalid_json');
       }
-      const envelope = parseWith(envelopeSchema, body);
+      const envelope = parseWith(envelopeSchema, body, 'A WebSocket message');
       id = envelope.id;
       if (envelope.type === 'cancel') return cancel(envelope.id);
       if (runs.has(envelope.id)) throw Errors.invalid(`A request with id '${envelope.id}' is in flight on this socket.`, 'id', 'duplicate_id');

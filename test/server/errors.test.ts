@@ -36,6 +36,33 @@ test('malformed JSON and non-object bodies are 400', async () => {
   await expectError('"text"', 400);
 });
 
+test('a body that is empty or not a JSON object says what the body must be', async () => {
+  const objectNeeded = (got: string) => `The request body must be a JSON object with at least "model" and "prompt"; got ${got}.`;
+  for (const [body, got] of [['null', 'null'], ['"hello"', '"hello"'], ['5', '5'], ['[1, 2]', '[1,2]'], ['', 'an empty body']]) {
+    const e = await expectError(body, 400, null, 'invalid_json');
+    assert.equal(e.message, objectNeeded(got), `body ${JSON.stringify(body)}`);
+  }
+  const slices = await post(`${t.url}/v1/slices`, '');
+  assert.equal(slices.status, 400);
+  assert.equal(errorOf(slices.body).message, 'The request body must be a JSON object with at least "model" and "sparsity"; got an empty body.');
+});
+
+test('prompt, stop and integer fields say what they accept', async () => {
+  const forms = 'a string, an array of strings, an array of token ids (integers >= 0), or an array of token-id arrays; arrays must be non-empty';
+  const missing = await expectError({ model: DENSE }, 400, 'prompt');
+  assert.equal(missing.message, `prompt: is required: ${forms}`);
+  for (const [prompt, got] of [[123, '123'], [[], '[]'], [[1.5], '[1.5]'], [[1, 'a'], '[1,"a"]']] as const) {
+    const e = await expectError({ ...good, prompt }, 400, 'prompt');
+    assert.equal(e.message, `prompt: must be ${forms}; got ${got}`);
+  }
+  const stops = await expectError({ ...good, stop: Array.from({ length: 17 }, (_, i) => `s${i}`) }, 400, 'stop');
+  assert.equal(stops.message, 'stop: must have at most 16 strings; got 17');
+  assert.equal((await expectError({ ...good, stop: 7 }, 400, 'stop')).message, 'stop: must be a string or an array of at most 16 strings; got 7');
+  assert.equal((await expectError({ ...good, max_tokens: 2.5 }, 400, 'max_tokens')).message, 'max_tokens: must be an integer; got 2.5');
+  assert.equal((await expectError({ ...good, n: 1.5 }, 400, 'n')).message, 'n: must be an integer; got 1.5');
+  assert.equal((await post(url(), { ...good, stop: Array(16).fill('zzz'), max_tokens: 2 })).status, 200, '16 stop strings are fine');
+});
+
 test('unknown model is 404; missing fields are 400', async () => {
   const e = await expectError({ ...good, model: 'gpt-17' }, 404, 'model', 'model_not_found');
   assert.match(e.message, /gpt-17/);
