@@ -3,7 +3,8 @@
  * request, with the completion timings when there are some) and the error handler.
  *
  * Routes: GET /health, GET /health/ready, GET /v1/models, GET /v1/models/:id,
- * POST /v1/completions, POST /v1/slices, GET /v1/slices, GET /v1/slices/:id, GET /metrics.
+ * POST /v1/completions, POST /v1/slices, GET /v1/slices, GET /v1/slices/:id, GET /metrics;
+ * /v1/chat/completions answers a 404 that points at /v1/completions.
  * (WebSocket /v1/stream is attached to the HTTP server in ws.ts.)
  */
 import { timingSafeEqual } from 'node:crypto';
@@ -124,6 +125,8 @@ export function createApp(ctx: AppContext): Express {
     const { contentType, body } = await ctx.metrics.render();
     res.set('Content-Type', contentType).send(body);
   });
+  // OpenAI clients often try chat first: say what this server offers instead.
+  app.all('/v1/chat/completions', (_req, res) => sendError(res, Errors.chatNotSupported()));
   // A known path with the wrong method is a 405 (with Allow), not a 404.
   const allowed: Record<string, string> = { '/v1/completions': 'POST', '/v1/slices': 'GET, POST', '/v1/models': 'GET', '/metrics': 'GET' };
   for (const [p, methods] of Object.entries(allowed)) {

@@ -52,6 +52,16 @@ export const Errors = {
     new ApiError(404, `The model '${model}' does not exist; GET /v1/models lists the served models.`, 'invalid_request_error', 'model', 'model_not_found'),
   /** 404: unknown route or resource. */
   notFound: (what: string) => new ApiError(404, `${what} not found`, 'invalid_request_error', null, 'not_found'),
+  /** 404: the chat API, which this server does not implement. */
+  chatNotSupported: () =>
+    new ApiError(
+      404,
+      'This server implements the completions API (POST /v1/completions) and has no chat templates, so there is no /v1/chat/completions; send your text as "prompt" to POST /v1/completions.',
+      'invalid_request_error',
+      null,
+      'chat_not_supported',
+    ),
+  /** 405: a known path with the wrong method. */
   methodNotAllowed: (method: string, path: string, allowed: string) =>
     new ApiError(405, `${method} is not allowed on ${path}; use ${allowed}.`, 'invalid_request_error', null, 'method_not_allowed'),
   /** 409: the resource exists already. */
