@@ -20,6 +20,15 @@ export function numberOption(min: number, max: number, inclusive = false): (valu
   };
 }
 
+/** A finite number within (min, max]: top-p style options whose lower end is excluded. */
+export function numberAboveOption(min: number, max: number): (value: string) => number {
+  return (value) => {
+    const n = Number(value);
+    if (!(value.trim() !== '' && Number.isFinite(n) && n > min && n <= max)) throw new InvalidArgumentError(`expected a number in (${min}, ${max}], got "${value}"`);
+    return n;
+  };
+}
+
 /** A graph precision: float32 or float16. */
 export function dtypeOption(value: string): 'float32' | 'float16' {
   if (value !== 'float32' && value !== 'float16') throw new InvalidArgumentError(`expected float32 or float16, got "${value}"`);

@@ -23,6 +23,8 @@ export function register(program: Command): void {
     .action(async (opts) => {
       if (!fs.existsSync(opts.data)) throw new Error(`--data ${opts.data}: no such file`);
       const model = await loadModel(opts.model);
+      const context = model.config.max_position_embeddings;
+      if (opts.seqLen > context) throw new Error(`--seq-len ${opts.seqLen} exceeds the context length ${context} of ${model.id}; pass --seq-len ${context} or less`);
       const stream = buildTokenStream(fs.readFileSync(opts.data), model.tokenizer);
       const windows = cutWindows(Array.from(stream.tokens), opts.seqLen, opts.windows, `--data ${opts.data}`);
       const session = await LlamaSession.create(model, { logits: 'all', device: opts.device, dtype: opts.dtype });

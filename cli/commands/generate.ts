@@ -4,7 +4,7 @@ import { generate } from '../../engine/generate.js';
 import { loadModel } from '../../models/load.js';
 import { parseDeviceRequest } from '../../runtime/device.js';
 import { LlamaSession } from '../../runtime/llama-session.js';
-import { DEFAULT_MODEL_DIR, dtypeOption, intOption, numberOption } from '../options.js';
+import { DEFAULT_MODEL_DIR, dtypeOption, intOption, numberAboveOption, numberOption } from '../options.js';
 
 export function register(program: Command): void {
   program
@@ -14,7 +14,7 @@ export function register(program: Command): void {
     .requiredOption('--prompt <text>', 'the prompt')
     .option('--max-tokens <n>', 'tokens to generate at most', intOption(1), 256)
     .option('--temperature <t>', '0 = greedy (0..2, as the API)', numberOption(0, 2, true), 1)
-    .option('--top-p <p>', 'nucleus sampling mass', numberOption(0, 1, true), 1)
+    .option('--top-p <p>', 'nucleus sampling mass, in (0, 1]', numberAboveOption(0, 1), 1)
     .option('--top-k <k>', 'keep the k most likely tokens (0 = all)', intOption(0), 0)
     .option('--seed <n>', 'random seed for reproducible sampling', intOption(0))
     .option('--ignore-eos', 'keep generating after the end-of-sequence token')

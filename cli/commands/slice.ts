@@ -23,6 +23,9 @@ export function register(program: Command): void {
     .option('--overwrite', 'replace an existing --out directory')
     .action(async (opts) => {
       const out = path.resolve(opts.out);
+      if (fs.existsSync(out) && !fs.statSync(out).isDirectory()) {
+        throw new Error(`--out ${opts.out} is a file; --out must be a directory that is empty or does not exist yet`);
+      }
       if (fs.existsSync(out) && fs.readdirSync(out).length > 0 && !opts.overwrite) {
         throw new Error(`--out ${opts.out} exists and is not empty; choose another directory or pass --overwrite`);
       }
@@ -35,6 +38,10 @@ export function register(program: Command): void {
       }
       const t0 = performance.now();
       const model = await loadModel(opts.model);
+      const context = model.config.max_position_embeddings;
+      if (opts.calSeqLen > context) {
+        throw new Error(`--cal-seq-len ${opts.calSeqLen} exceeds the context length ${context} of ${model.id}; pass --cal-seq-len ${context} or less`);
+      }
       const loadS = (performance.now() - t0) / 1000;
       const bar = progressBar('slicing');
       const { model: sliced, report } = await sliceModelWithReport(

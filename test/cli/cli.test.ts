@@ -59,6 +59,13 @@ test('bad input gives a one-line error and a non-zero exit', () => {
       [['generate', '--prompt', 'x', '--max-tokens', 'ten'], /expected an integer >= 1/],
       [['eval', '--data', path.join(tmp, 'none.txt')], /--data .*none\.txt: no such file/],
       [['generate', '--prompt', 'x', '--device', 'tpu'], /tpu/],
+      [['generate', '--prompt', 'x', '--top-p', '0'], /option '--top-p <p>' argument '0' is invalid\. expected a number in \(0, 1\], got "0"$/],
+      [['eval', '--seq-len', '100000', '--windows', '1'], /^sliceserve: --seq-len 100000 exceeds the context length 512 of stories260K; pass --seq-len 512 or less$/],
+      [
+        ['slice', '--sparsity', '0.25', '--cal-seq-len', '1000', '--cal-windows', '2', '--out', path.join(tmp, 'o')],
+        /^sliceserve: --cal-seq-len 1000 exceeds the context length 512 of stories260K; pass --cal-seq-len 512 or less$/,
+      ],
+      [['slice', '--sparsity', '0.25', '--out', file], /^sliceserve: --out .*a-file is a file; --out must be a directory that is empty or does not exist yet$/],
     ];
     for (const [args, pattern] of cases) {
       const r = run(args);
