@@ -13,7 +13,8 @@
  *   or `{"type":"done","id","finish_reason":"cancelled","usage"}` after a cancel, or
  *   `{"type":"done","id","finish_reason":"abort","finish_reasons","usage"}` when a shutdown's
  *   timeout cut the request
- * - `{"type":"error","id","error":{"message","type","param","code","status"}}`
+ * - `{"type":"error","id","error":{"message","type","param","code","status"}}` (`id` is the
+ *   message's own when it has a usable one, even if the message is otherwise invalid; else null)
  * A closed socket cancels all of its requests.
  */
 import type { IncomingMessage, Server } from 'node:http';
@@ -89,6 +90,9 @@ function serveSocket(ws: WebSocket, ctx: StreamContext): void {
       } catch (err) {
         throw Errors.invalid(`Malformed JSON message: ${(err as Error).message}`, null, 'invalid_json');
       }
+      // Errors name the request whenever the message carries a usable id, even if it is invalid otherwise.
+      const claimed = typeof body === 'object' && body !== null ? (body as { id?: unknown }).id : undefined;
+      if (envelopeSchema.shape.id.safeParse(claimed).success) id = claimed as string;
       const envelope = parseWith(envelopeSchema, body, 'A WebSocket message');
       id = envelope.id;
       if (envelope.type === 'cancel') return cancel(envelope.id);

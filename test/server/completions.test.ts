@@ -234,6 +234,13 @@ describe('WebSocket /v1/stream', () => {
     ws.ws.send('{not json');
     const malformed = await ws.next((m) => m.type === 'error' && m.id === null);
     assert.equal(malformed.error.code, 'invalid_json');
+    ws.send({ type: 'chat', id: 'q9' });
+    const unknownType = await ws.next((m) => m.type === 'error' && m.id === 'q9');
+    assert.equal(unknownType.error.param, 'type');
+    assert.equal(unknownType.error.status, 400);
+    ws.ws.send('5');
+    const notObject = await ws.next((m) => m.type === 'error' && m.id === null && m.error.message.startsWith('A WebSocket'));
+    assert.equal(notObject.error.message, 'A WebSocket message must be a JSON object with at least "type" and "id"; got 5.');
     ws.send({ type: 'cancel', id: 'unknown' });
     assert.equal((await ws.next((m) => m.id === 'unknown')).error.code, 'unknown_id');
     const ok = await ws.complete('after', { ...GREEDY, max_tokens: 4 });
