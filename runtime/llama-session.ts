@@ -238,6 +238,18 @@ export class LlamaSession {
       feeds[`past_key_values.${slot >> 1}.${slot & 1 ? 'value' : 'key'}`] = new ort.Tensor(this.dtype, past, transposed ? [B, KV, hd, P] : [B, KV, P, hd]);
     }
     const out = await this.session.run(feeds, this.fetches);
+    // Keep the resident rows in sync (when there are any): write this step's entries where the rows live.
+    this.appendStep(out, inputs, rowOf, S, P > 0 ? P : null);
+    return this.splitLogits(out.logits, inputs, rowOf, S);
+  }
+
+  /**
+   * Appends this step's entries (`step_key_values.*` [B, kv_heads, S, head_dim], row rowOf[b]
+   * for input b) to every input's host cache, then, when `residentPast` is not null, writes
+   * them into the resident past rows too (capacity `residentPast`, the kernel's key layout).
+   */
+  private appendStep(out: ort.InferenceSession.ReturnType, inputs: readonly StepInput[], rowOf: readonly number[], S: number, residentPast: number | null): void {
+    const L = this.model.config.num_hidden_layers;
     for (let slot = 0; slot < 2 * L; slot++) {
       const l = slot >> 1;
       const kind = slot & 1 ? 'value' : 'key';
@@ -245,16 +257,15 @@ export class LlamaSession {
       inputs.forEach((inp, b) => inp.cache.readPresent(l, kind, fresh, rowOf[b], S, inp.tokens.length));
     }
     inputs.forEach((inp) => inp.cache.commit(inp.tokens.length));
-    // Keep the resident rows in sync: write this step's entries where the rows live.
-    if (P > 0) {
-      for (let slot = 0; slot < 2 * L; slot++) {
-        const l = slot >> 1;
-        const kind = slot & 1 ? 'value' : 'key';
-        const transposed = this.transposedKeys && kind === 'key';
-        inputs.forEach((inp, b) => inp.cache.writeEntries(l, kind, this.pastPool[slot], rowOf[b], P, inp.cache.length - inp.tokens.length, inp.tokens.length, transposed));
-      }
+    if (residentPast === null) return;
+    for (let slot = 0; slot < 2 * L; slot++) {
+      const l = slot >> 1;
+      const kind = slot & 1 ? 'value' : 'key';
+      const transposed = this.transposedKeys && kind === 'key';
+      inputs.forEach((inp, b) =>
+        inp.cache.writeEntries(l, kind, this.pastPool[slot], rowOf[b], residentPast, inp.cache.length - inp.tokens.length, inp.tokens.length, transposed),
+      );
     }
-    return this.splitLogits(out.logits, inputs, rowOf, S);
   }
 
   /** Each input's logits from the batch's [B, S | 1, vocab] logits (see {@link step}). */
@@ -336,22 +347,8 @@ export class LlamaSession {
       this.dropHeld();
       throw err;
     }
-    for (let slot = 0; slot < 2 * L; slot++) {
-      const l = slot >> 1;
-      const kind = slot & 1 ? 'value' : 'key';
-      const fresh = out[`step_key_values.${l}.${kind}`].data as KVArray;
-      inputs.forEach((inp, b) => inp.cache.readPresent(l, kind, fresh, rowOf[b], S, inp.tokens.length));
-    }
-    inputs.forEach((inp) => inp.cache.commit(inp.tokens.length));
-    if (!plan.reuse) {
-      // Keep the host rows in sync while no step has reused the held past (see above).
-      for (let slot = 0; slot < 2 * L; slot++) {
-        const l = slot >> 1;
-        const kind = slot & 1 ? 'value' : 'key';
-        const transposed = this.transposedKeys && kind === 'key';
-        inputs.forEach((inp, b) => inp.cache.writeEntries(l, kind, this.pastPool[slot], rowOf[b], P, inp.cache.length - inp.tokens.length, inp.tokens.length, transposed));
-      }
-    }
+    // Keep the host rows in sync while no step has reused the held past (see above).
+    this.appendStep(out, inputs, rowOf, S, plan.reuse ? null : P);
     const previous = plan.reuse ? this.held : undefined;
     const tensors: Record<string, ort.Tensor> = {};
     for (let slot = 0; slot < 2 * L; slot++) tensors[pastName(slot)] = out[presentName(slot)];
