@@ -15,6 +15,7 @@
 //          [--batch 8] [--past 128,512,1024] [--runs 20]        (after `npx tsc -p .`)
 const fs = require('node:fs');
 const path = require('node:path');
+const { parseArgs: parseCliArgs } = require('node:util');
 
 const root = path.join(__dirname, '..', '..');
 const { OnnxGraph } = require(path.join(root, 'dist', 'models', 'onnx', 'builder.js'));
@@ -22,22 +23,18 @@ const { createSessionOnDevice } = require(path.join(root, 'dist', 'runtime', 'de
 const ort = require('onnxruntime-node');
 
 function parseArgs(argv) {
-  const o = { model: '', device: 'cuda', batch: 8, past: [128, 512, 1024], runs: 20 };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const next = () => {
-      if (i + 1 >= argv.length) throw new Error(`${a} needs a value`);
-      return argv[++i];
-    };
-    if (a === '--model') o.model = next();
-    else if (a === '--device') o.device = next();
-    else if (a === '--batch') o.batch = Number(next());
-    else if (a === '--past') o.past = next().split(',').map(Number);
-    else if (a === '--runs') o.runs = Number(next());
-    else throw new Error(`unknown option ${a} (see the header of scripts/gpu/kv-upload.js)`);
-  }
-  if (!o.model) throw new Error('--model <dir> is required (a directory with config.json)');
-  return o;
+  const { values: v } = parseCliArgs({
+    args: argv,
+    options: {
+      model: { type: 'string' },
+      device: { type: 'string', default: 'cuda' },
+      batch: { type: 'string', default: '8' },
+      past: { type: 'string', default: '128,512,1024' },
+      runs: { type: 'string', default: '20' },
+    },
+  });
+  if (!v.model) throw new Error('--model <dir> is required (a directory with config.json)');
+  return { model: v.model, device: v.device, batch: Number(v.batch), past: v.past.split(',').map(Number), runs: Number(v.runs) };
 }
 
 /** num_hidden_layers, num_key_value_heads, head_dim from a Hugging Face config.json. */

@@ -11,30 +11,35 @@
 //          [--tol 1e-4] [--no-cpu] [--threads N]       (after `npx tsc -p .`)
 // Prints "PASS ..."/"FAIL ..." lines; exit 1 on a failure. Needs a WebGPU adapter.
 const path = require('node:path');
+const { parseArgs: parseCliArgs } = require('node:util');
 
 const root = path.join(__dirname, '..', '..');
 const { LlamaSession } = require(path.join(root, 'dist', 'runtime', 'llama-session.js'));
 const { loadModel } = require(path.join(root, 'dist', 'models', 'load.js'));
 
 function parseArgs(argv) {
-  const o = { model: '', batch: 4, prompt: 12, steps: 32, tol: 1e-4, cpu: true, threads: undefined };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const next = () => {
-      if (i + 1 >= argv.length) throw new Error(`${a} needs a value`);
-      return argv[++i];
-    };
-    if (a === '--model') o.model = next();
-    else if (a === '--batch') o.batch = Number(next());
-    else if (a === '--prompt') o.prompt = Number(next());
-    else if (a === '--steps') o.steps = Number(next());
-    else if (a === '--tol') o.tol = Number(next());
-    else if (a === '--threads') o.threads = Number(next());
-    else if (a === '--no-cpu') o.cpu = false;
-    else throw new Error(`unknown option ${a} (see the header of scripts/gpu/webgpu-kv.js)`);
-  }
-  if (!o.model) throw new Error('--model <dir> is required, e.g. --model models/stories260K');
-  return o;
+  const { values: v } = parseCliArgs({
+    args: argv,
+    options: {
+      model: { type: 'string' },
+      batch: { type: 'string', default: '4' },
+      prompt: { type: 'string', default: '12' },
+      steps: { type: 'string', default: '32' },
+      tol: { type: 'string', default: '1e-4' },
+      threads: { type: 'string' },
+      'no-cpu': { type: 'boolean', default: false },
+    },
+  });
+  if (!v.model) throw new Error('--model <dir> is required, e.g. --model models/stories260K');
+  return {
+    model: v.model,
+    batch: Number(v.batch),
+    prompt: Number(v.prompt),
+    steps: Number(v.steps),
+    tol: Number(v.tol),
+    cpu: !v['no-cpu'],
+    threads: v.threads === undefined ? undefined : Number(v.threads),
+  };
 }
 
 const argmax = (a) => a.reduce((best, v, i) => (v > a[best] ? i : best), 0);
