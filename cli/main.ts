@@ -5,12 +5,21 @@
 import { Command, CommanderError } from 'commander';
 import { COMMANDS } from './commands/index.js';
 
+/**
+ * commander's usage error (`error: option '--x <n>' argument 'y' is invalid. ...\n`) as one
+ * line in the CLI's style, with where to find the usage.
+ */
+export function oneLineUsageError(message: string): string {
+  const text = message.trim().replace(/^error: /, '').replace(/\s*\n\s*/g, ' ');
+  return `sliceserve: ${text} (run with --help for usage)`;
+}
+
 /** Builds the commander program with every command registered. */
 export function buildProgram(): Command {
   const program = new Command('sliceserve')
     .description('SliceGPT-compressed language models behind an OpenAI-compatible server')
-    .showHelpAfterError('(run with --help for usage)')
-    .configureOutput({ outputError: (str, write) => write(str) });
+    // Usage errors are one line, like the errors commands throw: `sliceserve: <what> (<hint>)`.
+    .configureOutput({ outputError: (str, write) => write(`${oneLineUsageError(str)}\n`) });
   for (const register of COMMANDS) register(program);
   return program;
 }
