@@ -130,7 +130,7 @@ export class Sequence<C> {
       tokenId: token,
       token: this.wantLogprobs ? this.detok.peek(token) : '',
       logprob,
-      top: this.wantLogprobs ? this.alternatives(this.sampler.topLogprobs(logits, req.logprobs ?? 0, this.generated)) : null,
+      top: this.wantLogprobs ? this.alternatives(withChosen(this.sampler.topLogprobs(logits, req.logprobs ?? 0, this.generated), token, logprob as number)) : null,
       textOffset,
     };
     this.generated.push(token);
@@ -154,7 +154,7 @@ export class Sequence<C> {
     const lse = logSumExp(logits);
     const entry = (this.promptEntries as TokenEntry[])[position];
     entry.logprob = logprobAt(logits, token, lse);
-    entry.top = this.alternatives(topLogprobs(logits, this.request.logprobs ?? 0, lse), position);
+    entry.top = this.alternatives(withChosen(topLogprobs(logits, this.request.logprobs ?? 0, lse), token, entry.logprob), position);
     this.pendingInput = [token];
   }
 
@@ -207,4 +207,13 @@ function promptTokenEntries(tokenizer: TextTokenizer, promptIds: readonly number
     detok.push(tokenId);
     return { tokenId, token, logprob: null, top: null, textOffset };
   });
+}
+
+/**
+ * The k most likely alternatives plus the chosen token when it is not among them (appended
+ * last): the OpenAI completions API returns the chosen token's logprob in `top_logprobs` too,
+ * so a position has up to `logprobs + 1` entries (`"logprobs": 0` gives the chosen token alone).
+ */
+export function withChosen(top: { token: number; logprob: number }[], token: number, logprob: number): { token: number; logprob: number }[] {
+  return top.some((t) => t.token === token) ? top : [...top, { token, logprob }];
 }

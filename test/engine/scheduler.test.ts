@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { EngineRequestError } from '../../engine/input.js';
-import { logSumExp } from '../../engine/logprobs.js';
+import { logSumExp, topLogprobs } from '../../engine/logprobs.js';
 import type { EngineRequest, SequenceOutput } from '../../engine/protocol.js';
 import { Scheduler } from '../../engine/scheduler.js';
 import { FakeCache, FakeSession, FakeTokenizer, GreedySampler, hashNext, type NextToken } from './fakes.js';
@@ -159,7 +159,12 @@ test('echo with logprobs scores the prompt; offsets point into the text', async 
   for (let i = 1; i < prompt.length; i++) {
     const logits = session.logitsFor(prompt.slice(0, i));
     assert.ok(Math.abs((entries[i].logprob as number) - (logits[prompt[i]] - logSumExp(logits))) < 1e-9);
-    assert.equal(entries[i].top?.length, 2);
+    // The 2 most likely tokens, plus the prompt token itself when it is not one of them.
+    const top = entries[i].top ?? [];
+    const best2 = topLogprobs(logits, 2).map((t) => t.token);
+    assert.deepEqual(top.slice(0, 2).map((t) => t.tokenId), best2);
+    assert.equal(top.length, best2.includes(prompt[i]) ? 2 : 3);
+    assert.ok(top.some((t) => t.tokenId === prompt[i] && Math.abs(t.logprob - (entries[i].logprob as number)) < 1e-12));
   }
   const gen = c.outputs.flatMap((o) => (o.token ? [o.token] : []));
   assert.equal(gen.length, 4);

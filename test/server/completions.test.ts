@@ -133,6 +133,12 @@ describe('sampling and output options', () => {
     });
   });
 
+  test('logprobs 0: top_logprobs holds the chosen token alone (OpenAI: up to logprobs + 1 entries)', async () => {
+    const res = await client.completions.create({ ...GREEDY, max_tokens: 5, logprobs: 0 });
+    const lp = res.choices[0].logprobs!;
+    lp.tokens!.forEach((tok, i) => assert.deepEqual(lp.top_logprobs![i], { [tok]: lp.token_logprobs![i] }));
+  });
+
   test('echo with logprobs and max_tokens 0 scores the prompt', async () => {
     const res = await client.completions.create({ model: DENSE, prompt: 'Once upon a time', max_tokens: 0, echo: true, logprobs: 1 });
     const c = res.choices[0];
