@@ -123,10 +123,7 @@ export class CompletionRun {
   /** Cancels the run (client gone): frees its slot in the engine. No further events. */
   cancel(): void {
     if (this.ended) return;
-    this.model.worker.abort(this.id);
-    this.outcome = 'cancelled';
-    this.endedAt = nowMs();
-    this.ctx.metrics.observeAbort(this.model.id);
+    this.stopInEngine('cancelled');
     this.listener = null;
   }
 
@@ -137,14 +134,19 @@ export class CompletionRun {
    */
   abort(): void {
     if (this.ended) return;
-    this.model.worker.abort(this.id);
-    this.outcome = 'aborted';
-    this.endedAt = nowMs();
-    this.ctx.metrics.observeAbort(this.model.id);
+    this.stopInEngine('aborted');
     for (const choice of this.choices) choice.finish_reason ??= 'abort';
     const listener = this.listener;
     this.listener = null;
     listener?.onAborted?.({ choices: this.choices, usage: this.usage() });
+  }
+
+  /** Frees the run's slot in the engine and records how it ended (both count as aborted requests). */
+  private stopInEngine(outcome: 'cancelled' | 'aborted'): void {
+    this.model.worker.abort(this.id);
+    this.outcome = outcome;
+    this.endedAt = nowMs();
+    this.ctx.metrics.observeAbort(this.model.id);
   }
 
   /** The request's log fields. */
