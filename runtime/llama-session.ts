@@ -54,6 +54,12 @@ export interface StepInput {
 /** Spare positions (and rounding) of the resident past buffers: re-laid at most every this many steps. */
 const RESIDENT_HEADROOM = 16;
 /**
+ * Unused positions beyond the usual headroom at which the resident past buffers are re-laid
+ * smaller: attention reads every position of the past (masked ones too), so a capacity left
+ * over from a long sequence that has left the batch would slow every later step.
+ */
+const RESIDENT_SHRINK_SLACK = 2 * RESIDENT_HEADROOM;
+/**
  * Masked positions a device-held past may carry beyond its longest sequence before it is
  * re-laid from the host (planDevicePast). A re-laid past has at most 2 * RESIDENT_HEADROOM + S
  * of them and decode steps do not add any, so this bound is a safety net.
@@ -159,6 +165,11 @@ export class LlamaSession {
   get deviceKVStats(): DeviceKVStats {
     const held = this.held && Object.values(this.held.tensors)[0];
     return { enabled: this.kvStats.enabled, reused: this.kvStats.reused, uploaded: { ...this.kvStats.uploaded }, pastLocation: held ? held.location : null };
+  }
+
+  /** Positions of the resident past buffers (the `past` dimension fed on the host path); 0 before any. */
+  get pastCapacity(): number {
+    return this.resident?.capacity ?? 0;
   }
 
   get maxContext(): number {
@@ -272,8 +283,10 @@ export class LlamaSession {
   private splitLogits(t: ort.Tensor, inputs: readonly StepInput[], rowOf: readonly number[], S: number): Float32Array[] {
     const logits = t.data as Float32Array;
     const V = t.dims[2];
-    if (this.logitsMode === 'last') return inputs.map((_, b) => logits.slice(rowOf[b] * V, (rowOf[b] + 1) * V));
-    return inputs.map((inp, b) => logits.slice((rowOf[b] * S + S - inp.tokens.length) * V, (rowOf[b] + 1) * S * V));
+    // Views, not copies: the output is this step's own buffer (a copy of 2 MB per batch-16 step
+    // of a 32k vocabulary showed up as garbage-collection time).
+    if (this.logitsMode === 'last') return inputs.map((_, b) => logits.subarray(rowOf[b] * V, (rowOf[b] + 1) * V));
+    return inputs.map((inp, b) => logits.subarray((rowOf[b] * S + S - inp.tokens.length) * V, (rowOf[b] + 1) * S * V));
   }
 
   /**
@@ -367,7 +380,9 @@ export class LlamaSession {
    * Assigns every input a row of the resident past buffers, rows 0..B-1, and makes sure each
    * row holds its sequence's entries: a sequence already resident in a row < B stays; the
    * others move into free rows (a row copy) or are copied in from their cache. When the
-   * capacity cannot hold `need` positions, everything is re-laid at a larger capacity.
+   * capacity cannot hold `need` positions, everything is re-laid at a larger capacity; when it
+   * exceeds what `need` calls for by more than RESIDENT_SHRINK_SLACK positions (the longest
+   * sequence left), everything is re-laid at a smaller one.
    * @returns the row of each input.
    */
   private placeRows(inputs: readonly StepInput[], need: number): number[] {
@@ -376,10 +391,10 @@ export class LlamaSession {
     const B = inputs.length;
     const rowSize = c.num_key_value_heads * c.head_dim;
     let resident = this.resident;
-    if (!resident || resident.capacity < need) {
-      const capacity = Math.min(this.maxContext, Math.ceil((need + RESIDENT_HEADROOM) / RESIDENT_HEADROOM) * RESIDENT_HEADROOM);
-      resident = this.resident = { capacity, rows: [] };
-      this.reservePool(B * rowSize * capacity, false);
+    const wanted = residentCapacity(need, this.maxContext);
+    if (!resident || resident.capacity < need || resident.capacity - wanted > RESIDENT_SHRINK_SLACK) {
+      resident = this.resident = { capacity: wanted, rows: [] };
+      this.reservePool(B * rowSize * wanted, false);
     } else {
       this.reservePool(Math.max(B, resident.rows.length) * rowSize * resident.capacity, true);
     }
@@ -432,6 +447,15 @@ export class LlamaSession {
     this.dropHeld();
     await this.session.release();
   }
+}
+
+/**
+ * Capacity (positions) of the resident past buffers for a batch whose longest sequence needs
+ * `need` positions this step: RESIDENT_HEADROOM spare positions, rounded up to a multiple of
+ * it, at most the context length.
+ */
+export function residentCapacity(need: number, maxContext: number): number {
+  return Math.min(maxContext, Math.ceil((need + RESIDENT_HEADROOM) / RESIDENT_HEADROOM) * RESIDENT_HEADROOM);
 }
 
 /** Feed name of KV slot `slot` (2l = layer l's key, 2l + 1 = its value). */

@@ -9,7 +9,7 @@ import { W, type LoadedModel } from '../../models/types.js';
 import * as ort from 'onnxruntime-node';
 import { buildLlamaGraph, keyCacheLayout } from '../../models/llama/graph.js';
 import { referenceForward } from '../../models/llama/reference.js';
-import { LlamaSession } from '../../runtime/llama-session.js';
+import { LlamaSession, residentCapacity } from '../../runtime/llama-session.js';
 import { randn, rng, tinyModel } from '../helpers/tiny-model.js';
 
 const SHAPE = { hidden: 32, layers: 2, heads: 4, kvHeads: 2, intermediate: 40, vocab: 50, context: 64 };
@@ -183,6 +183,40 @@ test('resident KV rows: sequences joining, leaving, reordering and growing past 
   assert.ok(bCaches.some((cc) => cc.length > 40), 'sequences grew well past the first capacity');
   await batched.release();
   await solo.release();
+});
+
+test('resident KV rows shrink to the batch once its longest sequence leaves, logits unchanged', async () => {
+  for (const attention of ['onnx-op', 'primitives'] as const) {
+    const m = tinyModel({ ...SHAPE, context: 128 }, 12);
+    const batched = await LlamaSession.create(m, { threads: 1, attention });
+    const solo = await LlamaSession.create(m, { threads: 1, attention });
+    const r = rng(5);
+    const tok = () => Math.floor(r() * SHAPE.vocab);
+    const [long, short] = [batched.newCache(), batched.newCache()];
+    const [soloLong, soloShort] = [solo.newCache(), solo.newCache()];
+    const longPrompt = Array.from({ length: 70 }, tok);
+    const shortPrompt = Array.from({ length: 3 }, tok);
+    await batched.step([{ cache: long, tokens: longPrompt }, { cache: short, tokens: shortPrompt }]);
+    await solo.step([{ cache: soloLong, tokens: longPrompt }]);
+    await solo.step([{ cache: soloShort, tokens: shortPrompt }]);
+    // Both decode: the past holds the long sequence (71 positions needed).
+    let next = [tok(), tok()];
+    await batched.step([{ cache: long, tokens: [next[0]] }, { cache: short, tokens: [next[1]] }]);
+    await solo.step([{ cache: soloLong, tokens: [next[0]] }]);
+    await solo.step([{ cache: soloShort, tokens: [next[1]] }]);
+    assert.equal(batched.pastCapacity, residentCapacity(71, 128));
+    // The long one leaves: the short one (5 positions needed) gets a past sized for itself.
+    for (let i = 0; i < 3; i++) {
+      next = [tok()];
+      const got = (await batched.step([{ cache: short, tokens: next }]))[0];
+      const want = (await solo.step([{ cache: soloShort, tokens: next }]))[0];
+      assert.ok(maxAbsDiff(got, want) < 1e-5, `${attention}, step ${i}`);
+      assert.equal(batched.pastCapacity, residentCapacity(short.length, 128), `${attention}: capacity after the long sequence left`);
+    }
+    assert.ok(batched.pastCapacity < residentCapacity(71, 128));
+    await batched.release();
+    await solo.release();
+  }
 });
 
 test('both attention kernels (opset-23 Attention, MatMul/Softmax split over past and new keys) match the reference, with a KV cache, dense and sliced', async () => {
