@@ -101,6 +101,11 @@ export class Sampler {
     this.random = seededRandom(params.seed ?? Math.floor(Math.random() * 2 ** 32));
   }
 
+  /** Whether {@link sample} is the argmax of the raw logits (temperature 0, no logit_bias, no penalties). */
+  isPlainGreedy(): boolean {
+    return this.params.temperature === 0 && !this.adjusts();
+  }
+
   /** Whether logit_bias or a penalty changes the logits. */
   private adjusts(): boolean {
     const p = this.params;

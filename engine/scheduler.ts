@@ -12,7 +12,8 @@
  * requests is interleaved with the decode of running ones and cannot starve them.
  *
  * Greedy output under batching equals the output of a request alone because the session keeps
- * one KV cache per sequence and masks padding (runtime/llama-session.ts).
+ * one KV cache per sequence and masks padding (runtime/llama-session.ts). A step in which every
+ * sequence only needs its greedy token asks the session for those tokens, not the logits.
  */
 import type { TextTokenizer } from '../models/types.js';
 import { type InputLimits, processInputs } from './input.js';
@@ -29,6 +30,12 @@ export interface StepSession<C extends { readonly length: number; reserve?(extra
    * [vocab] of each sequence's last new position.
    */
   step(inputs: { cache: C; tokens: number[] }[]): Promise<Float32Array[]>;
+  /**
+   * Optional: {@link step} returning only each sequence's greedy token (the argmax of its last
+   * position's logits, lowest id on ties). Used for batches in which no sequence needs more
+   * than that (engine/sequence.ts `acceptsGreedyToken`).
+   */
+  stepGreedy?(inputs: { cache: C; tokens: number[] }[]): Promise<number[]>;
 }
 
 /** Scheduler limits. */
@@ -170,11 +177,14 @@ export class Scheduler<C extends { readonly length: number; reserve?(extra: numb
     const start = performance.now();
     this.stepping = true;
     try {
-      const logits = await this.session.step(inputs);
+      // Greedy tokens only (computed in the graph) when no sequence needs its logits.
+      const greedy = this.session.stepGreedy !== undefined && batch.every((seq) => seq.acceptsGreedyToken());
+      const greedyTokens = greedy ? await this.session.stepGreedy!(inputs) : null;
+      const logits = greedyTokens ? null : await this.session.step(inputs);
       const forwardMs = performance.now() - start;
       batch.forEach((seq, i) => {
         if (seq.aborted) return;
-        const out = seq.onLogits(logits[i]);
+        const out = greedyTokens ? seq.onGreedyToken(greedyTokens[i]) : seq.onLogits(logits![i]);
         if (out) outputs.push(out);
         if (seq.finished) this.sequenceDone(seq);
       });

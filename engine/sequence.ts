@@ -19,6 +19,12 @@ export interface TokenSampler {
   sample(logits: Float32Array, generated: readonly number[], withLogprob: boolean): { token: number; logprob: number | null };
   /** The k most likely tokens by logprob (same processing as sample, given the tokens generated so far). */
   topLogprobs(logits: Float32Array, k: number, generated: readonly number[]): { token: number; logprob: number }[];
+  /**
+   * Whether {@link sample} returns the argmax of the raw logits (lowest id on ties) whatever
+   * the tokens generated so far: greedy, no logit_bias, no penalties. Optional: a sampler
+   * without it is always given the logits.
+   */
+  isPlainGreedy?(): boolean;
 }
 
 /** Builds a sampler for one sequence. */
@@ -112,6 +118,30 @@ export class Sequence<C> {
     return this.generate(logits, echo);
   }
 
+  /**
+   * Whether this step's token is the argmax of the logits and nothing else is read from them:
+   * no prompt token to score, a plain greedy sampler, no logprobs, and min_tokens reached (no
+   * EOS / stop token masking). The scheduler then asks the session for the greedy token only
+   * ({@link onGreedyToken}) instead of the [vocab] logits.
+   */
+  acceptsGreedyToken(): boolean {
+    return this.forced.length === 0 && !this.wantLogprobs && this.generated.length >= this.request.minTokens && this.sampler.isPlainGreedy?.() === true;
+  }
+
+  /**
+   * {@link onLogits} for a step whose greedy token was computed by the session (only when
+   * {@link acceptsGreedyToken}): the same output as onLogits given logits whose argmax is `token`.
+   * @throws Error when the sequence does not accept a greedy token
+   */
+  onGreedyToken(token: number): SequenceOutput {
+    if (!this.acceptsGreedyToken()) throw new Error('onGreedyToken: this sequence needs its logits');
+    const echo = this.takeEcho();
+    if (this.generated.length >= this.request.maxTokens) {
+      return this.finish('length', this.flushText(), echo);
+    }
+    return this.emit(token, null, null, echo);
+  }
+
   /** Output for a sequence that ends before any forward pass (max_tokens 0, no scoring). */
   finishWithoutForward(): SequenceOutput {
     return this.finish('length', '', this.takeEcho());
@@ -124,14 +154,21 @@ export class Sequence<C> {
       if (!req.ignoreEos) logits[eos] = -Infinity;
       for (const id of req.stopTokenIds) logits[id] = -Infinity;
     }
-    const textOffset = this.echoText.length + this.detok.emittedChars;
     const { token, logprob } = this.sampler.sample(logits, this.generated, this.wantLogprobs);
+    const top = this.wantLogprobs ? this.alternatives(withChosen(this.sampler.topLogprobs(logits, req.logprobs ?? 0, this.generated), token, logprob as number)) : null;
+    return this.emit(token, logprob, top, echo);
+  }
+
+  /** Appends the chosen token and turns it into this step's output (text, stop checks, limits). */
+  private emit(token: number, logprob: number | null, top: TokenAlternative[] | null, echo: SequenceOutput['echo']): SequenceOutput {
+    const req = this.request;
+    const eos = this.ctx.tokenizer.eosTokenId;
     const entry: TokenEntry = {
       tokenId: token,
       token: this.wantLogprobs ? this.detok.peek(token) : '',
       logprob,
-      top: this.wantLogprobs ? this.alternatives(withChosen(this.sampler.topLogprobs(logits, req.logprobs ?? 0, this.generated), token, logprob as number)) : null,
-      textOffset,
+      top,
+      textOffset: this.echoText.length + this.detok.emittedChars,
     };
     this.generated.push(token);
     const ended = (!req.ignoreEos && token === eos) || req.stopTokenIds.includes(token);

@@ -85,8 +85,11 @@ interface HeldPast extends DevicePastState<SequenceCache> {
 }
 
 export class LlamaSession {
-  /** Outputs fetched each step: the logits and this step's KV entries (not the whole present.*). */
-  private readonly fetches: string[];
+  /**
+   * Outputs fetched by {@link step} and by {@link stepGreedy}: the logits or only the greedy
+   * tokens, plus this step's KV entries (not the whole present.*).
+   */
+  private readonly fetches: Record<'logits' | 'greedy', string[]>;
   /**
    * The batch's past_key_values, one buffer per (layer, key|value) (slot 2l = key, 2l+1 =
    * value), laid out [rows, kv_heads, capacity, head_dim] (keys [rows, kv_heads, head_dim,
@@ -114,9 +117,15 @@ export class LlamaSession {
     private readonly deviceKV: boolean,
   ) {
     const L = model.config.num_hidden_layers;
-    this.fetches = ['logits', ...Array.from({ length: L }, (_, l) => [`step_key_values.${l}.key`, `step_key_values.${l}.value`]).flat()];
-    // The full list every step: an output once fetched with preferredOutputLocation stays bound.
-    if (deviceKV) this.fetches.push(...presentNames(L));
+    const stepKV = Array.from({ length: L }, (_, l) => [`step_key_values.${l}.key`, `step_key_values.${l}.value`]).flat();
+    const greedy = logitsMode === 'last' ? ['greedy_token'] : [];
+    if (deviceKV) {
+      // The full list every step: an output once fetched with preferredOutputLocation stays bound.
+      const all = ['logits', ...greedy, ...stepKV, ...presentNames(L)];
+      this.fetches = { logits: all, greedy: all };
+    } else {
+      this.fetches = { logits: ['logits', ...stepKV], greedy: [...greedy, ...stepKV] };
+    }
     this.kvStats = { enabled: deviceKV, reused: 0, uploaded: {}, pastLocation: null };
   }
 
@@ -145,7 +154,7 @@ export class LlamaSession {
             externalData: [{ path: built.externalDataPath, data: built.externalData }],
             // present.* stay in GPU buffers; logits and step_key_values.* come back to the host.
             ...(presentOutputs && d === 'webgpu'
-              ? { preferredOutputLocation: Object.fromEntries([...presentNames(L).map((n) => [n, 'gpu-buffer']), ['logits', 'cpu'], ...Array.from({ length: L }, (_, l) => [[`step_key_values.${l}.key`, 'cpu'], [`step_key_values.${l}.value`, 'cpu']]).flat()]) }
+              ? { preferredOutputLocation: Object.fromEntries([...presentNames(L).map((n) => [n, 'gpu-buffer']), ['logits', 'cpu'], ...(logits === 'last' ? [['greedy_token', 'cpu']] : []), ...Array.from({ length: L }, (_, l) => [[`step_key_values.${l}.key`, 'cpu'], [`step_key_values.${l}.value`, 'cpu']]).flat()]) }
               : {}),
           }) as ort.InferenceSession.SessionOptions,
       });
@@ -201,6 +210,27 @@ export class LlamaSession {
    * @throws RangeError when a sequence would exceed the context length, Error on empty input.
    */
   async step(inputs: readonly StepInput[]): Promise<Float32Array[]> {
+    const { out, rowOf, S } = await this.forward(inputs, 'logits');
+    return this.splitLogits(out.logits, inputs, rowOf, S);
+  }
+
+  /**
+   * {@link step} for a batch that only needs each sequence's greedy token: the argmax of its
+   * last position's logits (lowest id on ties, as engine/sampler.ts `argmax`), computed in the
+   * graph (`greedy_token`), so the [batch, vocab] logits are neither copied to JavaScript nor
+   * scanned there (vLLM likewise samples on the device).
+   * @returns one token id per input
+   * @throws Error in 'all' logits mode, and as {@link step}
+   */
+  async stepGreedy(inputs: readonly StepInput[]): Promise<number[]> {
+    if (this.logitsMode !== 'last') throw new Error("stepGreedy needs a session with logits: 'last'");
+    const { out, rowOf } = await this.forward(inputs, 'greedy');
+    const tokens = out.greedy_token.data as BigInt64Array;
+    return inputs.map((_, b) => Number(tokens[rowOf[b]]));
+  }
+
+  /** One forward pass (see {@link step}); fetches the logits or only the greedy tokens. */
+  private async forward(inputs: readonly StepInput[], want: 'logits' | 'greedy'): Promise<{ out: ort.InferenceSession.ReturnType; rowOf: number[]; S: number }> {
     if (inputs.length === 0) throw new Error('step: empty batch');
     const c = this.model.config;
     const B = inputs.length;
@@ -209,7 +239,7 @@ export class LlamaSession {
       if (inp.tokens.length === 0) throw new Error('step: a sequence has no new tokens');
       inp.cache.reserve(inp.tokens.length);
     }
-    if (this.deviceKV) return this.stepDeviceKV(inputs, S);
+    if (this.deviceKV) return this.stepDeviceKV(inputs, S, want);
     const maxLen = Math.max(...inputs.map((i) => i.cache.length));
     // rowOf[b]: the batch row of input b. A batch of fresh sequences (prefill) needs no past,
     // except on webgpu, whose MatMul crashes on an empty past (a masked one is laid instead).
@@ -248,10 +278,10 @@ export class LlamaSession {
       const transposed = this.transposedKeys && !(slot & 1);
       feeds[`past_key_values.${slot >> 1}.${slot & 1 ? 'value' : 'key'}`] = new ort.Tensor(this.dtype, past, transposed ? [B, KV, hd, P] : [B, KV, P, hd]);
     }
-    const out = await this.session.run(feeds, this.fetches);
+    const out = await this.session.run(feeds, this.fetches[want]);
     // Keep the resident rows in sync (when there are any): write this step's entries where the rows live.
     this.appendStep(out, inputs, rowOf, S, P > 0 ? P : null);
-    return this.splitLogits(out.logits, inputs, rowOf, S);
+    return { out, rowOf, S };
   }
 
   /**
@@ -299,7 +329,7 @@ export class LlamaSession {
    * held past is never read on the host (a gpu-buffer read aborts the process); tensors are
    * disposed once replaced and in {@link release}.
    */
-  private async stepDeviceKV(inputs: readonly StepInput[], S: number): Promise<Float32Array[]> {
+  private async stepDeviceKV(inputs: readonly StepInput[], S: number, want: 'logits' | 'greedy'): Promise<{ out: ort.InferenceSession.ReturnType; rowOf: number[]; S: number }> {
     const c = this.model.config;
     const KV = c.num_key_value_heads;
     const hd = c.head_dim;
@@ -355,7 +385,7 @@ export class LlamaSession {
     feeds.attention_bias = new ort.Tensor('float32', attentionBiasFromValid(valid, P, S, counts), [B, S, P + S]);
     let out: ort.InferenceSession.ReturnType;
     try {
-      out = await this.session.run(feeds, this.fetches);
+      out = await this.session.run(feeds, this.fetches[want]);
     } catch (err) {
       this.dropHeld();
       throw err;
@@ -367,7 +397,7 @@ export class LlamaSession {
     for (let slot = 0; slot < 2 * L; slot++) tensors[pastName(slot)] = out[presentName(slot)];
     this.held = { rows, past: P + S, valid: appendValid(valid, P, S, counts), tensors };
     if (previous) disposeAll(previous.tensors);
-    return this.splitLogits(out.logits, inputs, rowOf, S);
+    return { out, rowOf, S };
   }
 
   /** Disposes the held past (device-KV mode), if any. */

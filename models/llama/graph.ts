@@ -18,6 +18,8 @@
  *                                        {@link keyCacheLayout})
  *            past_key_values.{i}.value   float   [batch, num_key_value_heads, past, head_dim]
  *   outputs  logits                      float32 [batch, sequence | 1, vocab_size]
+ *            greedy_token                int64   [batch, 1] ('last' logits only: the argmax
+ *                                        of each row's logits, lowest index on ties)
  *            present.{i}.key|value       float   [batch, num_key_value_heads, total_sequence, head_dim]
  *                                        (unless `presentOutputs: false`)
  *            step_key_values.{i}.key|value  float [batch, num_key_value_heads, sequence, head_dim]
@@ -126,6 +128,12 @@ export function buildLlamaGraph(model: LoadedModel, options: GraphOptions): Buil
   if (e.act === 'float16') logits = g.op('Cast', [logits], { to: 1 });
   g.op('Identity', [logits], {}, { output: 'logits' });
   g.output('logits', 'float32', ['batch', options.logits === 'last' ? 1 : 'sequence', head.shape[0]]);
+  if (options.logits === 'last') {
+    // Greedy decoding without reading the logits back: the first index of the maximum, as the
+    // host-side argmax (engine/sampler.ts) picks on ties (ONNX ArgMax, select_last_index 0).
+    g.op('ArgMax', ['logits'], { axis: -1, keepdims: 0, select_last_index: 0 }, { output: 'greedy_token' });
+    g.output('greedy_token', 'int64', ['batch', 1]);
+  }
   return g.build();
 }
 

@@ -121,6 +121,30 @@ export class FakeSession implements StepSession<FakeCache> {
   }
 }
 
+/**
+ * A {@link FakeSession} that also answers {@link StepSession.stepGreedy}: the argmax (lowest
+ * id on ties) of the logits {@link FakeSession.step} would return. Records which method each
+ * call used.
+ */
+export class FakeGreedySession extends FakeSession {
+  readonly methods: ('step' | 'stepGreedy')[] = [];
+
+  override async step(inputs: { cache: FakeCache; tokens: number[] }[]): Promise<Float32Array[]> {
+    this.methods.push('step');
+    return super.step(inputs);
+  }
+
+  async stepGreedy(inputs: { cache: FakeCache; tokens: number[] }[]): Promise<number[]> {
+    this.methods.push('stepGreedy');
+    const logits = await super.step(inputs);
+    return logits.map((l) => {
+      let best = 0;
+      for (let i = 1; i < l.length; i++) if (l[i] > l[best]) best = i;
+      return best;
+    });
+  }
+}
+
 /** Greedy sampler (argmax, lowest id on ties) with log-softmax logprobs. */
 export class GreedySampler implements TokenSampler {
   sample(logits: Float32Array): { token: number; logprob: number } {

@@ -4,7 +4,8 @@ import { EngineRequestError } from '../../engine/input.js';
 import { logSumExp, topLogprobs } from '../../engine/logprobs.js';
 import type { EngineRequest, SequenceOutput } from '../../engine/protocol.js';
 import { Scheduler } from '../../engine/scheduler.js';
-import { FakeCache, FakeSession, FakeTokenizer, GreedySampler, hashNext, type NextToken } from './fakes.js';
+import { Sampler } from '../../engine/sampler.js';
+import { FakeCache, FakeGreedySession, FakeSession, FakeTokenizer, GreedySampler, hashNext, type NextToken } from './fakes.js';
 
 const tok = new FakeTokenizer();
 let nextId = 0;
@@ -88,6 +89,49 @@ test('greedy outputs under continuous batching equal each request run alone', as
   const phases = session.calls.map((c) => (c.sizes.some((s) => s > 1) ? 'P' : 'D'));
   assert.ok(!phases.join('').includes('PP'), phases.join(''));
   assert.deepEqual(scheduler.stats().runningSequences, 0);
+});
+
+test('steps where every sequence is plain greedy fetch greedy tokens only; outputs equal the logits path', async () => {
+  const greedy = { temperature: 0, topP: 1, topK: 0, presencePenalty: 0, frequencyPenalty: 0 };
+  // Two plain greedy requests arrive first; later, one that needs logits joins (logprobs), then
+  // one with min_tokens (EOS masked at first), one sampled at temperature 0.8, one with a penalty.
+  const make = () => {
+    nextId = 1000;
+    return [
+      [request('Once upon a time', { maxTokens: 10, sampling: greedy }), request('a girl', { maxTokens: 14, sampling: greedy })],
+      [],
+      [],
+      [request('the end', { maxTokens: 3, logprobs: 2, sampling: greedy })],
+      [],
+      [],
+      [],
+      [],
+      [request('Once', { maxTokens: 6, minTokens: 4, sampling: greedy })],
+      [request('abcd', { maxTokens: 5, sampling: { ...greedy, temperature: 0.8, seed: 3 } })],
+      [request('upon', { maxTokens: 5, sampling: { ...greedy, frequencyPenalty: 0.5 } })],
+    ];
+  };
+  const run = async (session: FakeSession) => {
+    const scheduler = new Scheduler<FakeCache>(session, tok, (p) => new Sampler(p), { maxBatchSize: 8 });
+    return drain(scheduler, make());
+  };
+  const plain = await run(new FakeSession(tok.vocabSize, 64, hashNext(tok.vocabSize)));
+  const fast = new FakeGreedySession(tok.vocabSize, 64, hashNext(tok.vocabSize));
+  const viaGreedy = await run(fast);
+  assert.deepEqual([...viaGreedy.keys()], [...plain.keys()]);
+  for (const [key, c] of plain) {
+    const g = viaGreedy.get(key) as Choice;
+    assert.deepEqual(g.tokens, c.tokens, key);
+    assert.equal(g.text, c.text, key);
+    assert.equal(g.finishReason, c.finishReason, key);
+    assert.deepEqual(g.outputs, c.outputs, `${key}: every output, logprobs and offsets included`);
+  }
+  // The first steps (two plain greedy requests) and the end (only greedy ones left) used
+  // stepGreedy; the steps with the logprobs / min_tokens / sampled / penalised sequences did not.
+  assert.deepEqual(fast.methods.slice(0, 3), ['stepGreedy', 'stepGreedy', 'stepGreedy']);
+  assert.ok(fast.methods.includes('step'), fast.methods.join(','));
+  assert.equal(fast.methods.at(-1), 'stepGreedy');
+  assert.equal(fast.methods.length, fast.calls.length);
 });
 
 test('the stats reported with a step already exclude the sequences that finished in it', async () => {

@@ -219,6 +219,32 @@ test('resident KV rows shrink to the batch once its longest sequence leaves, log
   }
 });
 
+test('stepGreedy: the graph\'s greedy_token equals the argmax of step\'s logits, and both grow the caches alike', async () => {
+  const m = tinyModel({ ...SHAPE, context: 128 }, 14);
+  const viaLogits = await LlamaSession.create(m, { threads: 1 });
+  const viaGreedy = await LlamaSession.create(m, { threads: 1 });
+  const argmax = (a: Float32Array) => a.reduce((best, v, i) => (v > a[best] ? i : best), 0);
+  const r = rng(8);
+  const n = 4;
+  const a = Array.from({ length: n }, () => viaLogits.newCache());
+  const g = Array.from({ length: n }, () => viaGreedy.newCache());
+  const next = Array.from({ length: n }, (_, i) => Array.from({ length: 2 + 3 * i }, () => Math.floor(r() * SHAPE.vocab)));
+  for (let step = 0; step < 12; step++) {
+    // A different subset and order each step (rows move), prompts of different lengths first.
+    const members = step === 0 ? [0, 1, 2, 3] : [0, 1, 2, 3].filter((i) => (i + step) % 3 !== 0).reverse();
+    const logits = await viaLogits.step(members.map((i) => ({ cache: a[i], tokens: next[i] })));
+    const tokens = await viaGreedy.stepGreedy(members.map((i) => ({ cache: g[i], tokens: next[i] })));
+    assert.deepEqual(tokens, logits.map(argmax), `step ${step}`);
+    members.forEach((i, k) => {
+      assert.equal(g[i].length, a[i].length);
+      next[i] = [tokens[k]];
+    });
+  }
+  const perplexity = await LlamaSession.create(m, { threads: 1, logits: 'all' });
+  await assert.rejects(perplexity.stepGreedy([{ cache: perplexity.newCache(), tokens: [1, 2] }]), /logits: 'last'/);
+  for (const s of [viaLogits, viaGreedy, perplexity]) await s.release();
+});
+
 test('both attention kernels (opset-23 Attention, MatMul/Softmax split over past and new keys) match the reference, with a KV cache, dense and sliced', async () => {
   for (const m of [tinyModel(SHAPE, 10), randomSliced(tinyModel(SHAPE, 11), 24, 12)])
   for (const attention of ['onnx-op', 'primitives'] as const) {
