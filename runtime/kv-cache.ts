@@ -19,6 +19,12 @@ export function kvArray(dtype: KVDtype, length: number): KVArray {
 export class SequenceCache {
   private capacity = 0;
   private len = 0;
+  /**
+   * Positions [0, hostLen) are stored here; [hostLen, len) live only in the resident past row
+   * of the session that computed them (runtime/llama-session.ts), which writes them back
+   * ({@link readRow}) when the sequence leaves its row.
+   */
+  private hostLen = 0;
   private keys: KVArray[] = [];
   private values: KVArray[] = [];
 
@@ -33,6 +39,11 @@ export class SequenceCache {
   /** Number of tokens held. */
   get length(): number {
     return this.len;
+  }
+
+  /** Positions stored in this cache (the rest, up to {@link length}, are in a session's resident row). */
+  get hostLength(): number {
+    return this.hostLen;
   }
 
   /** Bytes of host memory currently reserved. */
@@ -65,6 +76,7 @@ export class SequenceCache {
    * models/llama/graph.ts `keyCacheLayout`).
    */
   writeEntries(layer: number, kind: 'key' | 'value', dst: KVArray, b: number, past: number, from = 0, count = this.len - from, transposed = false): void {
+    if (from + count > this.hostLen) throw new Error(`KV cache: positions up to ${from + count} requested, ${this.hostLen} stored on the host`);
     const src = kind === 'key' ? this.keys[layer] : this.values[layer];
     const row = this.headDim;
     if (!transposed) {
@@ -86,6 +98,7 @@ export class SequenceCache {
    * {@link commit} after all layers.
    */
   readPresent(layer: number, kind: 'key' | 'value', src: KVArray, b: number, total: number, count: number): void {
+    if (this.hostLen !== this.len) throw new Error('KV cache: appending on the host while entries live in a resident row');
     const dst = kind === 'key' ? this.keys[layer] : this.values[layer];
     const row = this.headDim;
     for (let h = 0; h < this.kvHeads; h++) {
@@ -94,14 +107,49 @@ export class SequenceCache {
     }
   }
 
-  /** Marks `count` appended positions as held. */
-  commit(count: number): void {
+  /**
+   * Copies positions [{@link hostLength}, {@link length}) of `layer` from row `b` of a batch
+   * tensor `src` [batch, kvHeads, past, headDim] (transposed: [batch, kvHeads, headDim, past])
+   * into this cache. Call for every layer and kind, then {@link markStored}.
+   */
+  readRow(layer: number, kind: 'key' | 'value', src: KVArray, b: number, past: number, transposed: boolean): void {
+    const dst = kind === 'key' ? this.keys[layer] : this.values[layer];
+    const row = this.headDim;
+    const from = this.hostLen;
+    const count = this.len - from;
+    if (count <= 0) return;
+    if (dst.constructor !== src.constructor) throw new TypeError('KV cache: float32 and float16 entries mixed');
+    for (let h = 0; h < this.kvHeads; h++) {
+      const o = (h * this.capacity + from) * row;
+      if (!transposed) {
+        copyRange(dst, o, src, ((b * this.kvHeads + h) * past + from) * row, count * row);
+        continue;
+      }
+      const base = (b * this.kvHeads + h) * row * past + from;
+      for (let d = 0; d < row; d++) {
+        for (let t = 0, i = base + d * past; t < count; t++, i++) dst[o + t * row + d] = src[i];
+      }
+    }
+  }
+
+  /** Marks every position as stored here (after {@link readRow} for all layers). */
+  markStored(): void {
+    this.hostLen = this.len;
+  }
+
+  /**
+   * Marks `count` appended positions as held: stored here (after {@link readPresent}) or, with
+   * `stored` false, only in the session's resident row.
+   */
+  commit(count: number, stored = true): void {
     this.len += count;
+    if (stored) this.hostLen = this.len;
   }
 
   /** Drops everything (the slot can be reused). */
   clear(): void {
     this.len = 0;
+    this.hostLen = 0;
   }
 }
 

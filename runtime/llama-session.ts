@@ -244,6 +244,14 @@ export class LlamaSession {
     // rowOf[b]: the batch row of input b. A batch of fresh sequences (prefill) needs no past,
     // except on webgpu, whose MatMul crashes on an empty past (a masked one is laid instead).
     const noPast = maxLen === 0 && this.device !== 'webgpu';
+    if (noPast && this.resident) {
+      // Fresh sequences write only their caches: a cleared cache must not keep a stale row.
+      const rows = this.resident.rows;
+      for (const inp of inputs) {
+        const r = rows.indexOf(inp.cache);
+        if (r >= 0) rows[r] = null;
+      }
+    }
     const rowOf = noPast ? inputs.map((_, b) => b) : this.placeRows(inputs, maxLen + S);
     const P = noPast ? 0 : this.resident!.capacity;
     const T = P + S;
@@ -286,27 +294,44 @@ export class LlamaSession {
 
   /**
    * Appends this step's entries (`step_key_values.*` [B, kv_heads, S, head_dim], row rowOf[b]
-   * for input b) to every input's host cache, then, when `residentPast` is not null, writes
-   * them into the resident past rows too (capacity `residentPast`, the kernel's key layout).
+   * for input b). Without resident rows (`residentPast` null: a prefill of fresh sequences)
+   * they go to each input's host cache. With resident rows (capacity `residentPast`, the
+   * kernel's key layout) they are written into the rows only, which then hold the sequence's
+   * newest entries until it leaves its row ({@link flushRow}); in device-KV mode the host
+   * caches stay complete and get them too.
    */
   private appendStep(out: ort.InferenceSession.ReturnType, inputs: readonly StepInput[], rowOf: readonly number[], S: number, residentPast: number | null): void {
     const L = this.model.config.num_hidden_layers;
-    for (let slot = 0; slot < 2 * L; slot++) {
-      const l = slot >> 1;
-      const kind = slot & 1 ? 'value' : 'key';
-      const fresh = out[`step_key_values.${l}.${kind}`].data as KVArray;
-      inputs.forEach((inp, b) => inp.cache.readPresent(l, kind, fresh, rowOf[b], S, inp.tokens.length));
+    const toCaches = residentPast === null || this.deviceKV;
+    if (toCaches) {
+      for (let slot = 0; slot < 2 * L; slot++) {
+        const l = slot >> 1;
+        const kind = slot & 1 ? 'value' : 'key';
+        const fresh = out[`step_key_values.${l}.${kind}`].data as KVArray;
+        inputs.forEach((inp, b) => inp.cache.readPresent(l, kind, fresh, rowOf[b], S, inp.tokens.length));
+      }
     }
-    inputs.forEach((inp) => inp.cache.commit(inp.tokens.length));
-    if (residentPast === null) return;
-    for (let slot = 0; slot < 2 * L; slot++) {
-      const l = slot >> 1;
-      const kind = slot & 1 ? 'value' : 'key';
-      const transposed = this.transposedKeys && kind === 'key';
-      inputs.forEach((inp, b) =>
-        inp.cache.writeEntries(l, kind, this.pastPool[slot], rowOf[b], residentPast, inp.cache.length - inp.tokens.length, inp.tokens.length, transposed),
-      );
+    if (residentPast !== null) {
+      const c = this.model.config;
+      for (let slot = 0; slot < 2 * L; slot++) {
+        const fresh = out[pastName(slot).replace('past_key_values', 'step_key_values')].data as KVArray;
+        const transposed = this.transposedKeys && !(slot & 1);
+        inputs.forEach((inp, b) => writeStepEntries(this.pastPool[slot], fresh, rowOf[b], residentPast, S, inp.cache.length, inp.tokens.length, c.num_key_value_heads, c.head_dim, transposed));
+      }
     }
+    inputs.forEach((inp) => inp.cache.commit(inp.tokens.length, toCaches));
+  }
+
+  /**
+   * Writes the entries of `cache` that live only in resident row `r` (capacity `past`) back
+   * into the cache, so that the row can be given up.
+   */
+  private flushRow(cache: SequenceCache, r: number, past: number): void {
+    if (cache.hostLength >= cache.length) return;
+    for (let slot = 0; slot < 2 * this.model.config.num_hidden_layers; slot++) {
+      cache.readRow(slot >> 1, slot & 1 ? 'value' : 'key', this.pastPool[slot], r, past, this.transposedKeys && !(slot & 1));
+    }
+    cache.markStored();
   }
 
   /** Each input's logits from the batch's [B, S | 1, vocab] logits (see {@link step}). */
@@ -408,29 +433,35 @@ export class LlamaSession {
 
   /**
    * Assigns every input a row of the resident past buffers, rows 0..B-1, and makes sure each
-   * row holds its sequence's entries: a sequence already resident in a row < B stays; the
-   * others move into free rows (a row copy) or are copied in from their cache. When the
-   * capacity cannot hold `need` positions, everything is re-laid at a larger capacity; when it
-   * exceeds what `need` calls for by more than RESIDENT_SHRINK_SLACK positions (the longest
-   * sequence left), everything is re-laid at a smaller one.
+   * row holds its sequence's entries. A sequence already resident in a row < B stays; the
+   * others move into free rows (a row copy) or are copied in from their cache. Sequences that
+   * leave their rows first write their newest entries back into their caches ({@link flushRow}).
+   * When the capacity cannot hold `need` positions, the rows are re-laid at a larger capacity;
+   * when it exceeds what `need` calls for by more than RESIDENT_SHRINK_SLACK positions (the
+   * longest sequence left), at a smaller one. A re-lay moves the kept rows within the buffers
+   * (block moves, {@link relayoutRows}); in device-KV mode it copies every row from the caches.
    * @returns the row of each input.
    */
   private placeRows(inputs: readonly StepInput[], need: number): number[] {
     const c = this.model.config;
     const L = c.num_hidden_layers;
+    const KV = c.num_key_value_heads;
+    const hd = c.head_dim;
     const B = inputs.length;
-    const rowSize = c.num_key_value_heads * c.head_dim;
-    let resident = this.resident;
+    const rowSize = KV * hd;
+    const old = this.resident;
     const wanted = residentCapacity(need, this.maxContext);
-    if (!resident || resident.capacity < need || resident.capacity - wanted > RESIDENT_SHRINK_SLACK) {
-      resident = this.resident = { capacity: wanted, rows: [] };
-      this.reservePool(B * rowSize * wanted, false);
-    } else {
-      this.reservePool(Math.max(B, resident.rows.length) * rowSize * resident.capacity, true);
-    }
-    const P = resident.capacity;
+    const relay = !old || old.capacity < need || old.capacity - wanted > RESIDENT_SHRINK_SLACK;
     const current = new Map<SequenceCache, number>();
-    resident.rows.forEach((cache, r) => cache && current.set(cache, r));
+    if (old) {
+      const inBatch = new Set(inputs.map((inp) => inp.cache));
+      old.rows.forEach((cache, r) => {
+        if (!cache) return;
+        current.set(cache, r);
+        // Leaving the batch, or (re-lay) about to be copied in from its cache.
+        if (!inBatch.has(cache) || (relay && r >= B)) this.flushRow(cache, r, old.capacity);
+      });
+    }
     const rowOf = new Array<number>(B).fill(-1);
     const taken = new Array<boolean>(B).fill(false);
     inputs.forEach((inp, b) => {
@@ -440,6 +471,23 @@ export class LlamaSession {
         taken[r] = true;
       }
     });
+    let P: number;
+    if (!relay) {
+      P = old.capacity;
+      this.reservePool(Math.max(B, old.rows.length) * rowSize * P, true);
+    } else {
+      P = wanted;
+      const kept = inputs.flatMap((inp, b) => (rowOf[b] >= 0 ? [{ row: rowOf[b], length: inp.cache.length }] : []));
+      if (old && !this.deviceKV && kept.length > 0) {
+        this.reservePool(Math.max(B * rowSize * P, old.rows.length * rowSize * old.capacity), true);
+        for (let slot = 0; slot < 2 * L; slot++) relayoutRows(this.pastPool[slot], kept, old.capacity, P, KV, hd, this.transposedKeys && !(slot & 1));
+      } else {
+        // Device-KV mode (the host caches are complete) or no row to keep: all from the caches.
+        this.reservePool(B * rowSize * P, false);
+        rowOf.fill(-1);
+        taken.fill(false);
+      }
+    }
     let free = 0;
     inputs.forEach((inp, b) => {
       if (rowOf[b] >= 0) return;
@@ -447,7 +495,7 @@ export class LlamaSession {
       const r = free;
       taken[r] = true;
       rowOf[b] = r;
-      const from = current.get(inp.cache);
+      const from = relay ? undefined : current.get(inp.cache);
       const block = rowSize * P;
       for (let slot = 0; slot < 2 * L; slot++) {
         const buf = this.pastPool[slot];
@@ -457,7 +505,7 @@ export class LlamaSession {
     });
     const rows = new Array<SequenceCache | null>(B).fill(null);
     inputs.forEach((inp, b) => (rows[rowOf[b]] = inp.cache));
-    resident.rows = rows;
+    this.resident = { capacity: P, rows };
     return rowOf;
   }
 
@@ -476,6 +524,51 @@ export class LlamaSession {
   async release(): Promise<void> {
     this.dropHeld();
     await this.session.release();
+  }
+}
+
+/**
+ * Writes this step's entries of batch row `r` into resident row `r` of `dst` (capacity `past`,
+ * keys transposed or not): `count` positions taken from the end of `fresh` [B, kv_heads, S,
+ * head_dim] (`step_key_values`), written at positions start..start+count-1.
+ */
+function writeStepEntries(dst: KVArray, fresh: KVArray, r: number, past: number, S: number, start: number, count: number, kvHeads: number, headDim: number, transposed: boolean): void {
+  if (dst.constructor !== fresh.constructor) throw new TypeError('KV cache: float32 and float16 entries mixed');
+  for (let h = 0; h < kvHeads; h++) {
+    const from = ((r * kvHeads + h) * S + (S - count)) * headDim;
+    if (transposed) {
+      const base = (r * kvHeads + h) * headDim * past + start;
+      for (let d = 0; d < headDim; d++) {
+        const o = base + d * past;
+        for (let t = 0; t < count; t++) dst[o + t] = fresh[from + t * headDim + d];
+      }
+    } else {
+      const o = ((r * kvHeads + h) * past + start) * headDim;
+      const n = count * headDim;
+      for (let i = 0; i < n; i++) dst[o + i] = fresh[from + i];
+    }
+  }
+}
+
+/**
+ * Moves the first `length` positions of each kept row of a resident past buffer from capacity
+ * `oldCap` to `newCap`, in place. A row is kv_heads runs of positions x head_dim (values,
+ * standard keys) or kv_heads x head_dim runs of positions (transposed keys); run i starts at
+ * i * capacity * (elements per position). Growing, runs are moved from the last to the first
+ * (a run's new place only overlaps later runs' old places, already moved); shrinking, from
+ * the first to the last. `copyWithin` has memmove semantics, so a run may overlap itself.
+ */
+export function relayoutRows(buf: KVArray, kept: readonly { row: number; length: number }[], oldCap: number, newCap: number, kvHeads: number, headDim: number, transposed: boolean): void {
+  const runsPerRow = transposed ? kvHeads * headDim : kvHeads;
+  const unit = transposed ? 1 : headDim;
+  const grow = newCap > oldCap;
+  const order = kept.slice().sort((a, b) => (grow ? b.row - a.row : a.row - b.row));
+  for (const { row, length } of order) {
+    const n = length * unit;
+    for (let k = 0; k < runsPerRow; k++) {
+      const i = row * runsPerRow + (grow ? runsPerRow - 1 - k : k);
+      buf.copyWithin(i * newCap * unit, i * oldCap * unit, i * oldCap * unit + n);
+    }
   }
 }
 

@@ -9,7 +9,7 @@ import { W, type LoadedModel } from '../../models/types.js';
 import * as ort from 'onnxruntime-node';
 import { buildLlamaGraph, keyCacheLayout } from '../../models/llama/graph.js';
 import { referenceForward } from '../../models/llama/reference.js';
-import { LlamaSession, residentCapacity } from '../../runtime/llama-session.js';
+import { LlamaSession, relayoutRows, residentCapacity } from '../../runtime/llama-session.js';
 import { randn, rng, tinyModel } from '../helpers/tiny-model.js';
 
 const SHAPE = { hidden: 32, layers: 2, heads: 4, kvHeads: 2, intermediate: 40, vocab: 50, context: 64 };
@@ -243,6 +243,54 @@ test('stepGreedy: the graph\'s greedy_token equals the argmax of step\'s logits,
   const perplexity = await LlamaSession.create(m, { threads: 1, logits: 'all' });
   await assert.rejects(perplexity.stepGreedy([{ cache: perplexity.newCache(), tokens: [1, 2] }]), /logits: 'last'/);
   for (const s of [viaLogits, viaGreedy, perplexity]) await s.release();
+});
+
+test('relayoutRows moves the kept rows to a new capacity in place (growing and shrinking, both key layouts)', () => {
+  const r = rng(3);
+  const [KV, hd, rows] = [2, 3, 5];
+  for (const transposed of [false, true])
+  for (const [oldCap, newCap] of [[8, 12], [12, 8], [4, 32], [32, 4]]) {
+    const buf = new Float32Array(rows * KV * hd * Math.max(oldCap, newCap)).map(() => r());
+    const before = buf.slice();
+    const kept = [4, 0, 2].map((row) => ({ row, length: Math.min(oldCap, newCap) - row % 3 }));
+    relayoutRows(buf, kept, oldCap, newCap, KV, hd, transposed);
+    // Element (row, h, position, d) of a buffer of capacity cap, in either layout.
+    const at = (cap: number, row: number, h: number, t: number, d: number) => (transposed ? ((row * KV + h) * hd + d) * cap + t : ((row * KV + h) * cap + t) * hd + d);
+    for (const { row, length } of kept) {
+      for (let h = 0; h < KV; h++) for (let t = 0; t < length; t++) for (let d = 0; d < hd; d++) {
+        assert.equal(buf[at(newCap, row, h, t, d)], before[at(oldCap, row, h, t, d)], `transposed ${transposed}, ${oldCap} -> ${newCap}, row ${row} h ${h} t ${t} d ${d}`);
+      }
+    }
+  }
+});
+
+test('a sequence that leaves the batch and rejoins, and a cleared cache prefilled again, keep their solo logits', async () => {
+  const m = tinyModel({ ...SHAPE, context: 128 }, 15);
+  const batched = await LlamaSession.create(m, { threads: 1 });
+  const solo = await LlamaSession.create(m, { threads: 1 });
+  const r = rng(6);
+  const tok = () => Math.floor(r() * SHAPE.vocab);
+  const b = [batched.newCache(), batched.newCache(), batched.newCache()];
+  const s = [solo.newCache(), solo.newCache(), solo.newCache()];
+  const both = async (members: number[], tokens: number[][], label: string) => {
+    const got = await batched.step(members.map((i, k) => ({ cache: b[i], tokens: tokens[k] })));
+    for (let k = 0; k < members.length; k++) {
+      const want = (await solo.step([{ cache: s[members[k]], tokens: tokens[k] }]))[0];
+      assert.ok(maxAbsDiff(got[k], want) < 1e-5, `${label}: sequence ${members[k]}`);
+    }
+  };
+  await both([0, 1, 2], [[1, 2, 3], [4, 5], [6, 7, 8, 9]], 'prefill');
+  for (let i = 0; i < 5; i++) await both([0, 1, 2], [[tok()], [tok()], [tok()]], `decode ${i}`);
+  // Sequence 1 leaves for a while (its newest entries lived only in its row).
+  for (let i = 0; i < 20; i++) await both([2, 0], [[tok()], [tok()]], `without 1, step ${i}`);
+  await both([1, 0, 2], [[tok()], [tok()], [tok()]], 'sequence 1 rejoins');
+  // Sequence 0's cache is cleared and prefilled alone (no past), then decodes with the others.
+  b[0].clear();
+  s[0].clear();
+  await both([0], [[3, 1, 4, 1]], 'cleared cache prefilled');
+  for (let i = 0; i < 3; i++) await both([0, 1, 2], [[tok()], [tok()], [tok()]], `after the clear, step ${i}`);
+  await batched.release();
+  await solo.release();
 });
 
 test('both attention kernels (opset-23 Attention, MatMul/Softmax split over past and new keys) match the reference, with a KV cache, dense and sliced', async () => {
