@@ -55,7 +55,7 @@ async function warmUp(baseUrl: string, models: string[], concurrency: number, op
     const records = await Promise.all(
       Array.from({ length: concurrency }, (_, i) =>
         streamCompletion(
-          { model, prompt: makePrompt(900_000_000 + i, { promptTokens: opts.promptTokens, vocabSize, bosTokenId: bos, seed: opts.seed }), max_tokens: 4, temperature: opts.temperature, ignore_eos: true },
+          { model, prompt: makePrompt(900_000_000 + i, { promptTokens: opts.promptTokens, vocabSize, bosTokenId: bos, seed: opts.seed }), max_tokens: opts.outputTokens, temperature: opts.temperature, ignore_eos: true },
           { baseUrl, timeoutS: opts.timeoutS, signal, apiKey: opts.apiKey ?? undefined, concurrency },
         ),
       ),
@@ -83,7 +83,7 @@ function reportNotes(opts: BenchOptions, synthetic: boolean, sliced: boolean): s
     'Prefix caching is defeated: every prompt is BOS + random token ids, different for every request (the same set for every model at a given level and round).',
     'Expected speedups count matmul FLOPs only; attention scores (q k^T, softmax v) grow with the context and are not counted (< 1 % here).',
   );
-  if (opts.warmup) notes.push('Before measuring, every model served one warm-up wave (the largest concurrency, 4 output tokens), not recorded.');
+  if (opts.warmup) notes.push('Before measuring, every model served one warm-up wave of the measured request shape at the largest concurrency (so its KV buffers, onnxruntime arenas and JIT-compiled paths are as in steady state), not recorded.');
   if (opts.quick) notes.push('Quick run (--quick): few requests per level and one round, so figures are indicative (expect +-15 % between runs); use the full run for BENCHMARKS.md.');
   return notes;
 }
@@ -156,7 +156,7 @@ export async function runBench(
     const vocabSize = shape.vocab_size;
 
     if (opts.warmup) {
-      progress.log(`[bench] warm-up: ${maxC} short requests per model`);
+      progress.log(`[bench] warm-up: ${maxC} requests of the measured shape per model (not recorded)`);
       const errs = await warmUp(baseUrl, ids, maxC, opts, vocabSize, shape.bos_token_id, signal);
       if (errs.length > 0) progress.log(`[bench] warm-up errors (${errs.length}): ${errs.slice(0, 3).join('; ')}`);
     }
