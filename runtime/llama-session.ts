@@ -51,12 +51,17 @@ export interface StepInput {
   tokens: readonly number[];
 }
 
-/** Spare positions (and rounding) of the resident past buffers: re-laid at most every this many steps. */
+/**
+ * Rounding of the resident past buffers' capacity (positions): a growing batch is re-laid at
+ * most once per this many positions. Attention reads every position of the past, masked ones
+ * too, so the capacity is the smallest multiple that holds the step (no extra headroom: it
+ * would not make re-lays rarer, only every step slower).
+ */
 const RESIDENT_HEADROOM = 16;
 /**
- * Unused positions beyond the usual headroom at which the resident past buffers are re-laid
- * smaller: attention reads every position of the past (masked ones too), so a capacity left
- * over from a long sequence that has left the batch would slow every later step.
+ * Unused positions beyond the rounding at which the resident past buffers are re-laid
+ * smaller: a capacity left over from a long sequence that has left the batch would slow every
+ * later step.
  */
 const RESIDENT_SHRINK_SLACK = 2 * RESIDENT_HEADROOM;
 /**
@@ -574,11 +579,11 @@ export function relayoutRows(buf: KVArray, kept: readonly { row: number; length:
 
 /**
  * Capacity (positions) of the resident past buffers for a batch whose longest sequence needs
- * `need` positions this step: RESIDENT_HEADROOM spare positions, rounded up to a multiple of
- * it, at most the context length.
+ * `need` positions this step (its cache plus this step's tokens): `need` rounded up to a
+ * multiple of RESIDENT_HEADROOM, at most the context length.
  */
 export function residentCapacity(need: number, maxContext: number): number {
-  return Math.min(maxContext, Math.ceil((need + RESIDENT_HEADROOM) / RESIDENT_HEADROOM) * RESIDENT_HEADROOM);
+  return Math.min(maxContext, Math.ceil(need / RESIDENT_HEADROOM) * RESIDENT_HEADROOM);
 }
 
 /** Feed name of KV slot `slot` (2l = layer l's key, 2l + 1 = its value). */
