@@ -210,6 +210,7 @@ class LlamaEmitter {
   readonly positionIds: string;
   private readonly bias: string;
   private grouped?: string;
+  private past?: string;
   private rope?: { cos: string; sin: string };
 
   constructor(
@@ -337,7 +338,7 @@ class LlamaEmitter {
       }
       const scores = g.op('Concat', [g.op('MatMul', [q4, cache.pastK]), scoresNew], { axis: -1 }); // [B, KV, G*S, T]
       const probs = g.op('Softmax', [g.op('Add', [scores, this.groupedBias()])], { axis: -1 });
-      const past = g.op('Shape', [cache.pastK], { start: 3, end: 4 });
+      const past = this.pastLength(cache.pastK);
       const pPast = g.op('Slice', [probs, g.int64([0]), past, g.int64([-1])]);
       const pNew = g.op('Slice', [probs, past, g.int64([Number.MAX_SAFE_INTEGER]), g.int64([-1])]);
       out = g.op('Add', [g.op('MatMul', [pPast, cache.pastV]), g.op('MatMul', [pNew, vh])]);
@@ -346,6 +347,15 @@ class LlamaEmitter {
       out = g.op('MatMul', [probs, vh]);
     }
     return g.op('Reshape', [out, g.int64([0, H, -1, hd])]); // [B, KV, G*S, hd] is [B, H, S, hd] in memory
+  }
+
+  /**
+   * The number of past positions P as a 1-element int64 tensor, read once from the first
+   * layer's past keys ([B, KV, hd, P]) and shared by every layer.
+   */
+  private pastLength(pastK: string): string {
+    this.past ??= this.g.op('Shape', [pastK], { start: 3, end: 4 });
+    return this.past;
   }
 
   /** attention_bias repeated for the G query heads of a group: [B, 1, G*S, T] (row g*S + s = bias[b, s]); emitted once. */
