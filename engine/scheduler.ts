@@ -21,7 +21,16 @@ import type { EngineRequest, EngineStats, SequenceOutput, StepReport } from './p
 import { type SamplerFactory, Sequence } from './sequence.js';
 
 /** The session interface the scheduler drives (runtime/llama-session.ts `LlamaSession` fits). */
-export interface StepSession<C extends { readonly length: number; reserve?(extra: number): void }> {
+/** What the scheduler needs of a session's KV cache type. */
+export interface SchedulerCache {
+  readonly length: number;
+  /** Makes room for `extra` more tokens (optional). */
+  reserve?(extra: number): void;
+  /** The sequence is finished or cancelled: its entries will not be read again (optional). */
+  release?(): void;
+}
+
+export interface StepSession<C extends SchedulerCache> {
   readonly maxContext: number;
   readonly vocabSize: number;
   newCache(): C;
@@ -60,7 +69,7 @@ interface RequestState {
 }
 
 /** Admits, batches and steps the sequences of one model. Single-threaded (one worker). */
-export class Scheduler<C extends { readonly length: number; reserve?(extra: number): void }> {
+export class Scheduler<C extends SchedulerCache> {
   private readonly waiting: Sequence<C>[] = [];
   private running: Sequence<C>[] = [];
   private readonly requests = new Map<string, RequestState>();
@@ -125,7 +134,7 @@ export class Scheduler<C extends { readonly length: number; reserve?(extra: numb
     this.requests.delete(requestId);
     for (let i = this.waiting.length - 1; i >= 0; i--) if (this.waiting[i].request.requestId === requestId) this.waiting.splice(i, 1);
     for (const seq of this.running) if (seq.request.requestId === requestId) seq.aborted = true;
-    if (!this.stepping) this.running = this.running.filter((s) => !s.aborted);
+    if (!this.stepping) this.dropFinished();
     return true;
   }
 
@@ -198,7 +207,7 @@ export class Scheduler<C extends { readonly length: number; reserve?(extra: numb
       return this.report(phase, batch.length, tokens, performance.now() - start, admitted, outputs, failed);
     } finally {
       this.stepping = false;
-      this.running = this.running.filter((s) => !s.aborted && !s.finished);
+      this.dropFinished();
     }
   }
 
@@ -225,6 +234,15 @@ export class Scheduler<C extends { readonly length: number; reserve?(extra: numb
       }
     }
     return batch;
+  }
+
+  /** Removes finished and cancelled sequences from the batch and releases their KV caches. */
+  private dropFinished(): void {
+    this.running = this.running.filter((s) => {
+      if (!s.aborted && !s.finished) return true;
+      s.cache?.release?.();
+      return false;
+    });
   }
 
   private sequenceDone(seq: Sequence<C>): void {

@@ -51,16 +51,22 @@ export class SequenceCache {
     return this.capacity * this.numLayers * 2 * this.kvHeads * this.headDim * (this.dtype === 'float16' ? 2 : 4);
   }
 
-  /** Makes room for `extra` more tokens. @throws RangeError past maxContext. */
-  reserve(extra: number): void {
+  /** Checks that `extra` more tokens fit the context. @throws RangeError past maxContext. */
+  checkRoom(extra: number): void {
     const need = this.len + extra;
     if (need > this.maxContext) throw new RangeError(`sequence of ${need} tokens exceeds the context length ${this.maxContext}`);
+  }
+
+  /** Makes room on the host for `extra` more tokens. @throws RangeError past maxContext. */
+  reserve(extra: number): void {
+    this.checkRoom(extra);
+    const need = this.len + extra;
     if (need <= this.capacity) return;
     const cap = Math.min(this.maxContext, Math.max(need, this.capacity * 2, 16));
     const row = this.headDim;
     const grow = (old: KVArray | undefined): KVArray => {
       const next = kvArray(this.dtype, this.kvHeads * cap * row);
-      if (old) for (let h = 0; h < this.kvHeads; h++) copy(next, old.subarray(h * this.capacity * row, (h * this.capacity + this.len) * row), h * cap * row);
+      if (old) for (let h = 0; h < this.kvHeads; h++) copy(next, old.subarray(h * this.capacity * row, (h * this.capacity + this.hostLen) * row), h * cap * row);
       return next;
     };
     this.keys = Array.from({ length: this.numLayers }, (_, l) => grow(this.keys[l]));
@@ -76,6 +82,7 @@ export class SequenceCache {
    * models/llama/graph.ts `keyCacheLayout`).
    */
   writeEntries(layer: number, kind: 'key' | 'value', dst: KVArray, b: number, past: number, from = 0, count = this.len - from, transposed = false): void {
+    if (count <= 0) return;
     if (from + count > this.hostLen) throw new Error(`KV cache: positions up to ${from + count} requested, ${this.hostLen} stored on the host`);
     const src = kind === 'key' ? this.keys[layer] : this.values[layer];
     const row = this.headDim;
@@ -150,6 +157,17 @@ export class SequenceCache {
   clear(): void {
     this.len = 0;
     this.hostLen = 0;
+  }
+
+  /**
+   * The sequence is finished: drops everything and frees the host memory. A session holding
+   * the sequence in a resident row then gives the row up without writing it back.
+   */
+  release(): void {
+    this.clear();
+    this.capacity = 0;
+    this.keys = [];
+    this.values = [];
   }
 }
 

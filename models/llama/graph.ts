@@ -124,9 +124,9 @@ export function buildLlamaGraph(model: LoadedModel, options: GraphOptions): Buil
   }
   const nf = e.rmsNorm(x, widths.head, model.weights.get(W.finalNorm), 'model.norm_scale');
   const head = model.weights.get(W.lmHead) ?? embed;
-  let logits = e.linear(nf, 'lm_head.weight_t', [head]);
-  if (e.act === 'float16') logits = g.op('Cast', [logits], { to: 1 });
-  g.op('Identity', [logits], {}, { output: 'logits' });
+  // Named where computed: an Identity would copy [batch, sequence | 1, vocab] floats each run.
+  if (e.act === 'float16') g.op('Cast', [e.linear(nf, 'lm_head.weight_t', [head])], { to: 1 }, { output: 'logits' });
+  else e.linear(nf, 'lm_head.weight_t', [head], 'logits');
   g.output('logits', 'float32', ['batch', options.logits === 'last' ? 1 : 'sequence', head.shape[0]]);
   if (options.logits === 'last') {
     // Greedy decoding without reading the logits back: the first index of the maximum, as the
@@ -251,11 +251,11 @@ class LlamaEmitter {
     return this.act === 'float16' ? this.g.initializer(name, 'float16', dims, toFloat16Array(data)) : this.g.initializer(name, 'float32', dims, data);
   }
 
-  /** x @ W^T for the concatenation (along out) of weights stored [out, in]. */
-  linear(x: string, name: string, ws: WeightTensor[]): string {
+  /** x @ W^T for the concatenation (along out) of weights stored [out, in], optionally named `output`. */
+  linear(x: string, name: string, ws: WeightTensor[], output?: string): string {
     const inn = ws[0].shape[1];
     const out = ws.reduce((s, w) => s + w.shape[0], 0);
-    return this.g.op('MatMul', [x, this.weight(name, transposeConcat(ws, inn, out), [inn, out])]);
+    return this.g.op('MatMul', [x, this.weight(name, transposeConcat(ws, inn, out), [inn, out])], {}, output ? { output } : {});
   }
 
   /** RMSNorm over a residual of `width` columns that divides by the original hidden size. */

@@ -68,8 +68,13 @@ export class FakeCache {
   get length(): number {
     return this.tokens.length;
   }
+  /** Set by release() (the scheduler is done with the sequence). */
+  released = false;
   reserve(extra: number): void {
     this.reserved.push(extra);
+  }
+  release(): void {
+    this.released = true;
   }
 }
 
@@ -91,6 +96,8 @@ export const hashNext =
  */
 export class FakeSession implements StepSession<FakeCache> {
   readonly calls: { sizes: number[] }[] = [];
+  /** Every cache handed out by newCache(). */
+  readonly caches: FakeCache[] = [];
   constructor(
     readonly vocabSize: number,
     readonly maxContext: number,
@@ -98,7 +105,9 @@ export class FakeSession implements StepSession<FakeCache> {
   ) {}
 
   newCache(): FakeCache {
-    return new FakeCache();
+    const cache = new FakeCache();
+    this.caches.push(cache);
+    return cache;
   }
 
   async step(inputs: { cache: FakeCache; tokens: number[] }[]): Promise<Float32Array[]> {

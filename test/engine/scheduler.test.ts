@@ -84,6 +84,8 @@ test('greedy outputs under continuous batching equal each request run alone', as
     assert.equal(c.tokens.length, r.maxTokens);
   });
   assert.ok(session.calls.every((c) => c.sizes.length <= 4), 'batch never exceeds maxBatchSize');
+  assert.equal(session.caches.length, prompts.length);
+  assert.ok(session.caches.every((c) => c.released), 'every finished sequence released its KV cache');
   assert.ok(session.calls.some((c) => c.sizes.length > 1), 'sequences were batched');
   // Never two prefills in a row while sequences are decoding: a prefill call feeds whole prompts.
   const phases = session.calls.map((c) => (c.sizes.some((s) => s > 1) ? 'P' : 'D'));
@@ -237,7 +239,7 @@ test('n choices and several prompts get their own indices and identical greedy t
 });
 
 test('abort frees the slot of running and waiting requests', async () => {
-  const { scheduler } = setup(undefined, 1);
+  const { scheduler, session } = setup(undefined, 1);
   const a = request('Once', { maxTokens: 30 });
   const b = request('upon', { maxTokens: 30 });
   scheduler.add(a);
@@ -248,7 +250,10 @@ test('abort frees the slot of running and waiting requests', async () => {
   assert.equal(scheduler.stats().waitingRequests, 1);
   assert.ok(scheduler.abort(b.requestId));
   assert.equal(scheduler.stats().waitingSequences, 0);
+  assert.equal(session.caches.length, 1);
+  assert.equal(session.caches[0].released, false, 'a running sequence keeps its KV cache');
   assert.ok(scheduler.abort(a.requestId));
+  assert.equal(session.caches[0].released, true, 'the cancelled sequence released its KV cache');
   assert.deepEqual(
     { ...scheduler.stats(), kvCapacityTokens: 0 },
     { runningRequests: 0, waitingRequests: 0, runningSequences: 0, waitingSequences: 0, kvUsedTokens: 0, kvReservedTokens: 0, kvCapacityTokens: 0 },
