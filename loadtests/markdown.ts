@@ -18,6 +18,8 @@ export interface MarkdownOptions {
 const ms = (v: number | undefined | null): string => (v === undefined || v === null ? '–' : (v * 1000).toFixed(1));
 const num = (v: number | null | undefined, digits = 1): string => (v === null || v === undefined || !Number.isFinite(v) ? '–' : v.toFixed(digits));
 const pct = (v: number | null | undefined): string => (v === null || v === undefined ? '–' : `${(v * 100).toFixed(0)} %`);
+/** One decimal, for verdicts against a threshold (89.6 % must not read as 90 %). */
+const pct1 = (v: number | null | undefined): string => (v === null || v === undefined ? '–' : `${(v * 100).toFixed(1)} %`);
 
 function table(header: string[], rows: string[][]): string {
   const line = (cells: string[]) => `| ${cells.join(' | ')} |`;
@@ -93,8 +95,8 @@ function targets(report: Report): string {
   for (const sp of report.speedup.filter((x) => x.concurrency === top)) {
     const f = sp.fraction_of_theoretical;
     const pf = pairedFraction(sp);
-    const paired = pf === null ? '' : `; paired median of the rounds ${num(sp.measured_paired_median, 2)}x = ${pct(pf)}, ${verdict(pf >= 0.9)}`;
-    lines.push(`- ${modelLabel(sp.sparsity)} at concurrency ${top} reaches >= 90 % of its expected speedup (${num(sp.theoretical, 2)}x): pooled ${num(sp.measured, 2)}x = ${pct(f)}, ${verdict(f !== null && f >= 0.9)}${paired}.`);
+    const paired = pf === null ? '' : `; paired median of the rounds ${num(sp.measured_paired_median, 3)}x = ${pct1(pf)}, ${verdict(pf >= 0.9)}`;
+    lines.push(`- ${modelLabel(sp.sparsity)} at concurrency ${top} reaches >= 90 % of its expected speedup (${num(sp.theoretical, 3)}x): pooled ${num(sp.measured, 3)}x = ${pct1(f)}, ${verdict(f !== null && f >= 0.9)}${paired}.`);
   }
   const errors = report.runs.reduce((n, r) => n + r.errors, 0);
   lines.push(`- No failed request: ${errors} of ${report.runs.reduce((n, r) => n + r.requests, 0)} failed, ${verdict(errors === 0)}.`);

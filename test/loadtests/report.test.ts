@@ -98,8 +98,12 @@ test('buildReport: throughput, percentiles, speedups and the bandwidth bound fro
   assert.equal(ReportSchema.safeParse({ ...report, runs: [{ ...dense, ttft_s: { p50: 1 } }] }).success, false, 'a summary without its fields is rejected');
   const md = renderMarkdown(report, { title: 't', chartPath: 'c.svg' });
   assert.match(md, /Warning: the machine was busy\*\* \(1-minute load average 0\.2 at the start, 3\.0 at the end, on 2 cores\)/);
-  assert.match(md, /sliced 50 % at concurrency 1 reaches >= 90 % of its expected speedup \(\d\.\d\dx\): pooled 2\.00x = \d+ %, \*\*met\*\*; paired median of the rounds 2\.00x = \d+ %, \*\*met\*\*/);
+  assert.match(md, /sliced 50 % at concurrency 1 reaches >= 90 % of its expected speedup \(\d\.\d\d\dx\): pooled 2\.000x = \d+\.\d %, \*\*met\*\*; paired median of the rounds 2\.000x = \d+\.\d %, \*\*met\*\*/);
   assert.match(md, /No failed request: 1 of 4 failed, \*\*not met\*\*/);
+  // A fraction just under the target is not rounded up to it.
+  const under = { ...sp, measured: 0.8953 * sp.theoretical, fraction_of_theoretical: 0.8953, measured_paired_median: 0.9004 * sp.theoretical, round_ratios: [0.9004 * sp.theoretical] };
+  const mdUnder = renderMarkdown({ ...report, speedup: [under] }, { title: 't', chartPath: 'c.svg' });
+  assert.match(mdUnder, /pooled \d\.\d{3}x = 89\.5 %, \*\*not met\*\*; paired median of the rounds \d\.\d{3}x = 90\.0 %, \*\*met\*\*/);
   assert.match(md, /dense does not trail llama\.cpp \(c=1: 4\.0 vs 45\.0 tok\/s\): \*\*not met\*\*/);
   assert.match(md, /\| dense \(`synth`\) \| 1 \| 100\.0 \| 100\.0 \| 100\.0 \| 100\.0 \| 30\.0 \| 30\.0 \| 38\.0 \| 39\.8 \|/);
   const spec = JSON.stringify(chartSpec(report));
