@@ -5,11 +5,16 @@
  * left-padded), with an additive attention bias that hides every padding position, so a
  * sequence's logits do not depend on what it is batched with.
  *
+ * On the host path a sequence's newest KV entries live only in its resident row while it stays
+ * in the batch (each step's `step_key_values` are written there once); its SequenceCache gets
+ * them when the sequence leaves its row, and a finished sequence's cache is released instead.
+ *
  * On WebGPU with the 'primitives' attention kernel the batch's past stays on the device between
  * decode steps (docs/gpu.md, "KV cache on the device"): the graph's present.* outputs are kept
  * as GPU buffers and fed back as the next step's past_key_values.* while the batch and its rows
  * do not change and every sequence adds one token; otherwise the past is re-laid from the host
- * caches and uploaded. The host SequenceCache stays the source of truth on every device.
+ * caches and uploaded. In that mode the host SequenceCaches receive every step's entries and
+ * stay complete.
  *
  * `session.run()` blocks the calling thread (RUNTIME-NOTES.md): servers call this from a
  * worker_thread.
