@@ -1,9 +1,10 @@
 /**
  * Where does a decode step's time go? For each model (dense, sliced artifacts) and batch
- * size, measures (a) the serving path's step (`LlamaSession.step`: building feeds, copying
- * the KV cache in and out, `session.run`) and (b) a bare `session.run` of the same graph
- * with the same shapes, with onnxruntime's profiler on, split by operator type. The
- * difference between (a) and (b) is JavaScript-side work (feeds, KV copies, logits slices).
+ * size, measures (a) the serving path's greedy decode step (`LlamaSession.stepGreedy`:
+ * building feeds, writing the step's KV entries into the resident rows, `session.run`) and
+ * (b) a bare `session.run` of the same graph with the same shapes, with onnxruntime's
+ * profiler on (which adds a little per node), split by operator type. The difference between
+ * (a) and (b) is JavaScript-side work.
  *
  *   node dist/loadtests/profile-step.js --model <dir> [--model <dir> ...] [--batch 1,16]
  *        [--past 96] [--steps 16] [--threads 2] [--json out.json]
@@ -74,21 +75,33 @@ export function opShares(profileFile: string): Record<string, number> {
   return Object.fromEntries([...byOp].sort((a, b) => b[1] - a[1]).map(([k, v]) => [k, v / total]));
 }
 
-async function servingStep(model: LoadedModel, batch: number, promptTokens: number, steps: number, threads: number): Promise<number> {
-  const session = await LlamaSession.create(model, { threads });
+/**
+ * Median greedy decode step (ms) of each model at one batch size, the models taking turns
+ * step by step in one process (sessions with spinning off), so that the machine's drift hits
+ * them alike: on a shared 2-core machine, timing one model after the other moves the ratio by
+ * +-15 %.
+ */
+async function servingSteps(models: LoadedModel[], batch: number, promptTokens: number, steps: number, threads: number): Promise<number[]> {
+  const sessions = await Promise.all(models.map((model) => LlamaSession.create(model, { threads, spinning: false })));
   try {
-    const caches = Array.from({ length: batch }, () => session.newCache());
-    const vocab = model.config.vocab_size;
-    await session.step(caches.map((cache, b) => ({ cache, tokens: makePrompt(b, { promptTokens, vocabSize: vocab, bosTokenId: 1, seed: 3 }) })));
-    const times: number[] = [];
-    for (let s = 0; s < steps + 2; s++) {
-      const t0 = performance.now();
-      await session.step(caches.map((cache) => ({ cache, tokens: [3 + ((s * 7919) % (vocab - 3))] })));
-      if (s >= 2) times.push(performance.now() - t0);
+    const caches = sessions.map((session) => Array.from({ length: batch }, () => session.newCache()));
+    for (const [k, session] of sessions.entries()) {
+      const vocab = models[k].config.vocab_size;
+      await session.step(caches[k].map((cache, b) => ({ cache, tokens: makePrompt(b, { promptTokens, vocabSize: vocab, bosTokenId: 1, seed: 3 }) })));
     }
-    return summarize(times)!.p50;
+    const times: number[][] = sessions.map(() => []);
+    for (let s = 0; s < steps + 2; s++) {
+      for (const [k, session] of sessions.entries()) {
+        const vocab = models[k].config.vocab_size;
+        const t0 = performance.now();
+        // What a batch of greedy requests runs (engine/scheduler.ts): the greedy tokens, not the logits.
+        await session.stepGreedy(caches[k].map((cache) => ({ cache, tokens: [3 + ((s * 7919) % (vocab - 3))] })));
+        if (s >= 2) times[k].push(performance.now() - t0);
+      }
+    }
+    return times.map((t) => summarize(t)!.p50);
   } finally {
-    await session.release();
+    await Promise.all(sessions.map((session) => session.release()));
   }
 }
 
@@ -118,7 +131,7 @@ async function bareRun(model: LoadedModel, batch: number, past: number, steps: n
       feeds[`past_key_values.${l}.${kind}`] = new ort.Tensor('float32', new Float32Array(batch * c.num_key_value_heads * past * c.head_dim), dims);
     }
   }
-  const fetches = ['logits', ...Array.from({ length: c.num_hidden_layers }, (_, l) => [`step_key_values.${l}.key`, `step_key_values.${l}.value`]).flat()];
+  const fetches = ['greedy_token', ...Array.from({ length: c.num_hidden_layers }, (_, l) => [`step_key_values.${l}.key`, `step_key_values.${l}.value`]).flat()];
   const times: number[] = [];
   for (let s = 0; s < steps + 2; s++) {
     const t0 = performance.now();
@@ -140,16 +153,16 @@ export async function profileSteps(dirs: string[], batches: number[], opts: { pa
   const out: StepProfile[] = [];
   const profileDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sliceserve-profile-'));
   try {
-    for (const dir of dirs) {
-      const model = loadModel(dir);
-      const d = residualWidth(model);
-      const dense = model.config.hidden_size;
-      const w = matmulWeightsPerToken({ ...model.config, sliced_hidden_size: d, slice_head: model.config.sliceserve?.slice_head ?? false });
-      for (const batch of batches) {
-        const serving = await servingStep(model, batch, opts.past, opts.steps, opts.threads);
+    const models = dirs.map((dir) => loadModel(dir));
+    for (const batch of batches) {
+      const serving = await servingSteps(models, batch, opts.past, opts.steps, opts.threads);
+      for (const [k, model] of models.entries()) {
+        const d = residualWidth(model);
+        const dense = model.config.hidden_size;
+        const w = matmulWeightsPerToken({ ...model.config, sliced_hidden_size: d, slice_head: model.config.sliceserve?.slice_head ?? false });
         const bare = await bareRun(model, batch, opts.past, opts.steps, opts.threads, profileDir);
-        out.push({ model: model.id, hidden_size: d, batch, past: opts.past, serving_step_ms: serving, run_ms: bare.ms, op_share: bare.shares, matmul_weights_per_token: w.total });
-        process.stderr.write(`[profile] ${model.id} (d=${d}/${dense}) batch ${batch}: step ${serving.toFixed(1)} ms, bare run ${bare.ms.toFixed(1)} ms\n`);
+        out.push({ model: model.id, hidden_size: d, batch, past: opts.past, serving_step_ms: serving[k], run_ms: bare.ms, op_share: bare.shares, matmul_weights_per_token: w.total });
+        process.stderr.write(`[profile] ${model.id} (d=${d}/${dense}) batch ${batch}: step ${serving[k].toFixed(1)} ms, bare run ${bare.ms.toFixed(1)} ms\n`);
       }
     }
   } finally {

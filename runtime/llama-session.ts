@@ -34,6 +34,12 @@ export interface LlamaSessionOptions {
   device?: DeviceRequest;
   /** intra-op threads (default: all cores). */
   threads?: number;
+  /**
+   * Whether idle intra-op threads spin-wait for work (onnxruntime's default, true). Turn it off
+   * when several sessions in one process take turns on the same cores (a spinning idle pool
+   * slows the running one), e.g. when timing models against each other.
+   */
+  spinning?: boolean;
   /** 'last' (default) for generation, 'all' for perplexity. */
   logits?: 'last' | 'all';
   /** Weights, activations and KV cache precision (default float32; logits are float32). */
@@ -162,6 +168,7 @@ export class LlamaSession {
             graphOptimizationLevel: 'all',
             intraOpNumThreads: options.threads ?? os.availableParallelism(),
             interOpNumThreads: 1,
+            ...(options.spinning === false ? { extra: { session: { intra_op: { allow_spinning: '0' } } } } : {}),
             externalData: [{ path: built.externalDataPath, data: built.externalData }],
             // present.* stay in GPU buffers; logits and step_key_values.* come back to the host.
             ...(presentOutputs && d === 'webgpu'
