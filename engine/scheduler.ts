@@ -20,7 +20,6 @@ import { type InputLimits, processInputs } from './input.js';
 import type { EngineRequest, EngineStats, SequenceOutput, StepReport } from './protocol.js';
 import { type SamplerFactory, Sequence } from './sequence.js';
 
-/** The session interface the scheduler drives (runtime/llama-session.ts `LlamaSession` fits). */
 /** What the scheduler needs of a session's KV cache type. */
 export interface SchedulerCache {
   readonly length: number;
@@ -30,6 +29,7 @@ export interface SchedulerCache {
   release?(): void;
 }
 
+/** The session interface the scheduler drives (runtime/llama-session.ts `LlamaSession` fits). */
 export interface StepSession<C extends SchedulerCache> {
   readonly maxContext: number;
   readonly vocabSize: number;

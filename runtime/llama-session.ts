@@ -333,7 +333,7 @@ export class LlamaSession {
     if (residentPast !== null) {
       const c = this.model.config;
       for (let slot = 0; slot < 2 * L; slot++) {
-        const fresh = out[pastName(slot).replace('past_key_values', 'step_key_values')].data as KVArray;
+        const fresh = out[stepName(slot)].data as KVArray;
         const transposed = this.transposedKeys && !(slot & 1);
         inputs.forEach((inp, b) => writeStepEntries(this.pastPool[slot], fresh, rowOf[b], residentPast, S, inp.cache.length, inp.tokens.length, c.num_key_value_heads, c.head_dim, transposed));
       }
@@ -604,6 +604,11 @@ export function residentCapacity(need: number, maxContext: number): number {
 /** Feed name of KV slot `slot` (2l = layer l's key, 2l + 1 = its value). */
 function pastName(slot: number): string {
   return `past_key_values.${slot >> 1}.${slot & 1 ? 'value' : 'key'}`;
+}
+
+/** Name of the `step_key_values` output of KV slot `slot` (this step's entries). */
+function stepName(slot: number): string {
+  return `step_key_values.${slot >> 1}.${slot & 1 ? 'value' : 'key'}`;
 }
 
 /** Output name of KV slot `slot`. */
