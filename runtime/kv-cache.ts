@@ -172,6 +172,21 @@ export class SequenceCache {
 }
 
 /**
+ * Writes this step's entries of batch row `r` into row `r` of a batch past buffer `dst`
+ * [batch, kv_heads, past, head_dim] (transposed: [batch, kv_heads, head_dim, past]): `count`
+ * positions taken from the end of `fresh` [batch, kv_heads, S, head_dim] (`step_key_values`),
+ * written at positions start..start+count-1.
+ */
+export function writeStepEntries(dst: KVArray, fresh: KVArray, r: number, past: number, S: number, start: number, count: number, kvHeads: number, headDim: number, transposed: boolean): void {
+  if (dst.constructor !== fresh.constructor) throw new TypeError('KV cache: float32 and float16 entries mixed');
+  for (let h = 0; h < kvHeads; h++) {
+    const from = ((r * kvHeads + h) * S + (S - count)) * headDim;
+    if (transposed) transposeInto(dst, (r * kvHeads + h) * headDim * past + start, past, fresh, from, headDim, count);
+    else copyRange(dst, ((r * kvHeads + h) * past + start) * headDim, fresh, from, count * headDim);
+  }
+}
+
+/**
  * Copies `n` elements src[from..] -> dst[to..] (same element type). Short runs (a decode step
  * copies one head_dim row per head, thousands of times) use a plain loop: a subarray per run
  * allocated enough to show up as garbage-collection time.

@@ -25,7 +25,7 @@ import { buildLlamaGraph, DEFAULT_ATTENTION_KERNEL, keyCacheLayout, MASKED, type
 import type { LoadedModel } from '../models/types.js';
 import { appendValid, attentionBiasFromValid, freshValid, planDevicePast, type DevicePastState, type DeviceRebuildReason } from './device-kv.js';
 import { createSessionOnDevice, type Device, type DeviceRequest } from './device.js';
-import { kvArray, SequenceCache, type KVArray, type KVDtype } from './kv-cache.js';
+import { kvArray, SequenceCache, writeStepEntries, type KVArray, type KVDtype } from './kv-cache.js';
 
 export { SequenceCache } from './kv-cache.js';
 
@@ -544,29 +544,6 @@ export class LlamaSession {
   async release(): Promise<void> {
     this.dropHeld();
     await this.session.release();
-  }
-}
-
-/**
- * Writes this step's entries of batch row `r` into resident row `r` of `dst` (capacity `past`,
- * keys transposed or not): `count` positions taken from the end of `fresh` [B, kv_heads, S,
- * head_dim] (`step_key_values`), written at positions start..start+count-1.
- */
-function writeStepEntries(dst: KVArray, fresh: KVArray, r: number, past: number, S: number, start: number, count: number, kvHeads: number, headDim: number, transposed: boolean): void {
-  if (dst.constructor !== fresh.constructor) throw new TypeError('KV cache: float32 and float16 entries mixed');
-  for (let h = 0; h < kvHeads; h++) {
-    const from = ((r * kvHeads + h) * S + (S - count)) * headDim;
-    if (transposed) {
-      const base = (r * kvHeads + h) * headDim * past + start;
-      for (let d = 0; d < headDim; d++) {
-        const o = base + d * past;
-        for (let t = 0; t < count; t++) dst[o + t] = fresh[from + t * headDim + d];
-      }
-    } else {
-      const o = ((r * kvHeads + h) * past + start) * headDim;
-      const n = count * headDim;
-      for (let i = 0; i < n; i++) dst[o + i] = fresh[from + i];
-    }
   }
 }
 
