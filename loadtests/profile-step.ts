@@ -2,9 +2,9 @@
  * Where does a decode step's time go? For each model (dense, sliced artifacts) and batch
  * size, measures (a) the serving path's greedy decode step (`LlamaSession.stepGreedy`:
  * building feeds, writing the step's KV entries into the resident rows, `session.run`) and
- * (b) a bare `session.run` of the same graph with the same shapes, with onnxruntime's
- * profiler on (which adds a little per node), split by operator type. The difference between
- * (a) and (b) is JavaScript-side work.
+ * (b) a bare `session.run` of the same graph with the same shapes, then the operator shares of
+ * that run from onnxruntime's profiler (a separate, profiled session: the profiler adds a cost
+ * per node). The difference between (a) and (b) is JavaScript-side work.
  *
  *   node dist/loadtests/profile-step.js --model <dir> [--model <dir> ...] [--batch 1,16]
  *        [--past 96] [--steps 16] [--threads 2] [--json out.json]
@@ -109,14 +109,15 @@ async function bareRun(model: LoadedModel, batch: number, past: number, steps: n
   // The graph LlamaSession runs: no present.* outputs, the default attention kernel.
   const built = buildLlamaGraph(model, { logits: 'last', presentOutputs: false });
   const transposedKeys = keyCacheLayout() === 'transposed';
-  const session = await ort.InferenceSession.create(built.model, {
-    graphOptimizationLevel: 'all',
-    intraOpNumThreads: threads,
-    interOpNumThreads: 1,
-    externalData: [{ path: built.externalDataPath, data: built.externalData }],
-    enableProfiling: true,
-    profileFilePrefix: path.join(profileDir, `${model.id}-b${batch}`),
-  } as ort.InferenceSession.SessionOptions);
+  // Timed without the profiler (it adds a cost per node), then profiled for the operator shares.
+  const open = (profile: boolean) =>
+    ort.InferenceSession.create(built.model, {
+      graphOptimizationLevel: 'all',
+      intraOpNumThreads: threads,
+      interOpNumThreads: 1,
+      externalData: [{ path: built.externalDataPath, data: built.externalData }],
+      ...(profile ? { enableProfiling: true, profileFilePrefix: path.join(profileDir, `${model.id}-b${batch}`) } : {}),
+    } as ort.InferenceSession.SessionOptions);
   const c = model.config;
   const T = past + 1;
   const feeds: Record<string, ort.Tensor> = {
@@ -133,13 +134,17 @@ async function bareRun(model: LoadedModel, batch: number, past: number, steps: n
   }
   const fetches = ['greedy_token', ...Array.from({ length: c.num_hidden_layers }, (_, l) => [`step_key_values.${l}.key`, `step_key_values.${l}.value`]).flat()];
   const times: number[] = [];
+  const timed = await open(false);
   for (let s = 0; s < steps + 2; s++) {
     const t0 = performance.now();
-    await session.run(feeds, fetches);
+    await timed.run(feeds, fetches);
     if (s >= 2) times.push(performance.now() - t0);
   }
-  session.endProfiling(); // writes <prefix>_<timestamp>.json (onnxruntime-node returns nothing)
-  await session.release();
+  await timed.release();
+  const profiled = await open(true);
+  for (let s = 0; s < steps + 2; s++) await profiled.run(feeds, fetches);
+  profiled.endProfiling(); // writes <prefix>_<timestamp>.json (onnxruntime-node returns nothing)
+  await profiled.release();
   const prefix = `${model.id}-b${batch}`;
   const file = fs.readdirSync(profileDir).find((f) => f.startsWith(prefix) && f.endsWith('.json'));
   if (!file) throw new Error(`onnxruntime wrote no profile under ${profileDir}`);
