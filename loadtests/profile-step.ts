@@ -17,7 +17,7 @@ import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Command } from 'commander';
 import * as ort from 'onnxruntime-node';
-import { buildLlamaGraph, keyCacheLayout, MASKED } from '../models/llama/graph.js';
+import { buildLlamaGraph, keyCacheLayout } from '../models/llama/graph.js';
 import { loadModel } from '../models/load.js';
 import type { LoadedModel } from '../models/types.js';
 import { LlamaSession } from '../runtime/llama-session.js';
@@ -125,7 +125,6 @@ async function bareRun(model: LoadedModel, batch: number, past: number, steps: n
     position_ids: new ort.Tensor('int64', new BigInt64Array(batch).fill(BigInt(past)), [batch, 1]),
     attention_bias: new ort.Tensor('float32', new Float32Array(batch * T).fill(0), [batch, 1, T]),
   };
-  void MASKED;
   for (let l = 0; l < c.num_hidden_layers; l++) {
     for (const kind of ['key', 'value']) {
       const dims = kind === 'key' && transposedKeys ? [batch, c.num_key_value_heads, c.head_dim, past] : [batch, c.num_key_value_heads, past, c.head_dim];

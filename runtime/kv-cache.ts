@@ -80,6 +80,8 @@ export class SequenceCache {
    * right-padded: a sequence's entries start at position 0). With `transposed`, `dst` is
    * [batch, kvHeads, headDim, past] (the key layout of the 'primitives' attention kernel,
    * models/llama/graph.ts `keyCacheLayout`).
+   * @throws Error when a requested position is not stored on the host (it lives in a resident
+   *   row: flush it with {@link readRow} first), TypeError when float32 and float16 mix
    */
   writeEntries(layer: number, kind: 'key' | 'value', dst: KVArray, b: number, past: number, from = 0, count = this.len - from, transposed = false): void {
     if (count <= 0) return;
@@ -103,6 +105,7 @@ export class SequenceCache {
    * (this step's `step_key_values`, or a full `present`) at batch row `b`, positions
    * total-count .. total-1. Call {@link reserve} first and
    * {@link commit} after all layers.
+   * @throws Error when newer entries of this sequence live only in a resident row
    */
   readPresent(layer: number, kind: 'key' | 'value', src: KVArray, b: number, total: number, count: number): void {
     if (this.hostLen !== this.len) throw new Error('KV cache: appending on the host while entries live in a resident row');
