@@ -60,13 +60,16 @@ WORKDIR /app
 # Owned by root: the server user reads the app and writes only to the cache volume.
 COPY --from=build /app /app
 
+# GLIBC_TUNABLES: malloc advises transparent huge pages for the weights on the CPU path
+# (runtime/huge-pages.ts: ~9 % faster batch-1 decode measured on 2 cores).
 ENV NODE_ENV=production \
     HOST=0.0.0.0 \
     PORT=8080 \
     SLICESERVE_CACHE_DIR=/var/cache/sliceserve \
     SLICESERVE_DEVICE=auto \
     NVIDIA_VISIBLE_DEVICES=all \
-    NVIDIA_DRIVER_CAPABILITIES=compute,utility
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility \
+    GLIBC_TUNABLES=glibc.malloc.hugetlb=1
 
 VOLUME ["/var/cache/sliceserve"]
 EXPOSE 8080

@@ -9,10 +9,11 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { hugePageStatus, withMallocHugePages } from '../runtime/huge-pages.js';
 import { measureReadBandwidth } from './bandwidth.js';
 import { renderChartSvg } from './chart.js';
 import { streamCompletion } from './client.js';
-import { gitCommit, machineInfo } from './machine.js';
+import { gitCommit, hugePagesEntry, machineInfo } from './machine.js';
 import { renderMarkdown } from './markdown.js';
 import { hasModels, modelEntries, readDenseShape, selectModels } from './models.js';
 import { defaultRequests, type BenchOptions } from './options.js';
@@ -137,7 +138,9 @@ export async function runBench(
       args.push('--cal-windows', String(opts.calWindows), '--max-batch-size', String(opts.maxBatchSize ?? maxC));
       if (opts.device) args.push('--device', opts.device);
       args.push('--port', String(port), '--host', '127.0.0.1', ...opts.serverArgs);
-      const env = { ...process.env, ...(opts.apiKey ? { SLICESERVE_API_KEY: opts.apiKey } : {}) };
+      const base = opts.hugePages ? withMallocHugePages(process.env) : process.env;
+      const env = { ...base, ...(opts.apiKey ? { SLICESERVE_API_KEY: opts.apiKey } : {}) };
+      machine.huge_pages = hugePagesEntry(hugePageStatus(env));
       progress.log(`[bench] starting: node ${args.map((a) => path.relative(REPO_ROOT, a).startsWith('..') ? a : path.relative(REPO_ROOT, a) || a).join(' ')}`);
       server = ServerProcess.start(process.execPath, args, { cwd: REPO_ROOT, logFile: path.join(dir, 'server.log'), env });
     }

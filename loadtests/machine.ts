@@ -4,6 +4,7 @@
 import { execFileSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import * as os from 'node:os';
+import type { HugePageStatus } from '../runtime/huge-pages.js';
 import type { Report } from './report.js';
 
 /** Installed onnxruntime-node version, or null when it cannot be resolved. */
@@ -56,5 +57,11 @@ export function machineInfo(executionProvider: string): Report['machine'] {
     read_bandwidth_method: null,
     load_average_start: os.loadavg(),
     load_average_end: null,
+    huge_pages: null,
   };
+}
+
+/** The report's `machine.huge_pages` entry for a server started with this status. */
+export function hugePagesEntry(status: HugePageStatus): NonNullable<Report['machine']['huge_pages']> {
+  return { transparent_hugepage: status.transparentHugePages, malloc_hugetlb: status.mallocHugetlb, active: status.active };
 }

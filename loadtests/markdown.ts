@@ -38,7 +38,7 @@ function overview(report: Report): string {
   return [
     `- **Model**: ${report.model.preset ? `synthetic \`${report.model.preset}\`` : (report.model.dir ?? 'served at --url')}; measured: ${models}.`,
     `- **Requests**: ${shape.prompt_tokens}-token prompts, ${shape.output_tokens} output tokens, \`ignore_eos\`, streaming (SSE), temperature ${shape.temperature}; prefix caching ${shape.prefix_caching}. Same shape as the llama.cpp peer measurement.`,
-    `- **Machine**: ${m.cpu_model}, ${m.cores} cores, ${(m.memory_bytes / 2 ** 30).toFixed(0)} GiB, ${m.os}, Node ${m.node}, onnxruntime-node ${m.onnxruntime_node ?? '?'}, execution provider \`${m.execution_provider}\`.`,
+    `- **Machine**: ${m.cpu_model}, ${m.cores} cores, ${(m.memory_bytes / 2 ** 30).toFixed(0)} GiB, ${m.os}, Node ${m.node}, onnxruntime-node ${m.onnxruntime_node ?? '?'}, execution provider \`${m.execution_provider}\`${hugePagesText(m.huge_pages)}.`,
     ...(machineWasBusy(m)
       ? [
           `- **Warning: the machine was busy** (1-minute load average ${num(m.load_average_start?.[0], 1)} at the start, ${num(m.load_average_end?.[0], 1)} at the end, on ${m.cores} cores): other processes competed for the CPU, so these figures are lower and noisier than on an idle machine.`,
@@ -274,4 +274,11 @@ export function renderMarkdown(report: Report, opts: MarkdownOptions): string {
     '```',
     '',
   ].join('\n');
+}
+
+/** ", weights on ..." for the Machine line; '' when the report does not know. */
+function hugePagesText(h: Report['machine']['huge_pages']): string {
+  if (!h) return '';
+  if (h.active) return ', server weights on transparent huge pages (`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`)';
+  return `, server weights on 4 KiB pages (transparent huge pages: ${h.transparent_hugepage ?? 'unavailable'}, glibc.malloc.hugetlb: ${h.malloc_hugetlb ?? 'unset'})`;
 }

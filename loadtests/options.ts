@@ -41,6 +41,8 @@ export interface BenchOptions {
   out: string;
   bandwidth: boolean;
   bandwidthThreads: number | null;
+  /** Start the server with malloc advising transparent huge pages (runtime/huge-pages.ts). */
+  hugePages: boolean;
   warmup: boolean;
   apiKey: string | null;
   quick: boolean;
@@ -108,6 +110,7 @@ export function addBenchOptions(cmd: Command): Command {
     .option('--server-timeout <s>', 'time limit of server start-up (loading, slicing), seconds', numArg('--server-timeout', 1), 900)
     .option('--out <dir>', 'reports folder (a timestamped run folder and latest/ are written in it)', 'loadtests/reports')
     .option('--no-bandwidth', 'skip the memory read-bandwidth probe')
+    .option('--no-huge-pages', 'start the server without GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (weights on 4 KiB pages)')
     .option('--bandwidth-threads <n>', 'threads of the bandwidth probe (default: all cores)', intArg('--bandwidth-threads', 1))
     .option('--no-warmup', 'skip the warm-up requests')
     .option('--api-key <key>', 'bearer token for the server (env SLICESERVE_API_KEY)')
@@ -151,6 +154,7 @@ export function resolveBenchOptions(raw: Record<string, unknown>, argv: string[]
     serverTimeoutS: raw.serverTimeout as number,
     out: raw.out as string,
     bandwidth: raw.bandwidth !== false,
+    hugePages: raw.hugePages !== false,
     bandwidthThreads: (raw.bandwidthThreads as number | undefined) ?? null,
     warmup: raw.warmup !== false,
     apiKey: (raw.apiKey as string | undefined) ?? process.env.SLICESERVE_API_KEY ?? null,

@@ -94,6 +94,15 @@ export const ReportSchema = z.object({
     /** 1, 5 and 15 minute load averages when the run started and ended (other work competes for the cores). */
     load_average_start: z.array(z.number()).nullable(),
     load_average_end: z.array(z.number()).nullable(),
+    /**
+     * Whether the server's weights were on transparent huge pages (runtime/huge-pages.ts);
+     * null when the server was not started by the load generator (--url). Absent in reports
+     * written before it was recorded.
+     */
+    huge_pages: z
+      .object({ transparent_hugepage: z.string().nullable(), malloc_hugetlb: z.string().nullable(), active: z.boolean() })
+      .nullable()
+      .optional(),
   }),
   models: z.array(ModelSchema),
   runs: z.array(RunSchema),

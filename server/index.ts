@@ -12,6 +12,7 @@ import type { Logger } from 'pino';
 import type { WebSocketServer } from 'ws';
 import { ModelWorker } from '../engine/model-worker.js';
 import type { WorkerOptions } from '../engine/protocol.js';
+import { hugePageAdvice, hugePageStatus } from '../runtime/huge-pages.js';
 import { createApp, hasApiKey } from './app.js';
 import { parseBodyLimit } from './body-limit.js';
 import type { CompletionRun } from './completion-run.js';
@@ -156,6 +157,8 @@ export async function startServer(opts: ServerOptions): Promise<SliceServer> {
   const port = (server.address() as AddressInfo).port;
   const url = `http://${opts.host.includes(':') ? `[${opts.host}]` : opts.host}:${port}`;
   logger.info({ url }, 'listening');
+  const pages = hugePageStatus();
+  logger.info({ transparent_hugepages: pages.transparentHugePages, malloc_hugetlb: pages.mallocHugetlb, huge_pages: pages.active }, hugePageAdvice(pages));
 
   const ready = (async () => {
     const dense = await Promise.all(

@@ -20,6 +20,7 @@ test('defaults match the peer request shape; --quick shortens the sweep', () => 
   assert.deepEqual([1, 4, 16].map((c) => defaultRequests(c, true)), [2, 4, 16]);
   assert.deepEqual([1, 4, 16].map((c) => defaultRequests(c, false)), [8, 16, 64]);
   assert.equal(quick.command, 'npm run bench -- --quick');
+  assert.deepEqual([full.hugePages, parse(['--no-huge-pages']).hugePages], [true, false]);
   const custom = parse(['--sparsities', '0.3', '--concurrency', '2,8,2', '--duration', '20', '--url', 'http://127.0.0.1:9/v1/']);
   assert.deepEqual([custom.sparsities, custom.concurrency, custom.durationS, custom.requests, custom.url], [[0.3], [2, 8], 20, null, 'http://127.0.0.1:9']);
 });

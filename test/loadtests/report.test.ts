@@ -97,6 +97,11 @@ test('buildReport: throughput, percentiles, speedups and the bandwidth bound fro
   assert.ok(ReportSchema.safeParse(report).success);
   assert.equal(ReportSchema.safeParse({ ...report, runs: [{ ...dense, ttft_s: { p50: 1 } }] }).success, false, 'a summary without its fields is rejected');
   const md = renderMarkdown(report, { title: 't', chartPath: 'c.svg' });
+  assert.doesNotMatch(md, /huge pages|4 KiB pages/, 'nothing is said when the report does not know');
+  const withPages = (active: boolean) => renderMarkdown({ ...report, machine: { ...report.machine, huge_pages: { transparent_hugepage: 'madvise', malloc_hugetlb: active ? '1' : null, active } } }, { title: 't', chartPath: 'c.svg' });
+  assert.match(withPages(true), /execution provider `cpu`, server weights on transparent huge pages \(`GLIBC_TUNABLES=glibc\.malloc\.hugetlb=1`\)\./);
+  assert.match(withPages(false), /server weights on 4 KiB pages \(transparent huge pages: madvise, glibc\.malloc\.hugetlb: unset\)\./);
+  assert.ok(ReportSchema.safeParse({ ...report, machine: { ...report.machine, huge_pages: undefined } }).success, 'reports written before huge_pages still parse');
   assert.match(md, /Warning: the machine was busy\*\* \(1-minute load average 0\.2 at the start, 3\.0 at the end, on 2 cores\)/);
   assert.match(md, /sliced 50 % at concurrency 1 reaches >= 90 % of its expected speedup \(\d\.\d\d\dx\): pooled 2\.000x = \d+\.\d %, \*\*met\*\*; paired median of the rounds 2\.000x = \d+\.\d %, \*\*met\*\*/);
   assert.match(md, /No failed request: 1 of 4 failed, \*\*not met\*\*/);
