@@ -43,10 +43,10 @@ export function hugePageStatus(env: NodeJS.ProcessEnv = process.env, thpFile = '
   let transparentHugePages: HugePageStatus['transparentHugePages'] = null;
   try {
     // The active mode is the bracketed word: "always [madvise] never".
-    const mode = /\[(always|madvise|never)\]/.exec(fs.readFileSync(thpFile, 'utf8'))?.[1];
-    if (mode === 'always' || mode === 'madvise' || mode === 'never') transparentHugePages = mode;
+    const mode = /\[(always|madvise|never)\]/.exec(fs.readFileSync(thpFile, 'utf8'))?.[1] as HugePageStatus['transparentHugePages'] | undefined;
+    transparentHugePages = mode ?? null;
   } catch {
-    transparentHugePages = null;
+    // No such file: not Linux, or a kernel without THP.
   }
   const mallocHugetlb = tunableValue(env.GLIBC_TUNABLES, MALLOC_HUGETLB_TUNABLE);
   return { transparentHugePages, mallocHugetlb, active: transparentHugePages === 'always' || (transparentHugePages === 'madvise' && mallocHugetlb === '1') };
