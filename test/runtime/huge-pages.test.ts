@@ -24,6 +24,9 @@ test('huge pages are active with THP "always", or "madvise" plus glibc.malloc.hu
   assert.deepEqual(hugePageStatus({}, always), { transparentHugePages: 'always', mallocHugetlb: null, active: true });
   assert.deepEqual(hugePageStatus(tuned, never), { transparentHugePages: 'never', mallocHugetlb: '1', active: false });
   assert.deepEqual(hugePageStatus(tuned, path.join(os.tmpdir(), 'no-such-dir-thp', 'enabled')), { transparentHugePages: null, mallocHugetlb: '1', active: false });
+  // glibc applies the entries in order: the last one of a name is in effect.
+  assert.deepEqual(hugePageStatus({ GLIBC_TUNABLES: 'glibc.malloc.hugetlb=0:glibc.malloc.hugetlb=1' }, madvise), { transparentHugePages: 'madvise', mallocHugetlb: '1', active: true });
+  assert.equal(hugePageStatus({ GLIBC_TUNABLES: 'glibc.malloc.hugetlb=1:glibc.malloc.hugetlb=0' }, madvise).active, false);
 });
 
 test('withMallocHugePages adds the tunable, keeps other tunables and an explicit choice, and copies the env', () => {
@@ -43,4 +46,7 @@ test('the startup advice names the fix only where the tunable would help', () =>
   assert.match(hugePageAdvice({ transparentHugePages: 'madvise', mallocHugetlb: '1', active: true }), /^weights on transparent huge pages$/);
   assert.doesNotMatch(hugePageAdvice({ transparentHugePages: 'never', mallocHugetlb: null, active: false }), /GLIBC_TUNABLES/);
   assert.match(hugePageAdvice({ transparentHugePages: null, mallocHugetlb: null, active: false }), /unavailable/);
+  // An explicit other value is reported as such, not answered with "start with ...=1".
+  assert.match(hugePageAdvice({ transparentHugePages: 'madvise', mallocHugetlb: '0', active: false }), /^weights on 4 KiB pages \(GLIBC_TUNABLES sets glibc\.malloc\.hugetlb=0\)/);
+  assert.match(hugePageAdvice({ transparentHugePages: 'madvise', mallocHugetlb: '2', active: false }), /hugetlbfs/);
 });
