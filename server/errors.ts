@@ -90,6 +90,7 @@ export function sendError(res: Parameters<RequestHandler>[1], err: ApiError): vo
 interface BodyParserError {
   type?: string;
   status?: number;
+  statusCode?: number;
   limit?: number;
 }
 
@@ -109,7 +110,10 @@ export function errorHandler(logger: Logger, bodyLimit: string): ErrorRequestHan
     if (err instanceof ApiError) return sendError(res, err);
     if (bp.type === 'entity.too.large') return sendError(res, Errors.tooLarge(bodyLimit));
     if (bp.type === 'entity.parse.failed') return sendError(res, Errors.invalid(`Malformed JSON body: ${(err as Error).message}`, null, 'invalid_json'));
-    if (bp.type && bp.status && bp.status >= 400 && bp.status < 500) return sendError(res, Errors.invalid((err as Error).message));
+    // Other client errors of body-parser, e.g. a Content-Encoding: gzip body that is not gzip
+    // (zlib's error carries only a status).
+    const status = bp.status ?? bp.statusCode;
+    if (status !== undefined && status >= 400 && status < 500) return sendError(res, Errors.invalid(`Unreadable request body: ${(err as Error).message}`, null, 'invalid_body'));
     logger.error({ err }, 'unhandled error');
     sendError(res, Errors.internal('Internal server error.'));
   };

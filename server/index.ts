@@ -183,7 +183,8 @@ export async function startServer(opts: ServerOptions): Promise<SliceServer> {
     await jobs.idle();
     const failed = startup.find((job) => job.status === 'failed');
     if (failed && ctx.state() !== 'stopping') throw new Error(`startup model ${failed.model} could not be served: ${failed.error?.message ?? 'slicing failed'}`);
-    if (state === 'loading') state = 'ready';
+    if (state !== 'loading') return; // stopping: not ready, and not to be logged as such
+    state = 'ready';
     logger.info({ models: models.list().map((m) => m.id) }, 'ready');
   })();
   ready.catch(() => undefined);

@@ -115,7 +115,13 @@ function valueAt(body: unknown, path: readonly PropertyKey[]): unknown {
 /** A short JSON rendering of a value for an error message. */
 function preview(value: unknown): string {
   if (value === undefined) return 'nothing';
-  const json = JSON.stringify(value);
+  let json: string;
+  try {
+    json = JSON.stringify(value);
+  } catch {
+    // A value nested deeper than JSON.stringify's stack allows (a parsed body can be).
+    return Array.isArray(value) ? 'a deeply nested array' : 'a deeply nested object';
+  }
   return json.length > 40 ? `${json.slice(0, 37)}...` : json;
 }
 

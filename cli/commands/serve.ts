@@ -80,7 +80,7 @@ export function register(program: Command): void {
     .option('--dtype <dtype>', 'graph precision: float32 | float16 (float16 is for GPUs)', dtypeOption, 'float32')
     .option('--threads <n>', 'onnxruntime intra-op threads per model (default: all cores)', intOption(1))
     .option('--max-batch-size <n>', 'sequences per forward pass at most', intOption(1), 16)
-    .option('--max-queue <n>', 'waiting requests per model at most; more get 429', intOption(0), 256)
+    .option('--max-queue <n>', 'waiting requests per model at most (>= 1: every request waits until the batch admits it); more get 429', intOption(1), 256)
     .option('--kv-cache-tokens <n>', 'KV budget per model in tokens (default max-batch-size x context)', intOption(1))
     .option('--api-key <key>', 'require "Authorization: Bearer <key>" (env SLICESERVE_API_KEY)', process.env.SLICESERVE_API_KEY)
     .option('--max-body <size>', 'JSON body limit: bytes, or a number with b, kb, mb or gb (e.g. 512kb)', bodyLimitOption, '1mb')

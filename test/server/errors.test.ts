@@ -63,6 +63,19 @@ test('prompt, stop and integer fields say what they accept', async () => {
   assert.equal((await post(url(), { ...good, stop: Array(16).fill('zzz'), max_tokens: 2 })).status, 200, '16 stop strings are fine');
 });
 
+test('a body nested too deeply to preview, or one whose Content-Encoding lies, is a 400, not a 500', async () => {
+  const depth = 100_000;
+  const nested = `{"model": "${DENSE}", "prompt": ${'['.repeat(depth)}${']'.repeat(depth)}}`;
+  const deep = await expectError(nested, 400, 'prompt');
+  assert.match(deep.message, /^prompt: must be .*; got a deeply nested array$/);
+  const auth = { authorization: `Bearer ${API_KEY}` };
+  const gzip = await expectError(JSON.stringify(good), 400, null, 'invalid_body', { ...auth, 'content-encoding': 'gzip' });
+  assert.match(gzip.message, /^Unreadable request body: /);
+  const unknown = await expectError(JSON.stringify(good), 400, null, 'invalid_body', { ...auth, 'content-encoding': 'foo' });
+  assert.match(unknown.message, /foo/);
+  assert.equal((await post(url(), good)).status, 200, 'and the server still serves');
+});
+
 test('unknown model is 404; missing fields are 400', async () => {
   const e = await expectError({ ...good, model: 'gpt-17' }, 404, 'model', 'model_not_found');
   assert.match(e.message, /gpt-17/);

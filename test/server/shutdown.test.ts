@@ -86,6 +86,11 @@ test('bad serve options fail with one line naming the problem', () => {
   const badPort = run(['--port', 'http']);
   assert.notEqual(badPort.status, 0);
   assert.match(badPort.stderr, /port/);
+  // A queue of 0 would refuse every request, since each waits until the batch admits it.
+  const noQueue = run(['--dense-only', '--max-queue', '0']);
+  assert.equal(noQueue.status, 1);
+  assert.equal(noQueue.stderr.trim().split('\n').length, 1, noQueue.stderr);
+  assert.match(noQueue.stderr, /--max-queue.*expected an integer >= 1, got "0"/);
   const badBody = run(['--dense-only', '--max-body', '1zb']);
   assert.notEqual(badBody.status, 0);
   assert.match(badBody.stderr, /--max-body/);

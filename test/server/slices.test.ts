@@ -12,7 +12,7 @@ import OpenAI from 'openai';
 import pino from 'pino';
 import { startServer } from '../../server/index.js';
 import { checkStartupSparsities, maxUsableSparsity, widthOrNull } from '../../server/slices.js';
-import { DENSE, GOLDEN, MODEL_DIR, type TestServer, errorOf, get, post, sample, scrape, startTestServer, waitFor } from './helpers.js';
+import { CALIBRATION, DENSE, GOLDEN, MODEL_DIR, type TestServer, errorOf, get, post, sample, scrape, startTestServer, waitFor } from './helpers.js';
 
 const SLICED = `${DENSE}-sliced-0.25`;
 const CAL_WINDOWS = 4;
@@ -245,6 +245,32 @@ test('bad slicing requests: 400, 404', async () => {
     assert.equal(errorOf(res.body).param, param);
   }
   assert.equal((await get(`${t.url}/v1/slices/slice-nope`, {})).status, 404);
+});
+
+test('a shutdown during startup slicing ends startup without declaring the server ready', async () => {
+  const logs: { msg?: string }[] = [];
+  const cacheDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sliceserve-stop-'));
+  const s = await startServer({
+    models: [MODEL_DIR],
+    sparsities: [0.25],
+    calibrationFile: CALIBRATION,
+    cacheDir,
+    host: '127.0.0.1',
+    port: 0,
+    maxBatchSize: 4,
+    maxQueue: 4,
+    bodyLimit: '1mb',
+    threads: 1,
+    defaultMetrics: false,
+    logger: pino({ level: 'info' }, { write: (line: string) => void logs.push(JSON.parse(line)) }),
+  });
+  // The slice is computed (an empty cache dir), so the shutdown comes while it runs.
+  await s.shutdown(0);
+  await s.ready;
+  const ready = await get(`${s.url}/health/ready`).catch(() => null);
+  assert.equal(ready, null, 'the listener is closed');
+  assert.ok(logs.some((l) => l.msg === 'stopped'));
+  assert.ok(!logs.some((l) => l.msg === 'ready'), `logged: ${logs.map((l) => l.msg).join(', ')}`);
 });
 
 test('a restart takes the startup slice from the cache', async () => {
