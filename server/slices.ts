@@ -131,7 +131,8 @@ export class SliceJobManager {
   /**
    * Validates a `POST /v1/slices` body and queues a job.
    * @returns the new job, or the queued/running job for the same model
-   * @throws ApiError 400 (bad fields, a sliced parent, a sparsity that leaves d' = 0), 404 (unknown model), 409 (model already served)
+   * @throws ApiError 400 (bad fields, a sliced parent, a sparsity that leaves d' = 0), 404 (unknown model), 409 (model already
+   *   served, or served or being sliced at the same width d' under another sparsity)
    */
   submit(body: unknown): { job: SliceJob; created: boolean } {
     const req = parseWith(sliceRequestSchema, body);
@@ -146,6 +147,10 @@ export class SliceJobManager {
     // Sparsities that round to the same width d' give the same model: serve it once.
     const twin = this.opts.models.list().find((m) => m.parent === parent.id && m.info.hiddenSize === width);
     if (twin) throw Errors.conflict(`Model '${twin.id}' already serves ${parent.id} at the same sliced width d' = ${width}; use it.`, 'sparsity');
+    const slicing = [...this.jobs.values()].find(
+      (j) => j.parent === parent.id && (j.status === 'queued' || j.status === 'running') && widthOrNull(j.sparsity, parent.info.originalHiddenSize) === width,
+    );
+    if (slicing) throw Errors.conflict(`Job '${slicing.id}' is already slicing ${parent.id} to the same width d' = ${width} as '${slicing.model}'; poll GET /v1/slices/${slicing.id} and use that model.`, 'sparsity');
     // Each variant holds a worker thread and its weights for the server's lifetime: bound them.
     const variants = this.opts.models.list().filter((m) => m.parent === parent.id).length + [...this.jobs.values()].filter((j) => j.parent === parent.id && (j.status === 'queued' || j.status === 'running')).length;
     if (variants >= MAX_SLICED_VARIANTS) throw Errors.conflict(`${parent.id} already has ${variants} sliced variants (the limit is ${MAX_SLICED_VARIANTS}); restart the server with the --sparsity values you need.`, 'sparsity');

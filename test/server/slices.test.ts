@@ -134,6 +134,10 @@ test('slicing on demand: 202, progress, then the model is served; the dense mode
   const again = await post(`${t.url}/v1/slices`, { model: DENSE, sparsity: 0.5 }, {});
   assert.equal(again.status, 200, 'the same pending job');
   assert.equal(again.body.id, res.body.id);
+  // 0.45 rounds to the same width (d' = 32) while 0.5 is still being sliced: no second job.
+  const pendingTwin = await post(`${t.url}/v1/slices`, { model: DENSE, sparsity: 0.45 }, {});
+  assert.equal(pendingTwin.status, 409);
+  assert.match(errorOf(pendingTwin.body).message, new RegExp(`^Job '${res.body.id}' is already slicing ${DENSE} to the same width d' = 32 as '${DENSE}-sliced-0\\.5'`));
   const during = await client.completions.create({ model: DENSE, prompt: 'Once upon a time', max_tokens: 60, temperature: 0 });
   assert.equal(during.choices[0].text, GOLDEN);
   const job = await settle(t.url, res.body.id);
