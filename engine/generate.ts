@@ -51,7 +51,7 @@ export async function generate(session: LlamaSession, tokenizer: TextTokenizer, 
   let logits = (await session.step([{ cache, tokens: promptIds }]))[0];
   while (tokens.length < options.maxTokens) {
     const next = sampler.sample(logits, tokens);
-    if (next.token === tokenizer.eosTokenId && options.stopAtEos !== false) {
+    if (tokenizer.eosTokenIds.includes(next.token) && options.stopAtEos !== false) {
       finishReason = 'stop';
       break;
     }

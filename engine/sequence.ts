@@ -149,9 +149,8 @@ export class Sequence<C> {
 
   private generate(logits: Float32Array, echo: SequenceOutput['echo']): SequenceOutput {
     const req = this.request;
-    const eos = this.ctx.tokenizer.eosTokenId;
     if (this.generated.length < req.minTokens) {
-      if (!req.ignoreEos) logits[eos] = -Infinity;
+      if (!req.ignoreEos) for (const eos of this.ctx.tokenizer.eosTokenIds) logits[eos] = -Infinity;
       for (const id of req.stopTokenIds) logits[id] = -Infinity;
     }
     const { token, logprob } = this.sampler.sample(logits, this.generated, this.wantLogprobs);
@@ -162,7 +161,6 @@ export class Sequence<C> {
   /** Appends the chosen token and turns it into this step's output (text, stop checks, limits). */
   private emit(token: number, logprob: number | null, top: TokenAlternative[] | null, echo: SequenceOutput['echo']): SequenceOutput {
     const req = this.request;
-    const eos = this.ctx.tokenizer.eosTokenId;
     const entry: TokenEntry = {
       tokenId: token,
       token: this.wantLogprobs ? this.detok.peek(token) : '',
@@ -171,7 +169,7 @@ export class Sequence<C> {
       textOffset: this.echoText.length + this.detok.emittedChars,
     };
     this.generated.push(token);
-    const ended = (!req.ignoreEos && token === eos) || req.stopTokenIds.includes(token);
+    const ended = (!req.ignoreEos && this.ctx.tokenizer.eosTokenIds.includes(token)) || req.stopTokenIds.includes(token);
     if (ended) return this.finish('stop', this.flushText(), echo, entry);
     const match = this.generated.length > req.minTokens || req.minTokens === 0;
     const step = this.stopper.push(this.detok.push(token), match);

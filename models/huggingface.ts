@@ -66,16 +66,17 @@ export function loadHuggingFaceModel(dir: string, options: HfLoadOptions = {}): 
   const weightsFile = fs.existsSync(single) ? single : index;
   validateWeights(config, weights, (name) => files.get(name) ?? weightsFile, configFile);
 
-  const tokenizer = loadHfTokenizer(absDir, { bosTokenId: config.bos_token_id, eosTokenId: config.eos_token_id });
+  const tokenizer = loadHfTokenizer(absDir, { bosTokenId: config.bos_token_id, eosTokenId: config.eos_token_id, eosTokenIds: config.eos_token_ids });
   validateTokenizerSize(tokenizer, config, path.join(absDir, TOKENIZER_FILE), configFile);
   return { id: options.id ?? path.basename(absDir), dir: absDir, format: 'huggingface', config, weights, tokenizer };
 }
 
 /** The config.json object written for `config` (transformers' LlamaConfig field names). */
 export function configToJson(config: LlamaConfig, dtype: SaveDtype): Record<string, unknown> {
-  const { sliceserve, ...fields } = config;
+  const { sliceserve, eos_token_ids: _ids, ...fields } = config;
   return {
     ...fields,
+    eos_token_id: eosTokenIdJson(config),
     hidden_act: 'silu',
     attention_bias: false,
     mlp_bias: false,
@@ -149,7 +150,7 @@ export function saveHuggingFaceModel(model: LoadedModel, outDir: string, options
       ? model.tokenizer.tokenizerConfig
       : llamaTokenizerConfig();
     writeJson(TOKENIZER_CONFIG_FILE, { model_max_length: model.config.max_position_embeddings, ...tokenizerConfig });
-    writeJson(GENERATION_CONFIG_FILE, { bos_token_id: model.config.bos_token_id, eos_token_id: model.config.eos_token_id });
+    writeJson(GENERATION_CONFIG_FILE, { bos_token_id: model.config.bos_token_id, eos_token_id: eosTokenIdJson(model.config) });
     const names = [CONFIG_FILE, ...weightFiles, TOKENIZER_FILE, TOKENIZER_CONFIG_FILE, GENERATION_CONFIG_FILE];
     const written = names.map((name) => ({ name, bytes: fs.statSync(path.join(temp, name)).size }));
     replaceDirectory(temp, target);
@@ -175,4 +176,9 @@ function replaceDirectory(source: string, target: string): void {
     throw err;
   }
   fs.rmSync(backup, { recursive: true, force: true });
+}
+
+/** config.json's `eos_token_id`: the id, or the list when several ids end a sequence (as transformers reads it). */
+function eosTokenIdJson(config: LlamaConfig): number | number[] {
+  return config.eos_token_ids && config.eos_token_ids.length > 1 ? config.eos_token_ids : config.eos_token_id;
 }

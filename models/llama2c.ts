@@ -109,6 +109,9 @@ export function llama2cConfig(h: Llama2cHeader): LlamaConfig {
     tie_word_embeddings: h.sharedClassifier,
     bos_token_id: 1,
     eos_token_id: 2,
+    // llama2.c's run.c ends a sample at BOS, the separator of its training stories; EOS (2)
+    // is never emitted by the TinyStories checkpoints.
+    eos_token_ids: [2, 1],
   };
 }
 

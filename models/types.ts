@@ -67,7 +67,15 @@ export interface LlamaConfig {
   rope_theta: number;
   tie_word_embeddings: boolean;
   bos_token_id: number;
+  /** The end-of-sequence id (the first one where config.json lists several). */
   eos_token_id: number;
+  /**
+   * Every id that ends a generated sequence, `eos_token_id` first: config.json's
+   * `eos_token_id` list (Llama 3 style), or for a llama2.c checkpoint EOS and BOS (llama2.c's
+   * run.c ends a sample at BOS, which separates the stories it was trained on). Absent:
+   * `[eos_token_id]`.
+   */
+  eos_token_ids?: number[];
   /** Present only on sliced models. */
   sliceserve?: SlicingInfo;
 }
@@ -83,6 +91,8 @@ export interface TextTokenizer {
   readonly vocabSize: number;
   readonly bosTokenId: number;
   readonly eosTokenId: number;
+  /** Every id that ends a generated sequence, {@link eosTokenId} first (see LlamaConfig.eos_token_ids). */
+  readonly eosTokenIds: readonly number[];
   /** Token ids of `text`; see {@link EncodeOptions}. */
   encode(text: string, options?: EncodeOptions): number[];
   /**

@@ -112,6 +112,8 @@ export function parseLlamaConfig(json: unknown, file: string): LlamaConfig {
     bos_token_id: c.bos_token_id ?? 1,
     eos_token_id: (Array.isArray(c.eos_token_id) ? c.eos_token_id[0] : c.eos_token_id) ?? 2,
   };
+  // A list (Llama 3 style: end of text and end of turn) ends a sequence at any of its ids.
+  if (Array.isArray(c.eos_token_id) && new Set(c.eos_token_id).size > 1) config.eos_token_ids = [...new Set(c.eos_token_id)];
   if (c.sliceserve) {
     const s = c.sliceserve as SlicingInfo;
     if (s.original_hidden_size !== c.hidden_size) {
@@ -123,7 +125,7 @@ export function parseLlamaConfig(json: unknown, file: string): LlamaConfig {
     if (c.tie_word_embeddings) throw fail('a sliced model (sliceserve present) cannot have tie_word_embeddings true');
     config.sliceserve = s;
   }
-  for (const [what, id] of [['bos_token_id', config.bos_token_id], ['eos_token_id', config.eos_token_id]] as const) {
+  for (const [what, id] of [['bos_token_id', config.bos_token_id], ...(config.eos_token_ids ?? [config.eos_token_id]).map((id) => ['eos_token_id', id] as const)] as const) {
     if (id >= config.vocab_size) throw fail(`${what} ${id} is not below vocab_size ${config.vocab_size}`);
   }
   return config;

@@ -21,8 +21,12 @@ import { slicedWidth } from './width.js';
 export { slicedWidth } from './width.js';
 export { countParameters } from '../models/parameters.js';
 
-/** Bump when a change to the algorithm changes the weights it produces (invalidates caches). */
-export const SLICER_VERSION = 'slicegpt-sequential-1';
+/**
+ * Bump when a change to the algorithm changes the weights it produces, or a change to the
+ * artifact changes what a cached one must contain (invalidates caches). 2: config.json lists
+ * every end-of-sequence id (`eos_token_id` [2, 1] for llama2.c models).
+ */
+export const SLICER_VERSION = 'slicegpt-sequential-2';
 
 export interface SliceModelOptions {
   /** Fraction of hidden_size removed, in [0, 1). */

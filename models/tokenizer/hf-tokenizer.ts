@@ -20,6 +20,8 @@ export interface HfTokenizerOptions {
   bosTokenId: number;
   /** EOS id (from config.json `eos_token_id`). */
   eosTokenId: number;
+  /** Every id that ends a sequence, `eosTokenId` first (default `[eosTokenId]`). */
+  eosTokenIds?: readonly number[];
   /** Contents of `tokenizer_config.json`, if any (kept and written back on save). */
   tokenizerConfig?: Record<string, unknown>;
   /** Name of the tokenizer's source, for error messages. */
@@ -40,6 +42,7 @@ export class HfTokenizer implements TextTokenizer {
   readonly vocabSize: number;
   readonly bosTokenId: number;
   readonly eosTokenId: number;
+  readonly eosTokenIds: readonly number[];
   /** Contents of `tokenizer_config.json` ({} when there was none). */
   readonly tokenizerConfig: Record<string, unknown>;
   private readonly tokenizer: Tokenizer;
@@ -65,13 +68,15 @@ export class HfTokenizer implements TextTokenizer {
     this.specialIds = new Set(added.filter((t) => t.special).map((t) => t.id));
     this.addedContents = added.map((t) => t.content).filter((c) => c.length > 0);
     const source = options.source ?? 'tokenizer';
-    for (const [what, id] of [['bos', options.bosTokenId], ['eos', options.eosTokenId]] as const) {
+    const eosIds = [options.eosTokenId, ...(options.eosTokenIds ?? []).filter((id) => id !== options.eosTokenId)];
+    for (const [what, id] of [['bos', options.bosTokenId], ...eosIds.map((id) => ['eos', id] as const)] as const) {
       if (!Number.isInteger(id) || id < 0 || id >= this.vocabSize) {
         throw new Error(`${source}: ${what}_token_id ${id} is outside the tokenizer's vocabulary (0..${this.vocabSize - 1})`);
       }
     }
     this.bosTokenId = options.bosTokenId;
     this.eosTokenId = options.eosTokenId;
+    this.eosTokenIds = eosIds;
     this.junctions = this.segmentable() ? mergeJunctions(json.model as BpeModelJson) : null;
   }
 

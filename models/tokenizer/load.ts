@@ -25,6 +25,7 @@ export function loadLlama2cTokenizer(file: string, vocabSize?: number): HfTokeni
   return new HfTokenizer(json, {
     bosTokenId: LLAMA2C_BOS_ID,
     eosTokenId: LLAMA2C_EOS_ID,
+    eosTokenIds: [LLAMA2C_EOS_ID, LLAMA2C_BOS_ID],
     tokenizerConfig: llamaTokenizerConfig(),
     source: file,
   });
@@ -77,7 +78,7 @@ export function readJsonFile(file: string, what: string): Record<string, unknown
  * @throws ModelLoadError naming the file when tokenizer.json is missing, not JSON, has no
  *   `model`, or is rejected by `@huggingface/tokenizers`; or when tokenizer_config.json is not JSON.
  */
-export function loadHfTokenizer(dir: string, ids: { bosTokenId: number; eosTokenId: number }): HfTokenizer {
+export function loadHfTokenizer(dir: string, ids: { bosTokenId: number; eosTokenId: number; eosTokenIds?: readonly number[] }): HfTokenizer {
   const file = path.join(dir, TOKENIZER_FILE);
   const json = readJsonFile(file, 'tokenizer file');
   if (typeof json.model !== 'object' || json.model === null) throw new ModelLoadError(file, 'no "model" object: not a tokenizer.json');

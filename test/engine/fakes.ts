@@ -19,6 +19,9 @@ export class FakeTokenizer implements TextTokenizer {
   readonly eosTokenId = 2;
   private readonly utf8 = new TextDecoder('utf-8', { fatal: false });
 
+  /** @param eosTokenIds every id that ends a sequence (EOS first; e.g. [2, 1] as a llama2.c model) */
+  constructor(readonly eosTokenIds: readonly number[] = [2]) {}
+
   /** Token id of a piece of {@link PIECES}. */
   static piece(text: string): number {
     const i = PIECES.indexOf(text);

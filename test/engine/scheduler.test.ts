@@ -167,6 +167,28 @@ test('text is decode(prompt + tokens) minus decode(prompt); EOS ends with "stop"
   assert.equal(c2.tokens.length, 10);
 });
 
+test('every end-of-sequence id ends a choice (a llama2.c model ends at BOS too); ignore_eos and min_tokens cover them all', async () => {
+  const llama2cTok = new FakeTokenizer([2, 1]);
+  const bosAfter = 4;
+  const next: NextToken = (h) => (h.length >= 3 + bosAfter ? 1 : FakeTokenizer.piece(' time'));
+  const run = async (fields: Partial<EngineRequest>, tokenizer = llama2cTok) => {
+    const scheduler = new Scheduler<FakeCache>(new FakeSession(tokenizer.vocabSize, 64, next), tokenizer, () => new GreedySampler(), { maxBatchSize: 4 });
+    const r = request('Once upon', { maxTokens: 10, ...fields });
+    return (await drain(scheduler, [[r]])).get(`${r.requestId}/0`) as Choice;
+  };
+  const stopped = await run({});
+  assert.deepEqual([stopped.finishReason, stopped.tokens.length, stopped.tokens.at(-1), stopped.text], ['stop', bosAfter + 1, 1, ' time'.repeat(bosAfter)]);
+  const ignored = await run({ ignoreEos: true });
+  assert.deepEqual([ignored.finishReason, ignored.tokens.length], ['length', 10]);
+  // min_tokens masks BOS like EOS: the 5th token is not BOS, so the choice runs past it.
+  const masked = await run({ minTokens: bosAfter + 2 });
+  assert.notEqual(masked.tokens[bosAfter], 1);
+  assert.ok(masked.tokens.length >= bosAfter + 2);
+  // A tokenizer whose only end id is EOS (2) does not stop at BOS.
+  const plain = await run({}, new FakeTokenizer());
+  assert.deepEqual([plain.finishReason, plain.tokens.length], ['length', 10]);
+});
+
 test('stop strings, stop_token_ids and min_tokens', async () => {
   const script = [' there', ' was', ' STOP', ' the', ' end'].map(FakeTokenizer.piece);
   const next: NextToken = (h) => script[(h.length - 2) % script.length];

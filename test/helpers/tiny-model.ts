@@ -25,6 +25,7 @@ export function idsOnlyTokenizer(vocabSize: number): TextTokenizer {
     vocabSize,
     bosTokenId: 1,
     eosTokenId: 2,
+    eosTokenIds: [2],
     encode: () => {
       throw new Error('idsOnlyTokenizer: encode is not available in this fixture');
     },

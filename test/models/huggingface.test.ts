@@ -32,7 +32,9 @@ test('llama2.c -> Hugging Face float32 -> load: identical weights, config and to
   const config = JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8'));
   assert.equal(config.torch_dtype, 'float32');
   assert.equal(config.hidden_act, 'silu');
-  assert.deepEqual(JSON.parse(fs.readFileSync(path.join(dir, 'generation_config.json'), 'utf8')), { bos_token_id: 1, eos_token_id: 2 });
+  assert.deepEqual(config.eos_token_id, [2, 1], 'every end-of-sequence id, as transformers reads a list');
+  assert.deepEqual(JSON.parse(fs.readFileSync(path.join(dir, 'generation_config.json'), 'utf8')), { bos_token_id: 1, eos_token_id: [2, 1] });
+  assert.deepEqual(converted.tokenizer.eosTokenIds, [2, 1]);
   const tokenizerConfig = JSON.parse(fs.readFileSync(path.join(dir, 'tokenizer_config.json'), 'utf8'));
   assert.equal(tokenizerConfig.model_max_length, 512);
   assert.equal(tokenizerConfig.bos_token, '<s>');
@@ -101,6 +103,11 @@ test('saving is atomic and refuses to overwrite a non-empty directory unless ask
   assert.ok(fs.existsSync(path.join(empty, 'config.json')));
 });
 
+/** The smallest valid config.json object of these tests. */
+function base0(): Record<string, unknown> {
+  return { architectures: ['LlamaForCausalLM'], hidden_size: 64, intermediate_size: 172, num_hidden_layers: 2, num_attention_heads: 8, vocab_size: 512 };
+}
+
 test('config.json defaults follow transformers', () => {
   const config = parseLlamaConfig({
     architectures: ['LlamaForCausalLM'], hidden_size: 64, intermediate_size: 172, num_hidden_layers: 2,
@@ -110,8 +117,11 @@ test('config.json defaults follow transformers', () => {
     architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: 64, intermediate_size: 172,
     num_hidden_layers: 2, num_attention_heads: 8, num_key_value_heads: 8, head_dim: 8, vocab_size: 512,
     max_position_embeddings: 2048, rms_norm_eps: 1e-6, rope_theta: 10000, tie_word_embeddings: false,
-    bos_token_id: 1, eos_token_id: 2,
+    bos_token_id: 1, eos_token_id: 2, eos_token_ids: [2, 7],
   });
+  assert.equal(parseLlamaConfig({ ...base0(), eos_token_id: 7 }, 'c.json').eos_token_ids, undefined, 'one id: no list');
+  assert.equal(parseLlamaConfig({ ...base0(), eos_token_id: [7] }, 'c.json').eos_token_ids, undefined, 'a list of one: no list');
+  assertLoadError(() => parseLlamaConfig({ ...base0(), eos_token_id: [2, 600] }, 'c.json'), 'c.json', 'eos_token_id 600 is not below vocab_size 512');
   const base = { architectures: ['LlamaForCausalLM'], hidden_size: 64, intermediate_size: 172, num_hidden_layers: 2, num_attention_heads: 8, vocab_size: 512 };
   assertLoadError(() => parseLlamaConfig({ ...base, architectures: ['MistralForCausalLM'] }, 'c.json'), 'c.json', 'unknown architecture MistralForCausalLM; supported: LlamaForCausalLM');
   assertLoadError(() => parseLlamaConfig({ ...base, num_attention_heads: '8' }, 'c.json'), 'c.json', 'num_attention_heads');

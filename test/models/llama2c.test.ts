@@ -24,8 +24,10 @@ test('stories260K: header, config and Hugging Face weight names', () => {
     architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: 64, intermediate_size: 172,
     num_hidden_layers: 5, num_attention_heads: 8, num_key_value_heads: 4, head_dim: 8, vocab_size: 512,
     max_position_embeddings: 512, rms_norm_eps: 1e-5, rope_theta: 10000, tie_word_embeddings: true,
-    bos_token_id: 1, eos_token_id: 2,
+    bos_token_id: 1, eos_token_id: 2, eos_token_ids: [2, 1],
   });
+  // llama2.c's run.c ends a sample at BOS (the story separator); EOS 2 stays the primary id.
+  assert.deepEqual([model.tokenizer.eosTokenId, model.tokenizer.eosTokenIds], [2, [2, 1]]);
   assert.equal(model.weights.size, 1 + 5 * 9 + 1);
   assert.equal(model.weights.has(W.lmHead), false);
   const parameters = [...model.weights.values()].reduce((n, t) => n + t.data.length, 0);

@@ -90,6 +90,18 @@ describe('greedy golden text', () => {
     assert.notEqual(res.choices[0].text, GOLDEN);
     assert.equal(res.usage?.prompt_tokens, 5 + (await client.completions.create({ ...GREEDY, prompt: 'Lily and', max_tokens: 1 })).usage!.prompt_tokens);
   });
+
+  test('the story ends where llama2.c ends it: at BOS, with finish_reason "stop"', async () => {
+    // stories260K separates its training stories with BOS and never emits EOS; greedy decoding
+    // from the golden prompt emits BOS as its 342nd token (llama2.c's run.c stops there too).
+    const res = await client.completions.create({ ...GREEDY, max_tokens: 400 });
+    assert.equal(res.choices[0].finish_reason, 'stop');
+    assert.equal(res.usage?.completion_tokens, 342);
+    assert.ok(res.choices[0].text.startsWith(GOLDEN));
+    assert.doesNotMatch(res.choices[0].text, /Once upon a time/, 'no second story');
+    const ignored = await client.completions.create({ ...GREEDY, max_tokens: 400, ignore_eos: true } as OpenAI.CompletionCreateParamsNonStreaming);
+    assert.deepEqual([ignored.choices[0].finish_reason, ignored.usage?.completion_tokens], ['length', 400]);
+  });
 });
 
 describe('sampling and output options', () => {
