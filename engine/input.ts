@@ -69,7 +69,8 @@ export function processInputs(request: EngineRequest, tokenizer: TextTokenizer, 
       if (bad !== undefined) throw new EngineRequestError(`prompt: ${bad} is not a token id of this model (0..${vocabSize - 1})`, 'prompt');
       ids = [...prompt.tokens];
     }
-    if (ids.length > maxContext || (ids.length === maxContext && request.maxTokens > 0)) {
+    // A prompt that fills the context exactly is refused below, with the completion's share.
+    if (ids.length > maxContext) {
       throw new EngineRequestError(
         `This model's maximum context length is ${maxContext} tokens, but the prompt is ${ids.length} tokens; shorten the prompt.`,
         'prompt',

@@ -113,6 +113,10 @@ test('a prompt longer than the context is a 400, not a truncation; so is prompt 
   await expectError({ ...good, prompt: long, stream: true }, 400, 'prompt', 'context_length_exceeded');
   const e = await expectError({ ...good, max_tokens: 510 }, 400, 'max_tokens', 'context_length_exceeded');
   assert.match(e.message, /512/);
+  // A prompt of exactly the context length leaves no room for a completion: said as such.
+  const full = await expectError({ ...good, prompt: Array(512).fill(261), max_tokens: 16 }, 400, 'max_tokens', 'context_length_exceeded');
+  assert.equal(full.message, "This model's maximum context length is 512 tokens, but 528 were requested (512 in the prompt, 16 in the completion); lower max_tokens or shorten the prompt.");
+  assert.equal((await post(url(), { ...good, prompt: Array(512).fill(261), max_tokens: 0, echo: true, logprobs: 0 })).status, 200, 'scoring a full-context prompt is fine');
   const fits = await post(url(), { ...good, prompt: Array(500).fill(261), max_tokens: 12 });
   assert.equal(fits.status, 200);
   assert.equal(fits.body.usage.completion_tokens, 12);
