@@ -26,6 +26,33 @@ function resolveBundled(p: string): string {
 const collect = <T>(parse: (v: string) => T) => (value: string, previous: T[] | undefined) => [...(previous ?? []), parse(value)];
 
 /** Port 0..65535. */
+/**
+ * A listen failure as one line naming the flag and the fix (EADDRINUSE, EACCES, an address
+ * that does not resolve or is not on this machine); other errors unchanged.
+ */
+export function listenError(err: unknown, host: string, port: number): unknown {
+  const code = (err as NodeJS.ErrnoException | null)?.code;
+  const what = (err as Error).message;
+  if (code === 'EADDRINUSE') return new Error(`--port ${port}: the port is in use on ${host} (${what}); pass another --port, or 0 for any free one`);
+  if (code === 'EACCES') return new Error(`--port ${port}: not allowed to listen on it (${what}); ports below 1024 need privileges, pass --port 8080 or another`);
+  if (code === 'ENOTFOUND' || code === 'EAI_AGAIN' || code === 'EADDRNOTAVAIL') {
+    return new Error(`--host ${host}: cannot listen on it (${what}); pass an address of this machine, e.g. 127.0.0.1, or 0.0.0.0 for all`);
+  }
+  return err;
+}
+
+/** pino's levels, most severe first. */
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
+/** The PORT environment variable as a port. @throws Error naming PORT and the fix */
+function envPort(value: string): number {
+  try {
+    return portOption(value);
+  } catch {
+    throw new Error(`env PORT=${JSON.stringify(value)} is not a port (0..65535): fix or unset PORT, or pass --port <n>`);
+  }
+}
+
 function portOption(value: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError(`expected a port 0..65535, got "${value}"`);
@@ -51,7 +78,7 @@ interface ServeOptions {
   calWindows?: number;
   cacheDir: string;
   host: string;
-  port: number;
+  port?: number;
   device?: string;
   dtype: 'float32' | 'float16';
   threads?: number;
@@ -75,7 +102,7 @@ export function register(program: Command): void {
     .option('--cal-windows <n>', 'calibration windows (slicer default 128)', intOption(1))
     .option('--cache-dir <dir>', 'slicer cache (env SLICESERVE_CACHE_DIR)', process.env.SLICESERVE_CACHE_DIR || '.cache/sliceserve')
     .option('--host <host>', 'address to listen on (env HOST)', process.env.HOST || '127.0.0.1')
-    .option('--port <port>', 'port, 0 = any free one (env PORT)', portOption, process.env.PORT ? portOption(process.env.PORT) : 8080)
+    .option('--port <port>', 'port, 0 = any free one (env PORT; default 8080)', portOption)
     .option('--device <device>', 'cpu | cuda | webgpu | auto (env SLICESERVE_DEVICE; default cpu)')
     .option('--dtype <dtype>', 'graph precision: float32 | float16 (float16 is for GPUs)', dtypeOption, 'float32')
     .option('--threads <n>', 'onnxruntime intra-op threads per model (default: all cores)', intOption(1))
@@ -85,7 +112,7 @@ export function register(program: Command): void {
     .option('--api-key <key>', 'require "Authorization: Bearer <key>" (env SLICESERVE_API_KEY)', process.env.SLICESERVE_API_KEY)
     .option('--max-body <size>', 'JSON body limit: bytes, or a number with b, kb, mb or gb (e.g. 512kb)', bodyLimitOption, '1mb')
     .option('--shutdown-timeout <s>', 'seconds in-flight requests get to finish on SIGTERM', numberOption(0, 3600, true), 30)
-    .option('--log-level <level>', 'fatal | error | warn | info | debug (env LOG_LEVEL)', process.env.LOG_LEVEL || 'info')
+    .option('--log-level <level>', `${LOG_LEVELS.join(' | ')} (env LOG_LEVEL)`, process.env.LOG_LEVEL || 'info')
     .action(async (opts: ServeOptions) => {
       const models = (opts.model ?? [DEFAULT_MODEL_DIR]).map(resolveBundled);
       for (const dir of models) {
@@ -96,6 +123,11 @@ export function register(program: Command): void {
       if (sparsities.length > 0 && !fs.existsSync(calibrationFile)) {
         throw new Error(`calibration file ${calibrationFile} does not exist; pass --calibration <file> or --dense-only`);
       }
+      if (!(LOG_LEVELS as readonly string[]).includes(opts.logLevel)) {
+        throw new Error(`--log-level (or env LOG_LEVEL) ${JSON.stringify(opts.logLevel)} is not a level: use one of ${LOG_LEVELS.join(', ')}`);
+      }
+      // PORT is read here, not as the option's default, so that a bad PORT fails `serve` alone.
+      const port = opts.port ?? (process.env.PORT ? envPort(process.env.PORT) : 8080);
       const logger = pino({ level: opts.logLevel, base: { service: 'sliceserve' } });
       const server = await startServer({
         models,
@@ -104,7 +136,7 @@ export function register(program: Command): void {
         calWindows: opts.calWindows,
         cacheDir: path.resolve(opts.cacheDir),
         host: opts.host,
-        port: opts.port,
+        port,
         device: resolveDeviceRequest(opts.device),
         dtype: opts.dtype,
         threads: opts.threads,
@@ -114,6 +146,8 @@ export function register(program: Command): void {
         apiKey: opts.apiKey || undefined,
         bodyLimit: opts.maxBody,
         logger,
+      }).catch((err: unknown) => {
+        throw listenError(err, opts.host, port);
       });
       let stopping = false;
       const stop = (signal: string) => {

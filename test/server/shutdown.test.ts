@@ -4,8 +4,10 @@
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import net from 'node:net';
 import path from 'node:path';
 import { test } from 'node:test';
+import { listenError } from '../../cli/commands/serve.js';
 import { DENSE, ROOT, errorOf, get, openStream, post, startTestServer } from './helpers.js';
 
 const BIN = path.join(ROOT, 'bin', 'sliceserve.js');
@@ -109,6 +111,49 @@ test('bad serve options fail with one line naming the problem', () => {
   for (const flag of ['--model', '--sparsity', '--calibration', '--port', '--host', '--device', '--max-batch-size', '--max-queue', '--api-key']) {
     assert.ok(help.stdout.includes(flag), flag);
   }
+});
+
+test('a bad PORT or LOG_LEVEL, a port in use: one line naming the flag or variable and the fix', async () => {
+  const run = (args: string[], env: Record<string, string> = {}) =>
+    spawnSync(process.execPath, [BIN, ...args], { cwd: ROOT, encoding: 'utf8', timeout: 20_000, env: { ...process.env, ...env } });
+  const badPort = run(['serve', '--dense-only'], { PORT: 'abc' });
+  assert.equal(badPort.status, 1);
+  assert.equal(badPort.stderr.trim(), 'sliceserve: env PORT="abc" is not a port (0..65535): fix or unset PORT, or pass --port <n>');
+  // Only `serve` reads PORT: other commands and --help are not broken by it.
+  assert.equal(run(['--help'], { PORT: 'abc' }).status, 0);
+  assert.equal(run(['serve', '--help'], { PORT: 'abc' }).status, 0);
+  for (const [args, env] of [[['serve', '--dense-only', '--log-level', 'verbose'], {}], [['serve', '--dense-only'], { LOG_LEVEL: 'verbose' }]] as const) {
+    const r = run([...args], env);
+    assert.equal(r.status, 1);
+    assert.equal(r.stderr.trim(), 'sliceserve: --log-level (or env LOG_LEVEL) "verbose" is not a level: use one of fatal, error, warn, info, debug, trace, silent');
+  }
+  const blocker = net.createServer();
+  await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
+  const port = (blocker.address() as net.AddressInfo).port;
+  try {
+    const inUse = await new Promise<{ status: number | null; stderr: string }>((resolve) => {
+      const child = spawn(process.execPath, [BIN, 'serve', '--dense-only', '--port', String(port)], { cwd: ROOT });
+      let stderr = '';
+      child.stderr.on('data', (d) => (stderr += d));
+      child.on('exit', (status) => resolve({ status, stderr }));
+    });
+    assert.equal(inUse.status, 1);
+    assert.match(inUse.stderr.trim(), new RegExp(`^sliceserve: --port ${port}: the port is in use on 127\\.0\\.0\\.1 \\(.*EADDRINUSE.*\\); pass another --port, or 0 for any free one$`));
+  } finally {
+    blocker.close();
+  }
+});
+
+test('listen failures name --host or --port and the fix; other errors pass through', () => {
+  const err = (code: string, message: string) => Object.assign(new Error(message), { code });
+  assert.equal(
+    (listenError(err('ENOTFOUND', 'getaddrinfo ENOTFOUND 999.1.1.1'), '999.1.1.1', 8080) as Error).message,
+    '--host 999.1.1.1: cannot listen on it (getaddrinfo ENOTFOUND 999.1.1.1); pass an address of this machine, e.g. 127.0.0.1, or 0.0.0.0 for all',
+  );
+  assert.match((listenError(err('EADDRNOTAVAIL', 'listen EADDRNOTAVAIL'), '10.9.9.9', 8080) as Error).message, /^--host 10\.9\.9\.9: cannot listen/);
+  assert.match((listenError(err('EACCES', 'listen EACCES'), '0.0.0.0', 80) as Error).message, /^--port 80: not allowed to listen on it .*below 1024/);
+  const other = new Error('model directory missing');
+  assert.equal(listenError(other, 'h', 1), other);
 });
 
 test('a shutdown timeout that cuts requests ends them cleanly: SSE abort chunk and [DONE], 503, WebSocket done', async () => {
