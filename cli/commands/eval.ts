@@ -22,6 +22,7 @@ export function register(program: Command): void {
     .option('--json', 'print a JSON object as the last line of stdout')
     .action(async (opts) => {
       if (!fs.existsSync(opts.data)) throw new Error(`--data ${opts.data}: no such file`);
+      if (!fs.statSync(opts.data).isFile()) throw new Error(`--data ${opts.data} is not a file; pass a text file of stories separated by <|endoftext|>`);
       const model = await loadModel(opts.model);
       const context = model.config.max_position_embeddings;
       if (opts.seqLen > context) throw new Error(`--seq-len ${opts.seqLen} exceeds the context length ${context} of ${model.id}; pass --seq-len ${context} or less`);

@@ -8,6 +8,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
+import { largestUsableSparsity } from '../../cli/commands/slice.js';
+import { slicedWidth } from '../../slicer/index.js';
 
 const BIN = path.resolve('bin/sliceserve.js');
 
@@ -66,6 +68,9 @@ test('bad input gives a one-line error and a non-zero exit', () => {
         /^sliceserve: --cal-seq-len 1000 exceeds the context length 512 of stories260K; pass --cal-seq-len 512 or less$/,
       ],
       [['slice', '--sparsity', '0.25', '--out', file], /^sliceserve: --out .*a-file is a file; --out must be a directory that is empty or does not exist yet$/],
+      [['slice', '--sparsity', '0.99', '--out', path.join(tmp, 'o')], /^sliceserve: --sparsity 0\.99 with --round-interval 8 leaves no columns of stories260K's hidden size 64; the largest usable --sparsity is 0\.875$/],
+      [['slice', '--sparsity', '0.5', '--round-interval', '128', '--out', path.join(tmp, 'o')], /cannot be sliced with --round-interval 128: lower it$/],
+      [['eval', '--data', tmp], /^sliceserve: --data .* is not a file; pass a text file of stories separated by <\|endoftext\|>$/],
     ];
     for (const [args, pattern] of cases) {
       const r = run(args);
@@ -100,5 +105,17 @@ test('slice writes an artifact that generate and eval accept', () => {
     assert.match(again.stderr, /exists and is not empty/);
   } finally {
     fs.rmSync(tmp, { recursive: true, force: true });
+  }
+});
+
+test('largestUsableSparsity: the largest 3-decimal sparsity whose d\' is > 0, and 0 when none is', () => {
+  assert.equal(largestUsableSparsity(64, 8), 0.875);
+  assert.equal(largestUsableSparsity(768, 8), 0.989);
+  assert.equal(largestUsableSparsity(4096, 128), 0.968);
+  assert.equal(largestUsableSparsity(4, 8), 0);
+  for (const [d, r] of [[64, 8], [768, 8], [4096, 128], [100, 3]]) {
+    const s = largestUsableSparsity(d, r);
+    assert.ok(slicedWidth(s, d, r) >= r, `${d}/${r}`);
+    assert.throws(() => slicedWidth(Math.round((s + 0.001) * 1000) / 1000, d, r), RangeError, `${d}/${r}: one step more leaves nothing`);
   }
 });
