@@ -89,6 +89,7 @@ export function processInputs(request: EngineRequest, tokenizer: TextTokenizer, 
       throw new EngineRequestError(
         `prompt + max_tokens = ${total} tokens exceeds the KV cache budget of ${limits.kvCapacityTokens} tokens; lower max_tokens.`,
         'max_tokens',
+        'kv_cache_budget_exceeded',
       );
     }
     return ids;

@@ -264,7 +264,8 @@ export class SliceJobManager {
       job.status = 'failed';
       job.error = { message: err instanceof Error ? err.message : String(err) };
       metrics.sliceEnded(job.model, false, (performance.now() - start) / 1000);
-      logger.error({ job: job.id, model: job.model, error: job.error.message }, 'slicing job failed');
+      if (this.stopped) logger.info({ job: job.id, model: job.model, error: job.error.message }, 'slicing job cancelled by the shutdown');
+      else logger.error({ job: job.id, model: job.model, error: job.error.message }, 'slicing job failed');
     } finally {
       job.finished_at = Math.floor(Date.now() / 1000);
     }

@@ -25,6 +25,14 @@ export function register(program: Command): void {
       const session = await LlamaSession.create(model, { device: opts.device, dtype: opts.dtype });
       try {
         const promptIds = model.tokenizer.encode(opts.prompt);
+        const context = session.maxContext;
+        if (promptIds.length + opts.maxTokens > context) {
+          const room = context - promptIds.length;
+          throw new Error(
+            `--max-tokens ${opts.maxTokens}: the prompt (${promptIds.length} tokens) plus ${opts.maxTokens} exceed the context length ${context} of ${model.id}; ` +
+              (room > 0 ? `pass --max-tokens ${room} or less` : 'shorten --prompt'),
+          );
+        }
         const result = await generate(session, model.tokenizer, promptIds, {
           maxTokens: opts.maxTokens,
           stopAtEos: !opts.ignoreEos,

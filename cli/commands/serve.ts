@@ -118,6 +118,7 @@ export function register(program: Command): void {
       for (const dir of models) {
         if (!fs.existsSync(dir)) throw new Error(`model directory ${dir} does not exist; pass --model <dir> (a llama2.c or Hugging Face model)`);
       }
+      if (opts.denseOnly && opts.sparsity) throw new Error(`--dense-only and --sparsity ${opts.sparsity.join(', ')} contradict each other; drop one of them`);
       const sparsities = opts.denseOnly ? [] : (opts.sparsity ?? [0.25]);
       const calibrationFile = resolveBundled(opts.calibration);
       if (sparsities.length > 0 && !fs.existsSync(calibrationFile)) {

@@ -71,6 +71,7 @@ test('bad input gives a one-line error and a non-zero exit', () => {
       [['slice', '--sparsity', '0.99', '--out', path.join(tmp, 'o')], /^sliceserve: --sparsity 0\.99 with --round-interval 8 leaves no columns of stories260K's hidden size 64; the largest usable --sparsity is 0\.875$/],
       [['slice', '--sparsity', '0.5', '--round-interval', '128', '--out', path.join(tmp, 'o')], /cannot be sliced with --round-interval 128: lower it$/],
       [['eval', '--data', tmp], /^sliceserve: --data .* is not a file; pass a text file of stories separated by <\|endoftext\|>$/],
+      [['generate', '--prompt', 'Once upon a time', '--max-tokens', '100000'], /^sliceserve: --max-tokens 100000: the prompt \(5 tokens\) plus 100000 exceed the context length 512 of stories260K; pass --max-tokens 507 or less$/],
     ];
     for (const [args, pattern] of cases) {
       const r = run(args);

@@ -326,4 +326,10 @@ test('input limits: context length, token ids, duplicate ids', () => {
   const ok = request('Once', { maxTokens: 14 });
   assert.deepEqual(scheduler.add(ok), [2]);
   assert.throws(() => scheduler.add(ok), /already in use/);
+  // Within the context but over the KV budget: a 400 with its own code.
+  const { scheduler: budget } = setup(undefined, 4, 10, 64);
+  assert.throws(
+    () => budget.add(request('Once', { maxTokens: 12 })),
+    (e: unknown) => e instanceof EngineRequestError && e.param === 'max_tokens' && e.code === 'kv_cache_budget_exceeded' && /exceeds the KV cache budget of 10 tokens/.test(e.message),
+  );
 });

@@ -88,6 +88,9 @@ test('bad serve options fail with one line naming the problem', () => {
   const badPort = run(['--port', 'http']);
   assert.notEqual(badPort.status, 0);
   assert.match(badPort.stderr, /port/);
+  const contradiction = run(['--dense-only', '--sparsity', '0.5']);
+  assert.equal(contradiction.status, 1);
+  assert.equal(contradiction.stderr.trim(), 'sliceserve: --dense-only and --sparsity 0.5 contradict each other; drop one of them');
   // A queue of 0 would refuse every request, since each waits until the batch admits it.
   const noQueue = run(['--dense-only', '--max-queue', '0']);
   assert.equal(noQueue.status, 1);
