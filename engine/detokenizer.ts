@@ -24,7 +24,7 @@ export class IncrementalDetokenizer {
   private prefixOffset: number;
   /** First token whose text was not emitted yet. */
   private readOffset: number;
-  /** Characters emitted so far by {@link push} and {@link flush}. */
+  /** Characters (Unicode code points) emitted so far by {@link push} and {@link flush}. */
   private emitted = 0;
 
   /**
@@ -41,7 +41,11 @@ export class IncrementalDetokenizer {
     this.prefixOffset = Math.max(0, this.ids.length - WINDOW);
   }
 
-  /** Characters emitted so far (the text offset of the next emitted text). */
+  /**
+   * Characters emitted so far, counted in Unicode code points (the text offset of the next
+   * emitted text, as OpenAI's and vLLM's `text_offset`: Python string indices; an emoji is one,
+   * not two UTF-16 units).
+   */
   get emittedChars(): number {
     return this.emitted;
   }
@@ -58,7 +62,7 @@ export class IncrementalDetokenizer {
     const delta = fullText.slice(commonPrefixLength(prefixText, fullText));
     this.prefixOffset = this.readOffset;
     this.readOffset = this.ids.length;
-    this.emitted += delta.length;
+    this.emitted += codePointLength(delta);
     return delta;
   }
 
@@ -70,7 +74,7 @@ export class IncrementalDetokenizer {
     const delta = fullText.slice(commonPrefixLength(prefixText, fullText));
     this.prefixOffset = this.readOffset;
     this.readOffset = this.ids.length;
-    this.emitted += delta.length;
+    this.emitted += codePointLength(delta);
     return delta;
   }
 
@@ -95,4 +99,14 @@ function commonPrefixLength(a: string, b: string): number {
   let i = 0;
   while (i < a.length && i < b.length && a.charCodeAt(i) === b.charCodeAt(i)) i++;
   return i;
+}
+
+/** Unicode code points in `s` (a surrogate pair counts once). */
+export function codePointLength(s: string): number {
+  let n = 0;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0xdc00 || c > 0xdfff) n++;
+  }
+  return n;
 }

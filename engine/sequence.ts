@@ -5,7 +5,7 @@
  * EOS / stop_token_ids, max_tokens, logprobs with text offsets).
  */
 import type { TextTokenizer } from '../models/types.js';
-import { IncrementalDetokenizer } from './detokenizer.js';
+import { IncrementalDetokenizer, codePointLength } from './detokenizer.js';
 import { logSumExp, logprobAt, topLogprobs } from './logprobs.js';
 import type { EngineRequest, EngineSamplingParams, FinishReason, SequenceOutput, TokenAlternative, TokenEntry } from './protocol.js';
 import { StopStringMatcher } from './stop.js';
@@ -56,6 +56,8 @@ export class Sequence<C> {
   private readonly forced: number[];
   private readonly promptEntries: TokenEntry[] | null;
   private readonly echoText: string;
+  /** Length of {@link echoText} in code points (text offsets count code points). */
+  private readonly echoChars: number;
   private echoSent: boolean;
   private readonly wantLogprobs: boolean;
 
@@ -79,6 +81,7 @@ export class Sequence<C> {
     this.reservedTokens = promptIds.length + request.maxTokens;
     this.wantLogprobs = request.logprobs !== null;
     this.echoText = request.echo ? (promptText ?? ctx.tokenizer.decode(promptIds)) : '';
+    this.echoChars = codePointLength(this.echoText);
     this.echoSent = !request.echo;
     if (request.echo && this.wantLogprobs) {
       // Score the prompt: feed it one token at a time, each step's logits score the next token.
@@ -166,7 +169,7 @@ export class Sequence<C> {
       token: this.wantLogprobs ? this.detok.peek(token) : '',
       logprob,
       top,
-      textOffset: this.echoText.length + this.detok.emittedChars,
+      textOffset: this.echoChars + this.detok.emittedChars,
     };
     this.generated.push(token);
     const ended = (!req.ignoreEos && this.ctx.tokenizer.eosTokenIds.includes(token)) || req.stopTokenIds.includes(token);

@@ -189,6 +189,22 @@ test('every end-of-sequence id ends a choice (a llama2.c model ends at BOS too);
   assert.deepEqual([plain.finishReason, plain.tokens.length], ['length', 10]);
 });
 
+test('text offsets count code points: an emoji moves later offsets by 1, as Python indexes the text', async () => {
+  const { scheduler } = setup(() => FakeTokenizer.piece(' the'));
+  const r = request('a🎉 the', { echo: true, logprobs: 0, maxTokens: 2 });
+  const c = (await drain(scheduler, [[r]])).get(`${r.requestId}/0`) as Choice;
+  const entries = [...(c.outputs[0].echo?.tokens ?? []), ...c.outputs.flatMap((o) => (o.token ? [o.token] : []))];
+  const chars = [...c.text]; // code points
+  assert.equal(c.text, 'a🎉 the the the');
+  // Whole-character tokens sit at their offset (the emoji's 4 byte tokens show U+FFFD until it is complete).
+  for (const e of entries.filter((x) => !x.token.includes('\uFFFD') && x.token !== '')) {
+    assert.equal(chars.slice(e.textOffset, e.textOffset + [...e.token].length).join(''), e.token, JSON.stringify(e));
+  }
+  // ' the' after the emoji starts at code point 2 (a, 🎉), UTF-16 index 3.
+  const the = entries.filter((e) => e.tokenId === FakeTokenizer.piece(' the')).map((e) => e.textOffset);
+  assert.deepEqual(the, [2, 6, 10]);
+});
+
 test('stop strings, stop_token_ids and min_tokens', async () => {
   const script = [' there', ' was', ' STOP', ' the', ' end'].map(FakeTokenizer.piece);
   const next: NextToken = (h) => script[(h.length - 2) % script.length];
