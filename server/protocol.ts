@@ -95,6 +95,8 @@ export function parseWith<T extends z.ZodObject>(schema: T, body: unknown, what 
   const where = issue.path.length > 0 ? issue.path.map(String).join('.') : 'body';
   let message = issue.message;
   if (issue.code === 'invalid_type' && issue.expected === 'int') message = `must be an integer; got ${preview(valueAt(body, issue.path))}`;
+  // A bad record key: zod says "Invalid key in record"; the key's own check says what keys must be.
+  if (issue.code === 'invalid_key' && issue.issues.length > 0) message = `${issue.issues[0].message}; got key ${JSON.stringify(String(issue.path.at(-1)))}`;
   // `param` names the top-level field, as OpenAI does; the message gives the full path.
   throw Errors.invalid(`${where}: ${message}`, issue.path.length > 0 ? String(issue.path[0]) : null);
 }

@@ -100,7 +100,7 @@ test('negative, non-numeric and out-of-range fields are 400 naming the field', a
   await expectError({ ...good, prompt: [] }, 400, 'prompt');
   await expectError({ ...good, prompt: [1, -3] }, 400, 'prompt');
   await expectError({ ...good, prompt: [1, 100000] }, 400, 'prompt');
-  await expectError({ ...good, logit_bias: { abc: 1 } }, 400);
+  assert.equal((await expectError({ ...good, logit_bias: { abc: 1 } }, 400, 'logit_bias')).message, 'logit_bias.abc: keys must be token ids; got key "abc"');
   await expectError({ ...good, min_tokens: 100 }, 400, 'min_tokens');
   await expectError({ ...good, suffix: 'the end' }, 400, 'suffix', 'unsupported');
   await expectError({ ...good, best_of: 3 }, 400, 'best_of');
