@@ -179,6 +179,14 @@ export async function startServer(opts: ServerOptions): Promise<SliceServer> {
     // A startup variant that cannot be served stops the server (as a model named on vLLM's
     // command line does), before any slicing starts when the width alone rules it out.
     for (const { worker } of dense) checkStartupSparsities(worker.info.id, worker.info.originalHiddenSize, opts.sparsities);
+    // As vLLM refuses a max_model_len its KV cache cannot hold: a full-length request could
+    // never be admitted, while /v1/models advertises it.
+    for (const { worker } of dense) {
+      const context = worker.info.maxContext;
+      if (opts.kvCacheTokens !== undefined && opts.kvCacheTokens < context) {
+        throw new Error(`--kv-cache-tokens ${opts.kvCacheTokens} is below the context length ${context} of ${worker.info.id}: a request of full length could never be admitted; pass ${context} or more`);
+      }
+    }
     const startup = dense.flatMap(({ worker }) => opts.sparsities.map((s) => jobs.enqueue(worker.info.id, s)));
     await jobs.idle();
     const failed = startup.find((job) => job.status === 'failed');

@@ -88,6 +88,9 @@ test('bad serve options fail with one line naming the problem', () => {
   const badPort = run(['--port', 'http']);
   assert.notEqual(badPort.status, 0);
   assert.match(badPort.stderr, /port/);
+  const smallKv = run(['--dense-only', '--port', '0', '--kv-cache-tokens', '10']);
+  assert.equal(smallKv.status, 1);
+  assert.equal(smallKv.stderr.trim(), 'sliceserve: --kv-cache-tokens 10 is below the context length 512 of stories260K: a request of full length could never be admitted; pass 512 or more');
   const contradiction = run(['--dense-only', '--sparsity', '0.5']);
   assert.equal(contradiction.status, 1);
   assert.equal(contradiction.stderr.trim(), 'sliceserve: --dense-only and --sparsity 0.5 contradict each other; drop one of them');
