@@ -199,13 +199,12 @@ test('a sparsity that leaves d\' = 0 is a 400 up front, naming the largest usabl
   assert.ok(!jobs.some((j: any) => j.sparsity >= 0.876), 'no job was queued');
 });
 
-test('a startup variant that cannot be served rejects ready and leaves the server not ready', async () => {
-  const empty = path.join(cacheDir, 'empty-calibration.txt');
-  fs.writeFileSync(empty, '');
-  const s = await startServer({
+/** A server that slices stories260K at 0.25 at startup, not awaited (`ready` is the caller's). */
+function startSlicingServer(overrides: Partial<Parameters<typeof startServer>[0]>) {
+  return startServer({
     models: [MODEL_DIR],
     sparsities: [0.25],
-    calibrationFile: empty,
+    calibrationFile: CALIBRATION,
     host: '127.0.0.1',
     port: 0,
     maxBatchSize: 4,
@@ -214,7 +213,14 @@ test('a startup variant that cannot be served rejects ready and leaves the serve
     threads: 1,
     defaultMetrics: false,
     logger: pino({ level: 'silent' }),
+    ...overrides,
   });
+}
+
+test('a startup variant that cannot be served rejects ready and leaves the server not ready', async () => {
+  const empty = path.join(cacheDir, 'empty-calibration.txt');
+  fs.writeFileSync(empty, '');
+  const s = await startSlicingServer({ calibrationFile: empty, logger: pino({ level: 'silent' }) });
   try {
     await assert.rejects(s.ready, (err: Error) => {
       assert.match(err.message, new RegExp(`^startup model ${DENSE}-sliced-0\\.25 could not be served: the calibration file .* has 0 tokens`));
@@ -254,20 +260,7 @@ test('bad slicing requests: 400, 404', async () => {
 test('a shutdown during startup slicing ends startup without declaring the server ready', async () => {
   const logs: { msg?: string }[] = [];
   const cacheDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sliceserve-stop-'));
-  const s = await startServer({
-    models: [MODEL_DIR],
-    sparsities: [0.25],
-    calibrationFile: CALIBRATION,
-    cacheDir,
-    host: '127.0.0.1',
-    port: 0,
-    maxBatchSize: 4,
-    maxQueue: 4,
-    bodyLimit: '1mb',
-    threads: 1,
-    defaultMetrics: false,
-    logger: pino({ level: 'info' }, { write: (line: string) => void logs.push(JSON.parse(line)) }),
-  });
+  const s = await startSlicingServer({ cacheDir, logger: pino({ level: 'info' }, { write: (line: string) => void logs.push(JSON.parse(line)) }) });
   // The slice is computed (an empty cache dir), so the shutdown comes while it runs.
   await s.shutdown(0);
   await s.ready;
