@@ -16,7 +16,7 @@ export function register(program: Command): void {
     .option('--temperature <t>', '0 = greedy (0..2, as the API)', numberOption(0, 2, true), 1)
     .option('--top-p <p>', 'nucleus sampling mass, in (0, 1]', numberAboveOption(0, 1), 1)
     .option('--top-k <k>', 'keep the k most likely tokens (0 = all)', intOption(0), 0)
-    .option('--seed <n>', 'random seed for reproducible sampling', intOption(0))
+    .option('--seed <n>', 'random seed for reproducible sampling (any integer, as the API\'s seed)', intOption(-(2 ** 53)))
     .option('--ignore-eos', 'keep generating after the end-of-sequence token')
     .option('--device <device>', 'cpu | cuda | webgpu | auto', (v) => parseDeviceRequest(v), 'cpu')
     .option('--dtype <dtype>', 'graph precision: float32 | float16 (float16 is for GPUs)', dtypeOption, 'float32')

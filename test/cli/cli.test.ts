@@ -39,6 +39,16 @@ test('generate prints only the completion (golden greedy text)', () => {
   );
 });
 
+test('generate --seed takes any integer, as the API does, and makes sampling reproducible', () => {
+  const sample = (seed: string) => run(['generate', '--prompt', 'Once upon a time', '--max-tokens', '12', '--seed', seed]);
+  const a = sample('-7');
+  assert.equal(a.code, 0, a.stderr);
+  assert.ok(a.stdout.length > 0);
+  assert.equal(sample('-7').stdout, a.stdout);
+  assert.notEqual(sample('7').stdout, a.stdout, 'a different seed, different text');
+  assert.notEqual(sample('1.5').code, 0);
+});
+
 test('eval --json: the last stdout line is a JSON object with perplexity, tokens, windows', () => {
   const r = run(['eval', '--model', 'models/stories260K', '--windows', '4', '--seq-len', '64', '--json']);
   assert.equal(r.code, 0, r.stderr);
