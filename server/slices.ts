@@ -14,7 +14,7 @@ import { Errors } from './errors.js';
 import type { ServerMetrics } from './metrics.js';
 import type { ModelRegistry } from './models.js';
 import { parseWith } from './protocol.js';
-import { slicedWidth } from '../slicer/width.js';
+import { largestUsableSparsity, slicedWidth } from '../slicer/width.js';
 
 /** Body of `POST /v1/slices`. */
 export const sliceRequestSchema = z.object({
@@ -81,9 +81,7 @@ export function widthOrNull(sparsity: number, hiddenSize: number): number | null
  * `hiddenSize`, or null when none does (a hidden size below the round interval).
  */
 export function maxUsableSparsity(hiddenSize: number): number | null {
-  let s = Math.floor((1 - ROUND_INTERVAL / hiddenSize) * 1000) / 1000;
-  while (s > 0 && widthOrNull(s, hiddenSize) === null) s = Math.round((s - 0.001) * 1000) / 1000;
-  return s > 0 ? s : null;
+  return largestUsableSparsity(hiddenSize, ROUND_INTERVAL);
 }
 
 /**

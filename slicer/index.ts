@@ -18,7 +18,7 @@ import { loadSlicedArtifact, saveSlicedArtifact } from './artifact.js';
 import { pcaBasis, rotateAndSliceSequential, type SliceTimings } from './sequential.js';
 import { slicedWidth } from './width.js';
 
-export { slicedWidth } from './width.js';
+export { largestUsableSparsity, slicedWidth } from './width.js';
 export { countParameters } from '../models/parameters.js';
 
 /**

@@ -14,3 +14,22 @@ export function slicedWidth(sparsity: number, hiddenSize: number, roundInterval 
   if (width < 1) throw new RangeError(`sparsity ${sparsity} with round interval ${roundInterval} leaves no columns of ${hiddenSize}`);
   return width;
 }
+
+/**
+ * The largest sparsity, to three decimals (rounded down), whose sliced width d' is > 0 for
+ * `hiddenSize` and `roundInterval`: about 1 - roundInterval / hiddenSize, checked against
+ * {@link slicedWidth}'s rounding.
+ * @returns null when no sparsity > 0 leaves a column (a hidden size below the round interval)
+ */
+export function largestUsableSparsity(hiddenSize: number, roundInterval = 8): number | null {
+  const fits = (s: number) => {
+    try {
+      return slicedWidth(s, hiddenSize, roundInterval) > 0;
+    } catch {
+      return false;
+    }
+  };
+  let s = Math.floor((1 - roundInterval / hiddenSize) * 1000) / 1000;
+  while (s > 0 && !fits(s)) s = Math.round((s - 0.001) * 1000) / 1000;
+  return s > 0 ? s : null;
+}

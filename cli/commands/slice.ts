@@ -4,7 +4,7 @@ import path from 'node:path';
 import type { Command } from 'commander';
 import { loadModel } from '../../models/load.js';
 import { saveSlicedArtifact } from '../../slicer/artifact.js';
-import { sliceModelWithReport, slicedWidth } from '../../slicer/index.js';
+import { largestUsableSparsity, sliceModelWithReport, slicedWidth } from '../../slicer/index.js';
 import { progressBar } from '../progress.js';
 import { DEFAULT_CALIBRATION_FILE, DEFAULT_MODEL_DIR, intOption, numberOption } from '../options.js';
 
@@ -47,7 +47,7 @@ export function register(program: Command): void {
         slicedWidth(opts.sparsity, d, opts.roundInterval);
       } catch {
         const largest = largestUsableSparsity(d, opts.roundInterval);
-        const fix = largest > 0 ? `the largest usable --sparsity is ${largest}` : `${model.id} cannot be sliced with --round-interval ${opts.roundInterval}: lower it`;
+        const fix = largest !== null ? `the largest usable --sparsity is ${largest}` : `${model.id} cannot be sliced with --round-interval ${opts.roundInterval}: lower it`;
         throw new Error(`--sparsity ${opts.sparsity} with --round-interval ${opts.roundInterval} leaves no columns of ${model.id}'s hidden size ${d}; ${fix}`);
       }
       const loadS = (performance.now() - t0) / 1000;
@@ -69,22 +69,4 @@ export function register(program: Command): void {
       console.log(`time: load ${loadS.toFixed(2)} s, calibration ${t.calibration_s.toFixed(2)} s, pca ${t.pca_s.toFixed(2)} s, rotation ${t.rotation_s.toFixed(2)} s, save ${saveS.toFixed(2)} s`);
       console.log(`wrote ${out}`);
     });
-}
-
-/**
- * The largest sparsity (3 decimals) that leaves a sliced width d' > 0 for hidden size `d`
- * and round interval `r`: about 1 - r / d, checked against {@link slicedWidth}'s rounding.
- * @returns 0 when no sparsity > 0 does (d < r)
- */
-export function largestUsableSparsity(d: number, r: number): number {
-  const fits = (s: number) => {
-    try {
-      return slicedWidth(s, d, r) > 0;
-    } catch {
-      return false;
-    }
-  };
-  let s = Math.floor((1 - r / d) * 1000) / 1000;
-  while (s > 0 && !fits(s)) s = Math.round((s - 0.001) * 1000) / 1000;
-  return Math.max(0, s);
 }

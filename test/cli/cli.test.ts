@@ -8,8 +8,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
-import { largestUsableSparsity } from '../../cli/commands/slice.js';
-import { slicedWidth } from '../../slicer/index.js';
+import { largestUsableSparsity, slicedWidth } from '../../slicer/index.js';
 
 const BIN = path.resolve('bin/sliceserve.js');
 
@@ -119,13 +118,13 @@ test('slice writes an artifact that generate and eval accept', () => {
   }
 });
 
-test('largestUsableSparsity: the largest 3-decimal sparsity whose d\' is > 0, and 0 when none is', () => {
+test('largestUsableSparsity: the largest 3-decimal sparsity whose d\' is > 0, and null when none is', () => {
   assert.equal(largestUsableSparsity(64, 8), 0.875);
   assert.equal(largestUsableSparsity(768, 8), 0.989);
   assert.equal(largestUsableSparsity(4096, 128), 0.968);
-  assert.equal(largestUsableSparsity(4, 8), 0);
+  assert.equal(largestUsableSparsity(4, 8), null);
   for (const [d, r] of [[64, 8], [768, 8], [4096, 128], [100, 3]]) {
-    const s = largestUsableSparsity(d, r);
+    const s = largestUsableSparsity(d, r)!;
     assert.ok(slicedWidth(s, d, r) >= r, `${d}/${r}`);
     assert.throws(() => slicedWidth(Math.round((s + 0.001) * 1000) / 1000, d, r), RangeError, `${d}/${r}: one step more leaves nothing`);
   }
