@@ -13,9 +13,9 @@
  * The returned logprob is log-softmax of the penalised logits at temperature 1 (before top-k /
  * top-p), which is what OpenAI-compatible servers report.
  */
-import { logprobAt, logSumExp, topIndices } from './logprobs.js';
+import { logprobAt, logSumExp, topIndices } from '../runtime/logprobs.js';
 
-export { topIndices } from './logprobs.js';
+export { topIndices } from '../runtime/logprobs.js';
 
 export interface SamplingParams {
   /** 0 = greedy. */
@@ -83,7 +83,7 @@ export function seededRandom(seed: number): () => number {
   return next;
 }
 
-/** log-softmax of `x` in float64 (normaliser: engine/logprobs.ts `logSumExp`). */
+/** log-softmax of `x` in float64 (normaliser: runtime/logprobs.ts `logSumExp`). */
 export function logSoftmax(x: Float32Array | Float64Array): Float64Array {
   const lse = logSumExp(x);
   const out = new Float64Array(x.length);

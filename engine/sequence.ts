@@ -6,7 +6,7 @@
  */
 import type { TextTokenizer } from '../models/types.js';
 import { IncrementalDetokenizer, codePointLength } from './detokenizer.js';
-import { logSumExp, logprobAt, topLogprobs } from './logprobs.js';
+import { logSumExp, logprobAt, topLogprobs } from '../runtime/logprobs.js';
 import type { EngineRequest, EngineSamplingParams, FinishReason, SequenceOutput, TokenAlternative, TokenEntry } from './protocol.js';
 import { StopStringMatcher } from './stop.js';
 

@@ -9,9 +9,9 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { cutWindows, perplexity } from '../engine/perplexity.js';
+import { perplexity } from '../runtime/perplexity.js';
 import { loadModel } from '../models/load.js';
-import { buildTokenStream } from '../models/tokenizer/index.js';
+import { buildTokenStream, cutWindows } from '../models/tokenizer/index.js';
 import type { LoadedModel } from '../models/types.js';
 import { LlamaSession } from '../runtime/llama-session.js';
 import { countParameters, sliceModelWithReport } from '../slicer/index.js';

@@ -10,9 +10,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { hashModelWeights } from '../models/load.js';
 import { countParameters } from '../models/parameters.js';
-import { buildTokenStream } from '../models/tokenizer/index.js';
+import { buildTokenStream, cutWindows } from '../models/tokenizer/index.js';
 import type { LoadedModel, SlicingInfo } from '../models/types.js';
-import { cutWindows } from '../engine/perplexity.js';
+
 import { adapterFor } from './adapters.js';
 import { loadSlicedArtifact, saveSlicedArtifact } from './artifact.js';
 import { pcaBasis, rotateAndSliceSequential, type SliceTimings } from './sequential.js';

@@ -1,9 +1,9 @@
 /** `sliceserve eval`: perplexity with the protocol of PROTOCOL.md (stories, BOS, windows). */
 import fs from 'node:fs';
 import type { Command } from 'commander';
-import { cutWindows, perplexity } from '../../engine/perplexity.js';
+import { perplexity } from '../../runtime/perplexity.js';
 import { loadModel } from '../../models/load.js';
-import { buildTokenStream } from '../../models/tokenizer/index.js';
+import { buildTokenStream, cutWindows } from '../../models/tokenizer/index.js';
 import { parseDeviceRequest } from '../../runtime/device.js';
 import { LlamaSession } from '../../runtime/llama-session.js';
 import { DEFAULT_EVAL_FILE, DEFAULT_MODEL_DIR, dtypeOption, intOption } from '../options.js';

@@ -8,4 +8,4 @@ export {
 export {
   TOKENIZER_CONFIG_FILE, TOKENIZER_FILE, llamaTokenizerConfig, loadHfTokenizer, loadLlama2cTokenizer, readJsonFile,
 } from './load.js';
-export { STORY_SEPARATOR, buildTokenStream, splitStories, type TokenStream } from './stream.js';
+export { STORY_SEPARATOR, buildTokenStream, cutWindows, splitStories, type TokenStream } from './stream.js';

@@ -61,3 +61,16 @@ export function buildTokenStream(fileBytes: Uint8Array, tokenizer: TextTokenizer
   }
   return { tokens, storyCount: stories.length };
 }
+
+/**
+ * Cuts `stream[i*seqLen : (i+1)*seqLen]` for i = 0..count-1 (PROTOCOL.md §3).
+ * @throws RangeError when the stream holds fewer than count * seqLen tokens (the message gives both).
+ */
+export function cutWindows(stream: readonly number[], seqLen: number, count: number, what = 'the token stream'): number[][] {
+  if (!Number.isInteger(seqLen) || seqLen < 2) throw new RangeError(`seq-len must be an integer >= 2, got ${seqLen}`);
+  if (!Number.isInteger(count) || count < 1) throw new RangeError(`windows must be an integer >= 1, got ${count}`);
+  if (stream.length < seqLen * count) {
+    throw new RangeError(`${what} has ${stream.length} tokens; ${count} windows of ${seqLen} need ${seqLen * count}`);
+  }
+  return Array.from({ length: count }, (_, i) => stream.slice(i * seqLen, (i + 1) * seqLen));
+}

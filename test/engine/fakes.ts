@@ -4,7 +4,7 @@
  * mix-up of KV caches or batch rows changes the output.
  */
 import type { EncodeOptions, TextTokenizer } from '../../models/types.js';
-import { logSumExp, topLogprobs } from '../../engine/logprobs.js';
+import { logSumExp, topLogprobs } from '../../runtime/logprobs.js';
 import type { StepSession } from '../../engine/scheduler.js';
 import type { TokenSampler } from '../../engine/sequence.js';
 

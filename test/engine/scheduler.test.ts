@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { EngineRequestError } from '../../engine/input.js';
-import { logSumExp, topLogprobs } from '../../engine/logprobs.js';
+import { logSumExp, topLogprobs } from '../../runtime/logprobs.js';
 import type { EngineRequest, SequenceOutput } from '../../engine/protocol.js';
 import { Scheduler } from '../../engine/scheduler.js';
 import { Sampler } from '../../engine/sampler.js';
