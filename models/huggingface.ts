@@ -2,7 +2,7 @@
  * Hugging Face model directories (the layout of `transformers`' `save_pretrained`):
  * `config.json`, `model.safetensors` (or shards + `model.safetensors.index.json`),
  * `tokenizer.json` (+ `tokenizer_config.json`), `generation_config.json`.
- * Only LlamaForCausalLM is supported, dense or SliceGPT-sliced (config.json `sliceserve`).
+ * Every family of models/registry.ts, dense or SliceGPT-sliced (config.json `sliceserve`).
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -13,8 +13,10 @@ import {
 import {
   HfTokenizer, TOKENIZER_CONFIG_FILE, TOKENIZER_FILE, llamaTokenizerConfig, loadHfTokenizer, readJsonFile,
 } from './tokenizer/index.js';
-import { ModelLoadError, W, type LlamaConfig, type LoadedModel, type WeightMap } from './types.js';
-import { parseLlamaConfig, validateTokenizerSize, validateWeights } from './validate.js';
+import type { DecoderConfig } from './config.js';
+import { architectureOf, layoutOf, parseDecoderConfig } from './registry.js';
+import { ModelLoadError, type LoadedModel, type WeightMap } from './types.js';
+import { validateTokenizerSize, validateWeights } from './validate.js';
 
 export const CONFIG_FILE = 'config.json';
 export const GENERATION_CONFIG_FILE = 'generation_config.json';
@@ -34,10 +36,11 @@ export interface HfLoadOptions {
 }
 
 /**
- * Loads a Hugging Face Llama directory: config.json (validated, see parseLlamaConfig), the
- * weights as float32 from model.safetensors or the sharded index (every tensor checked against
- * the config, see validateWeights; `rotary_emb.inv_freq` buffers dropped, and `lm_head.weight`
- * dropped when the embeddings are tied), tokenizer.json (+ tokenizer_config.json).
+ * Loads a Hugging Face directory: config.json (parsed by its family, models/registry.ts), the
+ * weights as float32 from model.safetensors or the sharded index (converted by the family's
+ * `fromCheckpoint`, then every tensor checked against the config, see validateWeights;
+ * `rotary_emb.inv_freq` buffers dropped, and the head dropped when the embeddings are tied),
+ * tokenizer.json (+ tokenizer_config.json).
  * @throws ModelLoadError naming the file and the problem: missing config/weights/tokenizer,
  *   unknown architecture, corrupt safetensors, a missing shard, a missing or mis-shaped
  *   tensor, a tokenizer larger than config.vocab_size.
@@ -45,7 +48,7 @@ export interface HfLoadOptions {
 export function loadHuggingFaceModel(dir: string, options: HfLoadOptions = {}): LoadedModel {
   const absDir = path.resolve(dir);
   const configFile = path.join(absDir, CONFIG_FILE);
-  const config = parseLlamaConfig(readJsonFile(configFile, 'config file'), configFile);
+  const config = parseDecoderConfig(readJsonFile(configFile, 'config file'), configFile);
 
   const single = path.join(absDir, SAFETENSORS_FILE);
   const index = path.join(absDir, SAFETENSORS_INDEX_FILE);
@@ -59,11 +62,14 @@ export function loadHuggingFaceModel(dir: string, options: HfLoadOptions = {}): 
     throw new ModelLoadError(absDir, `no ${SAFETENSORS_FILE} or ${SAFETENSORS_INDEX_FILE}` +
       (hasBin ? ' (pytorch_model.bin is not supported: convert it to safetensors)' : ''));
   }
-  const { weights, files } = contents;
-  for (const name of [...weights.keys()]) {
-    if (IGNORED_TENSOR.test(name) || (name === W.lmHead && config.tie_word_embeddings)) weights.delete(name);
-  }
+  const { files } = contents;
   const weightsFile = fs.existsSync(single) ? single : index;
+  const arch = architectureOf(config);
+  const weights = arch.fromCheckpoint ? arch.fromCheckpoint(contents.weights, config, weightsFile) : contents.weights;
+  const lmHead = layoutOf(config).lmHead.weight;
+  for (const name of [...weights.keys()]) {
+    if (IGNORED_TENSOR.test(name) || (name === lmHead && config.tie_word_embeddings)) weights.delete(name);
+  }
   validateWeights(config, weights, (name) => files.get(name) ?? weightsFile, configFile);
 
   const tokenizer = loadHfTokenizer(absDir, { bosTokenId: config.bos_token_id, eosTokenId: config.eos_token_id, eosTokenIds: config.eos_token_ids });
@@ -71,18 +77,24 @@ export function loadHuggingFaceModel(dir: string, options: HfLoadOptions = {}): 
   return { id: options.id ?? path.basename(absDir), dir: absDir, format: 'huggingface', config, weights, tokenizer };
 }
 
-/** The config.json object written for `config` (transformers' LlamaConfig field names). */
-export function configToJson(config: LlamaConfig, dtype: SaveDtype): Record<string, unknown> {
-  const { sliceserve, eos_token_ids: _ids, ...fields } = config;
+/**
+ * The config.json object written for `config`: the family's own config.json as it was read
+ * (DecoderConfig.source), or for a model built in memory the family's `configJson`, with what
+ * SliceServe sets: tie_word_embeddings, eos_token_id (a list when several ids end a sequence),
+ * torch_dtype, and the `sliceserve` section of a sliced model.
+ * @throws Error for an in-memory model whose family cannot write a config.
+ */
+export function configToJson(config: DecoderConfig, dtype: SaveDtype): Record<string, unknown> {
+  const arch = architectureOf(config);
+  const base = config.source ?? arch.configJson?.(config);
+  if (!base) throw new Error(`${arch.family} models built in memory cannot be saved (no config.json to write)`);
+  const { sliceserve: _old, ...fields } = base;
   return {
     ...fields,
+    tie_word_embeddings: config.tie_word_embeddings,
     eos_token_id: eosTokenIdJson(config),
-    hidden_act: 'silu',
-    attention_bias: false,
-    mlp_bias: false,
-    rope_scaling: null,
     torch_dtype: dtype,
-    ...(sliceserve ? { sliceserve } : {}),
+    ...(config.sliceserve ? { sliceserve: config.sliceserve } : {}),
   };
 }
 
@@ -131,7 +143,7 @@ export function saveHuggingFaceModel(model: LoadedModel, outDir: string, options
     throw new Error(`${target} exists and is not empty; choose another output directory or allow overwriting`);
   }
   const weights: WeightMap = new Map(model.weights);
-  if (model.config.tie_word_embeddings) weights.delete(W.lmHead);
+  if (model.config.tie_word_embeddings) weights.delete(layoutOf(model.config).lmHead.weight);
   validateWeights(model.config, weights, () => `${model.id} (in memory)`);
 
   const parent = path.dirname(target);
@@ -179,6 +191,6 @@ function replaceDirectory(source: string, target: string): void {
 }
 
 /** config.json's `eos_token_id`: the id, or the list when several ids end a sequence (as transformers reads it). */
-function eosTokenIdJson(config: LlamaConfig): number | number[] {
+function eosTokenIdJson(config: DecoderConfig): number | number[] {
   return config.eos_token_ids && config.eos_token_ids.length > 1 ? config.eos_token_ids : config.eos_token_id;
 }

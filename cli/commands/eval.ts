@@ -5,7 +5,7 @@ import { perplexity } from '../../runtime/perplexity.js';
 import { loadModel } from '../../models/load.js';
 import { buildTokenStream, cutWindows } from '../../models/tokenizer/index.js';
 import { parseDeviceRequest } from '../../runtime/device.js';
-import { LlamaSession } from '../../runtime/llama-session.js';
+import { DecoderSession } from '../../runtime/decoder-session.js';
 import { DEFAULT_EVAL_FILE, DEFAULT_MODEL_DIR, dtypeOption, intOption } from '../options.js';
 
 export function register(program: Command): void {
@@ -28,7 +28,7 @@ export function register(program: Command): void {
       if (opts.seqLen > context) throw new Error(`--seq-len ${opts.seqLen} exceeds the context length ${context} of ${model.id}; pass --seq-len ${context} or less`);
       const stream = buildTokenStream(fs.readFileSync(opts.data), model.tokenizer);
       const windows = cutWindows(Array.from(stream.tokens), opts.seqLen, opts.windows, `--data ${opts.data}`);
-      const session = await LlamaSession.create(model, { logits: 'all', device: opts.device, dtype: opts.dtype });
+      const session = await DecoderSession.create(model, { logits: 'all', device: opts.device, dtype: opts.dtype });
       try {
         const t0 = performance.now();
         const r = await perplexity(session, windows, opts.batchSize);

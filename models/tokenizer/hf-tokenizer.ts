@@ -16,8 +16,8 @@ import type { EncodeOptions, TextTokenizer } from '../types.js';
 
 /** Options of {@link HfTokenizer}. */
 export interface HfTokenizerOptions {
-  /** BOS id (from config.json `bos_token_id`). */
-  bosTokenId: number;
+  /** BOS id (from config.json `bos_token_id`); null when the model has none (Qwen). */
+  bosTokenId: number | null;
   /** EOS id (from config.json `eos_token_id`). */
   eosTokenId: number;
   /** Every id that ends a sequence, `eosTokenId` first (default `[eosTokenId]`). */
@@ -40,7 +40,7 @@ interface BpeModelJson {
 /** Text <-> ids through a Hugging Face `tokenizer.json`. */
 export class HfTokenizer implements TextTokenizer {
   readonly vocabSize: number;
-  readonly bosTokenId: number;
+  readonly bosTokenId: number | null;
   readonly eosTokenId: number;
   readonly eosTokenIds: readonly number[];
   /** Contents of `tokenizer_config.json` ({} when there was none). */
@@ -69,7 +69,7 @@ export class HfTokenizer implements TextTokenizer {
     this.addedContents = added.map((t) => t.content).filter((c) => c.length > 0);
     const source = options.source ?? 'tokenizer';
     const eosIds = [options.eosTokenId, ...(options.eosTokenIds ?? []).filter((id) => id !== options.eosTokenId)];
-    for (const [what, id] of [['bos', options.bosTokenId], ...eosIds.map((id) => ['eos', id] as const)] as const) {
+    for (const [what, id] of [...(options.bosTokenId === null ? [] : [['bos', options.bosTokenId] as const]), ...eosIds.map((id) => ['eos', id] as const)]) {
       if (!Number.isInteger(id) || id < 0 || id >= this.vocabSize) {
         throw new Error(`${source}: ${what}_token_id ${id} is outside the tokenizer's vocabulary (0..${this.vocabSize - 1})`);
       }
@@ -96,7 +96,7 @@ export class HfTokenizer implements TextTokenizer {
    */
   encode(text: string, options: EncodeOptions = {}): number[] {
     const ids = this.encodeBody(text);
-    return options.addBos === false ? ids : [this.bosTokenId, ...ids];
+    return options.addBos === false || this.bosTokenId === null ? ids : [this.bosTokenId, ...ids];
   }
 
   private encodeBody(text: string): number[] {

@@ -78,7 +78,7 @@ export function readJsonFile(file: string, what: string): Record<string, unknown
  * @throws ModelLoadError naming the file when tokenizer.json is missing, not JSON, has no
  *   `model`, or is rejected by `@huggingface/tokenizers`; or when tokenizer_config.json is not JSON.
  */
-export function loadHfTokenizer(dir: string, ids: { bosTokenId: number; eosTokenId: number; eosTokenIds?: readonly number[] }): HfTokenizer {
+export function loadHfTokenizer(dir: string, ids: { bosTokenId: number | null; eosTokenId: number; eosTokenIds?: readonly number[] }): HfTokenizer {
   const file = path.join(dir, TOKENIZER_FILE);
   const json = readJsonFile(file, 'tokenizer file');
   if (typeof json.model !== 'object' || json.model === null) throw new ModelLoadError(file, 'no "model" object: not a tokenizer.json');

@@ -10,8 +10,10 @@
  *   out = r @ S_mlp  + down(silu(gate(norm(r))) * up(norm(r)))
  * where `norm` divides by the ORIGINAL hidden_size even when x is narrower.
  */
-import { W, type LoadedModel, type WeightTensor } from '../types.js';
-import { layerWidths } from './widths.js';
+import type { RotarySpec } from '../../models/config.js';
+import type { LoadedModel, WeightTensor } from '../../models/types.js';
+import { modelWidths } from '../../models/widths.js';
+import { W } from './llama-names.js';
 
 /**
  * Logits of every position of `tokens` (positions 0..S-1).
@@ -27,9 +29,9 @@ export function referenceForward(model: LoadedModel, tokens: readonly number[]):
     if (!t) throw new Error(`reference forward: missing weight ${name}`);
     return t;
   };
-  const widths = layerWidths(model);
+  const widths = modelWidths(model);
   const d = config.hidden_size;
-  const eps = config.rms_norm_eps;
+  const eps = config.norm_eps;
   const H = config.num_attention_heads;
   const KV = config.num_key_value_heads;
   const hd = config.head_dim;
@@ -52,7 +54,7 @@ export function referenceForward(model: LoadedModel, tokens: readonly number[]):
     const half = hd / 2;
     for (let h = 0; h < heads; h++) {
       for (let i = 0; i < half; i++) {
-        const freq = Math.pow(config.rope_theta, (-2 * i) / hd);
+        const freq = Math.pow((config.positions as RotarySpec).rope_theta, (-2 * i) / hd);
         const c = Math.cos(pos * freq);
         const s = Math.sin(pos * freq);
         const a = vec[h * hd + i];

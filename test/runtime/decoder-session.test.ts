@@ -1,15 +1,17 @@
 /**
  * The ONNX graph against the plain TypeScript reference forward, on random models with odd
  * shapes (GQA with 2 query heads per KV head, head_dim 8 and 6), dense and sliced; and the KV
- * cache / batching invariants of LlamaSession.
+ * cache / batching invariants of DecoderSession.
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { W, type LoadedModel } from '../../models/types.js';
+import type { LoadedModel } from '../../models/types.js';
+import { W } from '../helpers/llama-names.js';
 import * as ort from 'onnxruntime-node';
-import { buildLlamaGraph, keyCacheLayout } from '../../models/llama/graph.js';
-import { referenceForward } from '../../models/llama/reference.js';
-import { LlamaSession, relayoutRows, residentCapacity } from '../../runtime/llama-session.js';
+import { keyCacheLayout } from '../../models/onnx/contract.js';
+import { buildDecoderGraph } from '../../models/onnx/decoder-graph.js';
+import { referenceForward } from '../helpers/llama-reference.js';
+import { DecoderSession, relayoutRows, residentCapacity } from '../../runtime/decoder-session.js';
 import { randn, rng, tinyModel } from '../helpers/tiny-model.js';
 
 const SHAPE = { hidden: 32, layers: 2, heads: 4, kvHeads: 2, intermediate: 40, vocab: 50, context: 64 };
@@ -22,7 +24,7 @@ function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
 }
 
 async function allLogits(model: LoadedModel, tokens: number[]): Promise<Float32Array> {
-  const s = await LlamaSession.create(model, { logits: 'all', threads: 1 });
+  const s = await DecoderSession.create(model, { logits: 'all', threads: 1 });
   try {
     return (await s.step([{ cache: s.newCache(), tokens }]))[0];
   } finally {
@@ -59,7 +61,7 @@ function randomSliced(dense: LoadedModel, dPrime: number, seed: number): LoadedM
   }
   weights.set(W.lmHead, { shape: [dense.config.vocab_size, d], data: randn(dense.config.vocab_size * d, 0.2, r) });
   weights.delete(W.finalNorm);
-  return { ...dense, weights, config: { ...dense.config, tie_word_embeddings: false } };
+  return { ...dense, weights, config: { ...dense.config, tie_word_embeddings: false, fused_norms: true } };
 }
 
 test('graph logits equal the reference forward (dense, GQA, untied head)', async () => {
@@ -89,7 +91,7 @@ test('KV-cache decode equals full recompute, token by token', async () => {
   const m = tinyModel(SHAPE, 6);
   const tokens = [1, 8, 13, 21, 34, 2, 17, 19, 23];
   const full = await allLogits(m, tokens);
-  const s = await LlamaSession.create(m, { threads: 1 });
+  const s = await DecoderSession.create(m, { threads: 1 });
   const cache = s.newCache();
   const V = SHAPE.vocab;
   let last = (await s.step([{ cache, tokens: tokens.slice(0, 4) }]))[0];
@@ -104,7 +106,7 @@ test('KV-cache decode equals full recompute, token by token', async () => {
 
 test('a sequence batched with others (different past and new lengths) gets its solo logits', async () => {
   const m = tinyModel(SHAPE, 7);
-  const s = await LlamaSession.create(m, { threads: 1 });
+  const s = await DecoderSession.create(m, { threads: 1 });
   const prompts = [[1, 2, 3], [1, 9, 8, 7, 6, 5], [1, 40]];
   const solo: Float32Array[] = [];
   for (const p of prompts) {
@@ -121,7 +123,7 @@ test('a sequence batched with others (different past and new lengths) gets its s
 
 test('step refuses to run past the context length', async () => {
   const m = tinyModel({ ...SHAPE, context: 8 }, 8);
-  const s = await LlamaSession.create(m, { threads: 1 });
+  const s = await DecoderSession.create(m, { threads: 1 });
   const c = s.newCache();
   await s.step([{ cache: c, tokens: [1, 2, 3, 4, 5, 6, 7, 8] }]);
   await assert.rejects(s.step([{ cache: c, tokens: [9] }]), /exceeds the context length 8/);
@@ -132,8 +134,8 @@ test('float16 graph: logits within 2e-2 of float32 on stories260K, greedy text i
   const { loadModel } = await import('../../models/load.js');
   const { generate } = await import('../../engine/generate.js');
   const model = loadModel('models/stories260K');
-  const f32 = await LlamaSession.create(model, { threads: 1 });
-  const f16 = await LlamaSession.create(model, { threads: 1, dtype: 'float16' });
+  const f32 = await DecoderSession.create(model, { threads: 1 });
+  const f16 = await DecoderSession.create(model, { threads: 1, dtype: 'float16' });
   const tokens = model.tokenizer.encode('Once upon a time');
   const a = (await f32.step([{ cache: f32.newCache(), tokens }]))[0];
   const b = (await f16.step([{ cache: f16.newCache(), tokens }]))[0];
@@ -151,8 +153,8 @@ test('float16 graph: logits within 2e-2 of float32 on stories260K, greedy text i
 
 test('resident KV rows: sequences joining, leaving, reordering and growing past the capacity keep their solo logits', async () => {
   const m = tinyModel({ ...SHAPE, context: 128 }, 9);
-  const batched = await LlamaSession.create(m, { threads: 1 });
-  const solo = await LlamaSession.create(m, { threads: 1 });
+  const batched = await DecoderSession.create(m, { threads: 1 });
+  const solo = await DecoderSession.create(m, { threads: 1 });
   const r = rng(21);
   const n = 6;
   const bCaches = Array.from({ length: n }, () => batched.newCache());
@@ -188,8 +190,8 @@ test('resident KV rows: sequences joining, leaving, reordering and growing past 
 test('resident KV rows shrink to the batch once its longest sequence leaves, logits unchanged', async () => {
   for (const attention of ['onnx-op', 'primitives'] as const) {
     const m = tinyModel({ ...SHAPE, context: 128 }, 12);
-    const batched = await LlamaSession.create(m, { threads: 1, attention });
-    const solo = await LlamaSession.create(m, { threads: 1, attention });
+    const batched = await DecoderSession.create(m, { threads: 1, attention });
+    const solo = await DecoderSession.create(m, { threads: 1, attention });
     const r = rng(5);
     const tok = () => Math.floor(r() * SHAPE.vocab);
     const [long, short] = [batched.newCache(), batched.newCache()];
@@ -221,8 +223,8 @@ test('resident KV rows shrink to the batch once its longest sequence leaves, log
 
 test('stepGreedy: the graph\'s greedy_token equals the argmax of step\'s logits, and both grow the caches alike', async () => {
   const m = tinyModel({ ...SHAPE, context: 128 }, 14);
-  const viaLogits = await LlamaSession.create(m, { threads: 1 });
-  const viaGreedy = await LlamaSession.create(m, { threads: 1 });
+  const viaLogits = await DecoderSession.create(m, { threads: 1 });
+  const viaGreedy = await DecoderSession.create(m, { threads: 1 });
   const argmax = (a: Float32Array) => a.reduce((best, v, i) => (v > a[best] ? i : best), 0);
   const r = rng(8);
   const n = 4;
@@ -240,7 +242,7 @@ test('stepGreedy: the graph\'s greedy_token equals the argmax of step\'s logits,
       next[i] = [tokens[k]];
     });
   }
-  const perplexity = await LlamaSession.create(m, { threads: 1, logits: 'all' });
+  const perplexity = await DecoderSession.create(m, { threads: 1, logits: 'all' });
   await assert.rejects(perplexity.stepGreedy([{ cache: perplexity.newCache(), tokens: [1, 2] }]), /logits: 'last'/);
   for (const s of [viaLogits, viaGreedy, perplexity]) await s.release();
 });
@@ -266,8 +268,8 @@ test('relayoutRows moves the kept rows to a new capacity in place (growing and s
 
 test('a sequence that leaves the batch and rejoins, and a cleared cache prefilled again, keep their solo logits', async () => {
   const m = tinyModel({ ...SHAPE, context: 128 }, 15);
-  const batched = await LlamaSession.create(m, { threads: 1 });
-  const solo = await LlamaSession.create(m, { threads: 1 });
+  const batched = await DecoderSession.create(m, { threads: 1 });
+  const solo = await DecoderSession.create(m, { threads: 1 });
   const r = rng(6);
   const tok = () => Math.floor(r() * SHAPE.vocab);
   const b = [batched.newCache(), batched.newCache(), batched.newCache()];
@@ -298,7 +300,7 @@ test('both attention kernels (opset-23 Attention, MatMul/Softmax split over past
   for (const attention of ['onnx-op', 'primitives'] as const) {
     const tokens = [1, 8, 13, 21, 34, 2, 17, 19];
     const ref = referenceForward(m, tokens);
-    const s = await LlamaSession.create(m, { threads: 1, attention });
+    const s = await DecoderSession.create(m, { threads: 1, attention });
     const cache = s.newCache();
     await s.step([{ cache, tokens: tokens.slice(0, 3) }]);
     for (let t = 3; t < tokens.length; t++) {
@@ -315,7 +317,7 @@ test('present.* fed back as past_key_values (the onnxruntime-genai loop) in each
   const ref = referenceForward(m, tokens);
   const { num_hidden_layers: L, num_key_value_heads: KV, head_dim: hd } = m.config;
   for (const attention of ['onnx-op', 'primitives'] as const) {
-    const built = buildLlamaGraph(m, { logits: 'last', attention });
+    const built = buildDecoderGraph(m, { logits: 'last', attention });
     const session = await ort.InferenceSession.create(built.model, { externalData: [{ path: built.externalDataPath, data: built.externalData }], intraOpNumThreads: 1 });
     const transposed = keyCacheLayout(attention) === 'transposed';
     const empty = (kind: 'key' | 'value') => new ort.Tensor('float32', new Float32Array(0), kind === 'key' && transposed ? [1, KV, hd, 0] : [1, KV, 0, hd]);

@@ -1,5 +1,6 @@
 /**
- * An onnxruntime-node session over the Llama graph (models/llama/graph.ts) plus the batching
+ * An onnxruntime-node session over a model's decoder graph (models/onnx/decoder-graph.ts), for
+ * every registered family, plus the batching
  * logic of one forward step: sequences with different cache lengths and different numbers of
  * new tokens run together (past entries right-padded in resident per-row buffers, new tokens
  * left-padded), with an additive attention bias that hides every padding position, so a
@@ -21,7 +22,9 @@
  */
 import os from 'node:os';
 import * as ort from 'onnxruntime-node';
-import { buildLlamaGraph, DEFAULT_ATTENTION_KERNEL, keyCacheLayout, MASKED, type AttentionKernel } from '../models/llama/graph.js';
+import { defaultAttentionKernel, keyCacheLayout, MASKED, SLIDING_BIAS_INPUT, type AttentionKernel } from '../models/onnx/contract.js';
+import { buildDecoderGraph, usesSlidingWindow } from '../models/onnx/decoder-graph.js';
+import { hostStepPositions, slidingWindowBias, validStepPositions, type StepPositions } from './attention-mask.js';
 import type { LoadedModel } from '../models/types.js';
 import { appendValid, attentionBiasFromValid, freshValid, planDevicePast, type DevicePastState, type DeviceRebuildReason } from './device-kv.js';
 import { createSessionOnDevice, type Device, type DeviceRequest } from './device.js';
@@ -29,7 +32,7 @@ import { kvArray, SequenceCache, writeStepEntries, type KVArray, type KVDtype } 
 
 export { SequenceCache } from './kv-cache.js';
 
-export interface LlamaSessionOptions {
+export interface DecoderSessionOptions {
   /** Execution provider request (runtime/device.ts). Default 'cpu'. */
   device?: DeviceRequest;
   /** intra-op threads (default: all cores). */
@@ -44,7 +47,7 @@ export interface LlamaSessionOptions {
   logits?: 'last' | 'all';
   /** Weights, activations and KV cache precision (default float32; logits are float32). */
   dtype?: KVDtype;
-  /** Attention kernel of the graph (models/llama/graph.ts; default from SLICESERVE_ATTENTION or 'primitives'). */
+  /** Attention kernel of the graph (models/onnx/contract.ts; default from SLICESERVE_ATTENTION or 'primitives'). */
   attention?: AttentionKernel;
   /**
    * Keep the batch's KV cache in the session's present.* outputs between decode steps instead of
@@ -85,7 +88,7 @@ const DEVICE_PAST_MAX_PADDING = 4 * RESIDENT_ROUNDING + 64;
 
 /** Steps of a device-KV session, by how their past was fed. */
 export interface DeviceKVStats {
-  /** Whether present.* are kept and fed back (see LlamaSessionOptions.deviceKV). */
+  /** Whether present.* are kept and fed back (see DecoderSessionOptions.deviceKV). */
   enabled: boolean;
   /** Steps that fed the previous step's present.* back (no past upload). */
   reused: number;
@@ -101,7 +104,7 @@ interface HeldPast extends DevicePastState<SequenceCache> {
   tensors: Record<string, ort.Tensor>;
 }
 
-export class LlamaSession {
+export class DecoderSession {
   /**
    * Outputs fetched by {@link step} and by {@link stepGreedy}: the logits or only the greedy
    * tokens, plus this step's KV entries (not the whole present.*).
@@ -110,8 +113,8 @@ export class LlamaSession {
   /**
    * The batch's past_key_values, one buffer per (layer, key|value) (slot 2l = key, 2l+1 =
    * value), laid out [rows, kv_heads, capacity, head_dim] (keys [rows, kv_heads, head_dim,
-   * capacity] for the 'primitives' kernel: graph.ts `keyCacheLayout`) and kept between steps (see
-   * {@link LlamaSession.step}). Stale entries beyond a sequence's length are always masked.
+   * capacity] for the 'primitives' kernel: models/onnx/contract.ts `keyCacheLayout`) and kept between steps (see
+   * {@link DecoderSession.step}). Stale entries beyond a sequence's length are always masked.
    */
   private readonly pastPool: KVArray[] = [];
   /** Which sequence each row of the pooled past buffers holds, and their capacity (positions). */
@@ -121,6 +124,8 @@ export class LlamaSession {
   /** Device-KV mode: a step reused the held past since the host rows were last written. */
   private hostRowsStale = false;
   private readonly kvStats: DeviceKVStats;
+  /** Whether the graph takes sliding_attention_bias (some layer has a sliding window). */
+  private readonly sliding: boolean;
 
   private constructor(
     readonly model: LoadedModel,
@@ -128,7 +133,7 @@ export class LlamaSession {
     readonly device: 'cpu' | 'cuda' | 'webgpu',
     readonly logitsMode: 'last' | 'all',
     readonly dtype: KVDtype,
-    /** Keys are fed [batch, kv_heads, head_dim, past] (graph.ts `keyCacheLayout`). */
+    /** Keys are fed [batch, kv_heads, head_dim, past] (models/onnx/contract.ts `keyCacheLayout`). */
     private readonly transposedKeys: boolean,
     /** present.* are fetched and fed back as the next past when the batch allows (device KV). */
     private readonly deviceKV: boolean,
@@ -144,21 +149,22 @@ export class LlamaSession {
       this.fetches = { logits: ['logits', ...stepKV], greedy: [...greedy, ...stepKV] };
     }
     this.kvStats = { enabled: deviceKV, reused: 0, uploaded: {}, pastLocation: null };
+    this.sliding = usesSlidingWindow(model.config);
   }
 
   /**
    * Builds the graph for `model` and opens an onnxruntime session on the requested device.
-   * A cache from {@link LlamaSession.newCache} must only be used with the session that made it.
+   * A cache from {@link DecoderSession.newCache} must only be used with the session that made it.
    * @throws DeviceUnavailableError (runtime/device.ts) when an explicit device cannot start.
    */
-  static async create(model: LoadedModel, options: LlamaSessionOptions = {}): Promise<LlamaSession> {
+  static async create(model: LoadedModel, options: DecoderSessionOptions = {}): Promise<DecoderSession> {
     const logits = options.logits ?? 'last';
     const dtype = options.dtype ?? 'float32';
-    const attention = options.attention ?? DEFAULT_ATTENTION_KERNEL;
+    const attention = options.attention ?? defaultAttentionKernel();
     const request = options.device ?? 'cpu';
     const wantsDeviceKV = (d: Device) => options.deviceKV ?? (d === 'webgpu' && attention === 'primitives' && process.env.SLICESERVE_WEBGPU_KV !== 'host');
     const open = async (device: DeviceRequest, presentOutputs: boolean) => {
-      const built = buildLlamaGraph(model, { logits, dtype, presentOutputs, attention });
+      const built = buildDecoderGraph(model, { logits, dtype, presentOutputs, attention });
       const L = model.config.num_hidden_layers;
       return createSessionOnDevice(built.model, {
         device,
@@ -185,7 +191,7 @@ export class LlamaSession {
       await session.release();
       ({ session, device } = await open(device, wantsDeviceKV(device)));
     }
-    return new LlamaSession(model, session, device, logits, dtype, keyCacheLayout(attention) === 'transposed', wantsDeviceKV(device));
+    return new DecoderSession(model, session, device, logits, dtype, keyCacheLayout(attention) === 'transposed', wantsDeviceKV(device));
   }
 
   /** How the past was fed in each step so far (device-KV mode; counts stay 0 otherwise). */
@@ -204,7 +210,7 @@ export class LlamaSession {
   }
 
   get vocabSize(): number {
-    return this.model.weights.get('lm_head.weight')?.shape[0] ?? this.model.config.vocab_size;
+    return this.model.config.vocab_size;
   }
 
   /** A new, empty KV cache for one sequence. */
@@ -296,6 +302,15 @@ export class LlamaSession {
       position_ids: new ort.Tensor('int64', pos, [B, S]),
       attention_bias: new ort.Tensor('float32', bias, [B, S, T]),
     };
+    this.addSlidingBias(feeds, bias, B, S, T, () => {
+      const lengths = new Array<number>(B);
+      const counts = new Array<number>(B);
+      inputs.forEach((inp, b) => {
+        lengths[rowOf[b]] = inp.cache.length;
+        counts[rowOf[b]] = inp.tokens.length;
+      });
+      return hostStepPositions(lengths, counts, P, S);
+    });
     const KV = c.num_key_value_heads;
     const hd = c.head_dim;
     const L = c.num_hidden_layers;
@@ -427,7 +442,9 @@ export class LlamaSession {
     });
     feeds.input_ids = new ort.Tensor('int64', ids, [B, S]);
     feeds.position_ids = new ort.Tensor('int64', pos, [B, S]);
-    feeds.attention_bias = new ort.Tensor('float32', attentionBiasFromValid(valid, P, S, counts), [B, S, P + S]);
+    const bias = attentionBiasFromValid(valid, P, S, counts);
+    feeds.attention_bias = new ort.Tensor('float32', bias, [B, S, P + S]);
+    this.addSlidingBias(feeds, bias, B, S, P + S, () => validStepPositions(valid, P, counts, S));
     let out: ort.InferenceSession.ReturnType;
     try {
       out = await this.session.run(feeds, this.fetches[want]);
@@ -443,6 +460,15 @@ export class LlamaSession {
     this.held = { rows, past: P + S, valid: appendValid(valid, P, S, counts), tensors };
     if (previous) disposeAll(previous.tensors);
     return { out, rowOf, S };
+  }
+
+  /**
+   * Adds `sliding_attention_bias` (the step's mask restricted to the sliding window,
+   * runtime/attention-mask.ts) when the model has sliding-window layers.
+   */
+  private addSlidingBias(feeds: Record<string, ort.Tensor>, bias: Float32Array, B: number, S: number, T: number, positions: () => StepPositions): void {
+    if (!this.sliding) return;
+    feeds[SLIDING_BIAS_INPUT] = new ort.Tensor('float32', slidingWindowBias(bias, B, S, T, this.model.config.sliding_window!, positions()), [B, S, T]);
   }
 
   /** Disposes the held past (device-KV mode), if any. */
