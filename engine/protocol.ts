@@ -115,7 +115,7 @@ export interface EngineErrorInfo {
 /** Description of a served model, reported by its worker once ready. */
 export interface ModelInfo {
   id: string;
-  /** Context length (max_position_embeddings). */
+  /** Context length (models/config.ts `contextLength`). */
   maxContext: number;
   vocabSize: number;
   device: string;

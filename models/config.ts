@@ -167,6 +167,18 @@ export function normsFused(config: Pick<DecoderConfig, 'sliceserve' | 'fused_nor
   return config.sliceserve !== undefined || config.fused_norms === true;
 }
 
+/**
+ * The longest sequence the model takes: max_position_embeddings, times the factor of linear
+ * and dynamic RoPE scaling (whose max_position_embeddings is the pretraining context they
+ * extend; vLLM's `max_model_len` derivation does the same). llama3 models already state their
+ * extended context in max_position_embeddings.
+ */
+export function contextLength(config: Pick<DecoderConfig, 'max_position_embeddings' | 'positions'>): number {
+  const scaling = config.positions.kind === 'rotary' ? config.positions.rope_scaling : null;
+  if (scaling && (scaling.rope_type === 'linear' || scaling.rope_type === 'dynamic')) return Math.floor(config.max_position_embeddings * scaling.factor);
+  return config.max_position_embeddings;
+}
+
 /** Whether layer `l` uses the sliding window (DecoderConfig.sliding_window). */
 export function isSlidingLayer(config: Pick<DecoderConfig, 'layer_types' | 'sliding_window'>, l: number): boolean {
   return config.sliding_window !== null && config.layer_types[l] === 'sliding_attention';

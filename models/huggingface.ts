@@ -13,7 +13,7 @@ import {
 import {
   HfTokenizer, TOKENIZER_CONFIG_FILE, TOKENIZER_FILE, llamaTokenizerConfig, loadHfTokenizer, readJsonFile,
 } from './tokenizer/index.js';
-import type { DecoderConfig } from './config.js';
+import { contextLength, type DecoderConfig } from './config.js';
 import { architectureOf, layoutOf, parseDecoderConfig } from './registry.js';
 import { ModelLoadError, type LoadedModel, type WeightMap } from './types.js';
 import { validateTokenizerSize, validateWeights } from './validate.js';
@@ -48,7 +48,7 @@ export interface HfLoadOptions {
 export function loadHuggingFaceModel(dir: string, options: HfLoadOptions = {}): LoadedModel {
   const absDir = path.resolve(dir);
   const configFile = path.join(absDir, CONFIG_FILE);
-  const config = parseDecoderConfig(readJsonFile(configFile, 'config file'), configFile);
+  const config = parseDecoderConfig(withEndOfSequenceIds(readJsonFile(configFile, 'config file'), absDir), configFile);
 
   const single = path.join(absDir, SAFETENSORS_FILE);
   const index = path.join(absDir, SAFETENSORS_INDEX_FILE);
@@ -75,6 +75,42 @@ export function loadHuggingFaceModel(dir: string, options: HfLoadOptions = {}): 
   const tokenizer = loadHfTokenizer(absDir, { bosTokenId: config.bos_token_id, eosTokenId: config.eos_token_id, eosTokenIds: config.eos_token_ids });
   validateTokenizerSize(tokenizer, config, path.join(absDir, TOKENIZER_FILE), configFile);
   return { id: options.id ?? path.basename(absDir), dir: absDir, format: 'huggingface', config, weights, tokenizer };
+}
+
+/**
+ * config.json with every id that ends a sequence: its `eos_token_id` (one id or a list) joined
+ * with generation_config.json's (transformers' `generate` and vLLM stop at the latter, e.g.
+ * Llama-3 instruct models list <|eot_id|> there); when neither has one, the id of
+ * tokenizer_config.json's `eos_token` in tokenizer.json. Unchanged when nothing is found (the
+ * family's default applies, or parsing says that an EOS is missing).
+ */
+function withEndOfSequenceIds(json: Record<string, unknown>, dir: string): Record<string, unknown> {
+  const ids = (v: unknown): number[] => (Array.isArray(v) ? v : v === null || v === undefined ? [] : [v]).filter((x): x is number => Number.isInteger(x));
+  const own = ids(json.eos_token_id);
+  const generationFile = path.join(dir, GENERATION_CONFIG_FILE);
+  const generation = fs.existsSync(generationFile) ? ids(readJsonFile(generationFile, 'generation config').eos_token_id) : [];
+  let all = [...new Set([...own, ...generation])];
+  if (all.length === 0) {
+    const fromTokenizer = tokenizerEosId(dir);
+    if (fromTokenizer === null) return json;
+    all = [fromTokenizer];
+  }
+  if (all.length === own.length) return json;
+  return { ...json, eos_token_id: all.length === 1 ? all[0] : all };
+}
+
+/** The id of tokenizer_config.json's `eos_token` among tokenizer.json's added tokens, or null. */
+function tokenizerEosId(dir: string): number | null {
+  const configFile = path.join(dir, TOKENIZER_CONFIG_FILE);
+  const tokenizerFile = path.join(dir, TOKENIZER_FILE);
+  if (!fs.existsSync(configFile) || !fs.existsSync(tokenizerFile)) return null;
+  const eos = readJsonFile(configFile, 'tokenizer config').eos_token;
+  const content = typeof eos === 'string' ? eos : (eos as { content?: unknown } | null)?.content;
+  if (typeof content !== 'string') return null;
+  const added = readJsonFile(tokenizerFile, 'tokenizer file').added_tokens;
+  const hit = Array.isArray(added) ? added.find((t) => (t as { content?: unknown }).content === content) : undefined;
+  const id = (hit as { id?: unknown } | undefined)?.id;
+  return Number.isInteger(id) ? (id as number) : null;
 }
 
 /**
@@ -161,7 +197,7 @@ export function saveHuggingFaceModel(model: LoadedModel, outDir: string, options
     const tokenizerConfig = model.tokenizer instanceof HfTokenizer && Object.keys(model.tokenizer.tokenizerConfig).length > 0
       ? model.tokenizer.tokenizerConfig
       : llamaTokenizerConfig();
-    writeJson(TOKENIZER_CONFIG_FILE, { model_max_length: model.config.max_position_embeddings, ...tokenizerConfig });
+    writeJson(TOKENIZER_CONFIG_FILE, { model_max_length: contextLength(model.config), ...tokenizerConfig });
     writeJson(GENERATION_CONFIG_FILE, { bos_token_id: model.config.bos_token_id, eos_token_id: eosTokenIdJson(model.config) });
     const names = [CONFIG_FILE, ...weightFiles, TOKENIZER_FILE, TOKENIZER_CONFIG_FILE, GENERATION_CONFIG_FILE];
     const written = names.map((name) => ({ name, bytes: fs.statSync(path.join(temp, name)).size }));

@@ -6,10 +6,16 @@
  */
 import type { DecoderConfig } from './config.js';
 import { llama } from './arch/llama/index.js';
+import { mistral } from './arch/mistral/index.js';
+import { opt } from './arch/opt/index.js';
+import { phi } from './arch/phi/index.js';
+import { phi3 } from './arch/phi3/index.js';
+import { qwen2 } from './arch/qwen2/index.js';
+import { qwen3 } from './arch/qwen3/index.js';
 import type { Architecture, DecoderLayout } from './arch/spec.js';
 import { ModelLoadError } from './types.js';
 
-const ARCHITECTURES: readonly Architecture[] = [llama];
+const ARCHITECTURES: readonly Architecture[] = [llama, mistral, qwen2, qwen3, phi3, opt, phi];
 
 /** The supported `architectures` names, in registry order. */
 export function supportedArchitectures(): string[] {

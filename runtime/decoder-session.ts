@@ -25,6 +25,7 @@ import * as ort from 'onnxruntime-node';
 import { defaultAttentionKernel, keyCacheLayout, MASKED, SLIDING_BIAS_INPUT, type AttentionKernel } from '../models/onnx/contract.js';
 import { buildDecoderGraph, usesSlidingWindow } from '../models/onnx/decoder-graph.js';
 import { hostStepPositions, slidingWindowBias, validStepPositions, type StepPositions } from './attention-mask.js';
+import { contextLength } from '../models/config.js';
 import type { LoadedModel } from '../models/types.js';
 import { appendValid, attentionBiasFromValid, freshValid, planDevicePast, type DevicePastState, type DeviceRebuildReason } from './device-kv.js';
 import { createSessionOnDevice, type Device, type DeviceRequest } from './device.js';
@@ -206,7 +207,7 @@ export class DecoderSession {
   }
 
   get maxContext(): number {
-    return this.model.config.max_position_embeddings;
+    return contextLength(this.model.config);
   }
 
   get vocabSize(): number {

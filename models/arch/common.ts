@@ -178,11 +178,13 @@ export type CommonFields = Pick<DecoderConfig, 'architectures' | 'model_type' | 
 
 /**
  * architectures, model_type, vocab_size, tie_word_embeddings (default `defaultTied`), the
- * BOS/EOS ids (defaults `ids`; a list of EOS ids keeps its first as eos_token_id and all in
- * eos_token_ids), and the sliceserve section (checked against hidden_size), plus `source`.
- * @throws ModelLoadError for an id outside the vocabulary or an inconsistent sliceserve section.
+ * BOS/EOS ids (family defaults; a list of EOS ids keeps its first as eos_token_id and all in
+ * eos_token_ids; a family without a default EOS needs one, which the loader may take from
+ * generation_config.json or tokenizer_config.json), and the sliceserve section (checked against hidden_size), plus `source`.
+ * @throws ModelLoadError for an id outside the vocabulary, no EOS id at all, or an inconsistent
+ *   sliceserve section.
  */
-export function commonFields(json: Record<string, unknown>, file: string, defaults: { architecture: string; modelType: string; tied: boolean; bos: number | null; eos: number; hiddenSize: number }): CommonFields {
+export function commonFields(json: Record<string, unknown>, file: string, defaults: { architecture: string; modelType: string; tied: boolean; bos: number | null; eos: number | null; hiddenSize: number }): CommonFields {
   const c = parseWith(commonSchema, json, file);
   const fail = failer(file);
   const eosList = Array.isArray(c.eos_token_id) ? [...new Set(c.eos_token_id)] : null;
@@ -192,9 +194,12 @@ export function commonFields(json: Record<string, unknown>, file: string, defaul
     vocab_size: c.vocab_size,
     tie_word_embeddings: c.tie_word_embeddings ?? defaults.tied,
     bos_token_id: c.bos_token_id === undefined ? defaults.bos : c.bos_token_id,
-    eos_token_id: (eosList ? eosList[0] : (c.eos_token_id as number | null | undefined)) ?? defaults.eos,
+    eos_token_id: -1,
     source: json,
   };
+  const eos = (eosList ? eosList[0] : (c.eos_token_id as number | null | undefined)) ?? defaults.eos;
+  if (eos === null) throw fail('no eos_token_id in config.json (nor in generation_config.json or tokenizer_config.json): say which token ends a sequence');
+  fields.eos_token_id = eos;
   if (eosList && eosList.length > 1) fields.eos_token_ids = eosList;
   if (c.sliceserve) {
     const s = c.sliceserve as SlicingInfo;

@@ -10,7 +10,7 @@
  * hidden_size d: ONNX `RMSNormalization` (opset 23) with scale `sqrt(d / w) * weight` and
  * epsilon `eps * d / w` is exactly `x / sqrt(sum(x^2) / d + eps) * weight` (SLICEGPT.md §3).
  */
-import { isSlidingLayer, type DecoderConfig, type RotarySpec } from '../config.js';
+import { contextLength, isSlidingLayer, type DecoderConfig, type RotarySpec } from '../config.js';
 import { toFloat16Array } from '../safetensors.js';
 import type { WeightTensor } from '../types.js';
 import { OnnxGraph, type ElemType } from './builder.js';
@@ -159,7 +159,7 @@ export class BlockEmitter {
       this.ropeCache = this.dynamicRope(spec);
       return this.ropeCache;
     }
-    const maxPos = this.config.max_position_embeddings;
+    const maxPos = contextLength(this.config);
     const invFreq = ropeInverseFrequencies(spec);
     const half = invFreq.length;
     const cos = new Float32Array(maxPos * half);

@@ -52,7 +52,8 @@ export interface LlamaShapedDefaults {
   ropeTheta: number;
   tied: boolean;
   bos: number | null;
-  eos: number;
+  /** null: the checkpoint must give one (commonFields). */
+  eos: number | null;
 }
 
 /**
