@@ -64,7 +64,7 @@ export class HfTokenizer implements TextTokenizer {
   readonly eosTokenIds: readonly number[];
   /** What `encode(text)` puts around the text's ids (`addSpecialTokens` true). */
   readonly specialTokens: SpecialTokenTemplate;
-  /** `tokenizer_class` of tokenizer_config.json without `Fast` (null: none given). */
+  /** `tokenizer_class` of tokenizer_config.json without `Fast` (see baseTokenizerClass; null: none given). */
   readonly tokenizerClass: string | null;
   /** Contents of `tokenizer_config.json` ({} when there was none). */
   readonly tokenizerConfig: Record<string, unknown>;
@@ -89,8 +89,10 @@ export class HfTokenizer implements TextTokenizer {
     this.json = json;
     this.tokenizerConfig = options.tokenizerConfig ?? {};
     const source = options.source ?? 'tokenizer';
-    // The library only needs the added tokens to be declared; its own post-processor is bypassed.
-    const probe = new Tokenizer({ added_tokens: [], ...json }, { ...this.tokenizerConfig, clean_up_tokenization_spaces: false });
+    // The library needs the added tokens declared; the post-processor is applied here (encode),
+    // so the library gets none.
+    const libraryJson = (j: Record<string, unknown>) => ({ added_tokens: [], ...j, post_processor: null });
+    const probe = new Tokenizer(libraryJson(json), { ...this.tokenizerConfig, clean_up_tokenization_spaces: false });
     let rules;
     try {
       rules = applyTransformersRules(json, this.tokenizerConfig, (t) => probe.token_to_id(t));
@@ -99,7 +101,7 @@ export class HfTokenizer implements TextTokenizer {
     }
     this.runJson = rules.json;
     this.tokenizer = rules.json === json ? probe
-      : new Tokenizer({ added_tokens: [], ...rules.json }, { ...this.tokenizerConfig, clean_up_tokenization_spaces: false });
+      : new Tokenizer(libraryJson(rules.json), { ...this.tokenizerConfig, clean_up_tokenization_spaces: false });
     const model = this.tokenizer.model!;
     this.vocabSize = model.vocab.length;
     const added = [...this.tokenizer.get_added_tokens_decoder().values()];

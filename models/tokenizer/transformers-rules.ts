@@ -71,11 +71,14 @@ export function tokenContent(value: unknown, what: string): string | null {
   throw new Error(`tokenizer_config.json ${what} must be a string, an AddedToken object with "content", or null; got ${JSON.stringify(value)}`);
 }
 
-/** `tokenizer_class` without the `Fast` suffix (null when absent). */
+/**
+ * `tokenizer_class` without the `Fast` suffix (`LlamaTokenizerFast` -> `LlamaTokenizer`), except
+ * `PreTrainedTokenizerFast`, the generic class, which is kept; null when absent.
+ */
 export function baseTokenizerClass(config: Record<string, unknown>): string | null {
   const c = config.tokenizer_class;
   if (typeof c !== 'string' || c.length === 0) return null;
-  return c.endsWith('Fast') ? c.slice(0, -'Fast'.length) : c;
+  return c.endsWith('Fast') && c !== 'PreTrainedTokenizerFast' ? c.slice(0, -'Fast'.length) : c;
 }
 
 /**
