@@ -52,7 +52,8 @@ export class HfTokenizer implements TextTokenizer {
   /**
    * The tokenizer's BOS token id, as transformers' `tokenizer.bos_token_id`: tokenizer_config.json's
    * `bos_token` looked up in the tokenizer; config.json's `bos_token_id` when tokenizer_config.json
-   * has no `bos_token` key; null when `bos_token` is null (Qwen2/Qwen3) or neither gives one.
+   * has no `bos_token` key; null when `bos_token` is null (Qwen2/Qwen3), names no token of
+   * the tokenizer, or neither file gives one.
    * Whether `encode` prepends it is a separate fact: see {@link specialTokens}.
    */
   readonly bosTokenId: number | null;

@@ -108,7 +108,9 @@ export function loadHfTokenizer(dir: string, ids: { bosTokenId?: number | null; 
     return new HfTokenizer(json, { ...ids, tokenizerConfig, source });
   } catch (err) {
     if (err instanceof ModelLoadError) throw err;
-    throw new ModelLoadError(source, `cannot build the tokenizer: ${(err as Error).message}`);
+    const message = (err as Error).message;
+    const problem = message.startsWith(`${source}: `) ? message.slice(source.length + 2) : message;
+    throw new ModelLoadError(source, `cannot build the tokenizer: ${problem}`);
   }
 }
 
