@@ -4,7 +4,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { ModelLoadError } from '../types.js';
+import { ModelLoadError, type TextTokenizer } from '../types.js';
 import { gpt2TokenizerJson } from './gpt2-files.js';
 import { HfTokenizer } from './hf-tokenizer.js';
 import { baseTokenizerClass } from './transformers-rules.js';
@@ -48,6 +48,20 @@ export function llamaTokenizerConfig(modelMaxLength?: number): Record<string, un
     add_eos_token: false,
     clean_up_tokenization_spaces: false,
     ...(modelMaxLength === undefined ? {} : { model_max_length: modelMaxLength }),
+  };
+}
+
+/**
+ * The `tokenizer_config.json` written for a tokenizer that came without one: the generic
+ * `PreTrainedTokenizerFast` class (so the special tokens that `tokenizer(text)` adds are those of
+ * tokenizer.json's post-processor, as they were) and the tokenizer's BOS/EOS strings.
+ */
+export function genericTokenizerConfig(tokenizer: Pick<TextTokenizer, 'bosToken' | 'eosToken'>): Record<string, unknown> {
+  return {
+    tokenizer_class: 'PreTrainedTokenizerFast',
+    bos_token: tokenizer.bosToken,
+    eos_token: tokenizer.eosToken,
+    clean_up_tokenization_spaces: false,
   };
 }
 

@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { test } from 'node:test';
-import { HfTokenizer, loadHfTokenizer, postProcessorTemplate } from '../../models/tokenizer/index.js';
+import { HfTokenizer, genericTokenizerConfig, loadHfTokenizer, postProcessorTemplate } from '../../models/tokenizer/index.js';
 import {
   llama2Tokenizer, lenmlTokenizer, mistralTokenizer, optStyleTokenizer, type TokenizerFiles,
 } from '../helpers/real-tokenizers.js';
@@ -240,6 +240,19 @@ test('a saved tokenizer (tokenizer.json + tokenizer_config.json) loads back with
     for (const text of ['Hello world', '', ' Hello']) assert.deepEqual(back.encode(text), tok.encode(text), `${name}: ${text}`);
     assert.equal(back.bosTokenId, tok.bosTokenId);
   }
+});
+
+test('a tokenizer that came without tokenizer_config.json is saved with a generic one that keeps its ids and special tokens', () => {
+  for (const [name, files, bos, eos] of [['qwen', lenmlTokenizer('qwen2_5'), 151643, 151643], ['llama3', lenmlTokenizer('llama3_2'), 128000, 128001]] as const) {
+    const bare = new HfTokenizer(files.json, { bosTokenId: bos, eosTokenId: eos });
+    const config = genericTokenizerConfig(bare);
+    assert.equal(config.tokenizer_class, 'PreTrainedTokenizerFast');
+    const back = new HfTokenizer(files.json, { bosTokenId: bos, eosTokenId: eos, tokenizerConfig: config });
+    for (const text of ['Hello world', '']) assert.deepEqual(back.encode(text), bare.encode(text), `${name}: ${text}`);
+    assert.deepEqual([back.bosToken, back.eosToken, back.bosTokenId], [bare.bosToken, bare.eosToken, bare.bosTokenId], name);
+  }
+  assert.deepEqual(genericTokenizerConfig({ bosToken: null, eosToken: '<|im_end|>' }),
+    { tokenizer_class: 'PreTrainedTokenizerFast', bos_token: null, eos_token: '<|im_end|>', clean_up_tokenization_spaces: false });
 });
 
 test('without tokenizer_config.json, BOS/EOS come from config.json ids and the tokenizer.json template applies', () => {
