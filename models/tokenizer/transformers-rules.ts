@@ -2,7 +2,7 @@
  * What transformers' fast tokenizer classes change in a `tokenizer.json` when
  * `AutoTokenizer.from_pretrained(dir)` loads it, keyed by `tokenizer_config.json`'s
  * `tokenizer_class` (a trailing `Fast` is ignored: `LlamaTokenizer` loads `LlamaTokenizerFast`).
- * The semantics are those of transformers 4.x (4.38-4.57), which is also what TGI reproduces in
+ * The semantics are those of transformers 4.x (as of 4.40-4.57), which TGI also reproduces in
  * its router; see `rebuildsPostProcessor` for where transformers 5 differs.
  *
  * 1. Post-processor rebuilt from flags. `LlamaTokenizerFast`, `CodeLlamaTokenizerFast`,
@@ -13,10 +13,10 @@
  *    `PreTrainedTokenizerFast` of Llama-3, `Qwen2TokenizerFast`, `GPT2TokenizerFast` of OPT,
  *    `CodeGenTokenizerFast` of Phi-2) takes the post-processor from `tokenizer.json` and
  *    ignores `add_bos_token` / `add_eos_token` (CodeGenTokenizerFast even refuses
- *    `add_bos_token: true`).
- * 2. ByteLevel `add_prefix_space` (GPT2TokenizerFast, CodeGenTokenizerFast): when the
- *    `tokenizer.json` pre-tokenizer is a top-level `ByteLevel` whose `add_prefix_space` differs
- *    from `tokenizer_config.json`'s (default false), the config's value wins.
+ *    `add_bos_token: true`; SliceServe ignores it there as the other classes do).
+ * 2. ByteLevel `add_prefix_space` (GPT2TokenizerFast, CodeGenTokenizerFast, GPTNeoXTokenizerFast):
+ *    when the `tokenizer.json` pre-tokenizer is a top-level `ByteLevel` whose `add_prefix_space`
+ *    differs from `tokenizer_config.json`'s (default false), the config's value wins.
  * 3. Llama `add_prefix_space` (LlamaTokenizerFast): a non-null value makes transformers rebuild
  *    the tokenizer from the SentencePiece model (`from_slow=True`) with `LlamaConverter`:
  *    legacy (default): normalizer `[Prepend("▁") if add_prefix_space] + Replace(" ", "▁")`, no
@@ -42,7 +42,7 @@ export const POST_PROCESSOR_FROM_FLAGS: Readonly<Record<string, { addBos: boolea
 });
 
 /** Classes whose fast tokenizer forces the ByteLevel pre-tokenizer's add_prefix_space to the config's. */
-const BYTE_LEVEL_PREFIX_SPACE_CLASSES = new Set(['GPT2Tokenizer', 'CodeGenTokenizer']);
+const BYTE_LEVEL_PREFIX_SPACE_CLASSES = new Set(['GPT2Tokenizer', 'CodeGenTokenizer', 'GPTNeoXTokenizer']);
 
 /** A tokenizer.json as a transformers fast tokenizer runs it. */
 export interface TransformersTokenizer {
