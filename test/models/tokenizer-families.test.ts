@@ -10,7 +10,9 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { test } from 'node:test';
-import { HfTokenizer, genericTokenizerConfig, loadHfTokenizer, postProcessorTemplate } from '../../models/tokenizer/index.js';
+import {
+  HfTokenizer, buildTokenStream, genericTokenizerConfig, loadHfTokenizer, postProcessorTemplate,
+} from '../../models/tokenizer/index.js';
 import {
   llama2Tokenizer, lenmlTokenizer, mistralTokenizer, optStyleTokenizer, type TokenizerFiles,
 } from '../helpers/real-tokenizers.js';
@@ -92,6 +94,12 @@ test('Llama-3.2: <|begin_of_text|> 128000 first, from the tokenizer.json Sequenc
 });
 
 const llama2 = build(llama2Tokenizer(), 2, {}, 1);
+
+test('token streams (PROTOCOL.md section 3) encode each story as tokenizer(story): no BOS for Qwen, BOS for Llama-2', () => {
+  const file = new TextEncoder().encode('Hello world<|endoftext|>\n Once upon a time \n<|endoftext|>');
+  assert.deepEqual(Array.from(buildTokenStream(file, qwen25).tokens), [9707, 1879, 12522, 5193, 264, 882]);
+  assert.deepEqual(Array.from(buildTokenStream(file, llama2).tokens), [1, 15043, 3186, 1, 9038, 2501, 263, 931]);
+});
 
 test('Llama-2 (Meta vocabulary): BOS 1 first, "Hello world" is [1, 15043, 3186], "▁Hello" is 15043', () => {
   const tok = llama2;
