@@ -11,7 +11,7 @@ import {
   type SafetensorsContents, type SafetensorsWriteDtype,
 } from './safetensors.js';
 import {
-  HfTokenizer, TOKENIZER_CONFIG_FILE, TOKENIZER_FILE, llamaTokenizerConfig, loadHfTokenizer, readJsonFile,
+  HfTokenizer, TOKENIZER_CONFIG_FILE, TOKENIZER_FILE, genericTokenizerConfig, loadHfTokenizer, readJsonFile,
 } from './tokenizer/index.js';
 import { contextLength, type DecoderConfig } from './config.js';
 import { architectureOf, layoutOf, parseDecoderConfig } from './registry.js';
@@ -196,7 +196,7 @@ export function saveHuggingFaceModel(model: LoadedModel, outDir: string, options
     writeJson(TOKENIZER_FILE, model.tokenizer.toJSON());
     const tokenizerConfig = model.tokenizer instanceof HfTokenizer && Object.keys(model.tokenizer.tokenizerConfig).length > 0
       ? model.tokenizer.tokenizerConfig
-      : llamaTokenizerConfig();
+      : genericTokenizerConfig(model.tokenizer);
     writeJson(TOKENIZER_CONFIG_FILE, { model_max_length: contextLength(model.config), ...tokenizerConfig });
     writeJson(GENERATION_CONFIG_FILE, { bos_token_id: model.config.bos_token_id, eos_token_id: eosTokenIdJson(model.config) });
     const names = [CONFIG_FILE, ...weightFiles, TOKENIZER_FILE, TOKENIZER_CONFIG_FILE, GENERATION_CONFIG_FILE];

@@ -26,16 +26,27 @@ import type { DecoderConfig } from './config.js';
 
 /** Options of {@link TextTokenizer.encode}. */
 export interface EncodeOptions {
-  /** Prepend the BOS id (default true). */
-  addBos?: boolean;
+  /**
+   * Add the special tokens that transformers' `tokenizer(text)` adds (its `add_special_tokens`,
+   * default true): the family's BOS (Llama, Mistral, llama2.c), `</s>` (OPT), nothing (Qwen,
+   * Phi-2), as tokenizer.json / tokenizer_config.json say. false: the text's own ids only.
+   */
+  addSpecialTokens?: boolean;
 }
 
 /** Text <-> token ids. Backed by `@huggingface/tokenizers` (models/tokenizer/). */
 export interface TextTokenizer {
   readonly vocabSize: number;
-  /** null when the model has no BOS token (Qwen). */
+  /**
+   * The BOS token's id (transformers' `tokenizer.bos_token_id`); null when the tokenizer has
+   * no BOS token (Qwen2/Qwen3). It says nothing about whether `encode` adds it.
+   */
   readonly bosTokenId: number | null;
+  /** The BOS token's string (`<s>`, `<|begin_of_text|>`, ...; a chat template's `bos_token`), or null. */
+  readonly bosToken: string | null;
   readonly eosTokenId: number;
+  /** The EOS token's string (a chat template's `eos_token`), or null. */
+  readonly eosToken: string | null;
   /** Every id that ends a generated sequence, {@link eosTokenId} first (see DecoderConfig.eos_token_ids). */
   readonly eosTokenIds: readonly number[];
   /** Token ids of `text`; see {@link EncodeOptions}. */

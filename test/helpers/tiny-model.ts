@@ -25,7 +25,9 @@ export function idsOnlyTokenizer(vocabSize: number): TextTokenizer {
   return {
     vocabSize,
     bosTokenId: 1,
+    bosToken: '<s>',
     eosTokenId: 2,
+    eosToken: '</s>',
     eosTokenIds: [2],
     encode: () => {
       throw new Error('idsOnlyTokenizer: encode is not available in this fixture');
