@@ -76,7 +76,7 @@ export function peerNotes(peers: readonly Peer[]): string[] {
   return peers.map((p) => {
     const info = p.info;
     const what = info
-      ? [info.n_params != null ? `${(info.n_params / 1e6).toFixed(1)} M parameters` : null, info.size_bytes != null ? `file ${(info.size_bytes / 2 ** 20).toFixed(1)} MiB` : null, info.n_vocab != null ? `vocabulary ${info.n_vocab}` : null, info.ftype != null ? `llama.cpp ftype ${info.ftype}` : null].filter((x) => x !== null).join(', ')
+      ? [info.n_params != null ? `${(info.n_params / 1e6).toFixed(1)} M parameters` : null, info.size_bytes != null ? `weights ${(info.size_bytes / 2 ** 20).toFixed(1)} MiB` : null, info.n_vocab != null ? `vocabulary ${info.n_vocab}` : null, info.ftype != null ? `type ${info.ftype}` : null].filter((x) => x !== null).join(', ')
       : 'no model details reported';
     return `Peer \`${p.name}\` was measured in this run at ${p.url}, model \`${p.model}\` (${what}), interleaved with our models and sent the same requests (token-id prompts, \`max_tokens\`, \`ignore_eos\`, temperature, streaming with \`stream_options.include_usage\`; output tokens from its \`usage.completion_tokens\`). Its threads and slots are whatever it was started with; its name should say them.${p.startError ? ` At start: ${p.startError}.` : ''}`;
   });
@@ -133,7 +133,7 @@ export async function runBench(
 
   // Peers are asked first, so that one that is down is reported before minutes of slicing.
   let peers = await Promise.all(opts.peers.map((p) => probePeer(p)));
-  for (const p of peers) if (p.startError) progress.log(`[bench] peer ${p.name} (${p.url}): ${p.startError}`);
+  for (const p of peers) if (p.startError) progress.log(`[bench] peer ${p.name} (${p.url}): ${p.startError} (asked again before measuring)`);
 
   const machine = machineInfo(opts.device ?? 'cpu');
   if (opts.bandwidth) {

@@ -65,7 +65,7 @@ function headline(report: Report): string {
   const levels = [...new Set(report.runs.map((r) => r.concurrency))];
   const top = Math.max(...levels);
   const rows = report.runs
-    .filter((r) => r.concurrency === top)
+    .filter((r) => r.concurrency === top && !r.peer) // peers follow, from report.peers
     .map((r) => {
       const sp = report.speedup.find((s) => s.model === r.model && s.concurrency === top);
       return [
@@ -202,7 +202,7 @@ function peerTable(report: Report): string {
   const measured = measuredPeers(report);
   const intro =
     measured.length > 0
-      ? `Output tokens/s, every column measured in this run, interleaved block by block (in brackets: ratio to \`${ref.name}\`). ${measured.map((p) => `\`${p.name}\`: ${p.source}${p.model_info?.size_bytes != null ? `, model file ${num(p.model_info.size_bytes / 2 ** 20, 1)} MiB` : ''}${p.start_error ? `; at start: ${p.start_error}` : ''}.`).join(' ')} The peers' latencies and errors are in the tables below.`
+      ? `Output tokens/s, every column measured in this run, interleaved block by block (in brackets: ratio to \`${ref.name}\`). ${measured.map((p) => `\`${p.name}\`: ${p.source}${p.model_info?.size_bytes != null ? `, weights ${num(p.model_info.size_bytes / 2 ** 20, 1)} MiB` : ''}${p.start_error ? `; at start: ${p.start_error}` : ''}.`).join(' ')} The peers' latencies and errors are in the tables below.`
       : `Output tokens/s (in brackets: ratio to the peer). Peer figures: ${ref.source}.`;
   return intro + '\n\n' + table(header, rows);
 }
@@ -219,11 +219,11 @@ function bandwidthTable(report: Report): string {
       const bound = bw ? bw / bytes : null;
       const ref = REFERENCE_READ_BYTES_PER_S / bytes;
       const t = p.decode_batch1_tokens_per_s;
-      return [peerName(p), `~${num(bytes / 1e6, 1)} MB (file less embeddings)`, num(bound), num(t), pct(t !== null && bound ? t / bound : null), num(ref), pct(t === null ? null : t / ref)];
+      return [peerName(p), `~${num(bytes / 1e6, 1)} MB (model less embeddings)`, num(bound), num(t), pct(t !== null && bound ? t / bound : null), num(ref), pct(t === null ? null : t / ref)];
     });
   return (
     intro +
-    (peerRows.length > 0 ? ' A peer\'s bytes per token are estimated from its model file (size reported by its `/v1/models`) less the token-embedding table, at the file\'s mean bytes per weight.' : '') +
+    (peerRows.length > 0 ? ' A peer\'s bytes per token are estimated from its model size (the `size` its `/v1/models` reports) less the token-embedding table, at the model\'s mean bytes per weight.' : '') +
     '\n\n' +
     table(
       ['model', 'weights read / token', 'bound tok/s (our probe)', 'measured tok/s', 'of bound', 'bound at 27.5 GB/s (issue 5)', 'of that bound'],

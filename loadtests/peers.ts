@@ -17,11 +17,11 @@ import type { PeerSpec } from './options.js';
 export interface PeerModelInfo {
   n_vocab: number | null;
   n_params: number | null;
-  /** Model file bytes (all tensors, the token-embedding table included). */
+  /** Bytes of all the model's tensors (llama.cpp's `size`), the token-embedding table included. */
   size_bytes: number | null;
   n_embd: number | null;
-  /** llama.cpp's file type number (e.g. 0 f32, 2 q4_0, 7 q8_0), as it reports it. */
-  ftype: number | null;
+  /** llama.cpp's file type as it reports it (e.g. "Q8_0", "Q4_0", "(guessed) all F32"; older servers send a number). */
+  ftype: string | null;
 }
 
 /** A peer after the start-up probe. */
@@ -34,6 +34,7 @@ export interface Peer extends PeerSpec {
 }
 
 const numOrNull = (v: unknown): number | null => (typeof v === 'number' && Number.isFinite(v) ? v : null);
+const strOrNull = (v: unknown): string | null => (typeof v === 'string' ? v.slice(0, 80) : typeof v === 'number' ? String(v) : null);
 
 /**
  * Asks a peer for `GET <url>/v1/models`. Never throws.
@@ -64,15 +65,15 @@ export async function probePeer(spec: PeerSpec, timeoutS = 10): Promise<Peer> {
   if (!first || typeof first.id !== 'string') return failed('GET /v1/models lists no model');
   const m = first.meta && typeof first.meta === 'object' ? first.meta : null;
   const info: PeerModelInfo | null = m
-    ? { n_vocab: numOrNull(m.n_vocab), n_params: numOrNull(m.n_params), size_bytes: numOrNull(m.size), n_embd: numOrNull(m.n_embd), ftype: numOrNull(m.ftype) }
+    ? { n_vocab: numOrNull(m.n_vocab), n_params: numOrNull(m.n_params), size_bytes: numOrNull(m.size), n_embd: numOrNull(m.n_embd), ftype: strOrNull(m.ftype) }
     : null;
   return { ...spec, model: first.id, info, startError: null };
 }
 
 /**
- * Weight bytes a peer reads per generated token at batch 1, estimated from its model file:
- * the file minus the token-embedding table (a decode step reads one row of it), taking the
- * table at the file's mean bytes per parameter. An estimate: llama.cpp may store the head and
+ * Weight bytes a peer reads per generated token at batch 1, estimated from its model size:
+ * all tensor bytes minus the token-embedding table (a decode step reads one row of it), taking
+ * the table at the model's mean bytes per parameter. An estimate: llama.cpp may store the head and
  * embeddings at another precision than the rest (q4_0 files keep the head at q6_K).
  *
  * @returns bytes, or null when the server did not report size, parameters, vocabulary and width.

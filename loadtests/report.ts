@@ -159,10 +159,10 @@ export const ReportSchema = z.object({
       model: z.string().optional(),
       /** What the peer's `/v1/models` reported (llama.cpp's `meta`), null when nothing. */
       model_info: z
-        .object({ n_vocab: z.number().nullable(), n_params: z.number().nullable(), size_bytes: z.number().nullable(), n_embd: z.number().nullable(), ftype: z.number().nullable() })
+        .object({ n_vocab: z.number().nullable(), n_params: z.number().nullable(), size_bytes: z.number().nullable(), n_embd: z.number().nullable(), ftype: z.string().nullable() })
         .nullable()
         .optional(),
-      /** Estimated weight bytes read per token at batch 1 (peers.ts: the file minus its embedding table); null when unknown. */
+      /** Estimated weight bytes read per token at batch 1 (peers.ts: the model's size minus its embedding table); null when unknown. */
       weight_bytes_per_token_estimate: z.number().nullable().optional(),
       /** The start-up probe's failure, when the peer did not answer `/v1/models`. */
       start_error: z.string().nullable().optional(),

@@ -4,8 +4,8 @@ import { peerWarnings, peerWeightBytesPerToken, probePeer, type Peer } from '../
 import { freePort } from '../../loadtests/server-process.js';
 import { FAKE_MODELS, startFakeServer } from './fake-server.js';
 
-// what llama-server's /v1/models reported for bench-110m converted to q8_0 (meta, trimmed)
-const META = { vocab_type: 1, n_vocab: 32000, n_ctx: 256, n_ctx_train: 2048, n_embd: 768, n_params: 124668672, size: 132505600, ftype: 7 };
+// what llama-server's /v1/models reported for bench-110m converted to q8_0 (its `meta`)
+const META = { vocab_type: true, n_vocab: 32000, n_ctx: 256, n_ctx_train: 2048, n_embd: 768, n_params: 124668672, size: 132516864, ftype: 'Q8_0' };
 
 test("probePeer reads llama.cpp's model id and meta; another server's first id; never throws", async () => {
   const llama = await startFakeServer({ models: [{ id: 'gguf/bench-110m-q8_0.gguf' }], style: 'llamacpp', meta: META });
@@ -17,7 +17,7 @@ test("probePeer reads llama.cpp's model id and meta; another server's first id; 
       name: 'q8',
       url: llama.url,
       model: 'gguf/bench-110m-q8_0.gguf',
-      info: { n_vocab: 32000, n_params: 124668672, size_bytes: 132505600, n_embd: 768, ftype: 7 },
+      info: { n_vocab: 32000, n_params: 124668672, size_bytes: 132516864, n_embd: 768, ftype: 'Q8_0' },
       startError: null,
     });
     const o = await probePeer({ name: 'other', url: ours.url });
@@ -36,9 +36,9 @@ test("probePeer reads llama.cpp's model id and meta; another server's first id; 
 });
 
 test('peerWeightBytesPerToken: the file less the embedding table at the mean bytes per weight', () => {
-  const info = { n_vocab: 32000, n_params: 124668672, size_bytes: 132505600, n_embd: 768, ftype: 7 };
+  const info = { n_vocab: 32000, n_params: 124668672, size_bytes: 132516864, n_embd: 768, ftype: 'Q8_0' };
   const embedding = 32000 * 768;
-  assert.equal(peerWeightBytesPerToken(info), 132505600 * (1 - embedding / 124668672));
+  assert.equal(peerWeightBytesPerToken(info), 132516864 * (1 - embedding / 124668672));
   // q8_0 stores 34 bytes per 32 weights: 100.1 M weights read per token -> 106.3 MB exactly; the estimate is within 1 %
   const exact = ((124668672 - embedding - 25 * 768) * 34) / 32;
   assert.ok(Math.abs(peerWeightBytesPerToken(info)! / exact - 1) < 0.01);

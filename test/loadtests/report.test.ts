@@ -179,7 +179,7 @@ test('readReport rejects a file that is not a report', () => {
 });
 
 test('buildReport with measured peers: their rows in runs (peer: true), peers[] from them, tables, targets and chart', () => {
-  const peerInfo = { n_vocab: 32000, n_params: 4_000_000, size_bytes: 8_000_000, n_embd: 64, ftype: 7 };
+  const peerInfo = { n_vocab: 32000, n_params: 4_000_000, size_bytes: 8_000_000, n_embd: 64, ftype: 'Q8_0' };
   const result: RunResult = {
     blocks: [
       { block: { concurrency: 1, level: 0, round: 0, model: 'synth' }, records: [rec('synth', 1, 0.02), rec('synth', 1, 0.04)], wall_s: 2 },
@@ -231,8 +231,10 @@ test('buildReport with measured peers: their rows in runs (peer: true), peers[] 
   assert.doesNotMatch(md, /trail peer `gone`|beats peer `gone`/, 'a peer that served nothing is compared with nothing');
   assert.match(md, /- No failed request: 0 of 4 failed, \*\*met\*\*/, "the peer's failures are not ours");
   assert.ok(md.includes('| llamacpp-q8_0 (peer) | 10.0 |  |  |  |  |  | 0 / 1 |'), 'the headline (concurrency 4) has the peer with its errors');
+  const headline = md.slice(md.indexOf('## Headline'), md.indexOf('Targets (issue 5)'));
+  assert.equal(headline.split('llamacpp-q8_0 (peer)').length - 1, 1, 'once, not also as a model without a speedup');
   // batch-1 vs bandwidth: the peer's row with its estimated bytes (8 MB * (1 - 2.048 M / 4 M) = 3.904 MB; 20 GB/s -> 5123 tok/s)
-  assert.match(md, /\| llamacpp-q8_0 \(peer\) \| ~3\.9 MB \(file less embeddings\) \| 5123\.0 \| 40\.0 \| 1 % \|/);
+  assert.match(md, /\| llamacpp-q8_0 \(peer\) \| ~3\.9 MB \(model less embeddings\) \| 5123\.0 \| 40\.0 \| 1 % \|/);
   assert.doesNotMatch(md, /issue 5, not this run/);
 
   const spec = JSON.stringify(chartSpec(report));
@@ -253,7 +255,7 @@ test('without --peer the static llama.cpp figures stay, marked as not from this 
 });
 
 test('runBench --url with --peer: a llama.cpp-style peer and a dead one are measured interleaved; the dead one is errors, not a crash', async () => {
-  const llama = await startFakeServer({ models: [{ id: 'gguf/bench-q8_0.gguf' }], style: 'llamacpp', meta: { n_vocab: 32000, n_params: 4_200_000, size: 5_000_000, n_embd: 64, ftype: 7 } });
+  const llama = await startFakeServer({ models: [{ id: 'gguf/bench-q8_0.gguf' }], style: 'llamacpp', meta: { n_vocab: 32000, n_params: 4_200_000, size: 5_000_000, n_embd: 64, ftype: 'Q8_0' } });
   const deadPort = await (await import('../../loadtests/server-process.js')).freePort();
   try {
     const argv = ['--url', server.url, '--model', path.join(tmp, 'synth'), '--sparsities', '0.5', '--concurrency', '1,2', '--requests', '2', '--output-tokens', '5', '--prompt-tokens', '12', '--no-bandwidth', '--out', path.join(tmp, 'reports-peer'), '--peer', `llamacpp-q8_0=${llama.url}/v1`, '--peer', `down=http://127.0.0.1:${deadPort}`];
