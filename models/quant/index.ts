@@ -8,3 +8,4 @@ export * from './layout.js';
 export * from './pack.js';
 export * from './blockwise.js';
 export * from './emit.js';
+export * from './per-channel.js';

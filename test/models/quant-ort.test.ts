@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import * as ort from 'onnxruntime-node';
 import { OnnxGraph } from '../../models/onnx/builder.js';
-import { addMatMulNBits, dequantizeBlockwise, quantizeBlockwise, QuantizationError, type AccuracyLevel, type BlockQuantizedWeight, type QuantBits } from '../../models/quant/index.js';
+import { addDynamicQuantizeMatMul, addMatMulNBits, dequantizeBlockwise, dequantizePerChannelInt8, quantizePerChannelInt8, quantizeBlockwise, QuantizationError, type AccuracyLevel, type BlockQuantizedWeight, type QuantBits } from '../../models/quant/index.js';
 import { float16BitsToFloat32, toFloat16Array } from '../../models/safetensors.js';
 import type { WeightTensor } from '../../models/types.js';
 import { seededNormals } from '../../slicer/linalg/index.js';
@@ -127,5 +127,34 @@ describe('MatMulNBits on onnxruntime equals a float64 matmul with the dequantize
     const x = g.input('x', 'float32', [1, 32]);
     assert.throws(() => addMatMulNBits(g, x, q, { accuracyLevel: 5 as AccuracyLevel }), (e: unknown) => e instanceof QuantizationError && /accuracy_level/.test(e.message));
     assert.throws(() => addMatMulNBits(g, x, q, { bias: new Float32Array(3) }), /N = 4/);
+  });
+});
+
+describe('per-channel int8 for DynamicQuantizeMatMul', () => {
+  it('round trip within scale/2, B stored [K, N], and the op equals the dequantized matmul up to its uint8 A quantization', async () => {
+    const w = gaussian([24, 100], 21, 0.05);
+    const q = quantizePerChannelInt8(w);
+    const deq = dequantizePerChannelInt8(q);
+    for (let n = 0; n < 24; n++) {
+      for (let k = 0; k < 100; k++) {
+        assert.ok(Math.abs(w.data[n * 100 + k] - deq.data[n * 100 + k]) <= q.scales[n] * (0.5 + 1e-6));
+        assert.equal(Math.fround(q.data[k * 24 + n] * q.scales[n]), deq.data[n * 100 + k]);
+      }
+    }
+    const bias = Float32Array.from(seededNormals(24, 22));
+    const g = new OnnxGraph('dqmm', 'weights.bin', Infinity);
+    const x = g.input('x', 'float32', ['batch', 100]);
+    g.output(addDynamicQuantizeMatMul(g, x, q, { bias, output: 'y' }), 'float32', ['batch', 24]);
+    const s = await ort.InferenceSession.create(g.build().model, { intraOpNumThreads: 1 });
+    try {
+      for (const M of [1, 16]) {
+        const a = Float32Array.from(seededNormals(M * 100, 23 + M));
+        const y = await run(s, a, [M, 100]);
+        // A is quantized per tensor to uint8: ~0.5-1 % relative.
+        assert.ok(relativeError(y, reference(a, M, deq, bias)) <= 2e-2);
+      }
+    } finally {
+      await s.release();
+    }
   });
 });
