@@ -28,6 +28,7 @@ import { W, type LoadedModel, type WeightTensor } from '../models/types.js';
 import { perplexity } from '../runtime/perplexity.js';
 import { LlamaSession } from '../runtime/llama-session.js';
 import { readCalibration, slicedWidth } from '../slicer/index.js';
+import { seededNormals } from '../slicer/linalg/index.js';
 import { pcaBasis, rotateAndSliceSequential, type BasisFn } from '../slicer/sequential.js';
 
 export interface ModelBenchOptions {
@@ -38,6 +39,12 @@ export interface ModelBenchOptions {
   scopeConfigs: BlockQuantOptions[];
   /** Calibration tokens used for output errors (every k-th of the calibration set). */
   tokens: number;
+  /** Calibration windows for slicing (default PROTOCOL.md's 128). */
+  calWindows?: number;
+  /** Evaluate perplexity (meaningless on random-weight synth models, and slow on big ones). */
+  perplexity: boolean;
+  /** Seeds of the random residual rotations tried on top of the PCA basis. */
+  rotationSeeds: number[];
   log: (s: string) => void;
 }
 
@@ -200,19 +207,97 @@ function fakeQuant(w: WeightTensor, c: BlockQuantOptions, transposed = false): W
 }
 
 /** Scopes: which tensors are replaced by their dequantized version. */
-const SCOPES = ['linears', 'linears+shortcuts', 'linears+shortcuts+head', 'all (+embedding)'] as const;
+const SCOPES = ['linears', 'linears+shortcuts', 'linears+shortcuts+head', 'all (+embedding)', 'linears; int8 shortcuts+head'] as const;
 
 function quantizedModel(model: LoadedModel, c: BlockQuantOptions, scope: (typeof SCOPES)[number]): LoadedModel {
   const weights = new Map(model.weights);
   const L = model.config.num_hidden_layers;
+  const c8: BlockQuantOptions = { ...c, bits: 8 };
   for (let l = 0; l < L; l++) {
     for (const name of [W.q(l), W.k(l), W.v(l), W.o(l), W.gate(l), W.up(l), W.down(l)]) weights.set(name, fakeQuant(weights.get(name)!, c));
     if (scope !== 'linears') {
-      for (const name of [W.attnShortcut(l), W.mlpShortcut(l)]) if (weights.has(name)) weights.set(name, fakeQuant(weights.get(name)!, c, true));
+      for (const name of [W.attnShortcut(l), W.mlpShortcut(l)]) if (weights.has(name)) weights.set(name, fakeQuant(weights.get(name)!, scope === 'linears; int8 shortcuts+head' ? c8 : c, true));
     }
   }
   if (scope === 'linears+shortcuts+head' || scope === 'all (+embedding)') weights.set(W.lmHead, fakeQuant(weights.get(W.lmHead)!, c));
+  if (scope === 'linears; int8 shortcuts+head') weights.set(W.lmHead, fakeQuant(weights.get(W.lmHead)!, c8));
   if (scope === 'all (+embedding)') weights.set(W.embed, fakeQuant(weights.get(W.embed)!, c));
+  return { ...model, weights };
+}
+
+/** A seeded n x n orthogonal matrix (modified Gram-Schmidt on Gaussian columns), row-major. */
+function randomOrthogonal(n: number, seed: number): Float64Array {
+  const g = seededNormals(n * n, seed);
+  const cols: Float64Array[] = [];
+  for (let j = 0; j < n; j++) {
+    const v = Float64Array.from({ length: n }, (_, i) => g[i * n + j]);
+    for (const c of cols) {
+      let dot = 0;
+      for (let i = 0; i < n; i++) dot += v[i] * c[i];
+      for (let i = 0; i < n; i++) v[i] -= dot * c[i];
+    }
+    let norm = 0;
+    for (let i = 0; i < n; i++) norm += v[i] * v[i];
+    norm = Math.sqrt(norm);
+    for (let i = 0; i < n; i++) v[i] /= norm;
+    cols.push(v);
+  }
+  const q = new Float64Array(n * n);
+  for (let j = 0; j < n; j++) for (let i = 0; i < n; i++) q[i * n + j] = cols[j][i];
+  return q;
+}
+
+/** op(A) B for A [.., ..] and B row-major, float64 accumulate, float32 result. */
+function product(a: ArrayLike<number>, aShape: [number, number], transA: boolean, b: ArrayLike<number>, bCols: number): Float32Array {
+  const rows = transA ? aShape[1] : aShape[0];
+  const inner = transA ? aShape[0] : aShape[1];
+  const out = new Float32Array(rows * bCols);
+  const acc = new Float64Array(bCols);
+  for (let i = 0; i < rows; i++) {
+    acc.fill(0);
+    for (let k = 0; k < inner; k++) {
+      const av = transA ? a[k * aShape[1] + i] : a[i * inner + k];
+      if (av === 0) continue;
+      for (let j = 0; j < bCols; j++) acc[j] += av * b[k * bCols + j];
+    }
+    out.set(acc, i * bCols);
+  }
+  return out;
+}
+
+/**
+ * The same model in a randomly rotated residual basis (QuaRot's incoherence, on top of SliceGPT's
+ * PCA basis): every residual position of width n gets one seeded orthogonal H_n; readers
+ * W <- W H, writers W <- H^T W, shortcuts S <- H_in^T S H_out, embedding E <- E H. Weightless
+ * (fused) RMSNorms are invariant. Needs a fused model (adapter.fuseNorms).
+ */
+function withRandomResidualRotation(model: LoadedModel, seed: number): LoadedModel {
+  const weights = new Map(model.weights);
+  const H = new Map<number, Float64Array>();
+  const h = (n: number) => H.get(n) ?? (H.set(n, randomOrthogonal(n, seed + n)), H.get(n)!);
+  const get = (name: string) => weights.get(name)!;
+  const reader = (name: string) => {
+    const w = get(name);
+    weights.set(name, { shape: [...w.shape], data: product(w.data, [w.shape[0], w.shape[1]], false, h(w.shape[1]), w.shape[1]) });
+  };
+  const writer = (name: string) => {
+    const w = get(name);
+    weights.set(name, { shape: [...w.shape], data: product(h(w.shape[0]), [w.shape[0], w.shape[0]], true, w.data, w.shape[1]) });
+  };
+  const shortcut = (name: string) => {
+    const sc = weights.get(name);
+    if (!sc) return;
+    const [i, o] = sc.shape;
+    const left = product(h(i), [i, i], true, sc.data, o);
+    weights.set(name, { shape: [i, o], data: product(left, [i, o], false, h(o), o) });
+  };
+  for (let l = 0; l < model.config.num_hidden_layers; l++) {
+    [W.q(l), W.k(l), W.v(l), W.gate(l), W.up(l)].forEach(reader);
+    [W.o(l), W.down(l)].forEach(writer);
+    [W.attnShortcut(l), W.mlpShortcut(l)].forEach(shortcut);
+  }
+  reader(W.embed);
+  reader(W.lmHead);
   return { ...model, weights };
 }
 
@@ -233,7 +318,7 @@ export async function measureModels(o: ModelBenchOptions): Promise<{ layers: Lay
   if (!denseWeights.has(W.lmHead)) denseWeights.set(W.lmHead, { shape: [...denseWeights.get(W.embed)!.shape], data: Float32Array.from(denseWeights.get(W.embed)!.data) });
   const dense: LoadedModel = { ...loaded, weights: denseWeights, config: { ...loaded.config, tie_word_embeddings: false } };
   const d = dense.config.hidden_size;
-  const calibration = readCalibration(dense, { sparsity: o.sparsity, calibrationFile: DEFAULT_CALIBRATION_FILE });
+  const calibration = readCalibration(dense, { sparsity: o.sparsity, calibrationFile: DEFAULT_CALIBRATION_FILE, calWindows: o.calWindows });
   const fused = llamaSlicingAdapter.fuseNorms(dense);
   const recRot = new Map<string, Recorded>();
   o.log('rotating (sparsity 0) with recorded calibration signals ...');
@@ -273,17 +358,27 @@ export async function measureModels(o: ModelBenchOptions): Promise<{ layers: Lay
   }
   const windows = cutWindows(Array.from(buildTokenStream(fs.readFileSync(DEFAULT_EVAL_FILE), dense.tokenizer).tokens), 256, 64);
   const ppl: PplRow[] = [];
-  for (const m of models) {
+  for (const m of o.perplexity ? models : []) {
     if (m.kind === 'fused') continue; // same function as dense
     ppl.push({ model: m.name, config: 'f32', scope: '-', perplexity: await evalPpl(m.model, windows) });
     for (const c of o.configs) ppl.push({ model: m.name, config: configName(c), scope: 'linears', perplexity: await evalPpl(quantizedModel(m.model, c, 'linears'), windows) });
     for (const c of o.scopeConfigs) {
       for (const scope of SCOPES.slice(1)) {
         if (scope === 'linears+shortcuts' && m.kind === 'dense') continue;
+        if (scope === 'linears; int8 shortcuts+head' && c.bits === 8) continue;
         ppl.push({ model: m.name, config: configName(c), scope, perplexity: await evalPpl(quantizedModel(m.model, c, scope), windows) });
       }
     }
     o.log(`  perplexity: ${m.name} done`);
+  }
+  // Does a random rotation on top (QuaRot's incoherence processing) undo what the PCA basis costs?
+  for (const [m, seed] of (o.perplexity ? models.filter((x) => x.kind !== 'dense') : []).flatMap((x) => o.rotationSeeds.map((sd) => [x, sd] as const))) {
+    const name = `${m.name} + random rotation (seed ${seed})`;
+    const model = withRandomResidualRotation(m.model, seed);
+    ppl.push({ model: name, config: 'f32', scope: '-', perplexity: await evalPpl(model, windows) });
+    for (const c of o.configs) ppl.push({ model: name, config: configName(c), scope: 'linears', perplexity: await evalPpl(quantizedModel(model, c, 'linears'), windows) });
+    for (const c of o.scopeConfigs.filter((x) => x.bits === 4)) ppl.push({ model: name, config: configName(c), scope: 'linears; int8 shortcuts+head', perplexity: await evalPpl(quantizedModel(model, c, 'linears; int8 shortcuts+head'), windows) });
+    o.log(`  perplexity: ${name} done`);
   }
   return { layers, ppl, widths: { dense: d, sliced: width } };
 }

@@ -15,6 +15,8 @@
  *   --rounds 7                interleaved timing rounds per variant
  *   --threads 2               intra-op threads
  *   --model models/stories260K  --sparsity 0.25   (model part)
+ *   --tokens 2048  --cal-windows 128  --no-ppl   (model part: activation rows, slicing windows, skip perplexity)
+ *   --rotation-seeds 1234     seeds of the random residual rotations tried on top of PCA (model part)
  *   --json FILE               also write every number as JSON (default loadtests/reports/quant-<time>.json)
  * Speed figures are comparable only within one run (the machine is shared).
  */
@@ -39,6 +41,10 @@ const { values: args } = parseArgs({
     model: { type: 'string', default: 'models/stories260K' },
     sparsity: { type: 'string', default: '0.25' },
     json: { type: 'string' },
+    tokens: { type: 'string', default: '2048' },
+    'cal-windows': { type: 'string', default: '128' },
+    'no-ppl': { type: 'boolean', default: false },
+    'rotation-seeds': { type: 'string', default: '1234' },
   },
 });
 
@@ -130,7 +136,7 @@ async function main(): Promise<void> {
     for (const b of bits) for (const blockSize of blocks) for (const symmetric of [true, false]) configs.push({ bits: b, blockSize, symmetric });
     const scopeConfigs = configs.filter((c) => c.blockSize === blocks[0]);
     const sparsity = Number(args.sparsity);
-    const m = await measureModels({ modelDir: args.model!, sparsity, configs, scopeConfigs, tokens: 2048, log });
+    const m = await measureModels({ modelDir: args.model!, sparsity, configs, scopeConfigs, tokens: intList(args.tokens!, 'tokens')[0], calWindows: intList(args['cal-windows']!, 'cal-windows')[0], perplexity: !args['no-ppl'], rotationSeeds: intList(args['rotation-seeds']!, 'rotation-seeds'), log });
     report.model = m;
     const models = [...new Set(m.layers.map((r) => r.model))];
     md.push(`\n### ${path.basename(args.model!)}: output error per layer type on real calibration activations (acc0 / acc4), mean over layers\n`);
@@ -145,18 +151,20 @@ async function main(): Promise<void> {
         md.push(`| ${layer} | ${cells.join(' | ')} |`);
       }
     }
-    md.push(`\n### ${path.basename(args.model!)}: perplexity with dequantized weights (64 x 256 validation tokens)\n`);
-    const pplModels = [...new Set(m.ppl.map((r) => r.model))];
-    const keys = [...new Set(m.ppl.map((r) => `${r.config}|${r.scope}`))];
-    md.push(`| config | scope | ${pplModels.join(' | ')} |`, `|---|---|${pplModels.map(() => '---').join('|')}|`);
-    for (const k of keys) {
-      const [config, scope] = k.split('|');
-      const cells = pplModels.map((mod) => {
-        const r = m.ppl.find((x) => x.model === mod && x.config === config && x.scope === scope);
-        const base = m.ppl.find((x) => x.model === mod && x.config === 'f32')!;
-        return r ? (config === 'f32' ? r.perplexity.toFixed(4) : `${r.perplexity.toFixed(4)} (${((r.perplexity / base.perplexity - 1) * 100).toFixed(2)} %)`) : '';
-      });
-      md.push(`| ${config} | ${scope} | ${cells.join(' | ')} |`);
+    if (m.ppl.length) {
+      md.push(`\n### ${path.basename(args.model!)}: perplexity with dequantized weights (64 x 256 validation tokens)\n`);
+      const pplModels = [...new Set(m.ppl.map((r) => r.model))];
+      const keys = [...new Set(m.ppl.map((r) => `${r.config}|${r.scope}`))];
+      md.push(`| config | scope | ${pplModels.join(' | ')} |`, `|---|---|${pplModels.map(() => '---').join('|')}|`);
+      for (const k of keys) {
+        const [config, scope] = k.split('|');
+        const cells = pplModels.map((mod) => {
+          const r = m.ppl.find((x) => x.model === mod && x.config === config && x.scope === scope);
+          const base = m.ppl.find((x) => x.model === mod && x.config === 'f32')!;
+          return r ? (config === 'f32' ? r.perplexity.toFixed(4) : `${r.perplexity.toFixed(4)} (${((r.perplexity / base.perplexity - 1) * 100).toFixed(2)} %)`) : '';
+        });
+        md.push(`| ${config} | ${scope} | ${cells.join(' | ')} |`);
+      }
     }
   }
 
