@@ -22,13 +22,14 @@ import { DEFAULT_CALIBRATION_FILE, DEFAULT_EVAL_FILE } from '../cli/options.js';
 import { loadModel } from '../models/load.js';
 import { llamaSlicingAdapter } from '../models/llama/slicing-adapter.js';
 import { OnnxGraph } from '../models/onnx/builder.js';
-import { addMatMulNBits, dequantizeBlockwise, quantizeBlockwise, type AccuracyLevel, type BlockQuantOptions } from '../models/quant/index.js';
+import { addMatMulNBits, dequantizeBlockwise, QUANT_PRESETS, quantizeBlockwise, type AccuracyLevel, type BlockQuantOptions } from '../models/quant/index.js';
 import { buildTokenStream, cutWindows } from '../models/tokenizer/index.js';
 import { W, type LoadedModel, type WeightTensor } from '../models/types.js';
 import { perplexity } from '../runtime/perplexity.js';
 import { LlamaSession } from '../runtime/llama-session.js';
 import { readCalibration, slicedWidth } from '../slicer/index.js';
 import { seededNormals } from '../slicer/linalg/index.js';
+import { relError } from './bench-quant-ops.js';
 import { pcaBasis, rotateAndSliceSequential, type BasisFn } from '../slicer/sequential.js';
 
 export interface ModelBenchOptions {
@@ -126,15 +127,6 @@ function mlpActivation(x: Float32Array, rows: number, gate: WeightTensor, up: We
   return Float32Array.from(g, (v, i) => (v / (1 + Math.exp(-v))) * u[i]);
 }
 
-const relative = (a: ArrayLike<number>, b: ArrayLike<number>) => {
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < b.length; i++) {
-    num += (a[i] - b[i]) ** 2;
-    den += b[i] ** 2;
-  }
-  return Math.sqrt(num / den);
-};
 
 interface Reader {
   layer: string;
@@ -207,20 +199,20 @@ function fakeQuant(w: WeightTensor, c: BlockQuantOptions, transposed = false): W
 }
 
 /** Scopes: which tensors are replaced by their dequantized version. */
-const SCOPES = ['linears', 'linears+shortcuts', 'linears+shortcuts+head', 'all (+embedding)', 'linears; int8 shortcuts+head'] as const;
+const SCOPES = ['linears', 'linears+shortcuts', 'linears+shortcuts+head', 'all (+embedding)', 'linears; int8 (b128 asym) shortcuts+head'] as const;
 
 function quantizedModel(model: LoadedModel, c: BlockQuantOptions, scope: (typeof SCOPES)[number]): LoadedModel {
   const weights = new Map(model.weights);
   const L = model.config.num_hidden_layers;
-  const c8: BlockQuantOptions = { ...c, bits: 8 };
+  const c8 = QUANT_PRESETS.int8.linear;
   for (let l = 0; l < L; l++) {
     for (const name of [W.q(l), W.k(l), W.v(l), W.o(l), W.gate(l), W.up(l), W.down(l)]) weights.set(name, fakeQuant(weights.get(name)!, c));
     if (scope !== 'linears') {
-      for (const name of [W.attnShortcut(l), W.mlpShortcut(l)]) if (weights.has(name)) weights.set(name, fakeQuant(weights.get(name)!, scope === 'linears; int8 shortcuts+head' ? c8 : c, true));
+      for (const name of [W.attnShortcut(l), W.mlpShortcut(l)]) if (weights.has(name)) weights.set(name, fakeQuant(weights.get(name)!, scope === 'linears; int8 (b128 asym) shortcuts+head' ? c8 : c, true));
     }
   }
   if (scope === 'linears+shortcuts+head' || scope === 'all (+embedding)') weights.set(W.lmHead, fakeQuant(weights.get(W.lmHead)!, c));
-  if (scope === 'linears; int8 shortcuts+head') weights.set(W.lmHead, fakeQuant(weights.get(W.lmHead)!, c8));
+  if (scope === 'linears; int8 (b128 asym) shortcuts+head') weights.set(W.lmHead, fakeQuant(weights.get(W.lmHead)!, c8));
   if (scope === 'all (+embedding)') weights.set(W.embed, fakeQuant(weights.get(W.embed)!, c));
   return { ...model, weights };
 }
@@ -344,10 +336,10 @@ export async function measureModels(o: ModelBenchOptions): Promise<{ layers: Lay
       readers.forEach((r, i) => {
         const w = m.model.weights.get(r.weight)!;
         const acc = byType.get(r.layer) ?? { w: [], e0: [], e4: [] };
-        acc.w.push(relative(dequantizeBlockwise(quantizeBlockwise(w, c)).data, w.data));
+        acc.w.push(relError(dequantizeBlockwise(quantizeBlockwise(w, c)).data, w.data));
         if (r.ref) {
-          acc.e0.push(relative(y0.get(i)!, r.ref));
-          acc.e4.push(relative(y4.get(i)!, r.ref));
+          acc.e0.push(relError(y0.get(i)!, r.ref));
+          acc.e4.push(relError(y4.get(i)!, r.ref));
         }
         byType.set(r.layer, acc);
       });
@@ -365,7 +357,7 @@ export async function measureModels(o: ModelBenchOptions): Promise<{ layers: Lay
     for (const c of o.scopeConfigs) {
       for (const scope of SCOPES.slice(1)) {
         if (scope === 'linears+shortcuts' && m.kind === 'dense') continue;
-        if (scope === 'linears; int8 shortcuts+head' && c.bits === 8) continue;
+        if (scope === 'linears; int8 (b128 asym) shortcuts+head' && c.bits === 8) continue;
         ppl.push({ model: m.name, config: configName(c), scope, perplexity: await evalPpl(quantizedModel(m.model, c, scope), windows) });
       }
     }
@@ -377,7 +369,7 @@ export async function measureModels(o: ModelBenchOptions): Promise<{ layers: Lay
     const model = withRandomResidualRotation(m.model, seed);
     ppl.push({ model: name, config: 'f32', scope: '-', perplexity: await evalPpl(model, windows) });
     for (const c of o.configs) ppl.push({ model: name, config: configName(c), scope: 'linears', perplexity: await evalPpl(quantizedModel(model, c, 'linears'), windows) });
-    for (const c of o.scopeConfigs.filter((x) => x.bits === 4)) ppl.push({ model: name, config: configName(c), scope: 'linears; int8 shortcuts+head', perplexity: await evalPpl(quantizedModel(model, c, 'linears; int8 shortcuts+head'), windows) });
+    for (const c of o.scopeConfigs.filter((x) => x.bits === 4)) ppl.push({ model: name, config: configName(c), scope: 'linears; int8 (b128 asym) shortcuts+head', perplexity: await evalPpl(quantizedModel(model, c, 'linears; int8 (b128 asym) shortcuts+head'), windows) });
     o.log(`  perplexity: ${name} done`);
   }
   return { layers, ppl, widths: { dense: d, sliced: width } };

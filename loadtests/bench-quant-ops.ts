@@ -101,7 +101,8 @@ function referenceOutput(a: Float32Array, M: number, w: WeightTensor): Float64Ar
   return y;
 }
 
-function relError(y: ArrayLike<number>, ref: Float64Array): number {
+/** ||y - ref||_F / ||ref||_F. */
+export function relError(y: ArrayLike<number>, ref: ArrayLike<number>): number {
   let num = 0;
   let den = 0;
   for (let i = 0; i < ref.length; i++) {

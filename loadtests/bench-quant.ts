@@ -24,7 +24,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import type { AccuracyLevel, BlockQuantOptions, QuantBits } from '../models/quant/index.js';
+import { QUANT_PRESETS, type AccuracyLevel, type BlockQuantOptions, type QuantBits } from '../models/quant/index.js';
 import { measureShape, variantName, type LinearShape, type OpResult, type OpVariant } from './bench-quant-ops.js';
 import { configName, measureModels } from './bench-quant-model.js';
 
@@ -74,10 +74,29 @@ const SHAPE_SETS: Record<string, LinearShape[]> = {
 
 const pct = (x: number) => (Number.isNaN(x) ? '-' : `${(x * 100).toFixed(x < 0.001 ? 4 : 2)} %`);
 
+/** Bits read per weight: codes + float32 scales + zero points (DynamicQuantizeMatMul: one scale per output). */
+function bitsPerWeight(v: OpVariant, K: number): number {
+  if (v.kind === 'f32') return 32;
+  if (v.kind === 'dqmm') return 8 + 32 / K;
+  return v.bits! + 32 / v.blockSize! + (v.symmetric ? 0 : v.bits! / v.blockSize!);
+}
+
+const geomean = (xs: number[]) => Math.exp(xs.reduce((a, x) => a + Math.log(x), 0) / xs.length);
+
 function opsTables(results: OpResult[], batches: number[]): string {
   const variants = [...new Map(results.map((r) => [variantName(r), r])).values()];
   const shapes = [...new Set(results.map((r) => r.shape))];
-  const lines: string[] = [];
+  const lines: string[] = ['\n#### Summary: geometric mean of the speed-ups over the shapes (min-max), mean relative error\n'];
+  lines.push(`| variant | bits/weight (K=2048) | ${batches.map((b) => `batch ${b}`).join(' | ')} | rel. error |`, `|---|---|${batches.map(() => '---').join('|')}|---|`);
+  for (const v of variants.filter((x) => x.kind !== 'f32')) {
+    const name = variantName(v);
+    const cells = batches.map((b) => {
+      const s = results.filter((x) => x.batch === b && variantName(x) === name).map((x) => x.speedup);
+      return `${geomean(s).toFixed(2)}x (${Math.min(...s).toFixed(2)}-${Math.max(...s).toFixed(2)})`;
+    });
+    const errs = results.filter((x) => variantName(x) === name).map((x) => x.relError);
+    lines.push(`| ${name} | ${bitsPerWeight(v, 2048).toFixed(2)} | ${cells.join(' | ')} | ${pct(errs.reduce((a, b) => a + b, 0) / errs.length)} |`);
+  }
   for (const batch of batches) {
     lines.push(`\n#### Batch ${batch}: speed-up over f32 MatMul (f32 ms in the first row)\n`);
     lines.push(`| variant | ${shapes.join(' | ')} | rel. error (mean) |`);
@@ -134,7 +153,10 @@ async function main(): Promise<void> {
   if (part !== 'ops') {
     const configs: BlockQuantOptions[] = [];
     for (const b of bits) for (const blockSize of blocks) for (const symmetric of [true, false]) configs.push({ bits: b, blockSize, symmetric });
-    const scopeConfigs = configs.filter((c) => c.blockSize === blocks[0]);
+    // Scopes (head, shortcuts, embedding) are evaluated at the block size of each preset.
+    const presetBlock = (b: QuantBits) => (b === 8 ? QUANT_PRESETS.int8 : QUANT_PRESETS.int4).linear.blockSize;
+    let scopeConfigs = configs.filter((c) => c.blockSize === presetBlock(c.bits));
+    if (scopeConfigs.length === 0) scopeConfigs = configs.filter((c) => c.blockSize === blocks[0]);
     const sparsity = Number(args.sparsity);
     const m = await measureModels({ modelDir: args.model!, sparsity, configs, scopeConfigs, tokens: intList(args.tokens!, 'tokens')[0], calWindows: intList(args['cal-windows']!, 'cal-windows')[0], perplexity: !args['no-ppl'], rotationSeeds: intList(args['rotation-seeds']!, 'rotation-seeds'), log });
     report.model = m;

@@ -9,3 +9,4 @@ export * from './pack.js';
 export * from './blockwise.js';
 export * from './emit.js';
 export * from './per-channel.js';
+export * from './presets.js';
