@@ -23,7 +23,11 @@ export type AccuracyLevel = 0 | 1 | 2 | 3 | 4;
 export interface MatMulNBitsNodeOptions {
   /** See {@link AccuracyLevel}; default 0. */
   accuracyLevel?: AccuracyLevel;
-  /** Element type of A, Y, scales (and bias): 'float32' (default) or 'float16' (GPUs). */
+  /**
+   * Element type of A, Y, scales (and bias): 'float32' (default) or 'float16' (GPUs). float16
+   * scales round to 11 significant bits and go subnormal below 6.1e-5 (blocks of weights under
+   * ~1e-3 at 8 bits lose precision there).
+   */
   dtype?: 'float32' | 'float16';
   /** Optional bias [N], added to Y. */
   bias?: Float32Array;

@@ -127,6 +127,7 @@ describe('MatMulNBits on onnxruntime equals a float64 matmul with the dequantize
     const x = g.input('x', 'float32', [1, 32]);
     assert.throws(() => addMatMulNBits(g, x, q, { accuracyLevel: 5 as AccuracyLevel }), (e: unknown) => e instanceof QuantizationError && /accuracy_level/.test(e.message));
     assert.throws(() => addMatMulNBits(g, x, q, { bias: new Float32Array(3) }), /N = 4/);
+    assert.throws(() => g.initializer('bad_u8', 'uint8', [2, 3], new Uint8Array(5)), /5 uint8 elements for dims \[2, 3\]/);
   });
 });
 
