@@ -1,5 +1,5 @@
 /** Parameter counting (PROTOCOL.md §6). */
-import type { WeightMap } from './types.js';
+import type { LoadedModel, WeightMap } from './types.js';
 
 /**
  * Every weight the model carries: the sum of the element counts of its tensors. A tied head
@@ -8,5 +8,15 @@ import type { WeightMap } from './types.js';
 export function countParameters(weights: WeightMap): number {
   let n = 0;
   for (const t of weights.values()) n += t.data.length;
+  return n;
+}
+
+/**
+ * {@link countParameters} of a whole model: its float tensors plus the elements its quantized
+ * tensors stand for (models/quant/model.ts), so that quantizing does not change the count.
+ */
+export function countModelParameters(model: Pick<LoadedModel, 'weights' | 'quantization'>): number {
+  let n = countParameters(model.weights);
+  for (const t of model.quantization?.tensors.values() ?? []) n += t.shape.reduce((a, b) => a * b, 1);
   return n;
 }

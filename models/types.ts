@@ -23,6 +23,7 @@ export type WeightMap = Map<string, WeightTensor>;
 
 export type { DecoderConfig, SlicingInfo } from './config.js';
 import type { DecoderConfig } from './config.js';
+import type { ModelQuantization } from './quant/model.js';
 
 /** Options of {@link TextTokenizer.encode}. */
 export interface EncodeOptions {
@@ -73,6 +74,11 @@ export interface LoadedModel {
   config: DecoderConfig;
   weights: WeightMap;
   tokenizer: TextTokenizer;
+  /**
+   * Quantized weights (models/quant/model.ts): the tensors named there are absent from
+   * `weights` and the graph multiplies them with MatMulNBits. Undefined for a float model.
+   */
+  quantization?: ModelQuantization;
 }
 
 /** Error for bad model input: names the file and the problem. */

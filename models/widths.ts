@@ -31,9 +31,11 @@ export interface ModelWidths {
  * Reads the widths from the weights and checks they chain.
  * @throws Error naming the tensor when a width does not match its neighbour.
  */
-export function modelWidths(model: Pick<LoadedModel, 'config' | 'weights'>, layout: DecoderLayout = layoutOf(model.config)): ModelWidths {
-  const shape = (name: string): number[] => {
-    const t = model.weights.get(name);
+export function modelWidths(model: Pick<LoadedModel, 'config' | 'weights' | 'quantization'>, layout: DecoderLayout = layoutOf(model.config)): ModelWidths {
+  // A quantized tensor keeps the shape of the float tensor it replaces.
+  const lookup = (name: string): { shape: readonly number[] } | undefined => model.quantization?.tensors.get(name) ?? model.weights.get(name);
+  const shape = (name: string): readonly number[] => {
+    const t = lookup(name);
     if (!t) throw new Error(`missing weight ${name}`);
     return t.shape;
   };
@@ -49,8 +51,8 @@ export function modelWidths(model: Pick<LoadedModel, 'config' | 'weights'>, layo
     if (input !== prev) throw new Error(`${layer.q.weight} reads ${input} columns but the residual is ${prev} wide`);
     if (shape(layer.up.weight)[1] !== middle) throw new Error(`${layer.up.weight} reads ${shape(layer.up.weight)[1]} columns, expected ${middle}`);
     if (parallel && attnOut !== output) throw new Error(`${layer.o.weight} writes ${attnOut} rows but ${layer.down.weight} writes ${output} (a parallel block writes one width)`);
-    const sa = model.weights.get(layer.attnShortcut);
-    const sm = layer.mlpShortcut ? model.weights.get(layer.mlpShortcut) : undefined;
+    const sa = lookup(layer.attnShortcut);
+    const sm = layer.mlpShortcut ? lookup(layer.mlpShortcut) : undefined;
     const attnTo = parallel ? output : middle;
     if (!sa && input !== attnTo) throw new Error(`layer ${l} changes width ${input} -> ${attnTo} without ${layer.attnShortcut}`);
     if (sa && (sa.shape[0] !== input || sa.shape[1] !== attnTo)) throw new Error(`${layer.attnShortcut} is [${sa.shape}], expected [${input}, ${attnTo}]`);
@@ -61,7 +63,7 @@ export function modelWidths(model: Pick<LoadedModel, 'config' | 'weights'>, layo
     layers.push({ input, middle, output });
     prev = output;
   });
-  const head = (model.weights.get(layout.lmHead.weight) ?? model.weights.get(layout.embedTokens))!.shape[1];
+  const head = (lookup(layout.lmHead.weight) ?? lookup(layout.embedTokens))!.shape[1];
   if (head !== prev) throw new Error(`the head reads ${head} columns but the last layer writes ${prev}`);
   return { embedding, layers, head, normDivisor: model.config.hidden_size };
 }

@@ -11,6 +11,8 @@
  * epsilon `eps * d / w` is exactly `x / sqrt(sum(x^2) / d + eps) * weight` (SLICEGPT.md §3).
  */
 import { contextLength, isSlidingLayer, type DecoderConfig, type RotarySpec } from '../config.js';
+import { addMatMulNBits } from '../quant/emit.js';
+import { isQuantized, stackRows, type QuantizedTensor } from '../quant/model.js';
 import { toFloat16Array } from '../safetensors.js';
 import type { WeightTensor } from '../types.js';
 import { OnnxGraph, type ElemType } from './builder.js';
@@ -64,6 +66,11 @@ export class BlockEmitter {
     this.masks = { full: mask('attention_bias'), ...(slidingMask ? { sliding: mask(SLIDING_BIAS_INPUT) } : {}) };
   }
 
+  /** The graph's float precision (activations, float weights, quantized weights' scales). */
+  private get floatType(): 'float32' | 'float16' {
+    return this.act === 'float16' ? 'float16' : 'float32';
+  }
+
   /** An initializer in the graph's precision. */
   weight(name: string, data: Float32Array, dims: number[]): string {
     return this.act === 'float16' ? this.g.initializer(name, 'float16', dims, toFloat16Array(data)) : this.g.initializer(name, 'float32', dims, data);
@@ -83,20 +90,24 @@ export class BlockEmitter {
 
   /**
    * `x @ W^T (+ b)` for the concatenation (along out) of linear layers, optionally named
-   * `output`. A bias is added when any layer has one (zeros for those without).
+   * `output`. A bias is added when any layer has one (zeros for those without). Quantized
+   * weights (models/quant/model.ts) are one `com.microsoft.MatMulNBits` over their stacked rows,
+   * the bias its optional input; float weights a MatMul of the transposed concatenation.
+   * @throws Error when some of the layers are quantized and some are not.
    */
   linear(x: string, name: string, layers: Linear[], output?: string): string {
-    const ws = layers.map((l) => l.weight);
-    const inn = ws[0].shape[1];
-    const out = ws.reduce((s, w) => s + w.shape[0], 0);
-    const w = this.weight(`${name}.weight_t`, transposeConcat(ws, inn, out), [inn, out]);
-    if (!layers.some((l) => l.bias)) return this.g.op('MatMul', [x, w], {}, output ? { output } : {});
-    const bias = new Float32Array(out);
-    let at = 0;
-    for (const l of layers) {
-      if (l.bias) bias.set(l.bias.data, at);
-      at += l.weight.shape[0];
+    const quantized = layers.filter((l) => isQuantized(l.weight)).length;
+    const out = layers.reduce((s, l) => s + l.weight.shape[0], 0);
+    const bias = layers.some((l) => l.bias) ? concatBias(layers, out) : undefined;
+    if (quantized > 0) {
+      if (quantized !== layers.length) throw new Error(`${name}: ${quantized} of ${layers.length} fused weights are quantized; quantize all or none`);
+      const parts = layers.map((l) => l.weight as QuantizedTensor);
+      return addMatMulNBits(this.g, x, stackRows(parts.map((p) => p.q)), { accuracyLevel: parts[0].accuracyLevel, dtype: this.floatType, bias, name, output });
     }
+    const ws = layers.map((l) => l.weight as WeightTensor);
+    const inn = ws[0].shape[1];
+    const w = this.weight(`${name}.weight_t`, transposeConcat(ws, inn, out), [inn, out]);
+    if (!bias) return this.g.op('MatMul', [x, w], {}, output ? { output } : {});
     return this.g.op('Add', [this.g.op('MatMul', [x, w]), this.weight(`${name}.bias`, bias, [out])], {}, output ? { output } : {});
   }
 
@@ -355,9 +366,11 @@ export class BlockEmitter {
     }
   }
 
-  /** `x @ S` for a shortcut matrix S [in, out], or x when there is none. */
-  private shortcut(x: string, s: WeightTensor | undefined, name: string): string {
-    return s ? this.g.op('MatMul', [x, this.weight(name, s.data, s.shape)]) : x;
+  /** `x @ S` for a shortcut matrix S [in, out] (MatMulNBits over S^T when quantized), or x when there is none. */
+  private shortcut(x: string, s: WeightTensor | QuantizedTensor | undefined, name: string): string {
+    if (!s) return x;
+    if (isQuantized(s)) return addMatMulNBits(this.g, x, s.q, { accuracyLevel: s.accuracyLevel, dtype: this.floatType, name });
+    return this.g.op('MatMul', [x, this.weight(name, s.data, s.shape)]);
   }
 
   /** Sequential attention half: `x @ S_attn + o(attn(norm(x)))`. */
@@ -387,10 +400,25 @@ export class BlockEmitter {
   }
 }
 
-/** A linear layer with weight and bias multiplied by `factor` (new tensors). */
+/**
+ * A linear layer with weight and bias multiplied by `factor` (new tensors). A quantized weight
+ * keeps its codes and has its scales multiplied (the codes of a scaled block are the same).
+ */
 function scaledLinear(l: Linear, factor: number): Linear {
-  const weight = { ...l.weight, data: l.weight.data.map((v) => v * factor) };
+  const w = l.weight;
+  const weight = isQuantized(w) ? { ...w, q: stackRows([w.q], [factor]) } : { ...w, data: w.data.map((v) => v * factor) };
   return l.bias ? { weight, bias: { ...l.bias, data: l.bias.data.map((v) => v * factor) } } : { weight };
+}
+
+/** The biases of fused layers concatenated along out (zeros for a layer without one). */
+function concatBias(layers: readonly Linear[], out: number): Float32Array {
+  const bias = new Float32Array(out);
+  let at = 0;
+  for (const l of layers) {
+    if (l.bias) bias.set(l.bias.data, at);
+    at += l.weight.shape[0];
+  }
+  return bias;
 }
 
 /** Concatenates weights [out_i, in] along out and transposes to [in, sum(out_i)]. */

@@ -35,12 +35,15 @@ export function usesSlidingWindow(config: DecoderConfig): boolean {
 }
 
 /**
- * Emits the decoder graph of `model`.
+ * Emits the decoder graph of `model`. The tensors of a quantized model's
+ * `quantization.tensors` (models/quant/model.ts) become `com.microsoft.MatMulNBits` nodes
+ * (their scales in the graph's precision, float16 on GPUs); everything else is float.
  * @returns the encoded model and its external weight buffer.
  * @throws Error when the weight shapes do not chain (models/widths.ts) or a tensor is missing.
  */
 export function buildDecoderGraph(model: LoadedModel, options: GraphOptions): BuiltModel {
   const { config, weights } = model;
+  const quantized = model.quantization?.tensors;
   const layout = layoutOf(config);
   const widths = modelWidths(model, layout);
   const attention = options.attention ?? defaultAttentionKernel();
@@ -57,7 +60,7 @@ export function buildDecoderGraph(model: LoadedModel, options: GraphOptions): Bu
   layout.layers.forEach((layer, l) => {
     const pastK = g.input(`past_key_values.${l}.key`, e.act, keyDims('past_sequence'));
     const pastV = g.input(`past_key_values.${l}.value`, e.act, ['batch', KV, 'past_sequence', hd]);
-    x = e.layer(x, l, layerTensors(weights, layer), `layers.${l}`, {
+    x = e.layer(x, l, layerTensors(weights, layer, quantized), `layers.${l}`, {
       pastK,
       pastV,
       ...(present ? { presentK: `present.${l}.key`, presentV: `present.${l}.value` } : {}),
@@ -75,7 +78,8 @@ export function buildDecoderGraph(model: LoadedModel, options: GraphOptions): Bu
     x = g.op('Slice', [x, g.int64([-1]), g.int64([Number.MAX_SAFE_INTEGER]), g.int64([1])]);
   }
   const nf = e.norm(x, widths.head, normTensors(weights, layout.finalNorm), 'final_norm');
-  const head = weights.get(layout.lmHead.weight) ? linearTensors(weights, layout.lmHead) : { weight: embed, ...(layout.lmHead.bias ? { bias: requireTensor(weights, layout.lmHead.bias) } : {}) };
+  const untied = weights.has(layout.lmHead.weight) || quantized?.has(layout.lmHead.weight);
+  const head = untied ? linearTensors(weights, layout.lmHead, quantized) : { weight: embed, ...(layout.lmHead.bias ? { bias: requireTensor(weights, layout.lmHead.bias) } : {}) };
   // Named where computed: an Identity would copy [batch, sequence | 1, vocab] floats each run.
   if (e.act === 'float16') g.op('Cast', [e.linear(nf, 'lm_head', [head])], { to: 1 }, { output: 'logits' });
   else e.linear(nf, 'lm_head', [head], 'logits');

@@ -1,14 +1,20 @@
 /**
  * A layer's tensors looked up by its layout (models/arch/spec.ts): what the graph emitters
  * take. Missing required tensors are errors here, optional ones (biases, norm weights of a
- * fused model, shortcuts of a dense model) are undefined.
+ * fused model, shortcuts of a dense model) are undefined. A quantized model's linear weights
+ * and shortcuts come from its quantized tensors (models/quant/model.ts) when `quantized` has
+ * them.
  */
 import type { LayerLayout, LinearNames, NormNames } from '../arch/spec.js';
+import type { QuantizedTensor } from '../quant/model.js';
 import type { WeightMap, WeightTensor } from '../types.js';
 
-/** A linear layer: weight [out, in], optional bias [out]. */
+/** Quantized tensors by name (LoadedModel.quantization.tensors), or undefined for a float model. */
+export type QuantizedTensors = ReadonlyMap<string, QuantizedTensor> | undefined;
+
+/** A linear layer: weight [out, in] (float, or quantized for MatMulNBits), optional bias [out]. */
 export interface Linear {
-  weight: WeightTensor;
+  weight: WeightTensor | QuantizedTensor;
   bias?: WeightTensor;
 }
 
@@ -32,8 +38,8 @@ export interface LayerTensors {
   up: Linear;
   down: Linear;
   /** [in, out]; absent = identity residual. */
-  attnShortcut?: WeightTensor;
-  mlpShortcut?: WeightTensor;
+  attnShortcut?: WeightTensor | QuantizedTensor;
+  mlpShortcut?: WeightTensor | QuantizedTensor;
 }
 
 /**
@@ -46,9 +52,9 @@ export function requireTensor(weights: WeightMap, name: string): WeightTensor {
   return t;
 }
 
-/** The linear layer `names` (weight required, bias if the layout names one). */
-export function linearTensors(weights: WeightMap, names: LinearNames): Linear {
-  const weight = requireTensor(weights, names.weight);
+/** The linear layer `names` (weight required, quantized when `quantized` has it; bias if the layout names one). */
+export function linearTensors(weights: WeightMap, names: LinearNames, quantized?: QuantizedTensors): Linear {
+  const weight = quantized?.get(names.weight) ?? requireTensor(weights, names.weight);
   return names.bias ? { weight, bias: requireTensor(weights, names.bias) } : { weight };
 }
 
@@ -61,26 +67,27 @@ export function normTensors(weights: WeightMap, names: NormNames | undefined): N
 }
 
 /**
- * Layer tensors from `weights` by `layer`'s names. Shortcuts are taken when present.
+ * Layer tensors from `weights` (and `quantized`, which wins) by `layer`'s names. Shortcuts are
+ * taken when present.
  * @throws Error naming the first missing required tensor.
  */
-export function layerTensors(weights: WeightMap, layer: LayerLayout): LayerTensors {
+export function layerTensors(weights: WeightMap, layer: LayerLayout, quantized?: QuantizedTensors): LayerTensors {
   const t: LayerTensors = {
     inputNorm: normTensors(weights, layer.inputNorm),
-    q: linearTensors(weights, layer.q),
-    k: linearTensors(weights, layer.k),
-    v: linearTensors(weights, layer.v),
-    o: linearTensors(weights, layer.o),
-    up: linearTensors(weights, layer.up),
-    down: linearTensors(weights, layer.down),
+    q: linearTensors(weights, layer.q, quantized),
+    k: linearTensors(weights, layer.k, quantized),
+    v: linearTensors(weights, layer.v, quantized),
+    o: linearTensors(weights, layer.o, quantized),
+    up: linearTensors(weights, layer.up, quantized),
+    down: linearTensors(weights, layer.down, quantized),
   };
   if (layer.qNorm) t.qNorm = normTensors(weights, layer.qNorm);
   if (layer.kNorm) t.kNorm = normTensors(weights, layer.kNorm);
   if (layer.postAttentionNorm) t.postAttentionNorm = normTensors(weights, layer.postAttentionNorm);
-  if (layer.gate) t.gate = linearTensors(weights, layer.gate);
-  const sa = weights.get(layer.attnShortcut);
+  if (layer.gate) t.gate = linearTensors(weights, layer.gate, quantized);
+  const sa = quantized?.get(layer.attnShortcut) ?? weights.get(layer.attnShortcut);
   if (sa) t.attnShortcut = sa;
-  const sm = layer.mlpShortcut ? weights.get(layer.mlpShortcut) : undefined;
+  const sm = layer.mlpShortcut ? (quantized?.get(layer.mlpShortcut) ?? weights.get(layer.mlpShortcut)) : undefined;
   if (sm) t.mlpShortcut = sm;
   return t;
 }

@@ -10,3 +10,4 @@ export * from './blockwise.js';
 export * from './emit.js';
 export * from './per-channel.js';
 export * from './presets.js';
+export * from './model.js';
