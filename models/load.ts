@@ -7,6 +7,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { CONFIG_FILE, loadHuggingFaceModel } from './huggingface.js';
 import { loadLlama2cModel } from './llama2c.js';
+import { isQuantizedArtifact, loadQuantizedArtifact } from './quant/artifact.js';
 import { ModelLoadError, type LoadedModel } from './types.js';
 
 /** Options of {@link loadModel}. */
@@ -21,7 +22,8 @@ const EXPECTED = 'expected a Hugging Face Llama directory (config.json, model.sa
 
 /**
  * Loads a model from `p`, choosing the format from what is there:
- * - a directory with `config.json` -> Hugging Face (models/huggingface.ts);
+ * - a directory with `config.json` -> Hugging Face (models/huggingface.ts), or a quantized
+ *   artifact when config.json has a `sliceserve_quantization` section (models/quant/artifact.ts);
  * - a directory with a `*.bin` checkpoint and a `tok*.bin` tokenizer -> llama2.c
  *   (models/llama2c.ts), or the path of a `.bin` checkpoint itself.
  * Weights are float32 with Hugging Face names and RoPE layout (types.ts).
@@ -42,7 +44,7 @@ export function loadModel(p: string, options: LoadModelOptions = {}): LoadedMode
     throw new ModelLoadError(abs, `not a model: ${EXPECTED}`);
   }
   const names = fs.readdirSync(abs);
-  if (names.includes(CONFIG_FILE)) return loadHuggingFaceModel(abs, options);
+  if (names.includes(CONFIG_FILE)) return isQuantizedArtifact(abs) ? loadQuantizedArtifact(abs, options) : loadHuggingFaceModel(abs, options);
   const bins = names.filter((n) => n.endsWith('.bin'));
   if (bins.some((n) => !n.startsWith('tok')) && bins.some((n) => n.startsWith('tok'))) return loadLlama2cModel(abs, options);
   throw new ModelLoadError(abs, `no model found: ${EXPECTED}; the directory holds ${names.length === 0 ? 'nothing' : names.sort().join(', ')}`);

@@ -100,6 +100,7 @@ export function readCalibration(model: LoadedModel, options: SliceModelOptions):
  */
 export async function sliceModelWithReport(model: LoadedModel, options: SliceModelOptions, onProgress?: (p: SliceProgress) => void): Promise<{ model: LoadedModel; report: SliceReport }> {
   if (model.config.sliceserve) throw new Error(`${model.id} is already sliced (sparsity ${model.config.sliceserve.sparsity}); slice its dense parent instead`);
+  if (model.quantization) throw new Error(`${model.id} is quantized (${model.quantization.preset}); slice its float model, then quantize the slice`);
   const t0 = performance.now();
   const d = model.config.hidden_size;
   const roundInterval = options.roundInterval ?? 8;
