@@ -1,5 +1,6 @@
 /** Option parsers shared by the CLI commands: each rejects bad input with a one-line message. */
 import { InvalidArgumentError } from 'commander';
+import { QUANT_CHOICES, QUANT_ROTATIONS, parseQuantChoice, parseQuantRotation, type QuantChoice, type QuantRotation } from '../slicer/quantize.js';
 
 /** An integer >= min. */
 export function intOption(min: number): (value: string) => number {
@@ -34,6 +35,39 @@ export function dtypeOption(value: string): 'float32' | 'float16' {
   if (value !== 'float32' && value !== 'float16') throw new InvalidArgumentError(`expected float32 or float16, got "${value}"`);
   return value;
 }
+
+/** A weight precision for `--quantize`: none (float weights), int8 or int4. */
+export function quantizeOption(value: string): QuantChoice {
+  try {
+    return parseQuantChoice(value);
+  } catch (err) {
+    throw new InvalidArgumentError((err as Error).message);
+  }
+}
+
+/**
+ * `serve --quantize`: a comma-separated list of precisions, repeatable; each model is served at
+ * each (duplicates dropped, order kept).
+ */
+export function quantizeListOption(value: string, previous: QuantChoice[] | undefined): QuantChoice[] {
+  const parts = value.split(',').map((p) => p.trim()).filter((p) => p.length > 0);
+  if (parts.length === 0) throw new InvalidArgumentError(`expected a comma-separated list of ${QUANT_CHOICES.join(', ')}, got "${value}"`);
+  return [...new Set([...(previous ?? []), ...parts.map(quantizeOption)])];
+}
+
+/** `--quant-rotation`: auto, random or none. */
+export function quantRotationOption(value: string): QuantRotation {
+  try {
+    return parseQuantRotation(value);
+  } catch (err) {
+    throw new InvalidArgumentError((err as Error).message);
+  }
+}
+
+/** Help text of `--quantize` (single value). */
+export const QUANTIZE_HELP = `weight precision: ${QUANT_CHOICES.join(' | ')} (none = float weights; int8 / int4: MatMulNBits block-wise weights, docs/quantization.md)`;
+/** Help text of `--quant-rotation`. */
+export const QUANT_ROTATION_HELP = `residual rotation before quantizing: ${QUANT_ROTATIONS.join(' | ')} (auto = a seeded random orthogonal rotation for sliced models, none for dense ones)`;
 
 /** The default model shipped in the repository (llama2.c stories260K). */
 export const DEFAULT_MODEL_DIR = 'models/stories260K';

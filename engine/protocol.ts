@@ -112,9 +112,47 @@ export interface EngineErrorInfo {
   code: string | null;
 }
 
+/** One kind of weight's quantization, as /v1/models shows it. */
+export interface QuantizedKindInfo {
+  bits: number;
+  block_size: number;
+  symmetric: boolean;
+}
+
+/**
+ * How a served model's weights are quantized (models/quant/; docs/quantization.md): the
+ * preset, what each kind of weight got (`null`: kept in float), the MatMulNBits accuracy_level,
+ * the residual rotation applied first, and the bytes of the weights a decode step reads.
+ */
+export interface QuantizationInfo {
+  /** The `--quantize` preset: int8 or int4. */
+  method: 'int8' | 'int4';
+  format: 'onnxruntime MatMulNBits';
+  /** q, k, v, o, gate, up, down. */
+  linear: QuantizedKindInfo;
+  head: QuantizedKindInfo | null;
+  shortcuts: QuantizedKindInfo | null;
+  /** Always null: the embedding is gathered in float. */
+  embedding: null;
+  accuracy_level: number;
+  /** 'random-orthogonal' when a sliced model's residual basis was randomly rotated before quantizing, else null. */
+  rotation: 'random-orthogonal' | null;
+  /** Bytes of the quantized tensors (codes, scales, zero points), what their matmuls read per decode step. */
+  quantized_bytes: number;
+}
+
+/** Weight precision of a served model: its float dtype, or its quantization preset. */
+export type WeightPrecision = 'float32' | 'float16' | 'int8' | 'int4';
+
 /** Description of a served model, reported by its worker once ready. */
 export interface ModelInfo {
   id: string;
+  /** The dense float model it derives from (its id as loaded; equal to `id` for a dense float model). */
+  root: string;
+  /** Weight precision (the graph dtype for float weights). */
+  precision: WeightPrecision;
+  /** Null for float weights. */
+  quantization: QuantizationInfo | null;
   /** Context length (models/config.ts `contextLength`). */
   maxContext: number;
   vocabSize: number;
@@ -140,6 +178,13 @@ export interface WorkerModelSpec {
     sparsity: number;
     calibrationFile: string;
     calWindows?: number;
+    cacheDir?: string;
+  };
+  /** Quantize the (sliced) model before serving it (slicer/quantize.ts), through the quantized cache. */
+  quantize?: {
+    preset: 'int8' | 'int4';
+    /** Residual rotation first (default 'auto': sliced models). */
+    rotation?: 'auto' | 'random' | 'none';
     cacheDir?: string;
   };
 }

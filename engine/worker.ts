@@ -11,12 +11,14 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { loadModel } from '../models/load.js';
-import { countParameters } from '../models/parameters.js';
+import { countModelParameters } from '../models/parameters.js';
+import { quantizedModelBytes } from '../models/quant/index.js';
 import type { LoadedModel } from '../models/types.js';
 import { DecoderSession } from '../runtime/decoder-session.js';
 import { sliceModel } from '../slicer/index.js';
+import { quantizeModelWithReport } from '../slicer/quantize.js';
 import { EngineRequestError } from './input.js';
-import type { FromWorkerMessage, ModelInfo, ToWorkerMessage, WorkerOptions } from './protocol.js';
+import type { FromWorkerMessage, ModelInfo, QuantizationInfo, ToWorkerMessage, WorkerOptions } from './protocol.js';
 import { Sampler } from './sampler.js';
 import { Scheduler } from './scheduler.js';
 
@@ -24,17 +26,26 @@ function post(msg: FromWorkerMessage): void {
   parentPort?.postMessage(msg);
 }
 
-/** Loads the model (slicing it if asked) and opens its session. */
-async function prepare(options: WorkerOptions): Promise<{ model: LoadedModel; session: DecoderSession }> {
+/** Loads the model (slicing and quantizing it if asked) and opens its session. */
+async function prepare(options: WorkerOptions): Promise<{ model: LoadedModel; session: DecoderSession; root: string }> {
   post({ type: 'progress', phase: 'load', fraction: 0 });
   let model = await loadModel(options.model.path, options.model.id ? { id: options.model.id } : undefined);
-  const slice = options.model.slice;
+  const root = model.id;
+  const { slice, quantize } = options.model;
+  // Slicing reports the first 80 % of the progress when quantizing follows, else all of it.
+  const share = slice ? (quantize ? 0.8 : 1) : 0;
   if (slice) {
     model = await sliceModel(
       model,
       { sparsity: slice.sparsity, calibrationFile: slice.calibrationFile, calWindows: slice.calWindows, cacheDir: slice.cacheDir },
-      (p) => post({ type: 'progress', phase: p.phase, fraction: p.fraction }),
+      (p) => post({ type: 'progress', phase: p.phase, fraction: p.fraction * share }),
     );
+  }
+  if (quantize) {
+    // The float model is consumed tensor by tensor: no second float32 copy.
+    model = (await quantizeModelWithReport(model, { preset: quantize.preset, rotation: quantize.rotation, cacheDir: quantize.cacheDir }, (p) =>
+      post({ type: 'progress', phase: p.phase, fraction: share + p.fraction * (1 - share) }),
+    )).model;
   }
   const session = await DecoderSession.create(model, {
     device: options.device,
@@ -45,14 +56,35 @@ async function prepare(options: WorkerOptions): Promise<{ model: LoadedModel; se
       warn: (msg: string) => post({ type: 'log', level: 'warn', msg }),
     },
   });
-  return { model, session };
+  return { model, session, root };
+}
+
+/** /v1/models' view of a model's quantization, or null for float weights. */
+function quantizationInfo(model: LoadedModel): QuantizationInfo | null {
+  const q = model.quantization;
+  if (!q) return null;
+  const kind = (o: { bits: number; blockSize: number; symmetric: boolean } | null) => (o ? { bits: o.bits, block_size: o.blockSize, symmetric: o.symmetric } : null);
+  return {
+    method: q.preset,
+    format: 'onnxruntime MatMulNBits',
+    linear: kind(q.options.linear)!,
+    head: kind(q.options.head),
+    shortcuts: kind(q.options.shortcuts),
+    embedding: null,
+    accuracy_level: q.options.accuracyLevel,
+    rotation: q.rotation ? 'random-orthogonal' : null,
+    quantized_bytes: quantizedModelBytes(model),
+  };
 }
 
 /** What the front end shows about a model (/v1/models). */
-function describe(model: LoadedModel, session: DecoderSession): ModelInfo {
-  const parameters = countParameters(model.weights);
+function describe(model: LoadedModel, session: DecoderSession, root: string, dtype: 'float32' | 'float16'): ModelInfo {
+  const parameters = countModelParameters(model);
   return {
     id: model.id,
+    root,
+    precision: model.quantization?.preset ?? dtype,
+    quantization: quantizationInfo(model),
     maxContext: session.maxContext,
     vocabSize: session.vocabSize,
     device: session.device,
@@ -71,14 +103,14 @@ parentPort?.on('message', (msg: ToWorkerMessage) => {
 
 async function main(): Promise<void> {
   const options = workerData as WorkerOptions;
-  let prepared: { model: LoadedModel; session: DecoderSession };
+  let prepared: { model: LoadedModel; session: DecoderSession; root: string };
   try {
     prepared = await prepare(options);
   } catch (err) {
     post({ type: 'fatal', message: err instanceof Error ? err.message : String(err) });
     return;
   }
-  const { model, session } = prepared;
+  const { model, session, root } = prepared;
   const scheduler = new Scheduler(session, model.tokenizer, (p) => new Sampler(p), {
     maxBatchSize: options.maxBatchSize,
     kvCacheTokens: options.kvCacheTokens,
@@ -117,7 +149,7 @@ async function main(): Promise<void> {
     notify();
   });
 
-  post({ type: 'ready', model: describe(model, session) });
+  post({ type: 'ready', model: describe(model, session, root, options.dtype ?? 'float32') });
   while (!stopping) {
     if (!scheduler.hasWork()) {
       await new Promise<void>((resolve) => (wake = resolve));

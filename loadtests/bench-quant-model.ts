@@ -18,7 +18,6 @@
  */
 import fs from 'node:fs';
 import * as ort from 'onnxruntime-node';
-import { DEFAULT_CALIBRATION_FILE, DEFAULT_EVAL_FILE } from '../cli/options.js';
 import { loadModel } from '../models/load.js';
 import { layoutOf } from '../models/registry.js';
 import type { DecoderConfig } from '../models/config.js';
@@ -33,6 +32,10 @@ import { seededNormals } from '../slicer/linalg/index.js';
 import { relError } from './bench-quant-ops.js';
 import { pcaBasis, type BasisFn } from '../slicer/driver.js';
 import { fuseNorms } from '../slicer/fusion.js';
+
+/** The repository's calibration and evaluation texts (cli/options.ts has the same defaults; loadtests may not import cli/). */
+const DEFAULT_CALIBRATION_FILE = 'data/tinystories-train-sample.txt';
+const DEFAULT_EVAL_FILE = 'data/tinystories-valid-sample.txt';
 import { rotateAndSliceSequential } from '../slicer/sequential.js';
 
 export interface ModelBenchOptions {

@@ -18,6 +18,7 @@ import { parseBodyLimit } from './body-limit.js';
 import type { CompletionRun } from './completion-run.js';
 import { ServerMetrics } from './metrics.js';
 import { ModelRegistry } from './models.js';
+import type { QuantChoice, QuantRotation } from '../slicer/quantize.js';
 import { SliceJobManager, type StartWorker, checkStartupSparsities } from './slices.js';
 import { attachStream } from './ws.js';
 
@@ -27,6 +28,13 @@ export interface ServerOptions {
   models: string[];
   /** Sparsities sliced at startup for each dense model. */
   sparsities: number[];
+  /**
+   * Weight precisions each model (dense and every sparsity) is served at: 'none' (float
+   * weights, the graph dtype), 'int8', 'int4' (slicer/quantize.ts). Default ['none'].
+   */
+  quantize?: QuantChoice[];
+  /** Residual rotation of a slice before quantizing (default 'auto': random for slices). */
+  quantRotation?: QuantRotation;
   /** Calibration text for slicing (startup and on demand). */
   calibrationFile: string;
   calWindows?: number;
@@ -117,7 +125,9 @@ export async function startServer(opts: ServerOptions): Promise<SliceServer> {
     calibrationFile: opts.calibrationFile,
     calWindows: opts.calWindows,
     cacheDir: opts.cacheDir,
+    quantRotation: opts.quantRotation,
   });
+  const precisions: QuantChoice[] = [...new Set<QuantChoice>(opts.quantize ?? ['none'])];
 
   let state: 'loading' | 'ready' | 'stopping' = 'loading';
   const runs = new Set<CompletionRun>();
@@ -161,24 +171,31 @@ export async function startServer(opts: ServerOptions): Promise<SliceServer> {
   logger.info({ transparent_hugepages: pages.transparentHugePages, malloc_hugetlb: pages.mallocHugetlb, huge_pages: pages.active }, hugePageAdvice(pages));
 
   const ready = (async () => {
+    // Every dense model at every precision; quantized ones go through the quantized cache.
     const dense = await Promise.all(
-      opts.models.map(async (dir) => {
-        try {
-          const worker = await startWorker({ path: dir }, ({ phase, fraction }) => logger.debug({ model: dir, phase, fraction }, 'loading'), new AbortController().signal);
-          return { dir, worker };
-        } catch (err) {
-          throw new Error(`could not load model ${dir}: ${err instanceof Error ? err.message : String(err)}`);
-        }
-      }),
+      opts.models.flatMap((dir) =>
+        precisions.map(async (q) => {
+          try {
+            const spec = q === 'none' ? { path: dir } : { path: dir, quantize: { preset: q, rotation: opts.quantRotation, cacheDir: opts.cacheDir } };
+            const worker = await startWorker(spec, ({ phase, fraction }) => logger.debug({ model: dir, quantize: q, phase, fraction }, 'loading'), new AbortController().signal);
+            return { dir, worker };
+          } catch (err) {
+            throw new Error(`could not load model ${dir}${q === 'none' ? '' : ` with --quantize ${q}`}: ${err instanceof Error ? err.message : String(err)}`);
+          }
+        }),
+      ),
     );
     for (const { dir, worker } of dense) {
-      models.add({ id: worker.info.id, parent: null, path: dir, created: Math.floor(Date.now() / 1000), worker, info: worker.info });
-      metrics.addModel(worker.info.id);
-      logger.info({ model: worker.info.id, device: worker.info.device, max_context: worker.info.maxContext, parameters: worker.info.parameters }, 'model ready');
+      const { id, root } = worker.info;
+      models.add({ id, parent: id === root ? null : root, root, path: dir, created: Math.floor(Date.now() / 1000), worker, info: worker.info });
+      metrics.addModel(id);
+      logger.info({ model: id, device: worker.info.device, precision: worker.info.precision, max_context: worker.info.maxContext, parameters: worker.info.parameters }, 'model ready');
     }
+    // One entry per dense model directory (its float id and width), whatever its precisions.
+    const roots = [...new Map(dense.map(({ dir, worker }) => [dir, { id: worker.info.root, path: dir, hidden: worker.info.originalHiddenSize }])).values()];
     // A startup variant that cannot be served stops the server (as a model named on vLLM's
     // command line does), before any slicing starts when the width alone rules it out.
-    for (const { worker } of dense) checkStartupSparsities(worker.info.id, worker.info.originalHiddenSize, opts.sparsities);
+    for (const r of roots) checkStartupSparsities(r.id, r.hidden, opts.sparsities);
     // As vLLM refuses a max_model_len its KV cache cannot hold: a full-length request could
     // never be admitted, while /v1/models advertises it.
     for (const { worker } of dense) {
@@ -187,7 +204,7 @@ export async function startServer(opts: ServerOptions): Promise<SliceServer> {
         throw new Error(`--kv-cache-tokens ${opts.kvCacheTokens} is below the context length ${context} of ${worker.info.id}: a request of full length could never be admitted; pass ${context} or more`);
       }
     }
-    const startup = dense.flatMap(({ worker }) => opts.sparsities.map((s) => jobs.enqueue(worker.info.id, s)));
+    const startup = roots.flatMap((r) => opts.sparsities.flatMap((s) => precisions.map((q) => jobs.enqueue({ id: r.id, path: r.path }, s, q))));
     await jobs.idle();
     const failed = startup.find((job) => job.status === 'failed');
     if (failed && ctx.state() !== 'stopping') throw new Error(`startup model ${failed.model} could not be served: ${failed.error?.message ?? 'slicing failed'}`);

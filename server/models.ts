@@ -1,17 +1,19 @@
 /**
  * The served models: each entry is a model worker (engine/model-worker.ts) plus what
- * `/v1/models` shows about it. Dense models have no parent; a sliced variant's parent and
- * root are the dense model's id.
+ * `/v1/models` shows about it. A dense float model has no parent; a variant derived from it
+ * (sliced, quantized, or both) has the dense model's id as parent and root.
  */
 import type { ModelWorker } from '../engine/model-worker.js';
-import type { ModelInfo } from '../engine/protocol.js';
+import type { ModelInfo, QuantizationInfo, WeightPrecision } from '../engine/protocol.js';
 import { Errors } from './errors.js';
 
 /** A model being served. */
 export interface ServedModel {
   id: string;
-  /** Dense model this was sliced from; null for a dense model. */
+  /** The dense float model this derives from (sliced and/or quantized); null for that model itself. */
   parent: string | null;
+  /** The dense float model's id (its own id for a dense float model). */
+  root: string;
   /** Directory of the dense model. */
   path: string;
   /** Unix seconds. */
@@ -29,7 +31,11 @@ export interface ModelCard {
   root: string;
   parent?: string;
   max_model_len: number;
+  /** Weight precision: float32 / float16 (the graph dtype) or the quantization preset, int8 / int4. */
+  precision: WeightPrecision;
   slicing?: { sparsity: number; hidden_size: number; original_hidden_size: number; parameters: number };
+  /** How the weights are quantized (docs/quantization.md); absent for float weights. */
+  quantization?: QuantizationInfo;
 }
 
 /** Map of model id -> served model. */
@@ -64,11 +70,12 @@ export class ModelRegistry {
       object: 'model',
       created: m.created,
       owned_by: 'sliceserve',
-      root: m.parent ?? m.id,
+      root: m.root,
       max_model_len: m.info.maxContext,
+      precision: m.info.precision,
     };
-    if (m.parent !== null) {
-      card.parent = m.parent;
+    if (m.parent !== null) card.parent = m.parent;
+    if (m.info.slicing) {
       card.slicing = {
         sparsity: m.info.slicing?.sparsity ?? NaN,
         hidden_size: m.info.hiddenSize,
@@ -76,6 +83,7 @@ export class ModelRegistry {
         parameters: m.info.parameters,
       };
     }
+    if (m.info.quantization) card.quantization = m.info.quantization;
     return card;
   }
 

@@ -1,9 +1,12 @@
 /**
  * Slicing on demand: `POST /v1/slices {"model": "<dense id>", "sparsity": 0.3}` queues a job
  * that slices the dense model with SliceGPT (Ashkboos et al. 2024) and starts serving the
- * result as `<dense id>-sliced-<sparsity>`. Jobs run one at a time, each inside the new
- * model's own worker thread (engine/worker.ts), so serving never stalls; a failed job reports
- * its error and everything else keeps serving. Startup variants (`--sparsity`) are jobs too.
+ * result as `<dense id>-sliced-<sparsity>`; with `"quantize": "int8" | "int4"` the slice is then
+ * quantized (slicer/quantize.ts) and served as `<dense id>-sliced-<sparsity>-<int8|int4>`
+ * (a quantized dense model slices at its own precision unless `quantize` says otherwise).
+ * Jobs run one at a time, each inside the new model's own worker thread (engine/worker.ts), so
+ * serving never stalls; a failed job reports its error and everything else keeps serving.
+ * Startup variants (`--sparsity` x `--quantize`) are jobs too.
  */
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
@@ -14,6 +17,7 @@ import { Errors } from './errors.js';
 import type { ServerMetrics } from './metrics.js';
 import type { ModelRegistry } from './models.js';
 import { parseWith } from './protocol.js';
+import { QUANT_CHOICES, QUANT_ROTATIONS, quantizedModelId, type QuantChoice, type QuantRotation } from '../slicer/quantize.js';
 import { largestUsableSparsity, slicedWidth } from '../slicer/width.js';
 
 /** Body of `POST /v1/slices`. */
@@ -21,7 +25,16 @@ export const sliceRequestSchema = z.object({
   model: z.string().min(1),
   sparsity: z.number().gt(0).lt(1),
   cal_windows: z.number().int().min(1).max(4096).nullish(),
+  /** Weight precision of the slice: 'none' (float), 'int8', 'int4'; default the model's own. */
+  quantize: z.enum(QUANT_CHOICES as [QuantChoice, ...QuantChoice[]], { message: `must be one of ${QUANT_CHOICES.map((c) => `"${c}"`).join(', ')} ("none" = float weights)` }).nullish(),
+  /** Residual rotation before quantizing (default the server's --quant-rotation). */
+  quant_rotation: z.enum(QUANT_ROTATIONS as [QuantRotation, ...QuantRotation[]], { message: `must be one of ${QUANT_ROTATIONS.map((c) => `"${c}"`).join(', ')}` }).nullish(),
 });
+
+/** The `--quantize` choice of a served model's precision (float dtypes are 'none'). */
+export function quantChoiceOf(precision: string): QuantChoice {
+  return precision === 'int8' || precision === 'int4' ? precision : 'none';
+}
 
 /** State of a slicing job (`GET /v1/slices/<id>`). */
 export interface SliceJob {
@@ -32,6 +45,8 @@ export interface SliceJob {
   /** Dense model it is sliced from. */
   parent: string;
   sparsity: number;
+  /** Weight precision of the slice: 'none' (float), 'int8', 'int4'. */
+  quantize: QuantChoice;
   status: 'queued' | 'running' | 'succeeded' | 'failed';
   /** 0..1 */
   progress: number;
@@ -57,6 +72,24 @@ export interface SliceJobOptions {
   calibrationFile: string;
   calWindows?: number;
   cacheDir?: string;
+  /** Residual rotation before quantizing a slice (default 'auto'). */
+  quantRotation?: QuantRotation;
+}
+
+/** What a job slices: the dense float model (id and directory) and its width. */
+export interface SliceSource {
+  /** Id of the dense float model (the job's parent). */
+  id: string;
+  /** Its directory. */
+  path: string;
+}
+
+/** A queued job with what it needs to run. */
+interface QueuedJob {
+  job: SliceJob;
+  source: SliceSource;
+  calWindows?: number;
+  rotation?: QuantRotation;
 }
 
 /** The sliced model's id: `<dense id>-sliced-<sparsity>` (the slicer names it the same way). */
@@ -118,7 +151,7 @@ export const MAX_SLICED_VARIANTS = 8;
 /** Queue of slicing jobs, run one at a time. */
 export class SliceJobManager {
   private readonly jobs = new Map<string, SliceJob>();
-  private readonly queue: { job: SliceJob; calWindows?: number }[] = [];
+  private readonly queue: QueuedJob[] = [];
   private running: Promise<void> | null = null;
   private stopped = false;
   private readonly abort = new AbortController();
@@ -130,40 +163,44 @@ export class SliceJobManager {
    * Validates a `POST /v1/slices` body and queues a job.
    * @returns the new job, or the queued/running job for the same model
    * @throws ApiError 400 (bad fields, a sliced parent, a sparsity that leaves d' = 0), 404 (unknown model), 409 (model already
-   *   served, or served or being sliced at the same width d' under another sparsity)
+   *   served, or served or being sliced at the same width d' and precision under another sparsity)
    */
   submit(body: unknown): { job: SliceJob; created: boolean } {
     const req = parseWith(sliceRequestSchema, body);
-    const parent = this.opts.models.get(req.model);
-    if (parent.parent !== null) throw Errors.invalid(`Model '${req.model}' is itself sliced; slice its dense model '${parent.parent}'.`, 'model');
-    const width = widthOrNull(req.sparsity, parent.info.originalHiddenSize);
-    if (width === null) throw Errors.invalid(`${capitalize(noWidthReason(parent.id, req.sparsity, parent.info.originalHiddenSize))}.`, 'sparsity');
-    const model = slicedModelId(parent.id, req.sparsity);
+    const served = this.opts.models.get(req.model);
+    if (served.info.slicing) throw Errors.invalid(`Model '${req.model}' is itself sliced; slice its dense model '${served.root}'.`, 'model');
+    const root = served.root;
+    const hidden = served.info.originalHiddenSize;
+    const quantize = req.quantize ?? quantChoiceOf(served.info.precision);
+    const width = widthOrNull(req.sparsity, hidden);
+    if (width === null) throw Errors.invalid(`${capitalize(noWidthReason(root, req.sparsity, hidden))}.`, 'sparsity');
+    const model = quantizedModelId(slicedModelId(root, req.sparsity), quantize);
     const pending = [...this.jobs.values()].find((j) => j.model === model && (j.status === 'queued' || j.status === 'running'));
     if (pending) return { job: pending, created: false };
     if (this.opts.models.has(model)) throw Errors.conflict(`Model '${model}' is already served.`, 'sparsity');
-    // Sparsities that round to the same width d' give the same model: serve it once.
-    const twin = this.opts.models.list().find((m) => m.parent === parent.id && m.info.hiddenSize === width);
-    if (twin) throw Errors.conflict(`Model '${twin.id}' already serves ${parent.id} at the same sliced width d' = ${width}; use it.`, 'sparsity');
+    // Sparsities that round to the same width d' give the same model: serve it once (per precision).
+    const twin = this.opts.models.list().find((m) => m.root === root && m.info.slicing && m.info.hiddenSize === width && quantChoiceOf(m.info.precision) === quantize);
+    if (twin) throw Errors.conflict(`Model '${twin.id}' already serves ${root} at the same sliced width d' = ${width}${quantize === 'none' ? '' : ` and precision ${quantize}`}; use it.`, 'sparsity');
     const slicing = [...this.jobs.values()].find(
-      (j) => j.parent === parent.id && (j.status === 'queued' || j.status === 'running') && widthOrNull(j.sparsity, parent.info.originalHiddenSize) === width,
+      (j) => j.parent === root && j.quantize === quantize && (j.status === 'queued' || j.status === 'running') && widthOrNull(j.sparsity, hidden) === width,
     );
-    if (slicing) throw Errors.conflict(`Job '${slicing.id}' is already slicing ${parent.id} to the same width d' = ${width} as '${slicing.model}'; poll GET /v1/slices/${slicing.id} and use that model.`, 'sparsity');
+    if (slicing) throw Errors.conflict(`Job '${slicing.id}' is already slicing ${root} to the same width d' = ${width} as '${slicing.model}'; poll GET /v1/slices/${slicing.id} and use that model.`, 'sparsity');
     // Each variant holds a worker thread and its weights for the server's lifetime: bound them.
-    const variants = this.opts.models.list().filter((m) => m.parent === parent.id).length + [...this.jobs.values()].filter((j) => j.parent === parent.id && (j.status === 'queued' || j.status === 'running')).length;
-    if (variants >= MAX_SLICED_VARIANTS) throw Errors.conflict(`${parent.id} already has ${variants} sliced variants (the limit is ${MAX_SLICED_VARIANTS}); restart the server with the --sparsity values you need.`, 'sparsity');
+    const variants = this.opts.models.list().filter((m) => m.root === root && m.info.slicing).length + [...this.jobs.values()].filter((j) => j.parent === root && (j.status === 'queued' || j.status === 'running')).length;
+    if (variants >= MAX_SLICED_VARIANTS) throw Errors.conflict(`${root} already has ${variants} sliced variants (the limit is ${MAX_SLICED_VARIANTS}); restart the server with the --sparsity values you need.`, 'sparsity');
     if (this.stopped) throw Errors.unavailable('The server is shutting down.', 'shutting_down');
-    return { job: this.enqueue(parent.id, req.sparsity, req.cal_windows ?? undefined), created: true };
+    return { job: this.enqueue({ id: root, path: served.path }, req.sparsity, quantize, { calWindows: req.cal_windows ?? undefined, rotation: req.quant_rotation ?? undefined }), created: true };
   }
 
-  /** Queues a job for dense model `parentId` (startup variants). */
-  enqueue(parentId: string, sparsity: number, calWindows?: number): SliceJob {
+  /** Queues a job slicing the dense float model `source` at `sparsity`, then quantizing it (startup variants). */
+  enqueue(source: SliceSource, sparsity: number, quantize: QuantChoice = 'none', extra: { calWindows?: number; rotation?: QuantRotation } = {}): SliceJob {
     const job: SliceJob = {
       id: `slice-${randomUUID().replace(/-/g, '').slice(0, 16)}`,
       object: 'slice_job',
-      model: slicedModelId(parentId, sparsity),
-      parent: parentId,
+      model: quantizedModelId(slicedModelId(source.id, sparsity), quantize),
+      parent: source.id,
       sparsity,
+      quantize,
       status: 'queued',
       progress: 0,
       phase: null,
@@ -173,7 +210,7 @@ export class SliceJobManager {
       finished_at: null,
     };
     this.jobs.set(job.id, job);
-    this.queue.push({ job, calWindows });
+    this.queue.push({ job, source, calWindows: extra.calWindows, rotation: extra.rotation });
     this.pump();
     return job;
   }
@@ -213,31 +250,31 @@ export class SliceJobManager {
       for (const resolve of this.settledListeners.splice(0)) resolve();
       return;
     }
-    this.running = this.run(next.job, next.calWindows).finally(() => {
+    this.running = this.run(next).finally(() => {
       this.running = null;
       this.pump();
     });
   }
 
-  private async run(job: SliceJob, calWindows?: number): Promise<void> {
+  private async run({ job, source, calWindows, rotation }: QueuedJob): Promise<void> {
     const { models, metrics, logger } = this.opts;
     job.status = 'running';
     job.started_at = Math.floor(Date.now() / 1000);
     const start = performance.now();
     metrics.sliceStarted(job.model);
-    logger.info({ job: job.id, model: job.model, sparsity: job.sparsity }, 'slicing job started');
+    logger.info({ job: job.id, model: job.model, sparsity: job.sparsity, quantize: job.quantize }, 'slicing job started');
     try {
-      const parent = models.get(job.parent);
       const worker = await this.opts.startWorker(
         {
-          path: parent.path,
-          id: parent.id,
+          path: source.path,
+          id: source.id,
           slice: {
             sparsity: job.sparsity,
             calibrationFile: this.opts.calibrationFile,
             calWindows: calWindows ?? this.opts.calWindows,
             cacheDir: this.opts.cacheDir,
           },
+          ...(job.quantize === 'none' ? {} : { quantize: { preset: job.quantize, rotation: rotation ?? this.opts.quantRotation, cacheDir: this.opts.cacheDir } }),
         },
         ({ phase, fraction }) => {
           job.phase = phase;
@@ -252,7 +289,7 @@ export class SliceJobManager {
         await worker.close();
         throw new Error('cancelled: the server is shutting down');
       }
-      models.add({ id: job.model, parent: parent.id, path: parent.path, created: Math.floor(Date.now() / 1000), worker, info: { ...worker.info, id: job.model } });
+      models.add({ id: job.model, parent: source.id, root: source.id, path: source.path, created: Math.floor(Date.now() / 1000), worker, info: { ...worker.info, id: job.model } });
       metrics.addModel(job.model);
       job.status = 'succeeded';
       job.progress = 1;

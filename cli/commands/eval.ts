@@ -7,7 +7,8 @@ import { loadModel } from '../../models/load.js';
 import { buildTokenStream, cutWindows } from '../../models/tokenizer/index.js';
 import { parseDeviceRequest } from '../../runtime/device.js';
 import { DecoderSession } from '../../runtime/decoder-session.js';
-import { DEFAULT_EVAL_FILE, DEFAULT_MODEL_DIR, dtypeOption, intOption } from '../options.js';
+import { quantizeModelWithReport } from '../../slicer/quantize.js';
+import { DEFAULT_EVAL_FILE, DEFAULT_MODEL_DIR, QUANTIZE_HELP, QUANT_ROTATION_HELP, dtypeOption, intOption, quantRotationOption, quantizeOption } from '../options.js';
 
 export function register(program: Command): void {
   program
@@ -20,11 +21,14 @@ export function register(program: Command): void {
     .option('--batch-size <n>', 'windows per forward pass', intOption(1), 8)
     .option('--device <device>', 'cpu | cuda | webgpu | auto', (v) => parseDeviceRequest(v), 'cpu')
     .option('--dtype <dtype>', 'graph precision: float32 | float16 (float16 is for GPUs)', dtypeOption, 'float32')
+    .option('--quantize <precision>', `${QUANTIZE_HELP}; quantized in memory`, quantizeOption, 'none')
+    .option('--quant-rotation <mode>', QUANT_ROTATION_HELP, quantRotationOption, 'auto')
     .option('--json', 'print a JSON object as the last line of stdout')
     .action(async (opts) => {
       if (!fs.existsSync(opts.data)) throw new Error(`--data ${opts.data}: no such file`);
       if (!fs.statSync(opts.data).isFile()) throw new Error(`--data ${opts.data} is not a file; pass a text file of stories separated by <|endoftext|>`);
-      const model = await loadModel(opts.model);
+      let model = await loadModel(opts.model);
+      if (opts.quantize !== 'none') model = (await quantizeModelWithReport(model, { preset: opts.quantize, rotation: opts.quantRotation })).model;
       const context = contextLength(model.config);
       if (opts.seqLen > context) throw new Error(`--seq-len ${opts.seqLen} exceeds the context length ${context} of ${model.id}; pass --seq-len ${context} or less`);
       const stream = buildTokenStream(fs.readFileSync(opts.data), model.tokenizer);
@@ -34,7 +38,7 @@ export function register(program: Command): void {
         const t0 = performance.now();
         const r = await perplexity(session, windows, opts.batchSize);
         const seconds = (performance.now() - t0) / 1000;
-        const result = { model: model.id, data: opts.data, perplexity: r.perplexity, mean_nll: r.meanNll, tokens: r.tokens, windows: r.windows, seq_len: r.seqLen, sparsity: model.config.sliceserve?.sparsity ?? 0, seconds };
+        const result = { model: model.id, data: opts.data, perplexity: r.perplexity, mean_nll: r.meanNll, tokens: r.tokens, windows: r.windows, seq_len: r.seqLen, sparsity: model.config.sliceserve?.sparsity ?? 0, quantize: model.quantization?.preset ?? 'none', seconds };
         if (opts.json) console.log(JSON.stringify(result));
         else console.log(`perplexity ${r.perplexity.toFixed(6)} over ${r.tokens} predicted tokens (${r.windows} windows of ${r.seqLen}) in ${seconds.toFixed(1)} s`);
       } finally {

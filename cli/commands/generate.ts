@@ -4,7 +4,8 @@ import { generate } from '../../engine/generate.js';
 import { loadModel } from '../../models/load.js';
 import { parseDeviceRequest } from '../../runtime/device.js';
 import { DecoderSession } from '../../runtime/decoder-session.js';
-import { DEFAULT_MODEL_DIR, dtypeOption, intOption, numberAboveOption, numberOption } from '../options.js';
+import { quantizeModelWithReport } from '../../slicer/quantize.js';
+import { DEFAULT_MODEL_DIR, QUANTIZE_HELP, QUANT_ROTATION_HELP, dtypeOption, intOption, numberAboveOption, numberOption, quantRotationOption, quantizeOption } from '../options.js';
 
 export function register(program: Command): void {
   program
@@ -20,8 +21,11 @@ export function register(program: Command): void {
     .option('--ignore-eos', 'keep generating after the end-of-sequence token')
     .option('--device <device>', 'cpu | cuda | webgpu | auto', (v) => parseDeviceRequest(v), 'cpu')
     .option('--dtype <dtype>', 'graph precision: float32 | float16 (float16 is for GPUs)', dtypeOption, 'float32')
+    .option('--quantize <precision>', `${QUANTIZE_HELP}; quantized in memory`, quantizeOption, 'none')
+    .option('--quant-rotation <mode>', QUANT_ROTATION_HELP, quantRotationOption, 'auto')
     .action(async (opts) => {
-      const model = await loadModel(opts.model);
+      let model = await loadModel(opts.model);
+      if (opts.quantize !== 'none') model = (await quantizeModelWithReport(model, { preset: opts.quantize, rotation: opts.quantRotation })).model;
       const session = await DecoderSession.create(model, { device: opts.device, dtype: opts.dtype });
       try {
         const promptIds = model.tokenizer.encode(opts.prompt);

@@ -11,7 +11,8 @@ import pino from 'pino';
 import { resolveDeviceRequest } from '../../runtime/device.js';
 import { parseBodyLimit } from '../../server/body-limit.js';
 import { startServer } from '../../server/index.js';
-import { DEFAULT_CALIBRATION_FILE, DEFAULT_MODEL_DIR, dtypeOption, intOption, numberOption } from '../options.js';
+import type { QuantChoice, QuantRotation } from '../../slicer/quantize.js';
+import { DEFAULT_CALIBRATION_FILE, DEFAULT_MODEL_DIR, QUANT_ROTATION_HELP, dtypeOption, intOption, numberOption, quantRotationOption, quantizeListOption } from '../options.js';
 
 /** Repository root (dist/cli/commands -> root), for the bundled defaults. */
 const PACKAGE_ROOT = path.resolve(__dirname, '..', '..', '..');
@@ -74,6 +75,8 @@ interface ServeOptions {
   model?: string[];
   sparsity?: number[];
   denseOnly?: boolean;
+  quantize?: QuantChoice[];
+  quantRotation: QuantRotation;
   calibration: string;
   calWindows?: number;
   cacheDir: string;
@@ -98,9 +101,11 @@ export function register(program: Command): void {
     .option('--model <dir>', `dense model directory, repeatable (default ${DEFAULT_MODEL_DIR})`, collect(String))
     .option('--sparsity <s>', 'slice each model at this sparsity at startup, repeatable (default 0.25)', collect(numberOption(0, 1)))
     .option('--dense-only', 'serve the dense models only (no startup slicing)')
+    .option('--quantize <list>', 'weight precisions to serve every model at (dense and each --sparsity), comma-separated or repeated: none | int8 | int4 (none = float weights, the default; quantized ids end in -int8 / -int4; cached under --cache-dir)', quantizeListOption)
+    .option('--quant-rotation <mode>', QUANT_ROTATION_HELP, quantRotationOption, 'auto')
     .option('--calibration <file>', 'calibration text for slicing', DEFAULT_CALIBRATION_FILE)
     .option('--cal-windows <n>', 'calibration windows (slicer default 128)', intOption(1))
-    .option('--cache-dir <dir>', 'slicer cache (env SLICESERVE_CACHE_DIR)', process.env.SLICESERVE_CACHE_DIR || '.cache/sliceserve')
+    .option('--cache-dir <dir>', 'cache of slices and quantized models (env SLICESERVE_CACHE_DIR)', process.env.SLICESERVE_CACHE_DIR || '.cache/sliceserve')
     .option('--host <host>', 'address to listen on (env HOST)', process.env.HOST || '127.0.0.1')
     .option('--port <port>', 'port, 0 = any free one (env PORT; default 8080)', portOption)
     .option('--device <device>', 'cpu | cuda | webgpu | auto (env SLICESERVE_DEVICE; default cpu)')
@@ -133,6 +138,8 @@ export function register(program: Command): void {
       const server = await startServer({
         models,
         sparsities,
+        quantize: opts.quantize ?? ['none'],
+        quantRotation: opts.quantRotation,
         calibrationFile,
         calWindows: opts.calWindows,
         cacheDir: path.resolve(opts.cacheDir),

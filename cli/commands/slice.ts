@@ -3,16 +3,18 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Command } from 'commander';
 import { contextLength } from '../../models/config.js';
-import { loadModel } from '../../models/load.js';
+import { hashModelWeights, loadModel } from '../../models/load.js';
+import { saveQuantizedArtifact } from '../../models/quant/artifact.js';
 import { saveSlicedArtifact } from '../../slicer/artifact.js';
 import { largestUsableSparsity, sliceModelWithReport, slicedWidth } from '../../slicer/index.js';
+import { quantizeModelWithReport } from '../../slicer/quantize.js';
 import { progressBar } from '../progress.js';
-import { DEFAULT_CALIBRATION_FILE, DEFAULT_MODEL_DIR, intOption, numberOption } from '../options.js';
+import { DEFAULT_CALIBRATION_FILE, DEFAULT_MODEL_DIR, QUANTIZE_HELP, QUANT_ROTATION_HELP, intOption, numberOption, quantRotationOption, quantizeOption } from '../options.js';
 
 export function register(program: Command): void {
   program
     .command('slice')
-    .description('compress a model with SliceGPT (delete rows and columns after PCA rotations) and write it to --out')
+    .description('compress a model with SliceGPT (delete rows and columns after PCA rotations), optionally quantize the slice, and write it to --out')
     .option('--model <dir>', 'dense model directory', DEFAULT_MODEL_DIR)
     .requiredOption('--sparsity <s>', 'fraction of hidden_size to remove, in [0, 1)', numberOption(0, 1))
     .option('--calibration <file>', 'calibration text (stories separated by <|endoftext|>)', DEFAULT_CALIBRATION_FILE)
@@ -20,6 +22,8 @@ export function register(program: Command): void {
     .option('--cal-seq-len <n>', 'tokens per calibration window', intOption(2), 256)
     .option('--round-interval <n>', "round the sliced width d' down to a multiple of this", intOption(1), 8)
     .option('--slice-head', 'also slice the input of the head (default: the last layer keeps full width)')
+    .option('--quantize <precision>', `${QUANTIZE_HELP}; the slice is quantized after slicing and --out holds the quantized artifact`, quantizeOption, 'none')
+    .option('--quant-rotation <mode>', QUANT_ROTATION_HELP, quantRotationOption, 'auto')
     .requiredOption('--out <dir>', 'output directory (must not exist or be empty)')
     .option('--overwrite', 'replace an existing --out directory')
     .action(async (opts) => {
@@ -51,6 +55,7 @@ export function register(program: Command): void {
         const fix = largest !== null ? `the largest usable --sparsity is ${largest}` : `${model.id} cannot be sliced with --round-interval ${opts.roundInterval}: lower it`;
         throw new Error(`--sparsity ${opts.sparsity} with --round-interval ${opts.roundInterval} leaves no columns of ${model.id}'s hidden size ${d}; ${fix}`);
       }
+      if (model.quantization) throw new Error(`--model ${opts.model} is quantized (${model.quantization.preset}); slice its float model and pass --quantize ${model.quantization.preset}`);
       const loadS = (performance.now() - t0) / 1000;
       const bar = progressBar('slicing');
       const { model: sliced, report } = await sliceModelWithReport(
@@ -60,14 +65,24 @@ export function register(program: Command): void {
       );
       bar.stop();
       const t1 = performance.now();
-      await saveSlicedArtifact({ ...sliced, id: path.basename(out) }, out, !!opts.overwrite);
+      let quantLine = '';
+      if (opts.quantize === 'none') {
+        await saveSlicedArtifact({ ...sliced, id: path.basename(out) }, out, !!opts.overwrite);
+      } else {
+        // The slice's float tensors are consumed as they are rotated and quantized.
+        const sourceSha256 = hashModelWeights(sliced);
+        const q = await quantizeModelWithReport(sliced, { preset: opts.quantize, rotation: opts.quantRotation });
+        saveQuantizedArtifact({ ...q.model, id: path.basename(out) }, out, { overwrite: !!opts.overwrite, sourceSha256 });
+        quantLine = `quantized to ${opts.quantize}${q.report.rotation ? ` after a random residual rotation (seed ${q.report.rotation.seed})` : ''}: ${(q.report.quantizedBytes / 2 ** 20).toFixed(2)} MiB of quantized weights in ${q.report.seconds.toFixed(2)} s`;
+      }
       const saveS = (performance.now() - t1) / 1000;
       const change = report.parametersAfter / report.parametersBefore - 1;
       const pct = `${Math.abs(100 * change).toFixed(1)}% ${change > 0 ? 'more: the untied head and the shortcut matrices outweigh the deleted rows and columns' : 'fewer'}`;
       console.log(`sliced ${model.id}: hidden_size ${report.originalWidth} -> d' = ${report.width} (sparsity ${opts.sparsity}, round interval ${opts.roundInterval})`);
       console.log(`parameters: ${report.parametersBefore.toLocaleString('en-US')} -> ${report.parametersAfter.toLocaleString('en-US')} (${pct})`);
       const t = report.timings;
-      console.log(`time: load ${loadS.toFixed(2)} s, calibration ${t.calibration_s.toFixed(2)} s, pca ${t.pca_s.toFixed(2)} s, rotation ${t.rotation_s.toFixed(2)} s, save ${saveS.toFixed(2)} s`);
+      if (quantLine) console.log(quantLine);
+      console.log(`time: load ${loadS.toFixed(2)} s, calibration ${t.calibration_s.toFixed(2)} s, pca ${t.pca_s.toFixed(2)} s, rotation ${t.rotation_s.toFixed(2)} s, ${quantLine ? 'quantize and ' : ''}save ${saveS.toFixed(2)} s`);
       console.log(`wrote ${out}`);
     });
 }

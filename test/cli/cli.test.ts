@@ -81,6 +81,10 @@ test('bad input gives a one-line error and a non-zero exit', () => {
       [['slice', '--sparsity', '0.5', '--round-interval', '128', '--out', path.join(tmp, 'o')], /cannot be sliced with --round-interval 128: lower it$/],
       [['eval', '--data', tmp], /^sliceserve: --data .* is not a file; pass a text file of stories separated by <\|endoftext\|>$/],
       [['generate', '--prompt', 'Once upon a time', '--max-tokens', '100000'], /^sliceserve: --max-tokens 100000: the prompt \(5 tokens\) plus 100000 exceed the context length 512 of stories260K; pass --max-tokens 507 or less$/],
+      [['generate', '--prompt', 'x', '--quantize', 'int3'], /^sliceserve: option '--quantize <precision>' argument 'int3' is invalid\. expected none, int8, int4 \(none = float weights\), got "int3" \(run with --help for usage\)$/],
+      [['eval', '--quantize', 'int4', '--quant-rotation', 'random'], /^sliceserve: --quant-rotation random needs a sliced model and stories260K is dense; slice it \(--sparsity\) or pass --quant-rotation auto or none$/],
+      [['serve', '--quantize', 'int8,fp8', '--port', '0'], /^sliceserve: option '--quantize <list>' argument 'int8,fp8' is invalid\. expected none, int8, int4 \(none = float weights\), got "fp8"/],
+      [['slice', '--sparsity', '0.25', '--quant-rotation', 'yes', '--out', path.join(tmp, 'o')], /argument 'yes' is invalid\. expected auto, random, none, got "yes"/],
     ];
     for (const [args, pattern] of cases) {
       const r = run(args);
@@ -113,6 +117,35 @@ test('slice writes an artifact that generate and eval accept', () => {
     const again = run(['slice', '--sparsity', '0.5', '--out', out]);
     assert.notEqual(again.code, 0);
     assert.match(again.stderr, /exists and is not empty/);
+  } finally {
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+});
+
+test('slice --quantize int4 writes a quantized artifact; eval and generate load it; --quantize shows in every --help', () => {
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sliceserve-cli-'));
+  try {
+    const out = path.join(tmp, 'sliced-int4');
+    const s = run(['slice', '--sparsity', '0.25', '--cal-windows', '8', '--cal-seq-len', '128', '--quantize', 'int4', '--out', out]);
+    assert.equal(s.code, 0, s.stderr);
+    assert.match(s.stdout, /quantized to int4 after a random residual rotation \(seed 0\): 0\.\d\d MiB of quantized weights/);
+    const config = JSON.parse(fs.readFileSync(path.join(out, 'config.json'), 'utf8'));
+    assert.equal(config.sliceserve.sliced_hidden_size, 48);
+    assert.equal(config.sliceserve_quantization.preset, 'int4');
+    const e = run(['eval', '--model', out, '--windows', '2', '--seq-len', '64', '--json']);
+    assert.equal(e.code, 0, e.stderr);
+    const last = JSON.parse(e.stdout.trim().split('\n').pop()!);
+    assert.equal(last.quantize, 'int4');
+    assert.equal(last.sparsity, 0.25);
+    const g = run(['generate', '--model', out, '--prompt', 'Once upon a time', '--max-tokens', '10', '--temperature', '0']);
+    assert.equal(g.code, 0, g.stderr);
+    const twice = run(['generate', '--model', out, '--prompt', 'x', '--quantize', 'int8']);
+    assert.match(twice.stderr, /^sliceserve: sliced-int4 is already quantized \(int4\); pass its float model, or --quantize none\n$/);
+    for (const c of ['serve', 'slice', 'generate', 'eval']) {
+      const h = run([c, '--help']).stdout;
+      assert.match(h, /--quantize </, `${c} --help lists --quantize`);
+      assert.match(h, /--quant-rotation <mode>/, `${c} --help lists --quant-rotation`);
+    }
   } finally {
     fs.rmSync(tmp, { recursive: true, force: true });
   }
