@@ -15,7 +15,7 @@ import { renderChartSvg } from './chart.js';
 import { streamCompletion } from './client.js';
 import { gitCommit, hugePagesEntry, machineInfo } from './machine.js';
 import { renderMarkdown } from './markdown.js';
-import { hasModels, modelEntries, readDenseShape, selectModels } from './models.js';
+import { hasModels, modelEntries, offeredPrecisions, readDenseShape, selectModels } from './models.js';
 import { defaultRequests, type BenchOptions } from './options.js';
 import { peerWarnings, probePeer, type Peer } from './peers.js';
 import { createProgress, type Progress } from './progress.js';
@@ -155,6 +155,7 @@ export async function runBench(
       baseUrl = `http://127.0.0.1:${port}`;
       const args = [path.join(REPO_ROOT, 'bin', 'sliceserve.js'), 'serve', '--model', modelDir!];
       for (const s of opts.sparsities) args.push('--sparsity', String(s));
+      args.push('--quantize', (opts.precisions ?? ['none', 'int8', 'int4']).join(','));
       if (opts.calibration) args.push('--calibration', path.resolve(opts.calibration));
       args.push('--cal-windows', String(opts.calWindows), '--max-batch-size', String(opts.maxBatchSize ?? maxC));
       if (opts.device) args.push('--device', opts.device);
@@ -166,15 +167,18 @@ export async function runBench(
       server = ServerProcess.start(process.execPath, args, { cwd: REPO_ROOT, logFile: path.join(dir, 'server.log'), env });
     }
     const t0 = performance.now();
-    progress.log(`[bench] waiting for ${baseUrl} to serve the dense model and sparsities ${opts.sparsities.join(', ')} (slicing happens at start-up)...`);
+    // With --url and no --quantize: whatever precisions the server serves (at least one).
+    const wanted = opts.precisions ?? (opts.url ? null : ['none', 'int8', 'int4']);
+    progress.log(`[bench] waiting for ${baseUrl} to serve the dense model and sparsities ${opts.sparsities.join(', ')}${wanted ? ` at ${wanted.join(', ')}` : ''} (slicing and quantizing happen at start-up)...`);
     const s = server;
-    const cards = await waitForServer(baseUrl, (c) => hasModels(c, denseId, opts.sparsities), opts.url ? 30 : opts.serverTimeoutS, {
+    const ready = (c: Parameters<typeof hasModels>[0]) => (wanted ? hasModels(c, denseId, opts.sparsities, wanted) : offeredPrecisions(c, denseId, opts.sparsities).length > 0);
+    const cards = await waitForServer(baseUrl, ready, opts.url ? 30 : opts.serverTimeoutS, {
       apiKey: opts.apiKey ?? undefined,
       alive: s ? () => s.failure() : undefined,
       signal,
     });
     progress.log(`[bench] server ready after ${((performance.now() - t0) / 1000).toFixed(1)} s`);
-    const sel = selectModels(cards, denseId, opts.sparsities);
+    const sel = selectModels(cards, denseId, opts.sparsities, wanted ?? offeredPrecisions(cards, denseId, opts.sparsities));
     const entries = modelEntries(sel, shape);
     const vocabSize = shape.vocab_size;
     // a peer that was down at start gets one more chance (it may have finished loading meanwhile)

@@ -9,28 +9,51 @@ import * as vega from 'vega';
 import { compile, type TopLevelSpec } from 'vega-lite';
 import type { Report } from './report.js';
 
-/** Legend label of a model: "dense" or "sliced 25 %". */
-export function modelLabel(sparsity: number): string {
-  return sparsity === 0 ? 'dense' : `sliced ${Math.round(sparsity * 1000) / 10} %`;
+/** The precision in a label: f32 for float weights, int8, int4. */
+export function precisionLabel(precision: 'none' | 'int8' | 'int4'): string {
+  return precision === 'none' ? 'f32' : precision;
+}
+
+/**
+ * Legend label of a model: "dense" or "sliced 25 %", followed by its precision ("dense int4",
+ * "sliced 25 % f32") when the report knows it (reports before issue 13 do not).
+ */
+export function modelLabel(sparsity: number, precision?: 'none' | 'int8' | 'int4'): string {
+  const base = sparsity === 0 ? 'dense' : `sliced ${Math.round(sparsity * 1000) / 10} %`;
+  return precision ? `${base} ${precisionLabel(precision)}` : base;
 }
 
 /** Legend label of a report row: {@link modelLabel} for ours, "NAME (peer)" for a peer's. */
-export function rowLabel(r: { sparsity: number; model: string; peer?: boolean }): string {
-  return r.peer ? `${r.model} (peer)` : modelLabel(r.sparsity);
+export function rowLabel(r: { sparsity: number; model: string; peer?: boolean; precision?: 'none' | 'int8' | 'int4' }): string {
+  return r.peer ? `${r.model} (peer)` : modelLabel(r.sparsity, r.precision);
 }
 
-const PALETTE = ['#4c78a8', '#f58518', '#54a24b', '#b279a2', '#e45756', '#72b7b2'];
+/**
+ * The report as labels show it: when every model has float weights (or the report predates
+ * issue 13), precisions are dropped, so labels stay "dense" / "sliced 25 %".
+ */
+export function forLabels(report: Report): Report {
+  if (report.models.some((m) => m.precision !== undefined && m.precision !== 'none')) return report;
+  const strip = <T extends { precision?: unknown }>(x: T): T => {
+    const { precision: _p, ...rest } = x;
+    return rest as T;
+  };
+  return { ...report, models: report.models.map(strip), runs: report.runs.map(strip), speedup: report.speedup.map(strip), decode_batch1: report.decode_batch1.map(strip) };
+}
+
+const PALETTE = ['#4c78a8', '#f58518', '#54a24b', '#b279a2', '#e45756', '#72b7b2', '#eeca3b', '#ff9da6', '#9d755d', '#bab0ac'];
 /** Peers are drawn in greys, dashed. */
 const PEER_COLORS = ['#7f7f7f', '#3b3b3b', '#b0b0b0', '#5e5e5e'];
 
 /**
  * The Vega-Lite spec of the chart for `report` (exported for inspection and tests).
  */
-export function chartSpec(report: Report): TopLevelSpec {
+export function chartSpec(full: Report): TopLevelSpec {
+  const report = forLabels(full);
   // measured peers have rows in report.runs; figures from elsewhere only a throughput line
   const measuredPeers = report.peers.filter((p) => p.measured === true);
   const staticPeer = measuredPeers.length === 0 ? report.peers[0] : undefined;
-  const labels = [...report.models.map((m) => modelLabel(m.sparsity)), ...measuredPeers.map((p) => rowLabel({ sparsity: 0, model: p.name, peer: true }))];
+  const labels = [...report.models.map((m) => modelLabel(m.sparsity, m.precision)), ...measuredPeers.map((p) => rowLabel({ sparsity: 0, model: p.name, peer: true }))];
   const ours = report.models.length;
   const peerLabel = staticPeer ? staticPeer.name.replace(/ \(.*\)$/, '') + ' (peer)' : null;
   const levels = [...new Set(report.runs.map((r) => r.concurrency))].sort((a, b) => a - b);
@@ -60,7 +83,7 @@ export function chartSpec(report: Report): TopLevelSpec {
   const yTitle = 'milliseconds'; // short: a rotated title longer than the plot pushes the panel title up
   const latencyPanel = (key: 'ttft_s' | 'tpot_s', title: string) => ({
     title: { text: title, subtitle: 'bar p50, tick p90, whisker to p99' },
-    width: 260,
+    width: Math.max(260, 10 * labels.length * levels.length),
     height: 230,
     data: { values: latency(key) },
     encoding: {
@@ -77,7 +100,7 @@ export function chartSpec(report: Report): TopLevelSpec {
   });
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
-    title: { text: `SliceServe: dense vs sliced, ${report.request_shape.prompt_tokens}-token prompts, ${report.request_shape.output_tokens} output tokens, streaming`, subtitle: `${report.model.preset ?? report.model.dir ?? ''} on ${report.machine.cpu_model}, ${report.machine.cores} cores, ${report.machine.execution_provider}`, anchor: 'start' },
+    title: { text: `SliceServe: dense vs sliced${report.models.some((m) => m.precision && m.precision !== 'none') ? ', float32 vs int8/int4 weights' : ''}, ${report.request_shape.prompt_tokens}-token prompts, ${report.request_shape.output_tokens} output tokens, streaming`, subtitle: `${report.model.preset ?? report.model.dir ?? ''} on ${report.machine.cpu_model}, ${report.machine.cores} cores, ${report.machine.execution_provider}`, anchor: 'start' },
     config: { font: 'sans-serif', view: { stroke: null }, axis: { grid: true, gridOpacity: 0.5 }, title: { frame: 'group', offset: 12 }, axisY: { labelFlush: true } },
     resolve: { scale: { color: 'shared' } },
     hconcat: [

@@ -40,13 +40,20 @@ export interface MatmulWeights {
   total: number;
 }
 
+/** One weight matrix a token is multiplied by: `N` outputs, `K` inputs, and its group. */
+export interface MatmulMatrix {
+  group: 'attention' | 'mlp' | 'shortcuts' | 'head';
+  N: number;
+  K: number;
+}
+
 /**
- * Number of weights each generated token multiplies by, per group. A sliced model
- * (sliced_hidden_size < hidden_size) has shortcut matrices; a dense one has none.
+ * Every weight matrix of a decode step, as [N = out, K = in] (q, k, v, o, gate, up, down per
+ * layer, the two shortcuts of a sliced layer, the head), the shapes MatMulNBits quantizes.
  *
  * @throws RangeError when a width is not a positive integer or d' > d.
  */
-export function matmulWeightsPerToken(shape: MatmulShape): MatmulWeights {
+export function matmulMatrices(shape: MatmulShape): MatmulMatrix[] {
   const d = shape.hidden_size;
   const s = shape.sliced_hidden_size ?? d;
   const f = shape.intermediate_size;
@@ -60,17 +67,69 @@ export function matmulWeightsPerToken(shape: MatmulShape): MatmulWeights {
   const sliced = s < d;
   const qDim = shape.num_attention_heads * hd;
   const kvDim = shape.num_key_value_heads * hd;
-  let attention = 0;
-  let mlp = 0;
-  let shortcuts = 0;
+  const out: MatmulMatrix[] = [];
   for (let l = 0; l < L; l++) {
-    const out = sliced && l === L - 1 && !shape.slice_head ? d : s; // width this layer writes
-    attention += s * (qDim + 2 * kvDim) + qDim * s;
-    mlp += 2 * s * f + f * out;
-    if (sliced) shortcuts += s * s + s * out;
+    const w = sliced && l === L - 1 && !shape.slice_head ? d : s; // width this layer writes
+    out.push({ group: 'attention', N: qDim, K: s }, { group: 'attention', N: kvDim, K: s }, { group: 'attention', N: kvDim, K: s }, { group: 'attention', N: s, K: qDim });
+    out.push({ group: 'mlp', N: f, K: s }, { group: 'mlp', N: f, K: s }, { group: 'mlp', N: w, K: f });
+    // Shortcuts S [in, out] are multiplied as x @ S: N = out, K = in.
+    if (sliced) out.push({ group: 'shortcuts', N: s, K: s }, { group: 'shortcuts', N: w, K: s });
   }
-  const head = (sliced && shape.slice_head ? s : d) * vocab;
-  return { attention, mlp, shortcuts, head, total: attention + mlp + shortcuts + head };
+  out.push({ group: 'head', N: vocab, K: sliced && shape.slice_head ? s : d });
+  return out;
+}
+
+/**
+ * Number of weights each generated token multiplies by, per group. A sliced model
+ * (sliced_hidden_size < hidden_size) has shortcut matrices; a dense one has none.
+ *
+ * @throws RangeError when a width is not a positive integer or d' > d.
+ */
+export function matmulWeightsPerToken(shape: MatmulShape): MatmulWeights {
+  const w: MatmulWeights = { attention: 0, mlp: 0, shortcuts: 0, head: 0, total: 0 };
+  for (const m of matmulMatrices(shape)) {
+    w[m.group] += m.N * m.K;
+    w.total += m.N * m.K;
+  }
+  return w;
+}
+
+/** Block-wise quantization of one kind of weight (as /v1/models' `quantization` shows it). */
+export interface BlockSpec {
+  bits: number;
+  block_size: number;
+  symmetric: boolean;
+}
+
+/** What a quantized model stores per group: linears (attention and MLP), head, shortcuts; null = float32. */
+export interface MatmulQuantization {
+  linear: BlockSpec;
+  head: BlockSpec | null;
+  shortcuts: BlockSpec | null;
+}
+
+/**
+ * Bytes of an [N, K] weight in onnxruntime's MatMulNBits layout: per row ceil(K / block)
+ * blocks of block * bits / 8 code bytes, one scale each, and (asymmetric) the zero points packed
+ * at `bits` per block (models/quant/layout.ts).
+ * @param scaleBytes 4 (float32 scales) or 2 (float16).
+ */
+export function matMulNBitsBytes(N: number, K: number, q: BlockSpec, scaleBytes = 4): number {
+  const blocks = Math.ceil(K / q.block_size);
+  return N * (blocks * ((q.block_size * q.bits) / 8) + blocks * scaleBytes + (q.symmetric ? 0 : Math.ceil((blocks * q.bits) / 8)));
+}
+
+/**
+ * Weight bytes one decode step reads: every matmul weight (float32, or in its MatMulNBits
+ * layout when `quant` quantizes its group) plus one float32 embedding row.
+ */
+export function weightBytesPerToken(shape: MatmulShape, quant: MatmulQuantization | null): number {
+  let bytes = 4 * (shape.sliced_hidden_size ?? shape.hidden_size);
+  for (const m of matmulMatrices(shape)) {
+    const q = !quant ? null : m.group === 'head' ? quant.head : m.group === 'shortcuts' ? quant.shortcuts : quant.linear;
+    bytes += q ? matMulNBitsBytes(m.N, m.K, q) : 4 * m.N * m.K;
+  }
+  return bytes;
 }
 
 /** Matmul FLOPs per generated token: 2 per multiplied weight (one multiply, one add). */

@@ -1,7 +1,7 @@
 /**
  * report.md and BENCHMARKS.md, rendered from a report (never typed in by hand).
  */
-import { modelLabel, rowLabel } from './chart.js';
+import { forLabels, modelLabel, precisionLabel, rowLabel } from './chart.js';
 import { machineWasBusy } from './machine.js';
 import { REFERENCE_READ_BYTES_PER_S, type Report, type RunStats } from './report.js';
 
@@ -26,9 +26,11 @@ function table(header: string[], rows: string[][]): string {
   return [line(header), line(header.map((h, i) => (i === 0 ? '---' : '---:'))), ...rows.map(line)].join('\n');
 }
 
-/** "dense (`id`)", "sliced 25 % (`id`)", or "NAME (peer)" for a peer's row. */
-function label(r: { sparsity: number; model: string; peer?: boolean }): string {
-  return r.peer ? rowLabel(r) : `${modelLabel(r.sparsity)} (\`${r.model}\`)`;
+type Precision = 'none' | 'int8' | 'int4';
+
+/** "dense (`id`)", "sliced 25 % int4 (`id`)", or "NAME (peer)" for a peer's row. */
+function label(r: { sparsity: number; model: string; peer?: boolean; precision?: Precision }): string {
+  return r.peer ? rowLabel(r) : `${modelLabel(r.sparsity, r.precision)} (\`${r.model}\`)`;
 }
 
 type Peer = Report['peers'][number];
@@ -47,7 +49,7 @@ function peerName(p: Peer): string {
 function overview(report: Report): string {
   const m = report.machine;
   const shape = report.request_shape;
-  const models = report.models.map((x) => (x.sparsity === 0 ? `dense (d = ${x.hidden_size})` : `sliced ${x.sparsity} (d' = ${x.hidden_size})`)).join(', ');
+  const models = report.models.map((x) => `${x.sparsity === 0 ? `dense (d = ${x.hidden_size})` : `sliced ${x.sparsity} (d' = ${x.hidden_size})`}${x.precision ? ` ${precisionLabel(x.precision)}` : ''}`).join(', ');
   return [
     `- **Model**: ${report.model.preset ? `synthetic \`${report.model.preset}\`` : (report.model.dir ?? 'served at --url')}; measured: ${models}.`,
     `- **Requests**: ${shape.prompt_tokens}-token prompts, ${shape.output_tokens} output tokens, \`ignore_eos\`, streaming (SSE), temperature ${shape.temperature}; prefix caching ${shape.prefix_caching}. ${measuredPeers(report).length > 0 ? `Peers measured in this run, interleaved with our models and sent the same requests: ${measuredPeers(report).map((p) => `\`${p.name}\` (${p.url})`).join(', ')}.` : 'Same shape as the llama.cpp peer measurement of issue 5 (no peer measured in this run).'}`,
@@ -113,24 +115,86 @@ function targets(report: Report): string {
     const f = sp.fraction_of_theoretical;
     const pf = pairedFraction(sp);
     const paired = pf === null ? '' : `; paired median of the rounds ${num(sp.measured_paired_median, 3)}x = ${pct1(pf)}, ${verdict(pf >= 0.9)}`;
-    lines.push(`- ${modelLabel(sp.sparsity)} at concurrency ${top} reaches >= 90 % of its expected speedup (${num(sp.theoretical, 3)}x): pooled ${num(sp.measured, 3)}x = ${pct1(f)}, ${verdict(f !== null && f >= 0.9)}${paired}.`);
+    lines.push(`- ${modelLabel(sp.sparsity, sp.precision)} at concurrency ${top} reaches >= 90 % of its expected speedup${sp.precision ? ` over dense ${precisionLabel(sp.precision)}` : ''} (${num(sp.theoretical, 3)}x): pooled ${num(sp.measured, 3)}x = ${pct1(f)}, ${verdict(f !== null && f >= 0.9)}${paired}.`);
+  }
+  // Issue 13: quantized dense models decode at batch 1 near the bound of their own weight bytes.
+  for (const d of report.decode_batch1.filter((x) => x.sparsity === 0 && x.precision !== undefined && x.precision !== 'none')) {
+    const f = d.fraction_of_bound;
+    lines.push(`- ${modelLabel(0, d.precision)} decodes at batch 1 at >= 85 % of the bandwidth bound of its own weight bytes (${num(d.weight_bytes_per_token / 1e6, 1)} MB / token, bound ${num(d.bandwidth_bound_tokens_per_s)} tok/s): ${num(d.tokens_per_s)} tok/s = ${pct1(f)}, ${verdict(f !== null && f >= 0.85)}.`);
   }
   const ours = report.runs.filter((r) => !r.peer); // a peer's failures are its own (see Errors)
   const errors = ours.reduce((n, r) => n + r.errors, 0);
   lines.push(`- No failed request: ${errors} of ${ours.reduce((n, r) => n + r.requests, 0)} failed, ${verdict(errors === 0)}.`);
   for (const peer of report.peers) {
     const who = peer.measured === true ? `peer \`${peer.name}\` (measured in this run)` : 'llama.cpp (issue 5\'s figures, not this run)';
-    for (const m of report.models) {
+    // A peer whose name says its precision (q8_0, q4_0, f32) is compared with our models of that precision.
+    const theirs = peerPrecision(peer.name);
+    for (const m of report.models.filter((x) => theirs === null || x.precision === undefined || x.precision === theirs)) {
       const cmp = report.runs
         .filter((r) => !r.peer && r.model === m.id && (peer.output_tokens_per_s[String(r.concurrency)] ?? 0) > 0) // a peer level where nothing succeeded compares nothing
         .map((r) => ({ c: r.concurrency, ours: r.output_tokens_per_s, theirs: peer.output_tokens_per_s[String(r.concurrency)] }));
       if (cmp.length === 0) continue;
       const what = m.sparsity === 0 ? 'does not trail' : 'beats';
       const ok = cmp.every((x) => (m.sparsity === 0 ? x.ours >= x.theirs : x.ours > x.theirs));
-      lines.push(`- ${modelLabel(m.sparsity)} ${what} ${who} (${cmp.map((x) => `c=${x.c}: ${num(x.ours)} vs ${num(x.theirs)}`).join('; ')} tok/s): ${verdict(ok)}.`);
+      lines.push(`- ${modelLabel(m.sparsity, m.precision)} ${what} ${who} (${cmp.map((x) => `c=${x.c}: ${num(x.ours)} vs ${num(x.theirs)}`).join('; ')} tok/s): ${verdict(ok)}.`);
     }
   }
   return lines.join('\n');
+}
+
+/** The precision a peer's name says (llama.cpp file types: q8_0 -> int8, q4_0 / q4_k -> int4, f32), or null. */
+export function peerPrecision(name: string): Precision | null {
+  const n = name.toLowerCase();
+  if (/q8_0|q8\b|int8/.test(n)) return 'int8';
+  if (/q4_[0-9k]|q4\b|int4/.test(n)) return 'int4';
+  if (/f32|fp32|float32/.test(n)) return 'none';
+  return null;
+}
+
+/**
+ * The sparsity x precision matrix: output tokens/s of every model at every concurrency level,
+ * a row per sparsity and a column group per precision, and batch-1 decode against its bound.
+ */
+function matrixSection(report: Report): string {
+  const precisions = [...new Set(report.models.map((m) => m.precision ?? 'none'))];
+  if (precisions.length < 2) return '';
+  const levels = [...new Set(report.runs.filter((r) => !r.peer).map((r) => r.concurrency))].sort((a, b) => a - b);
+  const sparsities = [...new Set(report.models.map((m) => m.sparsity))].sort((a, b) => a - b);
+  const model = (s: number, p: Precision) => report.models.find((m) => m.sparsity === s && (m.precision ?? 'none') === p);
+  const header = ['model', ...precisions.flatMap((p) => levels.map((c) => `${precisionLabel(p)} c=${c}`))];
+  const rows = sparsities.map((s) => [
+    modelLabel(s),
+    ...precisions.flatMap((p) =>
+      levels.map((c) => {
+        const m = model(s, p);
+        const r = m ? report.runs.find((x) => !x.peer && x.model === m.id && x.concurrency === c) : undefined;
+        const f32 = report.runs.find((x) => !x.peer && x.model === model(s, 'none')?.id && x.concurrency === c);
+        if (!r) return '–';
+        return p === 'none' || !f32 || f32.output_tokens_per_s === 0 ? num(r.output_tokens_per_s) : `${num(r.output_tokens_per_s)} (${num(r.output_tokens_per_s / f32.output_tokens_per_s, 2)}x)`;
+      }),
+    ),
+  ]);
+  const b1Header = ['model', ...precisions.map((p) => `${precisionLabel(p)}: MB / token`), ...precisions.map((p) => `${precisionLabel(p)}: tok/s (of bound)`)];
+  const b1Rows = sparsities.map((s) => [
+    modelLabel(s),
+    ...precisions.map((p) => {
+      const d = report.decode_batch1.find((x) => x.model === model(s, p)?.id);
+      return d ? num(d.weight_bytes_per_token / 1e6, 1) : '–';
+    }),
+    ...precisions.map((p) => {
+      const d = report.decode_batch1.find((x) => x.model === model(s, p)?.id);
+      return d ? `${num(d.tokens_per_s)} (${pct(d.fraction_of_bound)})` : '–';
+    }),
+  ]);
+  return [
+    'Output tokens/s of every sparsity at every weight precision and concurrency level, all measured in this run, interleaved (in brackets: ratio to the float32 model of the same sparsity):',
+    '',
+    table(header, rows),
+    '',
+    'Batch-1 decode (1 / p50 TPOT at concurrency 1) against the bandwidth bound of each model\'s own weight bytes per token (float32, or quantized in the MatMulNBits layout: codes, float32 scales, zero points):',
+    '',
+    table(b1Header, b1Rows),
+  ].join('\n');
 }
 
 function throughputTable(report: Report): string {
@@ -179,7 +243,7 @@ function peerTable(report: Report): string {
   const ref = peers[0];
   if (!ref) return '';
   const levels = [...new Set(report.runs.map((r) => r.concurrency))].sort((a, b) => a - b);
-  const header = ['concurrency', ...peers.map((p) => (p.measured === true ? `${p.name} (peer)` : p.name)), ...report.models.map((m) => modelLabel(m.sparsity))];
+  const header = ['concurrency', ...peers.map((p) => (p.measured === true ? `${p.name} (peer)` : p.name)), ...report.models.map((m) => modelLabel(m.sparsity, m.precision))];
   const rows = levels.map((c) => [
     String(c),
     ...peers.map((p) => num(p.output_tokens_per_s[String(c)])),
@@ -210,7 +274,7 @@ function peerTable(report: Report): string {
 function bandwidthTable(report: Report): string {
   const bw = report.machine.read_bandwidth_bytes_per_s;
   const intro = bw
-    ? `Measured memory READ bandwidth: **${num(bw / 1e9, 1)} GB/s** (${report.machine.read_bandwidth_method}). Decoding one token at batch 1 reads every float32 weight once, so tokens/s <= bandwidth / weight bytes per token (attention over a ~130-token KV cache adds < 1 %, not counted). Issue 5 measured ~27-28 GB/s on this machine kind with a native 2-thread read probe (a 2-thread memcpy: ~19 GB/s; llama.cpp decodes this shape at ~65 tok/s, ~92 % of the read bound); our WebAssembly probe usually reports less, so both bounds are shown.`
+    ? `Measured memory READ bandwidth: **${num(bw / 1e9, 1)} GB/s** (${report.machine.read_bandwidth_method}). Decoding one token at batch 1 reads every weight once (float32, or a quantized model's codes, scales and zero points), so tokens/s <= bandwidth / weight bytes per token (attention over a ~130-token KV cache adds < 1 %, not counted). Issue 5 measured ~27-28 GB/s on this machine kind with a native 2-thread read probe (a 2-thread memcpy: ~19 GB/s; llama.cpp decodes this shape at ~65 tok/s, ~92 % of the read bound); our WebAssembly probe usually reports less, so both bounds are shown.`
     : 'The bandwidth probe was skipped (--no-bandwidth).';
   const peerRows = measuredPeers(report)
     .filter((p) => p.weight_bytes_per_token_estimate != null)
@@ -254,7 +318,8 @@ function errorsSection(report: Report): string {
  * batch-1 decode vs bandwidth, the chart, full throughput and latency tables (ms), errors,
  * notes and how to reproduce.
  */
-export function renderMarkdown(report: Report, opts: MarkdownOptions): string {
+export function renderMarkdown(full: Report, opts: MarkdownOptions): string {
+  const report = forLabels(full);
   const reproduce = String(report.options.command ?? 'npm run bench');
   return [
     `# ${opts.title}`,
@@ -273,9 +338,10 @@ export function renderMarkdown(report: Report, opts: MarkdownOptions): string {
     '',
     `![Throughput, TTFT and TPOT, dense vs sliced](${opts.chartPath})`,
     '',
+    ...(matrixSection(report) ? ['## Sparsity x precision', '', matrixSection(report), ''] : []),
     '## Expected vs measured speedup of the sliced models',
     '',
-    'Expected = dense matmul FLOPs per token / sliced matmul FLOPs per token, counting q/k/v/o, gate/up/down, the two d\'xd\' shortcut matrices per layer and the head (`loadtests/flops.ts`). Measured = sliced output tokens/s / dense output tokens/s at the same concurrency, same run, pooled over all rounds. Paired = the median over rounds of the same ratio within one round (the models of a round run back to back, so a disturbance of one round, e.g. another process on the cores, cancels out of its ratio); the range of the round ratios shows how noisy the machine was.',
+    'Expected = dense matmul FLOPs per token / sliced matmul FLOPs per token, counting q/k/v/o, gate/up/down, the two d\'xd\' shortcut matrices per layer and the head (`loadtests/flops.ts`); each slice is compared with the dense model of its own weight precision. Measured = sliced output tokens/s / dense output tokens/s at the same concurrency, same run, pooled over all rounds. Paired = the median over rounds of the same ratio within one round (the models of a round run back to back, so a disturbance of one round, e.g. another process on the cores, cancels out of its ratio); the range of the round ratios shows how noisy the machine was.',
     '',
     speedupTable(report),
     '',

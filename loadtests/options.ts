@@ -11,6 +11,11 @@ export interface BenchOptions {
   /** Synthetic preset used when `model` is null (default bench-110m). */
   preset: string;
   sparsities: number[];
+  /**
+   * Weight precisions measured for dense and every sparsity (`serve --quantize`; none =
+   * float32); null: all three when the load generator starts the server, what it serves with --url.
+   */
+  precisions: ('none' | 'int8' | 'int4')[] | null;
   concurrency: number[];
   /** Requests per model per concurrency level; null when `durationS` is set. */
   requests: number | null;
@@ -115,6 +120,14 @@ export function parseSparsities(v: string): number[] {
   return list;
 }
 
+/** Parses "none,int8,int4" (weight precisions, in the given order, duplicates removed). */
+export function parsePrecisions(v: string): ('none' | 'int8' | 'int4')[] {
+  const list = v.split(',').map((s) => s.trim().toLowerCase()).filter((s) => s.length > 0);
+  const bad = list.find((p) => p !== 'none' && p !== 'int8' && p !== 'int4');
+  if (list.length === 0 || bad !== undefined) throw new InvalidArgumentError(`--quantize takes precisions none, int8, int4, comma-separated (none = float32 weights), e.g. none,int4; got "${v}"`);
+  return [...new Set(list)] as ('none' | 'int8' | 'int4')[];
+}
+
 /** Parses "1,4,16" (positive integers, kept in the given order, duplicates removed). */
 export function parseConcurrency(v: string): number[] {
   const list = v.split(',').map((s) => s.trim()).filter((s) => s.length > 0).map(Number);
@@ -130,6 +143,7 @@ export function addBenchOptions(cmd: Command): Command {
     .option('--model <dir>', 'dense Hugging Face model directory (default: the synthetic --preset, generated into the cache)')
     .option('--preset <name>', 'synthetic model preset used without --model (see `sliceserve synth --help`)', 'bench-110m')
     .option('--sparsities <list>', 'sliced variants to measure next to dense, comma-separated (default 0.25,0.5)', parseSparsities)
+    .option('--quantize <list>', 'weight precisions measured for dense and every sparsity, comma-separated: none (float32), int8, int4 (default none,int8,int4, passed to `serve --quantize`; with --url: those it serves)', parsePrecisions)
     .option('--concurrency <list>', 'concurrency sweep, comma-separated (default 1,2,4,8,16; --quick 1,4,16)', parseConcurrency)
     .option('--requests <n>', 'requests per model per concurrency level (default max(8, 4 x concurrency); --quick: max(2, concurrency))', intArg('--requests', 1))
     .option('--duration <s>', 'seconds per model per concurrency level instead of a request count', numArg('--duration', 1))
@@ -177,6 +191,7 @@ export function resolveBenchOptions(raw: Record<string, unknown>, argv: string[]
     model: (raw.model as string | undefined) ?? null,
     preset: raw.preset as string,
     sparsities: (raw.sparsities as number[] | undefined) ?? [0.25, 0.5],
+    precisions: (raw.quantize as ('none' | 'int8' | 'int4')[] | undefined) ?? null,
     concurrency,
     requests: duration !== null ? null : ((raw.requests as number | undefined) ?? null),
     durationS: duration,

@@ -50,7 +50,11 @@ export const RunSchema = z.object({
   error_samples: z.array(z.string()),
   /** True for a peer server's row (`--peer`; `model` is then the peer's name and sparsity 0: we did not slice it). */
   peer: z.boolean().optional(),
+  /** Weight precision of our model (absent in reports before issue 13 and for peers: float). */
+  precision: z.enum(['none', 'int8', 'int4']).optional(),
 });
+
+const BlockSpecSchema = z.object({ bits: z.number().int(), block_size: z.number().int(), symmetric: z.boolean() });
 
 const ModelSchema = z.object({
   id: z.string(),
@@ -63,6 +67,12 @@ const ModelSchema = z.object({
   /** Weights multiplied per generated token, by group (see flops.ts). */
   matmul_weights_per_token: z.object({ attention: z.number(), mlp: z.number(), shortcuts: z.number(), head: z.number(), total: z.number() }),
   matmul_flops_per_token: z.number().positive(),
+  /** 'none' (float32 weights), 'int8', 'int4' (`serve --quantize`); absent in older reports: none. */
+  precision: z.enum(['none', 'int8', 'int4']).optional(),
+  /** Weight bytes a decode step reads (flops.ts weightBytesPerToken); absent in older reports: float32. */
+  weight_bytes_per_token: z.number().positive().optional(),
+  /** How the matmul weights are quantized (from /v1/models); absent for float weights. */
+  quantization: z.object({ linear: BlockSpecSchema, head: BlockSpecSchema.nullable(), shortcuts: BlockSpecSchema.nullable() }).optional(),
 });
 
 export const ReportSchema = z.object({
@@ -113,6 +123,8 @@ export const ReportSchema = z.object({
     z.object({
       model: z.string(),
       sparsity: z.number(),
+      /** The precision of both models compared (a slice is compared with the dense model of its own precision). */
+      precision: z.enum(['none', 'int8', 'int4']).optional(),
       concurrency: z.number().int().positive(),
       /** Dense matmul FLOPs per token / sliced matmul FLOPs per token. */
       theoretical: z.number().positive(),
@@ -135,9 +147,10 @@ export const ReportSchema = z.object({
     z.object({
       model: z.string(),
       sparsity: z.number(),
+      precision: z.enum(['none', 'int8', 'int4']).optional(),
       /** 1 / median TPOT at concurrency 1. */
       tokens_per_s: z.number().nullable(),
-      /** float32 weights read per generated token, bytes. */
+      /** Weight bytes read per generated token (float32, or quantized in the MatMulNBits layout). */
       weight_bytes_per_token: z.number(),
       bandwidth_bound_tokens_per_s: z.number().nullable(),
       fraction_of_bound: z.number().nullable(),
@@ -205,7 +218,7 @@ export const REFERENCE_READ_BYTES_PER_S = 27.5e9;
  *
  * @param blockRates output tokens/s of each block (default: none recorded).
  */
-export function runStats(model: string, sparsity: number, concurrency: number, records: readonly RequestRecord[], duration_s: number, blockRates: number[] = []): RunStats {
+export function runStats(model: string, sparsity: number, concurrency: number, records: readonly RequestRecord[], duration_s: number, blockRates: number[] = [], precision?: RunStats['precision']): RunStats {
   const ok = records.filter((r) => r.ok);
   const errors = records.length - ok.length;
   const outputTokens = ok.reduce((s, r) => s + r.output_tokens, 0);
@@ -227,6 +240,7 @@ export function runStats(model: string, sparsity: number, concurrency: number, r
     itl_s: summarize(ok.flatMap((r) => r.itl_s)),
     e2e_s: summarize(pick((r) => r.e2e_s)),
     error_samples: [...new Set(records.filter((r) => !r.ok).map((r) => r.error ?? 'unknown'))].slice(0, 5),
+    ...(precision ? { precision } : {}),
   };
 }
 
@@ -287,7 +301,7 @@ export function pairedRoundRatios(result: RunResult, denseId: string, slicedId: 
 /**
  * Builds the report from a run. Runs are ordered by concurrency, then as `ctx.models`, then
  * the peers (`ctx.peers`, rows with `peer: true`). Speedups compare each sliced model with the
- * first model of sparsity 0 (the dense one); peers are compared in the Markdown only.
+ * model of sparsity 0 of the same precision (the dense one); peers are compared in the Markdown only.
  *
  * @throws Error when the result does not validate against {@link ReportSchema} (a bug).
  */
@@ -299,7 +313,7 @@ export function buildReport(result: RunResult, ctx: ReportContext): Report {
       const blocks = result.blocks.filter((b) => b.block.concurrency === c && b.block.model === m.id);
       if (blocks.length === 0) continue;
       const rates = blocks.map(blockRate);
-      runs.push(runStats(m.id, m.sparsity, c, blocks.flatMap((b) => b.records), blocks.reduce((s, b) => s + b.wall_s, 0), rates));
+      runs.push(runStats(m.id, m.sparsity, c, blocks.flatMap((b) => b.records), blocks.reduce((s, b) => s + b.wall_s, 0), rates, m.precision));
     }
     for (const p of ctx.peers ?? []) {
       const blocks = result.blocks.filter((b) => b.block.concurrency === c && b.block.model === p.name);
@@ -307,10 +321,11 @@ export function buildReport(result: RunResult, ctx: ReportContext): Report {
       runs.push({ ...runStats(p.name, 0, c, blocks.flatMap((b) => b.records), blocks.reduce((s, b) => s + b.wall_s, 0), blocks.map(blockRate)), peer: true });
     }
   }
-  const dense = ctx.models.find((m) => m.sparsity === 0);
   const speedup: Report['speedup'] = [];
-  if (dense) {
-    for (const m of ctx.models.filter((x) => x.sparsity > 0)) {
+  // Each slice against the dense model of its own precision.
+  for (const m of ctx.models.filter((x) => x.sparsity > 0)) {
+    const dense = ctx.models.find((x) => x.sparsity === 0 && (x.precision ?? 'none') === (m.precision ?? 'none'));
+    if (dense) {
       for (const c of levels) {
         const d = runs.find((r) => r.model === dense.id && r.concurrency === c);
         const s = runs.find((r) => r.model === m.id && r.concurrency === c);
@@ -321,6 +336,7 @@ export function buildReport(result: RunResult, ctx: ReportContext): Report {
         speedup.push({
           model: m.id,
           sparsity: m.sparsity,
+          ...(m.precision ? { precision: m.precision } : {}),
           concurrency: c,
           theoretical,
           measured,
@@ -335,11 +351,12 @@ export function buildReport(result: RunResult, ctx: ReportContext): Report {
   const decode_batch1 = ctx.models.map((m) => {
     const r = runs.find((x) => x.model === m.id && x.concurrency === 1);
     const tps = r?.tpot_s ? 1 / r.tpot_s.p50 : null;
-    const bytes = 4 * (m.matmul_weights_per_token.total + m.hidden_size);
+    const bytes = m.weight_bytes_per_token ?? 4 * (m.matmul_weights_per_token.total + m.hidden_size);
     const bound = bw ? bandwidthBoundTokensPerSecond(bytes, bw) : null;
     return {
       model: m.id,
       sparsity: m.sparsity,
+      ...(m.precision ? { precision: m.precision } : {}),
       tokens_per_s: tps,
       weight_bytes_per_token: bytes,
       bandwidth_bound_tokens_per_s: bound,

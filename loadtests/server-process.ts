@@ -23,6 +23,17 @@ export interface ModelCard {
     original_hidden_size: number;
     parameters?: number;
   } | null;
+  /** Weight precision: float32 / float16, int8 / int4 (absent on servers before issue 13: float). */
+  precision?: string;
+  /** How the weights are quantized (absent for float weights). */
+  quantization?: {
+    method: string;
+    linear: { bits: number; block_size: number; symmetric: boolean };
+    head: { bits: number; block_size: number; symmetric: boolean } | null;
+    shortcuts: { bits: number; block_size: number; symmetric: boolean } | null;
+    rotation?: string | null;
+    quantized_bytes?: number;
+  } | null;
 }
 
 /** A free TCP port on 127.0.0.1 (bound and released; another process could take it in between). */

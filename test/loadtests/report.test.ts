@@ -26,7 +26,7 @@ function rec(model: string, concurrency: number, tpot: number, ok = true): Reque
 }
 
 function context(): ReportContext {
-  const sel = { dense: FAKE_MODELS[0], sliced: [FAKE_MODELS[2]] };
+  const sel = { root: 'synth', byPrecision: [{ precision: 'none' as const, dense: FAKE_MODELS[0], sliced: [FAKE_MODELS[2]] }] };
   return {
     created: new Date('2026-11-29T12:00:00Z'),
     gitCommit: 'abc',

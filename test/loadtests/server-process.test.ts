@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, test } from 'node:test';
-import { hasModels, selectModels } from '../../loadtests/models.js';
+import { hasModels, precisionOf, selectModels } from '../../loadtests/models.js';
 import { ServerProcess, freePort, listModels, waitForServer } from '../../loadtests/server-process.js';
 import { FAKE_MODELS } from './fake-server.js';
 
@@ -52,11 +52,29 @@ test('waiting times out naming what was seen', async () => {
 });
 
 test('selectModels picks the dense entry and its variants by sparsity, in the asked order', () => {
-  const sel = selectModels(FAKE_MODELS, null, [0.5, 0.25]);
+  const sel = selectModels(FAKE_MODELS, null, [0.5, 0.25]).byPrecision[0];
   assert.equal(sel.dense.id, 'synth');
   assert.deepEqual(sel.sliced.map((c) => c.id), ['synth-sliced-0.5', 'synth-sliced-0.25']);
-  assert.deepEqual(selectModels(FAKE_MODELS, 'synth', null).sliced.map((c) => c.id), ['synth-sliced-0.25', 'synth-sliced-0.5']);
+  assert.deepEqual(selectModels(FAKE_MODELS, 'synth', null).byPrecision[0].sliced.map((c) => c.id), ['synth-sliced-0.25', 'synth-sliced-0.5']);
   assert.throws(() => selectModels(FAKE_MODELS, null, [0.3]), /no variant of "synth" sliced at sparsity 0.3 in \/v1\/models \(offered: synth, synth-sliced-0.25, synth-sliced-0.5\)/);
   assert.throws(() => selectModels(FAKE_MODELS.slice(1), null, []), /no dense model/);
   assert.equal(hasModels(FAKE_MODELS.slice(0, 2), null, [0.25, 0.5]), false);
+});
+
+test('selectModels picks every precision of the dense model and its slices (serve --quantize)', () => {
+  const q = (id: string, method: string, slicing?: (typeof FAKE_MODELS)[number]['slicing']) => ({
+    id, root: 'synth', parent: 'synth', precision: method, ...(slicing ? { slicing } : {}),
+    quantization: { method, linear: { bits: method === 'int4' ? 4 : 8, block_size: 32, symmetric: false }, head: null, shortcuts: null },
+  });
+  const cards = [...FAKE_MODELS, q('synth-int4', 'int4'), q('synth-sliced-0.25-int4', 'int4', FAKE_MODELS[1].slicing), q('synth-int8', 'int8')];
+  const sel = selectModels(cards, null, [0.25], ['int4', 'none']);
+  assert.equal(sel.root, 'synth');
+  assert.deepEqual(sel.byPrecision.map((p) => [p.precision, p.dense.id, p.sliced.map((c) => c.id)]), [
+    ['int4', 'synth-int4', ['synth-sliced-0.25-int4']],
+    ['none', 'synth', ['synth-sliced-0.25']],
+  ]);
+  assert.throws(() => selectModels(cards, null, [0.25], ['int8']), /no variant of "synth" sliced at sparsity 0.25 at int8 in \/v1\/models/);
+  assert.throws(() => selectModels(FAKE_MODELS, null, [], ['int4']), /no dense model "synth" at int4 in \/v1\/models .*; serve it with --quantize int4/);
+  assert.equal(precisionOf(cards[3]), 'int4');
+  assert.equal(precisionOf(FAKE_MODELS[0]), 'none', 'a card without precision (an older server) is float');
 });
