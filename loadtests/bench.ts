@@ -83,8 +83,13 @@ export function peerNotes(peers: readonly Peer[]): string[] {
 }
 
 /** Notes printed in every report. */
-function reportNotes(opts: BenchOptions, synthetic: boolean, sliced: boolean, peers: readonly Peer[]): string[] {
+function reportNotes(opts: BenchOptions, synthetic: boolean, sliced: boolean, peers: readonly Peer[], quantized = false): string[] {
   const notes: string[] = [];
+  if (quantized) {
+    notes.push(
+      'Quantized models (`serve --quantize`): every linear layer, shortcut matrix and the head are onnxruntime `MatMulNBits` weights (int8: 8 bits, blocks of 128; int4: 4 bits, blocks of 32 with the head and shortcuts at int8; asymmetric; accuracy_level 4: activations quantized to int8 per block inside the matmul); the embedding stays float32; slices were turned by a seeded random orthogonal residual rotation before quantizing. Weight bytes per token count codes, float32 scales and zero points (docs/quantization.md). Their quality is measured on stories260K (README perplexity table), not here.',
+    );
+  }
   if (synthetic) {
     notes.push(
       `The model is synthetic (\`sliceserve synth --preset ${opts.preset} --seed ${opts.seed}\`: realistic shape, seeded random weights, a real 32000-token tokenizer). Serving speed does not depend on weight values, so it measures what a trained model of this shape would; its text is gibberish.`,
@@ -243,7 +248,7 @@ export async function runBench(
       options: { ...optionValues, command, interrupted: signal.aborted },
       machine,
       models: entries,
-      notes: reportNotes(opts, synthetic, entries.length > 1, peers),
+      notes: reportNotes(opts, synthetic, entries.some((e) => e.sparsity > 0), peers, entries.some((e) => e.precision !== undefined && e.precision !== 'none')),
       loadGeneratorCpuS: (cpu.user + cpu.system) / 1e6,
       peers,
     });

@@ -99,7 +99,7 @@ export async function writeBenchmarksMd(reportFile: string, root = REPO_ROOT): P
   fs.mkdirSync(dir, { recursive: true });
   if (path.resolve(reportFile) !== copy) fs.writeFileSync(copy, JSON.stringify(report, null, 2) + '\n');
   fs.writeFileSync(chart, await renderChartSvg(report));
-  fs.writeFileSync(md, renderMarkdown(report, { title: 'SliceServe benchmarks: dense vs SliceGPT-sliced, CPU', chartPath: 'loadtests/benchmarks-chart.svg', source: 'loadtests/benchmarks-report.json' }));
+  fs.writeFileSync(md, renderMarkdown(report, { title: 'SliceServe benchmarks: dense vs SliceGPT-sliced, float32 / int8 / int4 weights, CPU', chartPath: 'loadtests/benchmarks-chart.svg', source: 'loadtests/benchmarks-report.json' }));
   return [md, chart, copy];
 }
 
