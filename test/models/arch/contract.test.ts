@@ -8,7 +8,8 @@
  * sequence served alone; norm fusion and a random orthogonal rotation without slicing keep the
  * logits (SliceGPT §3.1-3.2, computational invariance); PCA slicing at sparsity 0 keeps the
  * perplexity within 1e-4; slices at 0.25 and 0.5 have the documented shapes, save, load and
- * generate.
+ * generate. The logits of the fixture and of its saved slices equal the independent float64
+ * reference forward (test/reference/), which itself equals transformers' goldens.
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -30,6 +31,7 @@ import type { BasisFn } from '../../../slicer/driver.js';
 import { fuseNorms } from '../../../slicer/fusion.js';
 import { rotateAndSlice, sliceModelWithReport } from '../../../slicer/index.js';
 import { randn, rng } from '../../helpers/tiny-model.js';
+import { ReferenceModel } from '../../reference/forward.js';
 import { REPO_ROOT } from '../helpers.js';
 
 const FIXTURES = path.join(REPO_ROOT, 'test', 'fixtures', 'transformers');
@@ -57,6 +59,14 @@ async function withSession<T>(model: LoadedModel, logits: 'all' | 'last', f: (s:
 }
 
 const allLogits = (model: LoadedModel, tokens = TOKENS) => withSession(model, 'all', async (s) => Float32Array.from((await s.step([{ cache: s.newCache(), tokens }]))[0]));
+
+/** The reference forward's logits of TOKENS, flattened [T * vocab] like a session's. */
+function referenceLogits(dir: string, tokens = TOKENS): Float64Array {
+  const rows = new ReferenceModel(dir).logits(tokens);
+  const out = new Float64Array(rows.length * rows[0].length);
+  rows.forEach((r, t) => out.set(r, t * r.length));
+  return out;
+}
 
 function evalWindows(model: LoadedModel): number[][] {
   return cutWindows(Array.from(buildTokenStream(fs.readFileSync(EVAL_FILE), model.tokenizer).tokens), 64, 4);
@@ -95,6 +105,17 @@ for (const variant of variants) {
     assert.deepEqual(fields, expected);
     assert.equal(hashModelWeights(again), hashModelWeights(model));
     assert.equal(architectureOf(again.config).family, architectureOf(model.config).family);
+  });
+
+  test(`${variant}: logits equal the independent reference forward, which equals transformers'`, async () => {
+    const expected = JSON.parse(fs.readFileSync(path.join(dir, 'expected.json'), 'utf8')) as { tokens: number[] };
+    const buf = fs.readFileSync(path.join(dir, 'expected-logits.f32'));
+    const golden = new Float32Array(buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength));
+    const reference = referenceLogits(dir, expected.tokens);
+    // Float64 everywhere but transformers' float32 RoPE tables: a few 1e-6 on these fixtures.
+    assert.ok(maxAbsDiff(reference, golden) < 2e-5, `reference vs transformers: ${maxAbsDiff(reference, golden)}`);
+    const product = await allLogits(loadModel(dir), expected.tokens);
+    assert.ok(maxAbsDiff(product, reference) < 1e-4, `DecoderSession vs reference: ${maxAbsDiff(product, reference)}`);
   });
 
   test(`${variant}: KV-cache decode equals full recompute; batching different lengths equals serving alone`, async () => {
@@ -154,7 +175,9 @@ for (const variant of variants) {
       await saveSlicedArtifact(sliced, out, true);
       const loaded = await loadSlicedArtifact(out);
       assert.deepEqual(JSON.parse(fs.readFileSync(path.join(out, 'config.json'), 'utf8')).architectures, model.config.architectures);
-      assert.ok(maxAbsDiff(await allLogits(loaded), await allLogits(sliced)) === 0, 'artifact round trip');
+      const slicedLogits = await allLogits(loaded);
+      assert.ok(maxAbsDiff(slicedLogits, await allLogits(sliced)) === 0, 'artifact round trip');
+      assert.ok(maxAbsDiff(slicedLogits, referenceLogits(out)) < 1e-4, `DecoderSession vs the reference forward of the saved slice: ${maxAbsDiff(slicedLogits, referenceLogits(out))}`);
       const p = await ppl(loaded, windows);
       assert.ok(Number.isFinite(p) && p > 1, `perplexity ${p}`);
       const r = await withSession(loaded, 'last', (s) => generate(s, loaded.tokenizer, TOKENS.slice(0, 5), { maxTokens: 6, sampling: SAMPLING, stopAtEos: false }));
