@@ -110,6 +110,9 @@ function familyNames(c: ResolvedConfig, has: (n: string) => boolean) {
   };
 }
 
+/** Tokens per pass over the head matrix. */
+const HEAD_BLOCK = 32;
+
 /** A checkpoint tensor that transformers recomputes instead of loading. */
 const IGNORED = /\.rotary_emb\.inv_freq$/;
 
@@ -364,7 +367,8 @@ export class ReferenceModel {
    * extending the caches, and hands the logits of every new position to `onLogits`
    * (`logits[v]`, float64, length vocab_size). Sequences are independent; they are batched
    * only so that each weight is read once per call.
-   * @throws RangeError for a token outside the vocabulary or a position past OPT's table.
+   * @throws RangeError for a token outside the vocabulary; ReferenceWeightError for a position
+   *   past OPT's position table or weights whose shapes do not chain.
    */
   forward(batch: readonly { tokens: readonly number[]; cache: ReferenceCache }[], onLogits: (sequence: number, position: number, logits: Float64Array) => void): void {
     const c = this.config;
@@ -401,7 +405,13 @@ export class ReferenceModel {
       if (T === 0) return;
       const n = this.normRows(x, T, this.finalNorm);
       const width = n.length / T;
-      for (let t = 0; t < T; t++) onLogits(b, t, linear(n.subarray(t * width, (t + 1) * width), 1, w, bias, this.head.weight));
+      const V = c.vocabSize;
+      // The head over blocks of tokens: one pass over [vocab, width] per block.
+      for (let t0 = 0; t0 < T; t0 += HEAD_BLOCK) {
+        const rows = Math.min(HEAD_BLOCK, T - t0);
+        const logits = linear(n.subarray(t0 * width, (t0 + rows) * width), rows, w, bias, this.head.weight);
+        for (let r = 0; r < rows; r++) onLogits(b, t0 + r, logits.slice(r * V, (r + 1) * V));
+      }
     });
   }
 
