@@ -21,6 +21,7 @@ import { loadTokenizer, protocolWindows, referenceGreedy, referencePerplexity, s
 import { ReferenceModel } from './forward.js';
 import { activation, erf, ReferenceUnsupportedError, ReferenceWeightError } from './math.js';
 import { applyRotary, defaultInvFreq, ropeInvFreq } from './rope.js';
+import { writeSafetensors } from './write-safetensors.js';
 
 const REPO_ROOT = path.resolve(__dirname, '..', '..', '..');
 const FIXTURES = path.join(REPO_ROOT, 'test', 'fixtures', 'transformers');
@@ -77,20 +78,6 @@ test('float16 and bfloat16 decode to the values their bit fields define', () => 
   const bf16: [number, number][] = [[0x3f80, 1], [0x4049, 3.140625], [0xc2f7, -123.5], [0x7f80, Infinity], [0x0001, 2 ** -133]];
   for (const [bits, value] of bf16) assert.equal(decodeBfloat16(bits), value, `bf16 0x${bits.toString(16)}`);
 });
-
-/** A safetensors file written here byte by byte (not with the product's writer). */
-function writeSafetensors(file: string, tensors: Record<string, { dtype: string; shape: number[]; bytes: Buffer }>): void {
-  const header: Record<string, unknown> = { __metadata__: { format: 'pt' } };
-  let offset = 0;
-  for (const [name, t] of Object.entries(tensors)) {
-    header[name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + t.bytes.length] };
-    offset += t.bytes.length;
-  }
-  const json = Buffer.from(JSON.stringify(header), 'utf8');
-  const len = Buffer.alloc(8);
-  len.writeBigUInt64LE(BigInt(json.length));
-  fs.writeFileSync(file, Buffer.concat([len, json, ...Object.values(tensors).map((t) => t.bytes)]));
-}
 
 const u16 = (...v: number[]) => Buffer.from(Uint16Array.from(v).buffer);
 
