@@ -78,35 +78,48 @@ export interface ReferenceCache {
   values: Float64Array[][];
 }
 
-/** Tensor names of the dense families, from each modeling_*.py module tree. */
-function familyNames(c: ResolvedConfig, has: (n: string) => boolean) {
+/** Where a family's tensors are (layer entries relative to the layer's prefix, no `.weight`). */
+interface FamilyNames {
+  embed: string;
+  positions: string | null;
+  layer: (l: number) => string;
+  inputNorm: string;
+  postNorm: string | null;
+  q: string;
+  k: string;
+  v: string;
+  o: string;
+  qNorm: string | null;
+  kNorm: string | null;
+  gate: string | null;
+  up: string;
+  down: string;
+  finalNorm: string;
+}
+
+/** Tensor names of each family, from its modeling_*.py module tree. */
+function familyNames(c: ResolvedConfig, has: (n: string) => boolean): FamilyNames {
+  const attn = { q: 'self_attn.q_proj', k: 'self_attn.k_proj', v: 'self_attn.v_proj' };
   if (c.family === 'opt') {
     // facebook/opt-* store the base model's names ("decoder.layers.0...") without "model.".
     const root = has('model.decoder.embed_tokens.weight') ? 'model.decoder' : 'decoder';
     return {
-      embed: `${root}.embed_tokens.weight`, positions: `${root}.embed_positions.weight` as string | null,
-      layer: (l: number) => `${root}.layers.${l}`,
-      inputNorm: 'self_attn_layer_norm', postNorm: 'final_layer_norm' as string | null,
-      q: 'self_attn.q_proj', k: 'self_attn.k_proj', v: 'self_attn.v_proj', o: 'self_attn.out_proj',
-      qNorm: null as string | null, kNorm: null as string | null,
-      gate: null as string | null, up: 'fc1', down: 'fc2', finalNorm: `${root}.final_layer_norm`,
+      embed: `${root}.embed_tokens.weight`, positions: `${root}.embed_positions.weight`, layer: (l) => `${root}.layers.${l}`,
+      inputNorm: 'self_attn_layer_norm', postNorm: 'final_layer_norm', ...attn, o: 'self_attn.out_proj',
+      qNorm: null, kNorm: null, gate: null, up: 'fc1', down: 'fc2', finalNorm: `${root}.final_layer_norm`,
     };
   }
   if (c.family === 'phi') {
     return {
-      embed: 'model.embed_tokens.weight', positions: null, layer: (l: number) => `model.layers.${l}`,
-      inputNorm: 'input_layernorm', postNorm: null,
-      q: 'self_attn.q_proj', k: 'self_attn.k_proj', v: 'self_attn.v_proj', o: 'self_attn.dense',
-      qNorm: 'self_attn.q_layernorm', kNorm: 'self_attn.k_layernorm',
-      gate: null, up: 'mlp.fc1', down: 'mlp.fc2', finalNorm: 'model.final_layernorm',
+      embed: 'model.embed_tokens.weight', positions: null, layer: (l) => `model.layers.${l}`,
+      inputNorm: 'input_layernorm', postNorm: null, ...attn, o: 'self_attn.dense',
+      qNorm: 'self_attn.q_layernorm', kNorm: 'self_attn.k_layernorm', gate: null, up: 'mlp.fc1', down: 'mlp.fc2', finalNorm: 'model.final_layernorm',
     };
   }
   return {
-    embed: 'model.embed_tokens.weight', positions: null, layer: (l: number) => `model.layers.${l}`,
-    inputNorm: 'input_layernorm', postNorm: 'post_attention_layernorm',
-    q: 'self_attn.q_proj', k: 'self_attn.k_proj', v: 'self_attn.v_proj', o: 'self_attn.o_proj',
-    qNorm: 'self_attn.q_norm', kNorm: 'self_attn.k_norm',
-    gate: 'mlp.gate_proj', up: 'mlp.up_proj', down: 'mlp.down_proj', finalNorm: 'model.norm',
+    embed: 'model.embed_tokens.weight', positions: null, layer: (l) => `model.layers.${l}`,
+    inputNorm: 'input_layernorm', postNorm: 'post_attention_layernorm', ...attn, o: 'self_attn.o_proj',
+    qNorm: 'self_attn.q_norm', kNorm: 'self_attn.k_norm', gate: 'mlp.gate_proj', up: 'mlp.up_proj', down: 'mlp.down_proj', finalNorm: 'model.norm',
   };
 }
 
@@ -118,7 +131,8 @@ const IGNORED = /\.rotary_emb\.inv_freq$/;
 
 /**
  * A model directory (config.json + safetensors) ready to run in float64.
- * Construction reads only headers; tensors are read when a forward pass needs them.
+ * Construction reads the headers (and a tied head stored anyway, to compare it); tensors are
+ * read when a forward pass needs them.
  */
 export class ReferenceModel {
   readonly config: ResolvedConfig;

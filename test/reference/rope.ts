@@ -6,11 +6,14 @@
  * - `_compute_linear_scaling_rope_parameters`: inv_freq / factor;
  * - `_compute_dynamic_ntk_parameters`: base' = theta * ((factor * L / M) - (factor - 1))^(dim / (dim - 2))
  *   with L = max(seq_len, M), M = max_position_embeddings (not original_max_position_embeddings);
- * - `dynamic_rope_update` / `dynamic_frequency_update`: seq_len = max(position_ids) + 1; the
- *   frequencies are recomputed when it grows past the cached length and reset to the default
- *   ones below M. For one forward pass with positions 0..T-1 that is L = max(T, M): EVERY
- *   position of the pass uses the frequencies of seq_len T (so above M the logits of early
- *   positions depend on the total length T);
+ * - `dynamic_rope_update` / `dynamic_frequency_update`: seq_len = max(position_ids) + 1 of the
+ *   forward call; the frequencies are recomputed when it grows past the cached length and reset
+ *   to the default ones below M. For a call over positions s..s+T-1 that is L = max(s + T, M)
+ *   for every position of the call: a full pass of T > M tokens rotates even its first
+ *   positions with the frequencies of T, while `generate` rotates each new token with those of
+ *   its own length and keeps the cached keys as they were (forward.ts does both through its KV
+ *   cache). The reference is stateless: transformers' module keeps frequencies grown by an
+ *   earlier, longer call for a later call of length in [M, that length), which is not modelled;
  * - `_compute_llama3_parameters`: wavelen = 2 pi / inv_freq; wavelen < L_orig / high_freq_factor
  *   keeps inv_freq, wavelen > L_orig / low_freq_factor divides it by factor, in between
  *   smooth = (L_orig / wavelen - low) / (high - low) and
