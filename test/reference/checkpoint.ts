@@ -12,6 +12,7 @@
  * would keep it: the reference refuses nothing, but says so in {@link ReferenceTensorInfo}).
  */
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { ReferenceWeightError, type ReferenceTensor } from './math.js';
 
@@ -49,11 +50,14 @@ export function decodeBfloat16(bits: number): number {
   return new Float32Array(u.buffer)[0]!;
 }
 
+const LITTLE_ENDIAN = os.endianness() === 'LE';
+
 function decode(bytes: Buffer, dtype: StorageDtype, count: number): Float32Array {
   const out = new Float32Array(count);
   switch (dtype) {
     case 'F32':
-      for (let i = 0; i < count; i++) out[i] = bytes.readFloatLE(4 * i);
+      if (LITTLE_ENDIAN) new Uint8Array(out.buffer).set(bytes);
+      else for (let i = 0; i < count; i++) out[i] = bytes.readFloatLE(4 * i);
       break;
     case 'F64':
       for (let i = 0; i < count; i++) out[i] = bytes.readDoubleLE(8 * i);
