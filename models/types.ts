@@ -43,6 +43,8 @@ export interface SlicingInfo {
   };
   /** sha256 of the dense model's weights the slice was computed from. */
   source_model_sha256: string;
+  /** Id of the dense model the slice was computed from (absent in artifacts of before it was recorded). */
+  source_model?: string;
   created: string;
 }
 

@@ -14,6 +14,7 @@ import { ModelWorker } from '../engine/model-worker.js';
 import type { WorkerOptions } from '../engine/protocol.js';
 import { hugePageAdvice, hugePageStatus } from '../runtime/huge-pages.js';
 import { createApp, hasApiKey } from './app.js';
+import { ChatTemplate } from './chat-template.js';
 import { parseBodyLimit } from './body-limit.js';
 import type { CompletionRun } from './completion-run.js';
 import { ServerMetrics } from './metrics.js';
@@ -25,8 +26,13 @@ import { attachStream } from './ws.js';
 export interface ServerOptions {
   /** Dense model directories. */
   models: string[];
-  /** Sparsities sliced at startup for each dense model. */
+  /** Sparsities sliced at startup for each dense model (models that are sliced already are served as they are). */
   sparsities: number[];
+  /**
+   * The sparsities were asked for explicitly (`--sparsity`): with no dense model among `models`
+   * to slice, startup fails instead of serving without them.
+   */
+  sparsitiesExplicit?: boolean;
   /** Calibration text for slicing (startup and on demand). */
   calibrationFile: string;
   calWindows?: number;
@@ -46,8 +52,12 @@ export interface ServerOptions {
   maxQueue: number;
   /** KV budget per model in tokens (default maxBatchSize x context). */
   kvCacheTokens?: number;
-  /** Require `Authorization: Bearer <apiKey>` on every endpoint but /health. */
+  /** Require `Authorization: Bearer <apiKey>` on every endpoint but /health (and /metrics with `metricsPublic`). */
   apiKey?: string;
+  /** Serve /metrics without the API key (`--metrics-public`). */
+  metricsPublic?: boolean;
+  /** A Jinja chat template file that every model answers chat requests with (`--chat-template`). */
+  chatTemplateFile?: string;
   /** JSON body limit: bytes, or a number with b, kb, mb or gb (e.g. '1mb'; server/body-limit.ts). */
   bodyLimit: string;
   logger: Logger;
@@ -83,6 +93,7 @@ export interface SliceServer {
 export async function startServer(opts: ServerOptions): Promise<SliceServer> {
   const { logger } = opts;
   parseBodyLimit(opts.bodyLimit); // throws on a limit body-parser could not apply
+  const chatTemplate = opts.chatTemplateFile ? readChatTemplate(opts.chatTemplateFile) : undefined;
   const models = new ModelRegistry();
   const metrics = new ServerMetrics(
     () => models.list().map((m) => ({ model: m.id, stats: m.worker.stats, waitingRequests: m.worker.waitingRequests })),
@@ -117,6 +128,7 @@ export async function startServer(opts: ServerOptions): Promise<SliceServer> {
     calibrationFile: opts.calibrationFile,
     calWindows: opts.calWindows,
     cacheDir: opts.cacheDir,
+    chatTemplate,
   });
 
   let state: 'loading' | 'ready' | 'stopping' = 'loading';
@@ -136,7 +148,9 @@ export async function startServer(opts: ServerOptions): Promise<SliceServer> {
     jobs,
     apiKey: opts.apiKey,
     bodyLimit: opts.bodyLimit,
+    metricsPublic: opts.metricsPublic,
     maxQueue: opts.maxQueue,
+    pending: jobs,
     track,
     state: () => state,
   };
@@ -172,13 +186,25 @@ export async function startServer(opts: ServerOptions): Promise<SliceServer> {
       }),
     );
     for (const { dir, worker } of dense) {
-      models.add({ id: worker.info.id, parent: null, path: dir, created: Math.floor(Date.now() / 1000), worker, info: worker.info });
+      // A model sliced offline (`slice --out DIR`) is served as it is, with its parent and slicing info.
+      const slicing = worker.info.slicing;
+      const parent = slicing ? (slicing.source_model ?? slicedParentId(worker.info.id)) : null;
+      const chat = ChatTemplate.forModel(worker.info.id, worker.info.tokenizerConfig, chatTemplate ?? null, null);
+      models.add({ id: worker.info.id, parent, path: dir, created: Math.floor(Date.now() / 1000), worker, info: worker.info, chatTemplate: chat });
       metrics.addModel(worker.info.id);
-      logger.info({ model: worker.info.id, device: worker.info.device, max_context: worker.info.maxContext, parameters: worker.info.parameters }, 'model ready');
+      logger.info(
+        { model: worker.info.id, device: worker.info.device, max_context: worker.info.maxContext, parameters: worker.info.parameters, ...(parent ? { parent, sparsity: slicing?.sparsity } : {}), chat_template: chat?.origin ?? null },
+        'model ready',
+      );
+      if (chat?.parseError) logger.warn({ model: worker.info.id }, `${chat.parseError}; chat requests to it get a 400 until a --chat-template is given`);
+    }
+    const toSlice = dense.filter(({ worker }) => worker.info.slicing === null);
+    if (opts.sparsitiesExplicit && opts.sparsities.length > 0 && toSlice.length === 0) {
+      throw new Error(`--sparsity ${opts.sparsities.join(', ')}: every --model is sliced already (${dense.map(({ worker }) => worker.info.id).join(', ')}); pass a dense model to slice, or drop --sparsity`);
     }
     // A startup variant that cannot be served stops the server (as a model named on vLLM's
     // command line does), before any slicing starts when the width alone rules it out.
-    for (const { worker } of dense) checkStartupSparsities(worker.info.id, worker.info.originalHiddenSize, opts.sparsities);
+    for (const { worker } of toSlice) checkStartupSparsities(worker.info.id, worker.info.originalHiddenSize, opts.sparsities);
     // As vLLM refuses a max_model_len its KV cache cannot hold: a full-length request could
     // never be admitted, while /v1/models advertises it.
     for (const { worker } of dense) {
@@ -187,7 +213,7 @@ export async function startServer(opts: ServerOptions): Promise<SliceServer> {
         throw new Error(`--kv-cache-tokens ${opts.kvCacheTokens} is below the context length ${context} of ${worker.info.id}: a request of full length could never be admitted; pass ${context} or more`);
       }
     }
-    const startup = dense.flatMap(({ worker }) => opts.sparsities.map((s) => jobs.enqueue(worker.info.id, s)));
+    const startup = toSlice.flatMap(({ worker }) => opts.sparsities.map((s) => jobs.enqueue(worker.info.id, s)));
     await jobs.idle();
     const failed = startup.find((job) => job.status === 'failed');
     if (failed && ctx.state() !== 'stopping') throw new Error(`startup model ${failed.model} could not be served: ${failed.error?.message ?? 'slicing failed'}`);
@@ -235,4 +261,19 @@ export async function startServer(opts: ServerOptions): Promise<SliceServer> {
   };
 
   return { url, port, ready, models, metrics, jobs, shutdown };
+}
+
+/**
+ * Reads `--chat-template <file>` once at startup.
+ * @throws Error (one line naming the flag and the file) when it is unreadable or does not parse
+ */
+function readChatTemplate(file: string): { source: string; file: string } {
+  const template = ChatTemplate.fromFile(file, {});
+  return { source: template.source, file };
+}
+
+/** The dense parent of an offline slice that does not record it: the id without `-sliced-<sparsity>`, or the id itself. */
+function slicedParentId(id: string): string {
+  const m = /^(.+)-sliced-[0-9.]+$/.exec(id);
+  return m ? m[1] : id;
 }

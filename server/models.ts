@@ -5,6 +5,7 @@
  */
 import type { ModelWorker } from '../engine/model-worker.js';
 import type { ModelInfo } from '../engine/protocol.js';
+import type { ChatTemplate } from './chat-template.js';
 import { Errors } from './errors.js';
 
 /** A model being served. */
@@ -18,6 +19,33 @@ export interface ServedModel {
   created: number;
   worker: ModelWorker;
   info: ModelInfo;
+  /** The chat template (`--chat-template`, else the model's own, else its parent's); null: no chat. */
+  chatTemplate: ChatTemplate | null;
+}
+
+/** Models that are not served yet but will be (slicing jobs queued or running). */
+export interface PendingModels {
+  /** The job making model `id`, if one is queued or running: its progress (0..1) and start time (unix s, null while queued). */
+  pending(id: string): { progress: number; started_at: number | null } | undefined;
+}
+
+/** Seconds a client is told to wait for a model being sliced: the job's remaining time at its pace so far, 1..60 (5 when unknown). */
+export function retryAfterSeconds(job: { progress: number; started_at: number | null }, nowS = Date.now() / 1000): number {
+  if (job.started_at === null || job.progress <= 0) return 5;
+  const elapsed = Math.max(0, nowS - job.started_at);
+  return Math.min(60, Math.max(1, Math.ceil((elapsed * (1 - job.progress)) / job.progress)));
+}
+
+/**
+ * The served model `id`.
+ * @throws ApiError 503 `model_loading` with Retry-After while a slicing job makes it (startup
+ *   variants and POST /v1/slices jobs), else 404 `model_not_found`
+ */
+export function lookupModel(models: ModelRegistry, pending: PendingModels, id: string): ServedModel {
+  if (models.has(id)) return models.get(id);
+  const job = pending.pending(id);
+  if (job) throw Errors.modelLoading(id, Math.round(job.progress * 100), retryAfterSeconds(job));
+  throw Errors.modelNotFound(id);
 }
 
 /** `/v1/models` entry (OpenAI `model` object plus vLLM's `root`, `parent`, `max_model_len`). */

@@ -10,6 +10,7 @@ import type { Logger } from 'pino';
 import { z } from 'zod';
 import type { ModelWorker, ProgressListener } from '../engine/model-worker.js';
 import type { WorkerModelSpec } from '../engine/protocol.js';
+import { ChatTemplate } from './chat-template.js';
 import { Errors } from './errors.js';
 import type { ServerMetrics } from './metrics.js';
 import type { ModelRegistry } from './models.js';
@@ -57,6 +58,8 @@ export interface SliceJobOptions {
   calibrationFile: string;
   calWindows?: number;
   cacheDir?: string;
+  /** `--chat-template` (source and file), which every model answers chat with. */
+  chatTemplate?: { source: string; file: string };
 }
 
 /** The sliced model's id: `<dense id>-sliced-<sparsity>` (the slicer names it the same way). */
@@ -178,6 +181,11 @@ export class SliceJobManager {
     return job;
   }
 
+  /** The queued or running job that makes model `id`, if any (server/models.ts `PendingModels`). */
+  pending(id: string): SliceJob | undefined {
+    return [...this.jobs.values()].find((j) => j.model === id && (j.status === 'queued' || j.status === 'running'));
+  }
+
   /** @throws ApiError 404 */
   get(id: string): SliceJob {
     const job = this.jobs.get(id);
@@ -252,7 +260,8 @@ export class SliceJobManager {
         await worker.close();
         throw new Error('cancelled: the server is shutting down');
       }
-      models.add({ id: job.model, parent: parent.id, path: parent.path, created: Math.floor(Date.now() / 1000), worker, info: { ...worker.info, id: job.model } });
+      const chatTemplate = ChatTemplate.forModel(job.model, worker.info.tokenizerConfig, this.opts.chatTemplate ?? null, parent.chatTemplate);
+      models.add({ id: job.model, parent: parent.id, path: parent.path, created: Math.floor(Date.now() / 1000), worker, info: { ...worker.info, id: job.model }, chatTemplate });
       metrics.addModel(job.model);
       job.status = 'succeeded';
       job.progress = 1;

@@ -119,6 +119,7 @@ export async function sliceModelWithReport(model: LoadedModel, options: SliceMod
       tokens: calibration.windows.length * calibration.windows[0].length,
     },
     source_model_sha256: modelHash,
+    source_model: model.id,
     created: new Date().toISOString(),
   };
   const id = slicedModelId(model.id, options.sparsity);

@@ -41,6 +41,11 @@ export function listenError(err: unknown, host: string, port: number): unknown {
   return err;
 }
 
+/** A boolean environment variable: 1, true or yes (any case) is on. */
+function envFlag(value: string | undefined): boolean {
+  return /^(1|true|yes)$/i.test((value ?? '').trim());
+}
+
 /** pino's levels, most severe first. */
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
@@ -86,6 +91,8 @@ interface ServeOptions {
   maxQueue: number;
   kvCacheTokens?: number;
   apiKey?: string;
+  metricsPublic?: boolean;
+  chatTemplate?: string;
   maxBody: string;
   shutdownTimeout: number;
   logLevel: string;
@@ -110,6 +117,8 @@ export function register(program: Command): void {
     .option('--max-queue <n>', 'waiting requests per model at most (>= 1: every request waits until the batch admits it); more get 429', intOption(1), 256)
     .option('--kv-cache-tokens <n>', 'KV budget per model in tokens (default max-batch-size x context)', intOption(1))
     .option('--api-key <key>', 'require "Authorization: Bearer <key>" (env SLICESERVE_API_KEY)', process.env.SLICESERVE_API_KEY)
+    .option('--metrics-public', 'serve /metrics without the API key (Prometheus scrapers rarely carry one; env SLICESERVE_METRICS_PUBLIC=1)')
+    .option('--chat-template <file>', "Jinja chat template for /v1/chat/completions, instead of the models' own (tokenizer_config.json chat_template or chat_template.jinja)")
     .option('--max-body <size>', 'JSON body limit: bytes, or a number with b, kb, mb or gb (e.g. 512kb)', bodyLimitOption, '1mb')
     .option('--shutdown-timeout <s>', 'seconds in-flight requests get to finish on SIGTERM', numberOption(0, 3600, true), 30)
     .option('--log-level <level>', `${LOG_LEVELS.join(' | ')} (env LOG_LEVEL)`, process.env.LOG_LEVEL || 'info')
@@ -145,6 +154,9 @@ export function register(program: Command): void {
         maxQueue: opts.maxQueue,
         kvCacheTokens: opts.kvCacheTokens,
         apiKey: opts.apiKey || undefined,
+        metricsPublic: opts.metricsPublic ?? envFlag(process.env.SLICESERVE_METRICS_PUBLIC),
+        chatTemplateFile: opts.chatTemplate ? path.resolve(opts.chatTemplate) : undefined,
+        sparsitiesExplicit: opts.sparsity !== undefined,
         bodyLimit: opts.maxBody,
         logger,
       }).catch((err: unknown) => {

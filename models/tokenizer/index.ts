@@ -6,6 +6,6 @@ export {
   type Llama2cPiece, type Llama2cVocab,
 } from './llama2c-vocab.js';
 export {
-  TOKENIZER_CONFIG_FILE, TOKENIZER_FILE, llamaTokenizerConfig, loadHfTokenizer, loadLlama2cTokenizer, readJsonFile,
+  CHAT_TEMPLATE_FILE, TOKENIZER_CONFIG_FILE, TOKENIZER_FILE, llamaTokenizerConfig, loadHfTokenizer, loadLlama2cTokenizer, readJsonFile,
 } from './load.js';
 export { STORY_SEPARATOR, buildTokenStream, cutWindows, splitStories, type TokenStream } from './stream.js';

@@ -12,10 +12,23 @@ import {
 
 export const TOKENIZER_FILE = 'tokenizer.json';
 export const TOKENIZER_CONFIG_FILE = 'tokenizer_config.json';
+/** A chat template saved beside the tokenizer (transformers >= 4.43 writes it there). */
+export const CHAT_TEMPLATE_FILE = 'chat_template.jinja';
+
+/**
+ * The tokenizer config with `<dir>/chat_template.jinja`, when there is one, as its
+ * `chat_template` (the file wins over the config's own entry, as transformers loads it).
+ */
+function withChatTemplateFile(dir: string, config: Record<string, unknown> | undefined): Record<string, unknown> | undefined {
+  const file = path.join(dir, CHAT_TEMPLATE_FILE);
+  if (!fs.existsSync(file)) return config;
+  return { ...(config ?? {}), chat_template: fs.readFileSync(file, 'utf8') };
+}
 
 /**
  * Loads a llama2.c tokenizer file as an {@link HfTokenizer} (BOS 1, EOS 2); see
- * {@link llama2cVocabToTokenizerJson} for the conversion.
+ * {@link llama2cVocabToTokenizerJson} for the conversion. A `chat_template.jinja` next to the
+ * file becomes the config's `chat_template`.
  * @param vocabSize the checkpoint's vocab_size, to check the file against.
  * @throws ModelLoadError naming `file` (missing, truncated, size mismatch, invalid pieces).
  */
@@ -26,7 +39,7 @@ export function loadLlama2cTokenizer(file: string, vocabSize?: number): HfTokeni
     bosTokenId: LLAMA2C_BOS_ID,
     eosTokenId: LLAMA2C_EOS_ID,
     eosTokenIds: [LLAMA2C_EOS_ID, LLAMA2C_BOS_ID],
-    tokenizerConfig: llamaTokenizerConfig(),
+    tokenizerConfig: withChatTemplateFile(path.dirname(file), llamaTokenizerConfig()),
     source: file,
   });
 }
@@ -73,7 +86,8 @@ export function readJsonFile(file: string, what: string): Record<string, unknown
 }
 
 /**
- * Loads `<dir>/tokenizer.json` and, if present, `<dir>/tokenizer_config.json`.
+ * Loads `<dir>/tokenizer.json` and, if present, `<dir>/tokenizer_config.json` and
+ * `<dir>/chat_template.jinja` (read into the config's `chat_template`).
  * @param ids BOS/EOS ids (from config.json).
  * @throws ModelLoadError naming the file when tokenizer.json is missing, not JSON, has no
  *   `model`, or is rejected by `@huggingface/tokenizers`; or when tokenizer_config.json is not JSON.
@@ -83,7 +97,7 @@ export function loadHfTokenizer(dir: string, ids: { bosTokenId: number; eosToken
   const json = readJsonFile(file, 'tokenizer file');
   if (typeof json.model !== 'object' || json.model === null) throw new ModelLoadError(file, 'no "model" object: not a tokenizer.json');
   const configFile = path.join(dir, TOKENIZER_CONFIG_FILE);
-  const tokenizerConfig = fs.existsSync(configFile) ? readJsonFile(configFile, 'tokenizer config') : undefined;
+  const tokenizerConfig = withChatTemplateFile(dir, fs.existsSync(configFile) ? readJsonFile(configFile, 'tokenizer config') : undefined);
   try {
     return new HfTokenizer(json, { ...ids, tokenizerConfig, source: file });
   } catch (err) {
