@@ -4,8 +4,8 @@
  *
  * Routes: GET /health, GET /health/ready, GET /v1/models, GET /v1/models/:id,
  * POST /v1/completions, POST /v1/chat/completions, POST /tokenize, POST /detokenize,
- * POST /v1/slices, GET /v1/slices, GET /v1/slices/:id, GET /metrics (without the API key
- * when `metricsPublic`: scrapers rarely carry one).
+ * POST /v1/slices, GET /v1/slices, GET /v1/slices/:id, GET /metrics and GET /metrics/vllm
+ * (vLLM's series; both without the API key when `metricsPublic`: scrapers rarely carry one).
  * (WebSocket /v1/stream is attached to the HTTP server in ws.ts.)
  */
 import { timingSafeEqual } from 'node:crypto';
@@ -69,7 +69,7 @@ export function createApp(ctx: AppContext): Express {
         duration_ms: Math.round((performance.now() - start) * 1000) / 1000,
         ...(res.writableFinished ? {} : { aborted: true }),
       };
-      const quiet = req.path === '/health' || req.path === '/health/ready' || req.path === '/metrics';
+      const quiet = req.path === '/health' || req.path === '/health/ready' || req.path.startsWith('/metrics');
       if (quiet) ctx.logger.debug(fields, 'request');
       else ctx.logger.info(fields, 'request');
     });
@@ -86,11 +86,15 @@ export function createApp(ctx: AppContext): Express {
     res.status(state === 'ready' ? 200 : 503).json({ status: state, models: models.map((m) => m.id), ...(down.length ? { down } : {}) });
   });
 
-  const metrics = async (_req: Request, res: Response) => {
-    const { contentType, body } = await ctx.metrics.render();
+  const metrics = (set: 'sliceserve' | 'vllm') => async (_req: Request, res: Response) => {
+    const { contentType, body } = await ctx.metrics.render(set);
     res.set('Content-Type', contentType).send(body);
   };
-  if (ctx.metricsPublic) app.get('/metrics', metrics);
+  const metricRoutes = () => {
+    app.get('/metrics', metrics('sliceserve'));
+    app.get('/metrics/vllm', metrics('vllm'));
+  };
+  if (ctx.metricsPublic) metricRoutes();
   app.use((req, res, next) => {
     if (!hasApiKey(req, ctx.apiKey)) return sendError(res, Errors.unauthorized());
     if (ctx.state() === 'stopping') return sendError(res, Errors.unavailable('The server is shutting down.', 'shutting_down'));
@@ -134,7 +138,7 @@ export function createApp(ctx: AppContext): Express {
   app.get('/v1/slices/:id', (req, res) => {
     res.json(ctx.jobs.get(String(req.params.id)));
   });
-  if (!ctx.metricsPublic) app.get('/metrics', metrics);
+  if (!ctx.metricsPublic) metricRoutes();
   // A known path with the wrong method is a 405 (with Allow), not a 404.
   const allowed: Record<string, string> = {
     '/v1/completions': 'POST',
@@ -144,6 +148,7 @@ export function createApp(ctx: AppContext): Express {
     '/v1/slices': 'GET, POST',
     '/v1/models': 'GET',
     '/metrics': 'GET',
+    '/metrics/vllm': 'GET',
   };
   for (const [p, methods] of Object.entries(allowed)) {
     app.all(p, (req, res) => {

@@ -1,15 +1,21 @@
 /**
- * Prometheus metrics (prom-client), two sets from the same observations:
+ * Prometheus metrics (prom-client), two sets from the same observations, in two registries:
  *
- * - `sliceserve_*`: ours, with base units (seconds), a `model` label on every series so that a
- *   dense model and its sliced variants sit side by side, and what vLLM has no series for
- *   (batch size and forward-pass duration per phase, aborted and failed requests by status,
- *   slicing jobs). Kept unchanged: existing dashboards, alerts and the load tests read them.
- * - `vllm:*`: the names, types and label (`model_name`, plus `engine="0"`) of vLLM v1's
- *   PrometheusStatLogger (vllm/v1/metrics/loggers.py), with its bucket boundaries, so that vLLM's
- *   Grafana dashboard, prometheus-adapter rules and autoscaling policies work unchanged. vLLM's
- *   Python client writes a counter's TYPE line without `_total`; prom-client writes it with,
- *   and the samples (`vllm:prompt_tokens_total`, ...) are the same.
+ * - `GET /metrics` ({@link ServerMetrics.registry}): `sliceserve_*`, with base units (seconds),
+ *   a `model` label on every series so that a dense model and its sliced variants sit side by
+ *   side, and what vLLM has no series for (batch size and forward-pass duration per phase,
+ *   aborted and failed requests by status, slicing jobs), plus the process metrics. Kept
+ *   unchanged: existing dashboards, alerts and the load tests read them. `promtool check
+ *   metrics` accepts this scrape without a warning.
+ * - `GET /metrics/vllm` ({@link ServerMetrics.vllmRegistry}): `vllm:*`, the names, types and
+ *   labels (`model_name`, plus `engine="0"`) of vLLM v1's PrometheusStatLogger
+ *   (vllm/v1/metrics/loggers.py), with its bucket boundaries, so that vLLM's Grafana dashboard,
+ *   prometheus-adapter rules and autoscaling policies work unchanged once Prometheus scrapes
+ *   this path (deploy/prometheus/). They have a path of their own because promtool's lint
+ *   refuses ':' in metric names (reserved for recording rules), which vLLM's names carry: a
+ *   scrape of vLLM itself fails `promtool check metrics` the same way. vLLM's Python client
+ *   writes a counter's TYPE line without `_total`; prom-client writes it with, and the samples
+ *   (`vllm:prompt_tokens_total`, ...) are the same.
  *
  * Process metrics come from prom-client's defaults, less the three `nodejs_active_*_total`
  * gauges that break Prometheus' naming rule (`promtool check metrics`: "non-counter metrics
@@ -66,7 +72,10 @@ const SLICE_BUCKETS = [1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600];
 
 /** The server's metric registry and the update methods the server calls. */
 export class ServerMetrics {
+  /** `sliceserve_*` and process metrics (GET /metrics). */
   readonly registry = new Registry();
+  /** vLLM's `vllm:*` series (GET /metrics/vllm). */
+  readonly vllmRegistry = new Registry();
   private readonly ttft: Histogram<'model'>;
   private readonly tpot: Histogram<'model'>;
   private readonly e2e: Histogram<'model'>;
@@ -153,12 +162,13 @@ export class ServerMetrics {
     gauge('sliceserve_kv_cache_usage_ratio', 'Tokens held in KV caches / KV budget (0..1).', kvUsage);
 
     // vLLM-compatible series.
+    const vregisters = [this.vllmRegistry];
     const vgauge = (name: string, help: string, read: (o: ReturnType<OccupancySource>[number]) => number) =>
       new Gauge<VllmLabel>({
         name,
         help,
         labelNames: ['model_name', 'engine'],
-        registers,
+        registers: vregisters,
         collect() {
           this.reset();
           for (const o of occupancy()) this.set(vllmLabels(o.model), read(o));
@@ -168,8 +178,8 @@ export class ServerMetrics {
     vgauge('vllm:num_requests_waiting', 'Number of requests waiting to be processed.', waiting);
     vgauge('vllm:kv_cache_usage_perc', 'KV-cache usage. 1 means 100 percent usage.', kvUsage);
     const vhist = (name: string, help: string, buckets: number[]) =>
-      new Histogram<VllmLabel>({ name, help, buckets, labelNames: ['model_name', 'engine'], registers });
-    const vcounter = (name: string, help: string) => new Counter<VllmLabel>({ name, help, labelNames: ['model_name', 'engine'], registers });
+      new Histogram<VllmLabel>({ name, help, buckets, labelNames: ['model_name', 'engine'], registers: vregisters });
+    const vcounter = (name: string, help: string) => new Counter<VllmLabel>({ name, help, labelNames: ['model_name', 'engine'], registers: vregisters });
     this.vllm = {
       ttft: vhist('vllm:time_to_first_token_seconds', 'Histogram of time to first token in seconds.', VLLM_TTFT_BUCKETS),
       itl: vhist('vllm:inter_token_latency_seconds', 'Histogram of inter-token latency in seconds.', VLLM_ITL_BUCKETS),
@@ -188,7 +198,7 @@ export class ServerMetrics {
         name: 'vllm:request_success_total',
         help: 'Count of successfully processed requests.',
         labelNames: ['model_name', 'engine', 'finished_reason'],
-        registers,
+        registers: vregisters,
       }),
     };
   }
@@ -275,9 +285,10 @@ export class ServerMetrics {
     if (ok) this.sliceProgress.set({ model }, 1);
   }
 
-  /** Prometheus text exposition. */
-  async render(): Promise<{ contentType: string; body: string }> {
-    return { contentType: this.registry.contentType, body: await this.registry.metrics() };
+  /** Prometheus text exposition of one set: ours (`/metrics`) or vLLM's (`/metrics/vllm`). */
+  async render(set: 'sliceserve' | 'vllm' = 'sliceserve'): Promise<{ contentType: string; body: string }> {
+    const registry = set === 'vllm' ? this.vllmRegistry : this.registry;
+    return { contentType: registry.contentType, body: await registry.metrics() };
   }
 }
 

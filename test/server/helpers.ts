@@ -112,11 +112,11 @@ export interface Scrape {
 }
 
 /**
- * Fetches /metrics and parses it as Prometheus text exposition (parse-prometheus-text-format
- * throws on malformed lines).
+ * Fetches /metrics (or `path`, e.g. /metrics/vllm) and parses it as Prometheus text exposition
+ * (parse-prometheus-text-format throws on malformed lines).
  */
-export async function scrape(url: string, headers?: Record<string, string>): Promise<Scrape> {
-  const res = await get(`${url}/metrics`, headers);
+export async function scrape(url: string, headers?: Record<string, string>, path = '/metrics'): Promise<Scrape> {
+  const res = await get(`${url}${path}`, headers);
   if (res.status !== 200) throw new Error(`/metrics: ${res.status}`);
   const text = res.body as string;
   const families = parsePrometheusTextFormat(text) as MetricFamily[];
