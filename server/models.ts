@@ -27,6 +27,8 @@ export interface ServedModel {
 export interface PendingModels {
   /** The job making model `id`, if one is queued or running: its progress (0..1) and start time (unix s, null while queued). */
   pending(id: string): { progress: number; started_at: number | null } | undefined;
+  /** Starts serving model `id` if it can be had without computing (a slice another replica cached); its job, or undefined. */
+  discover?(id: string): { progress: number; started_at: number | null } | undefined;
 }
 
 /** Seconds a client is told to wait for a model being sliced: the job's remaining time at its pace so far, 1..60 (5 when unknown). */
@@ -39,11 +41,12 @@ export function retryAfterSeconds(job: { progress: number; started_at: number | 
 /**
  * The served model `id`.
  * @throws ApiError 503 `model_loading` with Retry-After while a slicing job makes it (startup
- *   variants and POST /v1/slices jobs), else 404 `model_not_found`
+ *   variants, POST /v1/slices jobs, and a slice found in the shared cache, whose loading the
+ *   request starts), else 404 `model_not_found`
  */
 export function lookupModel(models: ModelRegistry, pending: PendingModels, id: string): ServedModel {
   if (models.has(id)) return models.get(id);
-  const job = pending.pending(id);
+  const job = pending.pending(id) ?? pending.discover?.(id);
   if (job) throw Errors.modelLoading(id, Math.round(job.progress * 100), retryAfterSeconds(job));
   throw Errors.modelNotFound(id);
 }
