@@ -4,7 +4,7 @@
  * runs the same steps for many sequences at once.
  */
 import type { TextTokenizer } from '../models/types.js';
-import type { LlamaSession } from '../runtime/llama-session.js';
+import type { DecoderSession } from '../runtime/decoder-session.js';
 import { IncrementalDetokenizer } from './detokenizer.js';
 import { Sampler, type SamplingParams } from './sampler.js';
 
@@ -31,7 +31,7 @@ export interface GenerateResult {
  * @param promptIds token ids including BOS, length >= 1.
  * @throws RangeError when the prompt does not fit the context length.
  */
-export async function generate(session: LlamaSession, tokenizer: TextTokenizer, promptIds: readonly number[], options: GenerateOptions): Promise<GenerateResult> {
+export async function generate(session: DecoderSession, tokenizer: TextTokenizer, promptIds: readonly number[], options: GenerateOptions): Promise<GenerateResult> {
   if (promptIds.length === 0) throw new RangeError('the prompt encodes to no tokens');
   if (promptIds.length >= session.maxContext) {
     throw new RangeError(`the prompt has ${promptIds.length} tokens; the context length is ${session.maxContext}`);

@@ -40,8 +40,10 @@ export interface InputLimits {
 }
 
 /**
- * Token ids of each prompt of `request`: text prompts are encoded with BOS unless the prompt
- * says `addSpecialTokens: false` (a rendered chat template), token prompts are taken as given.
+ * Token ids of each prompt of `request`: text prompts are encoded as transformers'
+ * `tokenizer(text)` (the family's special tokens, e.g. BOS for Llama, none for Qwen; as vLLM's
+ * completions endpoint does) unless the prompt says `addSpecialTokens: false` (a rendered chat
+ * template, which holds its own), token prompts are taken as given.
  * @throws EngineRequestError (status 400) for an empty token prompt, a token id outside
  *   [0, vocab), a prompt longer than the context (code `context_length_exceeded`), or
  *   prompt + max_tokens beyond the context or the KV budget; also for logit_bias or
@@ -62,7 +64,7 @@ export function processInputs(request: EngineRequest, tokenizer: TextTokenizer, 
   return request.prompts.map((prompt) => {
     let ids: number[];
     if ('text' in prompt) {
-      ids = tokenizer.encode(prompt.text, { addBos: prompt.addSpecialTokens !== false });
+      ids = tokenizer.encode(prompt.text, { addSpecialTokens: prompt.addSpecialTokens !== false });
     } else {
       if (prompt.tokens.length === 0) throw new EngineRequestError('prompt: a token prompt must hold at least one token id', 'prompt');
       const bad = prompt.tokens.find((id) => !isTokenId(id, vocabSize));

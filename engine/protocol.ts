@@ -125,7 +125,7 @@ export interface EngineErrorInfo {
 /** Description of a served model, reported by its worker once ready. */
 export interface ModelInfo {
   id: string;
-  /** Context length (max_position_embeddings). */
+  /** Context length (models/config.ts `contextLength`). */
   maxContext: number;
   vocabSize: number;
   device: string;
@@ -143,6 +143,13 @@ export interface ModelInfo {
    * interprets them); `added_tokens_decoder` is left out.
    */
   tokenizerConfig: Record<string, unknown>;
+  /**
+   * The tokenizer's BOS and EOS strings (TextTokenizer.bosToken / eosToken: tokenizer_config.json
+   * with the family's rules and config.json's ids as fallback), which chat templates see as
+   * `bos_token` / `eos_token`; null when the tokenizer has none.
+   */
+  bosToken: string | null;
+  eosToken: string | null;
 }
 
 /** How a worker obtains its model. */

@@ -12,7 +12,7 @@
  * requests is interleaved with the decode of running ones and cannot starve them.
  *
  * Greedy output under batching equals the output of a request alone because the session keeps
- * one KV cache per sequence and masks padding (runtime/llama-session.ts). A step in which every
+ * one KV cache per sequence and masks padding (runtime/decoder-session.ts). A step in which every
  * sequence only needs its greedy token asks the session for those tokens, not the logits.
  */
 import type { TextTokenizer } from '../models/types.js';
@@ -29,7 +29,7 @@ export interface SchedulerCache {
   release?(): void;
 }
 
-/** The session interface the scheduler drives (runtime/llama-session.ts `LlamaSession` fits). */
+/** The session interface the scheduler drives (runtime/decoder-session.ts `DecoderSession` fits). */
 export interface StepSession<C extends SchedulerCache> {
   readonly maxContext: number;
   readonly vocabSize: number;

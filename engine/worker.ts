@@ -11,10 +11,10 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { loadModel } from '../models/load.js';
+import { countParameters } from '../models/parameters.js';
 import type { LoadedModel } from '../models/types.js';
-import { W } from '../models/types.js';
 import { HfTokenizer } from '../models/tokenizer/index.js';
-import { LlamaSession } from '../runtime/llama-session.js';
+import { DecoderSession } from '../runtime/decoder-session.js';
 import { sliceModel } from '../slicer/index.js';
 import { EngineRequestError } from './input.js';
 import type { EngineErrorInfo, FromWorkerMessage, ModelInfo, ToWorkerMessage, TokenizerResult, WorkerOptions } from './protocol.js';
@@ -26,7 +26,7 @@ function post(msg: FromWorkerMessage): void {
 }
 
 /** Loads the model (slicing it if asked) and opens its session. */
-async function prepare(options: WorkerOptions): Promise<{ model: LoadedModel; session: LlamaSession }> {
+async function prepare(options: WorkerOptions): Promise<{ model: LoadedModel; session: DecoderSession }> {
   post({ type: 'progress', phase: 'load', fraction: 0 });
   let model = await loadModel(options.model.path, options.model.id ? { id: options.model.id } : undefined);
   const slice = options.model.slice;
@@ -37,7 +37,7 @@ async function prepare(options: WorkerOptions): Promise<{ model: LoadedModel; se
       (p) => post({ type: 'progress', phase: p.phase, fraction: p.fraction }),
     );
   }
-  const session = await LlamaSession.create(model, {
+  const session = await DecoderSession.create(model, {
     device: options.device,
     threads: options.threads,
     dtype: options.dtype,
@@ -50,21 +50,21 @@ async function prepare(options: WorkerOptions): Promise<{ model: LoadedModel; se
 }
 
 /** What the front end shows about a model (/v1/models). */
-function describe(model: LoadedModel, session: LlamaSession): ModelInfo {
-  let parameters = 0;
-  for (const t of model.weights.values()) parameters += t.data.length;
-  const embed = model.weights.get(W.embed);
+function describe(model: LoadedModel, session: DecoderSession): ModelInfo {
+  const parameters = countParameters(model.weights);
   return {
     id: model.id,
     maxContext: session.maxContext,
     vocabSize: session.vocabSize,
     device: session.device,
-    hiddenSize: embed ? embed.shape[1] : model.config.hidden_size,
+    hiddenSize: model.config.sliceserve?.sliced_hidden_size ?? model.config.hidden_size,
     originalHiddenSize: model.config.hidden_size,
     parameters,
     numLayers: model.config.num_hidden_layers,
     slicing: model.config.sliceserve ?? null,
     tokenizerConfig: chatTemplateFields(model),
+    bosToken: model.tokenizer.bosToken,
+    eosToken: model.tokenizer.eosToken,
   };
 }
 
@@ -84,7 +84,7 @@ function tokenizerRequest(model: LoadedModel, msg: Extract<ToWorkerMessage, { ty
   const tok = model.tokenizer;
   try {
     if (msg.type === 'tokenize') {
-      const tokens = tok.encode(msg.text, { addBos: msg.addSpecialTokens });
+      const tokens = tok.encode(msg.text, { addSpecialTokens: msg.addSpecialTokens });
       const tokenStrs = tokens.map((id) => (tok instanceof HfTokenizer ? (tok.idToToken(id) ?? null) : null));
       return { result: { tokens, tokenStrs } };
     }
@@ -104,7 +104,7 @@ parentPort?.on('message', (msg: ToWorkerMessage) => {
 
 async function main(): Promise<void> {
   const options = workerData as WorkerOptions;
-  let prepared: { model: LoadedModel; session: LlamaSession };
+  let prepared: { model: LoadedModel; session: DecoderSession };
   try {
     prepared = await prepare(options);
   } catch (err) {

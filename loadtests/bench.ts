@@ -17,10 +17,11 @@ import { gitCommit, hugePagesEntry, machineInfo } from './machine.js';
 import { renderMarkdown } from './markdown.js';
 import { hasModels, modelEntries, readDenseShape, selectModels } from './models.js';
 import { defaultRequests, type BenchOptions } from './options.js';
+import { peerWarnings, probePeer, type Peer } from './peers.js';
 import { createProgress, type Progress } from './progress.js';
 import { makePrompt } from './prompts.js';
 import { buildReport, type Report } from './report.js';
-import { runPlan } from './runner.js';
+import { runPlan, targetOf, type Target } from './runner.js';
 import { ServerProcess, freePort, waitForServer } from './server-process.js';
 import { ensureSynthModel } from './synth-cache.js';
 
@@ -50,14 +51,15 @@ export async function writeReportFiles(report: Report, dir: string, root: string
   }
 }
 
-async function warmUp(baseUrl: string, models: string[], concurrency: number, opts: BenchOptions, vocabSize: number, bos: number, signal: AbortSignal): Promise<string[]> {
+async function warmUp(baseUrl: string, models: string[], targets: Record<string, Target>, concurrency: number, opts: BenchOptions, vocabSize: number, bos: number, signal: AbortSignal): Promise<string[]> {
   const errors: string[] = [];
   for (const model of models) {
+    const t = targetOf({ baseUrl, targets, apiKey: opts.apiKey ?? undefined }, model);
     const records = await Promise.all(
       Array.from({ length: concurrency }, (_, i) =>
         streamCompletion(
-          { model, prompt: makePrompt(900_000_000 + i, { promptTokens: opts.promptTokens, vocabSize, bosTokenId: bos, seed: opts.seed }), max_tokens: opts.outputTokens, temperature: opts.temperature, ignore_eos: true },
-          { baseUrl, timeoutS: opts.timeoutS, signal, apiKey: opts.apiKey ?? undefined, concurrency },
+          { model: t.model, prompt: makePrompt(900_000_000 + i, { promptTokens: opts.promptTokens, vocabSize, bosTokenId: bos, seed: opts.seed }), max_tokens: opts.outputTokens, temperature: opts.temperature, ignore_eos: true },
+          { baseUrl: t.baseUrl, timeoutS: opts.timeoutS, signal, apiKey: t.apiKey, concurrency },
         ),
       ),
     );
@@ -66,8 +68,22 @@ async function warmUp(baseUrl: string, models: string[], concurrency: number, op
   return errors;
 }
 
+/** The report's note about each peer (or about the static figures when none was measured). */
+export function peerNotes(peers: readonly Peer[]): string[] {
+  if (peers.length === 0) {
+    return ['No `--peer` was given: the llama.cpp figures are issue 5\'s (f32, 2 threads, measured earlier on this machine kind), not measured in this run, so they are not comparable the way the rows of one run are. `--peer NAME=URL` measures a running llama-server (or any OpenAI-compatible server) interleaved with our models.'];
+  }
+  return peers.map((p) => {
+    const info = p.info;
+    const what = info
+      ? [info.n_params != null ? `${(info.n_params / 1e6).toFixed(1)} M parameters` : null, info.size_bytes != null ? `weights ${(info.size_bytes / 2 ** 20).toFixed(1)} MiB` : null, info.n_vocab != null ? `vocabulary ${info.n_vocab}` : null, info.ftype != null ? `type ${info.ftype}` : null].filter((x) => x !== null).join(', ')
+      : 'no model details reported';
+    return `Peer \`${p.name}\` was measured in this run at ${p.url}, model \`${p.model}\` (${what}), interleaved with our models and sent the same requests (token-id prompts, \`max_tokens\`, \`ignore_eos\`, temperature, streaming with \`stream_options.include_usage\`; output tokens from its \`usage.completion_tokens\`). Its threads and slots are whatever it was started with; its name should say them.${p.startError ? ` At start: ${p.startError}.` : ''}`;
+  });
+}
+
 /** Notes printed in every report. */
-function reportNotes(opts: BenchOptions, synthetic: boolean, sliced: boolean): string[] {
+function reportNotes(opts: BenchOptions, synthetic: boolean, sliced: boolean, peers: readonly Peer[]): string[] {
   const notes: string[] = [];
   if (synthetic) {
     notes.push(
@@ -86,6 +102,7 @@ function reportNotes(opts: BenchOptions, synthetic: boolean, sliced: boolean): s
   );
   if (opts.warmup) notes.push('Before measuring, every model served one warm-up wave of the measured request shape at the largest concurrency (so its KV buffers, onnxruntime arenas and JIT-compiled paths are as in steady state), not recorded.');
   if (opts.quick) notes.push('Quick run (--quick): few requests per level and one round, so figures are indicative (expect +-15 % between runs); use the full run for BENCHMARKS.md.');
+  notes.push(...peerNotes(peers));
   return notes;
 }
 
@@ -113,6 +130,10 @@ export async function runBench(
   }
   const shape = modelDir ? readDenseShape(modelDir) : null;
   if (!shape) throw new Error('with --url, also pass --model <dir> (the dense model directory) so the report can count FLOPs from its config.json');
+
+  // Peers are asked first, so that one that is down is reported before minutes of slicing.
+  let peers = await Promise.all(opts.peers.map((p) => probePeer(p)));
+  for (const p of peers) if (p.startError) progress.log(`[bench] peer ${p.name} (${p.url}): ${p.startError} (asked again before measuring)`);
 
   const machine = machineInfo(opts.device ?? 'cpu');
   if (opts.bandwidth) {
@@ -155,12 +176,17 @@ export async function runBench(
     progress.log(`[bench] server ready after ${((performance.now() - t0) / 1000).toFixed(1)} s`);
     const sel = selectModels(cards, denseId, opts.sparsities);
     const entries = modelEntries(sel, shape);
-    const ids = entries.map((e) => e.id);
     const vocabSize = shape.vocab_size;
+    // a peer that was down at start gets one more chance (it may have finished loading meanwhile)
+    peers = await Promise.all(peers.map((p) => (p.startError ? probePeer(p) : p)));
+    for (const line of peerWarnings(peers, entries.map((e) => e.id), vocabSize)) progress.log(`[bench] ${line}`);
+    for (const p of peers.filter((x) => !x.startError)) progress.log(`[bench] peer ${p.name}: ${p.url}, model ${p.model}`);
+    const targets: Record<string, Target> = Object.fromEntries(peers.map((p) => [p.name, { baseUrl: p.url, model: p.model }]));
+    const ids = [...entries.map((e) => e.id), ...peers.map((p) => p.name)];
 
     if (opts.warmup) {
-      progress.log(`[bench] warm-up: ${maxC} requests of the measured shape per model (not recorded)`);
-      const errs = await warmUp(baseUrl, ids, maxC, opts, vocabSize, shape.bos_token_id, signal);
+      progress.log(`[bench] warm-up: ${maxC} requests of the measured shape per model${peers.length > 0 ? ' and peer' : ''} (not recorded)`);
+      const errs = await warmUp(baseUrl, ids, targets, maxC, opts, vocabSize, shape.bos_token_id, signal);
       if (errs.length > 0) progress.log(`[bench] warm-up errors (${errs.length}): ${errs.slice(0, 3).join('; ')}`);
     }
 
@@ -173,6 +199,7 @@ export async function runBench(
       {
         baseUrl,
         models: ids,
+        targets,
         concurrencies: opts.concurrency,
         rounds: opts.rounds,
         requestsPerLevel,
@@ -212,8 +239,9 @@ export async function runBench(
       options: { ...optionValues, command, interrupted: signal.aborted },
       machine,
       models: entries,
-      notes: reportNotes(opts, synthetic, entries.length > 1),
+      notes: reportNotes(opts, synthetic, entries.length > 1, peers),
       loadGeneratorCpuS: (cpu.user + cpu.system) / 1e6,
+      peers,
     });
     await writeReportFiles(report, dir, root);
     return { dir, report };

@@ -1,8 +1,9 @@
 /**
  * The report's chart, rendered headless to SVG with Vega-Lite (compiled to a Vega spec) and
  * Vega's scenegraph renderer: no browser, no canvas, no network. Three panels, dense and
- * every sliced variant side by side: output tokens/s vs concurrency (with the llama.cpp
- * peer), TTFT and TPOT percentiles per concurrency (bar = p50, tick = p90, whisker to p99).
+ * every sliced variant side by side: output tokens/s vs concurrency (with the peers, dashed:
+ * measured ones in every panel, issue 5's static llama.cpp figures in the throughput panel
+ * only), TTFT and TPOT percentiles per concurrency (bar = p50, tick = p90, whisker to p99).
  */
 import * as vega from 'vega';
 import { compile, type TopLevelSpec } from 'vega-lite';
@@ -13,25 +14,34 @@ export function modelLabel(sparsity: number): string {
   return sparsity === 0 ? 'dense' : `sliced ${Math.round(sparsity * 1000) / 10} %`;
 }
 
+/** Legend label of a report row: {@link modelLabel} for ours, "NAME (peer)" for a peer's. */
+export function rowLabel(r: { sparsity: number; model: string; peer?: boolean }): string {
+  return r.peer ? `${r.model} (peer)` : modelLabel(r.sparsity);
+}
+
 const PALETTE = ['#4c78a8', '#f58518', '#54a24b', '#b279a2', '#e45756', '#72b7b2'];
-const PEER_COLOR = '#9d9d9d';
+/** Peers are drawn in greys, dashed. */
+const PEER_COLORS = ['#7f7f7f', '#3b3b3b', '#b0b0b0', '#5e5e5e'];
 
 /**
  * The Vega-Lite spec of the chart for `report` (exported for inspection and tests).
  */
 export function chartSpec(report: Report): TopLevelSpec {
-  const labels = report.models.map((m) => modelLabel(m.sparsity));
-  const peer = report.peers[0];
-  const peerLabel = peer ? peer.name.replace(/ \(.*\)$/, '') + ' (peer)' : null;
+  // measured peers have rows in report.runs; figures from elsewhere only a throughput line
+  const measuredPeers = report.peers.filter((p) => p.measured === true);
+  const staticPeer = measuredPeers.length === 0 ? report.peers[0] : undefined;
+  const labels = [...report.models.map((m) => modelLabel(m.sparsity)), ...measuredPeers.map((p) => rowLabel({ sparsity: 0, model: p.name, peer: true }))];
+  const ours = report.models.length;
+  const peerLabel = staticPeer ? staticPeer.name.replace(/ \(.*\)$/, '') + ' (peer)' : null;
   const levels = [...new Set(report.runs.map((r) => r.concurrency))].sort((a, b) => a - b);
   const throughput: Array<{ model: string; concurrency: number; tps: number; lo?: number; hi?: number }> = report.runs.map((r) => ({
-    model: modelLabel(r.sparsity),
+    model: rowLabel(r),
     concurrency: r.concurrency,
     tps: r.output_tokens_per_s,
     ...(r.block_output_tokens_per_s.length > 1 ? { lo: Math.min(...r.block_output_tokens_per_s), hi: Math.max(...r.block_output_tokens_per_s) } : {}),
   }));
-  if (peer && peerLabel) {
-    for (const [c, tps] of Object.entries(peer.output_tokens_per_s)) {
+  if (staticPeer && peerLabel) {
+    for (const [c, tps] of Object.entries(staticPeer.output_tokens_per_s)) {
       if (levels.includes(Number(c))) throughput.push({ model: peerLabel, concurrency: Number(c), tps });
     }
   }
@@ -41,10 +51,11 @@ export function chartSpec(report: Report): TopLevelSpec {
       .map((r) => {
         const s = r[key]!;
         const ms = (v: number): number => Math.round(v * 1e5) / 100;
-        return { model: modelLabel(r.sparsity), concurrency: r.concurrency, p50: ms(s.p50), p90: ms(s.p90), p99: ms(s.p99) };
+        return { model: rowLabel(r), concurrency: r.concurrency, p50: ms(s.p50), p90: ms(s.p90), p99: ms(s.p99) };
       });
   const colorDomain = peerLabel ? [...labels, peerLabel] : labels;
-  const colorRange = [...labels.map((_, i) => PALETTE[i % PALETTE.length]), ...(peerLabel ? [PEER_COLOR] : [])];
+  const colorRange = [...labels.map((_, i) => (i < ours ? PALETTE[i % PALETTE.length] : PEER_COLORS[(i - ours) % PEER_COLORS.length])), ...(peerLabel ? [PEER_COLORS[0]] : [])];
+  const dashed = new Set([...labels.slice(ours), ...(peerLabel ? [peerLabel] : [])]);
   const color = { field: 'model', type: 'nominal', title: null, scale: { domain: colorDomain, range: colorRange }, legend: { orient: 'bottom', direction: 'horizontal', labelLimit: 400, symbolStrokeWidth: 3 } } as const;
   const yTitle = 'milliseconds'; // short: a rotated title longer than the plot pushes the panel title up
   const latencyPanel = (key: 'ttft_s' | 'tpot_s', title: string) => ({
@@ -83,7 +94,7 @@ export function chartSpec(report: Report): TopLevelSpec {
           x: { field: 'concurrency', type: 'quantitative', title: 'concurrent requests', scale: { type: 'log', base: 2, nice: false, domain: [Math.min(...levels), Math.max(...levels)] }, axis: { values: levels, format: 'd' } },
           y: { field: 'tps', type: 'quantitative', title: 'output tokens / s' },
           color,
-          strokeDash: { field: 'model', type: 'nominal', title: null, scale: { domain: colorDomain, range: colorDomain.map((l) => (l === peerLabel ? [4, 3] : [1, 0])) } },
+          strokeDash: { field: 'model', type: 'nominal', title: null, scale: { domain: colorDomain, range: colorDomain.map((l) => (dashed.has(l) ? [4, 3] : [1, 0])) } },
         },
       },
       latencyPanel('ttft_s', 'Time to first token (lower is better)'),

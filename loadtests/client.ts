@@ -63,6 +63,21 @@ interface ChunkJson {
   error?: { message?: string } | string;
 }
 
+/**
+ * Whether a chunk marks the arrival of a token: it has a choice, and not only choices with empty
+ * text that merely close the stream with a finish_reason. SliceServe (like vLLM) puts the
+ * finish_reason on the last token's chunk; llama.cpp's server sends the last token, then a
+ * separate `{"text": "", "finish_reason": "length"}` chunk (with the usage), which is no token
+ * and would otherwise add a near-zero gap to the ITLs.
+ */
+export function carriesToken(chunk: { choices?: unknown[] }): boolean {
+  if (!Array.isArray(chunk.choices) || chunk.choices.length === 0) return false;
+  return chunk.choices.some((c) => {
+    const choice = c as { text?: unknown; finish_reason?: unknown } | null;
+    return !(choice && choice.text === '' && choice.finish_reason != null);
+  });
+}
+
 function describe(err: unknown): string {
   if (err instanceof Error) {
     const cause = (err as Error & { cause?: unknown }).cause;
@@ -153,7 +168,7 @@ export async function streamCompletion(body: CompletionRequest, opts: StreamOpti
         const m = typeof chunk.error === 'object' ? chunk.error.message : chunk.error;
         return finish(`error chunk: ${String(m).slice(0, 160)}`);
       }
-      if (Array.isArray(chunk.choices) && chunk.choices.length > 0) tokenTimes.push(performance.now());
+      if (carriesToken(chunk)) tokenTimes.push(performance.now());
       if (chunk.usage) {
         if (typeof chunk.usage.completion_tokens === 'number') usageTokens = chunk.usage.completion_tokens;
         if (typeof chunk.usage.prompt_tokens === 'number') promptTokens = chunk.usage.prompt_tokens;

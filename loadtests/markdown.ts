@@ -1,7 +1,7 @@
 /**
  * report.md and BENCHMARKS.md, rendered from a report (never typed in by hand).
  */
-import { modelLabel } from './chart.js';
+import { modelLabel, rowLabel } from './chart.js';
 import { machineWasBusy } from './machine.js';
 import { REFERENCE_READ_BYTES_PER_S, type Report, type RunStats } from './report.js';
 
@@ -26,8 +26,21 @@ function table(header: string[], rows: string[][]): string {
   return [line(header), line(header.map((h, i) => (i === 0 ? '---' : '---:'))), ...rows.map(line)].join('\n');
 }
 
-function label(r: { sparsity: number; model: string }): string {
-  return `${modelLabel(r.sparsity)} (\`${r.model}\`)`;
+/** "dense (`id`)", "sliced 25 % (`id`)", or "NAME (peer)" for a peer's row. */
+function label(r: { sparsity: number; model: string; peer?: boolean }): string {
+  return r.peer ? rowLabel(r) : `${modelLabel(r.sparsity)} (\`${r.model}\`)`;
+}
+
+type Peer = Report['peers'][number];
+
+/** The peers measured in this run (`--peer`); empty when the report shows issue 5's figures. */
+function measuredPeers(report: Report): Peer[] {
+  return report.peers.filter((p) => p.measured === true);
+}
+
+/** How a peer is named in tables: its name, "(peer)", and where its figures come from when not measured here. */
+function peerName(p: Peer): string {
+  return p.measured === true ? `${p.name} (peer)` : `${p.name} (peer, issue 5, not this run)`;
 }
 
 /** The cover line: what ran where. */
@@ -37,7 +50,7 @@ function overview(report: Report): string {
   const models = report.models.map((x) => (x.sparsity === 0 ? `dense (d = ${x.hidden_size})` : `sliced ${x.sparsity} (d' = ${x.hidden_size})`)).join(', ');
   return [
     `- **Model**: ${report.model.preset ? `synthetic \`${report.model.preset}\`` : (report.model.dir ?? 'served at --url')}; measured: ${models}.`,
-    `- **Requests**: ${shape.prompt_tokens}-token prompts, ${shape.output_tokens} output tokens, \`ignore_eos\`, streaming (SSE), temperature ${shape.temperature}; prefix caching ${shape.prefix_caching}. Same shape as the llama.cpp peer measurement.`,
+    `- **Requests**: ${shape.prompt_tokens}-token prompts, ${shape.output_tokens} output tokens, \`ignore_eos\`, streaming (SSE), temperature ${shape.temperature}; prefix caching ${shape.prefix_caching}. ${measuredPeers(report).length > 0 ? `Peers measured in this run, interleaved with our models and sent the same requests: ${measuredPeers(report).map((p) => `\`${p.name}\` (${p.url})`).join(', ')}.` : 'Same shape as the llama.cpp peer measurement of issue 5 (no peer measured in this run).'}`,
     `- **Machine**: ${m.cpu_model}, ${m.cores} cores, ${(m.memory_bytes / 2 ** 30).toFixed(0)} GiB, ${m.os}, Node ${m.node}, onnxruntime-node ${m.onnxruntime_node ?? '?'}, execution provider \`${m.execution_provider}\`${hugePagesText(m.huge_pages)}.`,
     ...(machineWasBusy(m)
       ? [
@@ -52,7 +65,7 @@ function headline(report: Report): string {
   const levels = [...new Set(report.runs.map((r) => r.concurrency))];
   const top = Math.max(...levels);
   const rows = report.runs
-    .filter((r) => r.concurrency === top)
+    .filter((r) => r.concurrency === top && !r.peer) // peers follow, from report.peers
     .map((r) => {
       const sp = report.speedup.find((s) => s.model === r.model && s.concurrency === top);
       return [
@@ -66,8 +79,12 @@ function headline(report: Report): string {
         `${r.errors} / ${r.requests}`,
       ];
     });
-  const peer = report.peers[0]?.output_tokens_per_s[String(top)];
-  if (peer !== undefined) rows.push([report.peers[0].name + ' (peer, issue 5)', num(peer), '', '', '', '', '', '']);
+  for (const p of report.peers) {
+    const tps = p.output_tokens_per_s[String(top)];
+    if (tps === undefined) continue;
+    const run = p.measured === true ? report.runs.find((r) => r.peer === true && r.model === p.name && r.concurrency === top) : undefined;
+    rows.push([peerName(p), num(tps), '', '', '', '', '', run ? `${run.errors} / ${run.requests}` : '']);
+  }
   return (
     `At concurrency ${top} ("vs dense": pooled over all rounds; "paired": median of the per-round ratios, see below):\n\n` +
     table(['model', 'output tok/s', 'vs dense', 'paired', 'expected (FLOPs)', 'of expected', 'paired of expected', 'errors'], rows)
@@ -98,18 +115,19 @@ function targets(report: Report): string {
     const paired = pf === null ? '' : `; paired median of the rounds ${num(sp.measured_paired_median, 3)}x = ${pct1(pf)}, ${verdict(pf >= 0.9)}`;
     lines.push(`- ${modelLabel(sp.sparsity)} at concurrency ${top} reaches >= 90 % of its expected speedup (${num(sp.theoretical, 3)}x): pooled ${num(sp.measured, 3)}x = ${pct1(f)}, ${verdict(f !== null && f >= 0.9)}${paired}.`);
   }
-  const errors = report.runs.reduce((n, r) => n + r.errors, 0);
-  lines.push(`- No failed request: ${errors} of ${report.runs.reduce((n, r) => n + r.requests, 0)} failed, ${verdict(errors === 0)}.`);
-  const peer = report.peers[0];
-  if (peer) {
+  const ours = report.runs.filter((r) => !r.peer); // a peer's failures are its own (see Errors)
+  const errors = ours.reduce((n, r) => n + r.errors, 0);
+  lines.push(`- No failed request: ${errors} of ${ours.reduce((n, r) => n + r.requests, 0)} failed, ${verdict(errors === 0)}.`);
+  for (const peer of report.peers) {
+    const who = peer.measured === true ? `peer \`${peer.name}\` (measured in this run)` : 'llama.cpp (issue 5\'s figures, not this run)';
     for (const m of report.models) {
       const cmp = report.runs
-        .filter((r) => r.model === m.id && peer.output_tokens_per_s[String(r.concurrency)] !== undefined)
+        .filter((r) => !r.peer && r.model === m.id && (peer.output_tokens_per_s[String(r.concurrency)] ?? 0) > 0) // a peer level where nothing succeeded compares nothing
         .map((r) => ({ c: r.concurrency, ours: r.output_tokens_per_s, theirs: peer.output_tokens_per_s[String(r.concurrency)] }));
       if (cmp.length === 0) continue;
       const what = m.sparsity === 0 ? 'does not trail' : 'beats';
       const ok = cmp.every((x) => (m.sparsity === 0 ? x.ours >= x.theirs : x.ours > x.theirs));
-      lines.push(`- ${modelLabel(m.sparsity)} ${what} llama.cpp (${cmp.map((x) => `c=${x.c}: ${num(x.ours)} vs ${num(x.theirs)}`).join('; ')} tok/s): ${verdict(ok)}.`);
+      lines.push(`- ${modelLabel(m.sparsity)} ${what} ${who} (${cmp.map((x) => `c=${x.c}: ${num(x.ours)} vs ${num(x.theirs)}`).join('; ')} tok/s): ${verdict(ok)}.`);
     }
   }
   return lines.join('\n');
@@ -157,22 +175,36 @@ function speedupTable(report: Report): string {
 }
 
 function peerTable(report: Report): string {
-  const peer = report.peers[0];
-  if (!peer) return '';
+  const peers = report.peers;
+  const ref = peers[0];
+  if (!ref) return '';
   const levels = [...new Set(report.runs.map((r) => r.concurrency))].sort((a, b) => a - b);
-  const header = ['concurrency', peer.name, ...report.models.map((m) => modelLabel(m.sparsity))];
+  const header = ['concurrency', ...peers.map((p) => (p.measured === true ? `${p.name} (peer)` : p.name)), ...report.models.map((m) => modelLabel(m.sparsity))];
   const rows = levels.map((c) => [
     String(c),
-    num(peer.output_tokens_per_s[String(c)]),
+    ...peers.map((p) => num(p.output_tokens_per_s[String(c)])),
     ...report.models.map((m) => {
-      const r = report.runs.find((x) => x.model === m.id && x.concurrency === c);
-      const p = peer.output_tokens_per_s[String(c)];
+      const r = report.runs.find((x) => !x.peer && x.model === m.id && x.concurrency === c);
+      const p = ref.output_tokens_per_s[String(c)];
       return r ? `${num(r.output_tokens_per_s)}${p ? ` (${num(r.output_tokens_per_s / p, 2)}x)` : ''}` : '–';
     }),
   ]);
   const b1 = report.decode_batch1;
-  rows.push(['batch-1 decode (1 / p50 TPOT)', num(peer.decode_batch1_tokens_per_s), ...report.models.map((m) => num(b1.find((x) => x.model === m.id)?.tokens_per_s))]);
-  return `Output tokens/s (in brackets: ratio to the peer). Peer figures: ${peer.source}.\n\n` + table(header, rows);
+  const refB1 = ref.decode_batch1_tokens_per_s;
+  rows.push([
+    'batch-1 decode (1 / p50 TPOT)',
+    ...peers.map((p) => num(p.decode_batch1_tokens_per_s)),
+    ...report.models.map((m) => {
+      const t = b1.find((x) => x.model === m.id)?.tokens_per_s;
+      return `${num(t)}${t != null && refB1 ? ` (${num(t / refB1, 2)}x)` : ''}`;
+    }),
+  ]);
+  const measured = measuredPeers(report);
+  const intro =
+    measured.length > 0
+      ? `Output tokens/s, every column measured in this run, interleaved block by block (in brackets: ratio to \`${ref.name}\`). ${measured.map((p) => `\`${p.name}\`: ${p.source}${p.model_info?.size_bytes != null ? `, weights ${num(p.model_info.size_bytes / 2 ** 20, 1)} MiB` : ''}${p.start_error ? `; at start: ${p.start_error}` : ''}.`).join(' ')} The peers' latencies and errors are in the tables below.`
+      : `Output tokens/s (in brackets: ratio to the peer). Peer figures: ${ref.source}.`;
+  return intro + '\n\n' + table(header, rows);
 }
 
 function bandwidthTable(report: Report): string {
@@ -180,12 +212,22 @@ function bandwidthTable(report: Report): string {
   const intro = bw
     ? `Measured memory READ bandwidth: **${num(bw / 1e9, 1)} GB/s** (${report.machine.read_bandwidth_method}). Decoding one token at batch 1 reads every float32 weight once, so tokens/s <= bandwidth / weight bytes per token (attention over a ~130-token KV cache adds < 1 %, not counted). Issue 5 measured ~27-28 GB/s on this machine kind with a native 2-thread read probe (a 2-thread memcpy: ~19 GB/s; llama.cpp decodes this shape at ~65 tok/s, ~92 % of the read bound); our WebAssembly probe usually reports less, so both bounds are shown.`
     : 'The bandwidth probe was skipped (--no-bandwidth).';
+  const peerRows = measuredPeers(report)
+    .filter((p) => p.weight_bytes_per_token_estimate != null)
+    .map((p) => {
+      const bytes = p.weight_bytes_per_token_estimate as number;
+      const bound = bw ? bw / bytes : null;
+      const ref = REFERENCE_READ_BYTES_PER_S / bytes;
+      const t = p.decode_batch1_tokens_per_s;
+      return [peerName(p), `~${num(bytes / 1e6, 1)} MB (model less embeddings)`, num(bound), num(t), pct(t !== null && bound ? t / bound : null), num(ref), pct(t === null ? null : t / ref)];
+    });
   return (
     intro +
+    (peerRows.length > 0 ? ' A peer\'s bytes per token are estimated from its model size (the `size` its `/v1/models` reports) less the token-embedding table, at the model\'s mean bytes per weight.' : '') +
     '\n\n' +
     table(
       ['model', 'weights read / token', 'bound tok/s (our probe)', 'measured tok/s', 'of bound', 'bound at 27.5 GB/s (issue 5)', 'of that bound'],
-      report.decode_batch1.map((d) => {
+      [...report.decode_batch1.map((d) => {
         const ref = d.reference_bound_tokens_per_s ?? REFERENCE_READ_BYTES_PER_S / d.weight_bytes_per_token; // reports from before the field
         return [
           label(d),
@@ -196,7 +238,7 @@ function bandwidthTable(report: Report): string {
           num(ref),
           pct(d.tokens_per_s === null ? null : d.tokens_per_s / ref),
         ];
-      }),
+      }), ...peerRows],
     )
   );
 }
@@ -237,7 +279,7 @@ export function renderMarkdown(report: Report, opts: MarkdownOptions): string {
     '',
     speedupTable(report),
     '',
-    '## Against the peer (llama.cpp server)',
+    measuredPeers(report).length > 0 ? '## Against the peers (measured in this run)' : '## Against the peer (llama.cpp server)',
     '',
     peerTable(report),
     '',

@@ -25,6 +25,8 @@ export interface BenchOptions {
   url: string | null;
   /** Dense model id to measure on `--url` (default: the first entry without parent). */
   denseId: string | null;
+  /** Other OpenAI-compatible servers measured side by side (`--peer NAME=URL`, repeatable). */
+  peers: PeerSpec[];
   calibration: string | null;
   calWindows: number;
   maxBatchSize: number | null;
@@ -50,6 +52,44 @@ export interface BenchOptions {
   cacheDir: string;
   /** The command line, for "how to reproduce". */
   command: string;
+}
+
+/** A peer server given with `--peer NAME=URL`. */
+export interface PeerSpec {
+  /** Its label in the report (letters, digits, `.`, `_`, `-`), e.g. `llamacpp-q8_0`. */
+  name: string;
+  /** Base URL without a trailing `/v1`, e.g. `http://127.0.0.1:8081`. */
+  url: string;
+}
+
+/** `http://host:port/v1/` -> `http://host:port`: the client appends `/v1/completions`. */
+export function normalizeBaseUrl(v: string): string {
+  return v.replace(/\/+$/, '').replace(/\/v1$/, '');
+}
+
+/**
+ * Parses one `--peer NAME=URL` (commander calls it once per occurrence, with the list so far).
+ *
+ * @throws InvalidArgumentError when NAME or URL is malformed, or NAME was already given.
+ */
+export function parsePeer(v: string, prev: PeerSpec[] = []): PeerSpec[] {
+  const eq = v.indexOf('=');
+  const name = eq > 0 ? v.slice(0, eq).trim() : '';
+  const raw = eq > 0 ? v.slice(eq + 1).trim() : '';
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(name) || raw === '') {
+    throw new InvalidArgumentError(`--peer takes NAME=URL with NAME of letters, digits, '.', '_', '-' (e.g. llamacpp-q8_0=http://127.0.0.1:8081), got "${v}"`);
+  }
+  if (!/^https?:\/\//i.test(raw)) throw new InvalidArgumentError(`--peer ${name}: the URL must start with http:// or https://, got "${raw}"`);
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw new InvalidArgumentError(`--peer ${name}: "${raw}" is not a URL (e.g. http://127.0.0.1:8081)`);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new InvalidArgumentError(`--peer ${name}: the URL must start with http:// or https://, got "${raw}"`);
+  if (url.search || url.hash) throw new InvalidArgumentError(`--peer ${name}: the URL must be a base URL without query or fragment, got "${raw}"`);
+  if (prev.some((p) => p.name === name)) throw new InvalidArgumentError(`--peer ${name} is given twice; each peer needs its own NAME`);
+  return [...prev, { name, url: normalizeBaseUrl(url.toString()) }];
 }
 
 function intArg(name: string, min: number) {
@@ -100,6 +140,9 @@ export function addBenchOptions(cmd: Command): Command {
     .option('--seed <n>', 'seed of the prompts (and of the synthetic weights)', intArg('--seed', 0), 0)
     .option('--url <url>', 'benchmark a running server (e.g. http://127.0.0.1:8080) instead of starting one')
     .option('--dense-id <id>', 'with --url: the dense model id to measure (default: the first without parent)')
+    .addOption(
+      new Option('--peer <NAME=URL>', 'also measure another OpenAI-compatible /v1/completions server (e.g. llama.cpp\'s llama-server), interleaved with our models, same request shape (repeatable)').argParser(parsePeer),
+    )
     .option('--calibration <file>', 'calibration text passed to the server for slicing (default: the server default)')
     .option('--cal-windows <n>', 'calibration windows for slicing (speed does not depend on them; default 8, --quick 4)', intArg('--cal-windows', 1))
     .option('--max-batch-size <n>', 'passed to the server (default: the largest concurrency)', intArg('--max-batch-size', 1))
@@ -142,8 +185,9 @@ export function resolveBenchOptions(raw: Record<string, unknown>, argv: string[]
     outputTokens: raw.outputTokens as number,
     temperature: raw.temperature as number,
     seed: raw.seed as number,
-    url: raw.url ? String(raw.url).replace(/\/+$/, '').replace(/\/v1$/, '') : null,
+    url: raw.url ? normalizeBaseUrl(String(raw.url)) : null,
     denseId: (raw.denseId as string | undefined) ?? null,
+    peers: (raw.peer as PeerSpec[] | undefined) ?? [],
     calibration: (raw.calibration as string | undefined) ?? null,
     calWindows: (raw.calWindows as number | undefined) ?? (quick ? 4 : 8),
     maxBatchSize: (raw.maxBatchSize as number | undefined) ?? null,

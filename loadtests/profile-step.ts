@@ -1,6 +1,6 @@
 /**
  * Where does a decode step's time go? For each model (dense, sliced artifacts) and batch
- * size, measures (a) the serving path's greedy decode step (`LlamaSession.stepGreedy`:
+ * size, measures (a) the serving path's greedy decode step (`DecoderSession.stepGreedy`:
  * building feeds, writing the step's KV entries into the resident rows, `session.run`) and
  * (b) a bare `session.run` of the same graph with the same shapes, then the operator shares of
  * that run from onnxruntime's profiler (a separate, profiled session: the profiler adds a cost
@@ -17,10 +17,11 @@ import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Command } from 'commander';
 import * as ort from 'onnxruntime-node';
-import { buildLlamaGraph, keyCacheLayout } from '../models/llama/graph.js';
+import { keyCacheLayout } from '../models/onnx/contract.js';
+import { buildDecoderGraph } from '../models/onnx/decoder-graph.js';
 import { loadModel } from '../models/load.js';
 import type { LoadedModel } from '../models/types.js';
-import { LlamaSession } from '../runtime/llama-session.js';
+import { DecoderSession } from '../runtime/decoder-session.js';
 import { matmulWeightsPerToken } from './flops.js';
 import { makePrompt } from './prompts.js';
 import { summarize } from './stats.js';
@@ -31,7 +32,7 @@ export interface StepProfile {
   hidden_size: number;
   batch: number;
   past: number;
-  /** LlamaSession.step, median over the steps. */
+  /** DecoderSession.step, median over the steps. */
   serving_step_ms: number;
   /** Bare session.run with the same shapes, median. */
   run_ms: number;
@@ -82,7 +83,7 @@ export function opShares(profileFile: string): Record<string, number> {
  * +-15 %.
  */
 async function servingSteps(models: LoadedModel[], batch: number, promptTokens: number, steps: number, threads: number): Promise<number[]> {
-  const sessions = await Promise.all(models.map((model) => LlamaSession.create(model, { threads, spinning: false })));
+  const sessions = await Promise.all(models.map((model) => DecoderSession.create(model, { threads, spinning: false })));
   try {
     const caches = sessions.map((session) => Array.from({ length: batch }, () => session.newCache()));
     for (const [k, session] of sessions.entries()) {
@@ -106,8 +107,8 @@ async function servingSteps(models: LoadedModel[], batch: number, promptTokens: 
 }
 
 async function bareRun(model: LoadedModel, batch: number, past: number, steps: number, threads: number, profileDir: string): Promise<{ ms: number; shares: Record<string, number> }> {
-  // The graph LlamaSession runs: no present.* outputs, the default attention kernel.
-  const built = buildLlamaGraph(model, { logits: 'last', presentOutputs: false });
+  // The graph DecoderSession runs: no present.* outputs, the default attention kernel.
+  const built = buildDecoderGraph(model, { logits: 'last', presentOutputs: false });
   const transposedKeys = keyCacheLayout() === 'transposed';
   // Timed without the profiler (it adds a cost per node), then profiled for the operator shares.
   const open = (profile: boolean) =>

@@ -11,6 +11,7 @@ import type { RequestRecord } from './client.js';
 import type { RunResult } from './runner.js';
 import { percentile, summarize } from './stats.js';
 import { bandwidthBoundTokensPerSecond } from './flops.js';
+import { peerWeightBytesPerToken, type Peer } from './peers.js';
 
 const SummarySchema = z.object({
   n: z.number().int().nonnegative(),
@@ -47,6 +48,8 @@ export const RunSchema = z.object({
   e2e_s: SummarySchema.nullable(),
   /** Up to 5 distinct error messages, for diagnosis. */
   error_samples: z.array(z.string()),
+  /** True for a peer server's row (`--peer`; `model` is then the peer's name and sparsity 0: we did not slice it). */
+  peer: z.boolean().optional(),
 });
 
 const ModelSchema = z.object({
@@ -146,8 +149,23 @@ export const ReportSchema = z.object({
     z.object({
       name: z.string(),
       source: z.string(),
+      /** By concurrency level. */
       output_tokens_per_s: z.record(z.string(), z.number()),
       decode_batch1_tokens_per_s: z.number().nullable(),
+      /** True when measured in this run (`--peer`; its rows are in `runs`), false for figures from elsewhere. Absent in older reports. */
+      measured: z.boolean().optional(),
+      url: z.string().optional(),
+      /** The `model` id the peer was sent (from its `/v1/models`). */
+      model: z.string().optional(),
+      /** What the peer's `/v1/models` reported (llama.cpp's `meta`), null when nothing. */
+      model_info: z
+        .object({ n_vocab: z.number().nullable(), n_params: z.number().nullable(), size_bytes: z.number().nullable(), n_embd: z.number().nullable(), ftype: z.string().nullable() })
+        .nullable()
+        .optional(),
+      /** Estimated weight bytes read per token at batch 1 (peers.ts: the model's size minus its embedding table); null when unknown. */
+      weight_bytes_per_token_estimate: z.number().nullable().optional(),
+      /** The start-up probe's failure, when the peer did not answer `/v1/models`. */
+      start_error: z.string().nullable().optional(),
     }),
   ),
   wall_s: z.number(),
@@ -162,15 +180,17 @@ export type RunStats = z.infer<typeof RunSchema>;
 export type ModelEntry = z.infer<typeof ModelSchema>;
 
 /**
- * The peer to compare with, measured on this machine kind with the same request shape
- * (f32, 2 threads, ~66-token prompts, 64 output tokens, ignore_eos, prefix caching
- * defeated, streaming): llama.cpp's server, medians, runs vary +-15-20 %. Source: issue 5.
+ * The peer figures shown when no `--peer` is measured: llama.cpp's server, measured on this
+ * machine kind in an earlier session with the same request shape (f32, 2 threads, ~66-token
+ * prompts, 64 output tokens, ignore_eos, prefix caching defeated, streaming), medians, runs vary
+ * +-15-20 %. Source: issue 5. Not comparable within a run; `--peer` measures one instead.
  */
 export const LLAMA_CPP_PEER: Report['peers'][number] = {
   name: 'llama.cpp server (f32, 2 threads)',
-  source: 'issue 5: measured on this machine kind with the same request shape; medians, runs vary +-15-20 %',
+  source: 'issue 5: measured earlier on this machine kind with the same request shape, not in this run (pass --peer NAME=URL to measure one side by side); medians, runs vary +-15-20 %',
   output_tokens_per_s: { '1': 45, '4': 75, '16': 131 },
   decode_batch1_tokens_per_s: 65,
+  measured: false,
 };
 
 /**
@@ -223,6 +243,26 @@ export interface ReportContext {
   notes: string[];
   /** CPU seconds used by the load generator during the measurement (process.cpuUsage). */
   loadGeneratorCpuS?: number;
+  /** Peer servers measured in the run (`--peer`); their blocks carry the peer's name. None: the static {@link LLAMA_CPP_PEER} figures. */
+  peers?: Peer[];
+}
+
+/** The `peers` entry of a peer measured in this run, from its rows in `runs`. */
+function measuredPeer(p: Peer, runs: readonly RunStats[]): Report['peers'][number] {
+  const mine = runs.filter((r) => r.peer === true && r.model === p.name);
+  const c1 = mine.find((r) => r.concurrency === 1);
+  return {
+    name: p.name,
+    source: `measured in this run at ${p.url} (model \`${p.model}\`), interleaved with our models, same requests`,
+    output_tokens_per_s: Object.fromEntries(mine.map((r) => [String(r.concurrency), r.output_tokens_per_s])),
+    decode_batch1_tokens_per_s: c1?.tpot_s ? 1 / c1.tpot_s.p50 : null,
+    measured: true,
+    url: p.url,
+    model: p.model,
+    model_info: p.info,
+    weight_bytes_per_token_estimate: peerWeightBytesPerToken(p.info),
+    start_error: p.startError,
+  };
 }
 
 /** Output tokens/s of one block (successful requests only). */
@@ -245,8 +285,9 @@ export function pairedRoundRatios(result: RunResult, denseId: string, slicedId: 
 }
 
 /**
- * Builds the report from a run. Runs are ordered by concurrency, then as `ctx.models`.
- * Speedups compare each sliced model with the first model of sparsity 0 (the dense one).
+ * Builds the report from a run. Runs are ordered by concurrency, then as `ctx.models`, then
+ * the peers (`ctx.peers`, rows with `peer: true`). Speedups compare each sliced model with the
+ * first model of sparsity 0 (the dense one); peers are compared in the Markdown only.
  *
  * @throws Error when the result does not validate against {@link ReportSchema} (a bug).
  */
@@ -259,6 +300,11 @@ export function buildReport(result: RunResult, ctx: ReportContext): Report {
       if (blocks.length === 0) continue;
       const rates = blocks.map(blockRate);
       runs.push(runStats(m.id, m.sparsity, c, blocks.flatMap((b) => b.records), blocks.reduce((s, b) => s + b.wall_s, 0), rates));
+    }
+    for (const p of ctx.peers ?? []) {
+      const blocks = result.blocks.filter((b) => b.block.concurrency === c && b.block.model === p.name);
+      if (blocks.length === 0) continue;
+      runs.push({ ...runStats(p.name, 0, c, blocks.flatMap((b) => b.records), blocks.reduce((s, b) => s + b.wall_s, 0), blocks.map(blockRate)), peer: true });
     }
   }
   const dense = ctx.models.find((m) => m.sparsity === 0);
@@ -313,7 +359,7 @@ export function buildReport(result: RunResult, ctx: ReportContext): Report {
     runs,
     speedup,
     decode_batch1,
-    peers: [LLAMA_CPP_PEER],
+    peers: ctx.peers && ctx.peers.length > 0 ? ctx.peers.map((p) => measuredPeer(p, runs)) : [LLAMA_CPP_PEER],
     wall_s: result.wall_s,
     load_generator_cpu_s: ctx.loadGeneratorCpuS ?? null,
     truncated: result.skipped.length > 0,

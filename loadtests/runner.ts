@@ -9,12 +9,27 @@ import { streamCompletion, type RequestRecord } from './client.js';
 import { makePrompt } from './prompts.js';
 import { planBlocks, splitRequests, type Block } from './schedule.js';
 
+/** Where the requests of one entry of {@link RunPlan.models} go when not to `baseUrl` (a peer server). */
+export interface Target {
+  /** Base URL without `/v1`, e.g. `http://127.0.0.1:8081`. */
+  baseUrl: string;
+  /** The `model` field sent (the peer's own model id). */
+  model: string;
+  /** Bearer token for this server; none when absent. */
+  apiKey?: string;
+}
+
 /** What to run. */
 export interface RunPlan {
   /** Server base URL, e.g. `http://127.0.0.1:8080`. */
   baseUrl: string;
-  /** Model ids (dense first by convention). */
+  /**
+   * What is measured: model ids on `baseUrl` (dense first by convention) and peer names
+   * (keys of `targets`), all interleaved alike.
+   */
   models: string[];
+  /** Entries of `models` served elsewhere (peers), by name; the rest go to `baseUrl`. */
+  targets?: Readonly<Record<string, Target>>;
   /** Concurrency sweep, e.g. [1, 4, 16]. */
   concurrencies: number[];
   /** Rounds per level: each model runs `rounds` blocks per level, interleaved with the others. */
@@ -66,6 +81,12 @@ export function promptIndex(block: Block, i: number): number {
   return block.level * 1_000_000 + block.round * 10_000 + i;
 }
 
+/** Where the requests of `model` (an entry of `plan.models`) go. */
+export function targetOf(plan: Pick<RunPlan, 'baseUrl' | 'targets' | 'apiKey'>, model: string): Target {
+  const t = plan.targets && Object.prototype.hasOwnProperty.call(plan.targets, model) ? plan.targets[model] : undefined;
+  return t ?? { baseUrl: plan.baseUrl, model, apiKey: plan.apiKey };
+}
+
 /**
  * Runs one block: `block.concurrency` workers, each sending its next request as soon as
  * its previous one ends, until `requests` have been sent (or, with `requests` null, until
@@ -99,17 +120,19 @@ export async function runBlock(
         bosTokenId: plan.bosTokenId,
         seed: plan.seed,
       });
+      const target = targetOf(plan, block.model);
       const record = await streamCompletion(
         {
-          model: block.model,
+          model: target.model,
           prompt,
           max_tokens: plan.outputTokens,
           temperature: plan.temperature,
           ignore_eos: true,
           seed: plan.seed + i,
         },
-        { baseUrl: plan.baseUrl, timeoutS: plan.timeoutS, signal: plan.signal, apiKey: plan.apiKey, originMs, concurrency: block.concurrency },
+        { baseUrl: target.baseUrl, timeoutS: plan.timeoutS, signal: plan.signal, apiKey: target.apiKey, originMs, concurrency: block.concurrency },
       );
+      record.model = block.model; // a peer's record carries its name, not the id its server uses
       if (!record.ok && plan.signal?.aborted) break; // cut short by the user (Ctrl-C): not a server error
       records.push(record);
       listener.onRequestDone?.(record);

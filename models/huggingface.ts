@@ -2,7 +2,7 @@
  * Hugging Face model directories (the layout of `transformers`' `save_pretrained`):
  * `config.json`, `model.safetensors` (or shards + `model.safetensors.index.json`),
  * `tokenizer.json` (+ `tokenizer_config.json`), `generation_config.json`.
- * Only LlamaForCausalLM is supported, dense or SliceGPT-sliced (config.json `sliceserve`).
+ * Every family of models/registry.ts, dense or SliceGPT-sliced (config.json `sliceserve`).
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -11,10 +11,12 @@ import {
   type SafetensorsContents, type SafetensorsWriteDtype,
 } from './safetensors.js';
 import {
-  HfTokenizer, TOKENIZER_CONFIG_FILE, TOKENIZER_FILE, llamaTokenizerConfig, loadHfTokenizer, readJsonFile,
+  HfTokenizer, TOKENIZER_CONFIG_FILE, TOKENIZER_FILE, genericTokenizerConfig, loadHfTokenizer, readJsonFile,
 } from './tokenizer/index.js';
-import { ModelLoadError, W, type LlamaConfig, type LoadedModel, type WeightMap } from './types.js';
-import { parseLlamaConfig, validateTokenizerSize, validateWeights } from './validate.js';
+import { contextLength, type DecoderConfig } from './config.js';
+import { architectureOf, layoutOf, parseDecoderConfig } from './registry.js';
+import { ModelLoadError, type LoadedModel, type WeightMap } from './types.js';
+import { validateTokenizerSize, validateWeights } from './validate.js';
 
 export const CONFIG_FILE = 'config.json';
 export const GENERATION_CONFIG_FILE = 'generation_config.json';
@@ -34,10 +36,11 @@ export interface HfLoadOptions {
 }
 
 /**
- * Loads a Hugging Face Llama directory: config.json (validated, see parseLlamaConfig), the
- * weights as float32 from model.safetensors or the sharded index (every tensor checked against
- * the config, see validateWeights; `rotary_emb.inv_freq` buffers dropped, and `lm_head.weight`
- * dropped when the embeddings are tied), tokenizer.json (+ tokenizer_config.json).
+ * Loads a Hugging Face directory: config.json (parsed by its family, models/registry.ts), the
+ * weights as float32 from model.safetensors or the sharded index (converted by the family's
+ * `fromCheckpoint`, then every tensor checked against the config, see validateWeights;
+ * `rotary_emb.inv_freq` buffers dropped, and the head dropped when the embeddings are tied),
+ * tokenizer.json (+ tokenizer_config.json).
  * @throws ModelLoadError naming the file and the problem: missing config/weights/tokenizer,
  *   unknown architecture, corrupt safetensors, a missing shard, a missing or mis-shaped
  *   tensor, a tokenizer larger than config.vocab_size.
@@ -45,7 +48,7 @@ export interface HfLoadOptions {
 export function loadHuggingFaceModel(dir: string, options: HfLoadOptions = {}): LoadedModel {
   const absDir = path.resolve(dir);
   const configFile = path.join(absDir, CONFIG_FILE);
-  const config = parseLlamaConfig(readJsonFile(configFile, 'config file'), configFile);
+  const config = parseDecoderConfig(withEndOfSequenceIds(readJsonFile(configFile, 'config file'), absDir), configFile);
 
   const single = path.join(absDir, SAFETENSORS_FILE);
   const index = path.join(absDir, SAFETENSORS_INDEX_FILE);
@@ -59,11 +62,14 @@ export function loadHuggingFaceModel(dir: string, options: HfLoadOptions = {}): 
     throw new ModelLoadError(absDir, `no ${SAFETENSORS_FILE} or ${SAFETENSORS_INDEX_FILE}` +
       (hasBin ? ' (pytorch_model.bin is not supported: convert it to safetensors)' : ''));
   }
-  const { weights, files } = contents;
-  for (const name of [...weights.keys()]) {
-    if (IGNORED_TENSOR.test(name) || (name === W.lmHead && config.tie_word_embeddings)) weights.delete(name);
-  }
+  const { files } = contents;
   const weightsFile = fs.existsSync(single) ? single : index;
+  const arch = architectureOf(config);
+  const weights = arch.fromCheckpoint ? arch.fromCheckpoint(contents.weights, config, weightsFile) : contents.weights;
+  const lmHead = layoutOf(config).lmHead.weight;
+  for (const name of [...weights.keys()]) {
+    if (IGNORED_TENSOR.test(name) || (name === lmHead && config.tie_word_embeddings)) weights.delete(name);
+  }
   validateWeights(config, weights, (name) => files.get(name) ?? weightsFile, configFile);
 
   const tokenizer = loadHfTokenizer(absDir, { bosTokenId: config.bos_token_id, eosTokenId: config.eos_token_id, eosTokenIds: config.eos_token_ids });
@@ -71,18 +77,60 @@ export function loadHuggingFaceModel(dir: string, options: HfLoadOptions = {}): 
   return { id: options.id ?? path.basename(absDir), dir: absDir, format: 'huggingface', config, weights, tokenizer };
 }
 
-/** The config.json object written for `config` (transformers' LlamaConfig field names). */
-export function configToJson(config: LlamaConfig, dtype: SaveDtype): Record<string, unknown> {
-  const { sliceserve, eos_token_ids: _ids, ...fields } = config;
+/**
+ * config.json with every id that ends a sequence: its `eos_token_id` (one id or a list) joined
+ * with generation_config.json's (transformers' `generate` and vLLM stop at the latter, e.g.
+ * Llama-3 instruct models list <|eot_id|> there); when neither has one, the id of
+ * tokenizer_config.json's `eos_token` in tokenizer.json. Unchanged when nothing is found (the
+ * family's default applies, or parsing says that an EOS is missing).
+ */
+function withEndOfSequenceIds(json: Record<string, unknown>, dir: string): Record<string, unknown> {
+  const ids = (v: unknown): number[] => (Array.isArray(v) ? v : v === null || v === undefined ? [] : [v]).filter((x): x is number => Number.isInteger(x));
+  const own = ids(json.eos_token_id);
+  const generationFile = path.join(dir, GENERATION_CONFIG_FILE);
+  const generation = fs.existsSync(generationFile) ? ids(readJsonFile(generationFile, 'generation config').eos_token_id) : [];
+  let all = [...new Set([...own, ...generation])];
+  if (all.length === 0) {
+    const fromTokenizer = tokenizerEosId(dir);
+    if (fromTokenizer === null) return json;
+    all = [fromTokenizer];
+  }
+  if (all.length === own.length) return json;
+  return { ...json, eos_token_id: all.length === 1 ? all[0] : all };
+}
+
+/** The id of tokenizer_config.json's `eos_token` among tokenizer.json's added tokens, or null. */
+function tokenizerEosId(dir: string): number | null {
+  const configFile = path.join(dir, TOKENIZER_CONFIG_FILE);
+  const tokenizerFile = path.join(dir, TOKENIZER_FILE);
+  if (!fs.existsSync(configFile) || !fs.existsSync(tokenizerFile)) return null;
+  const eos = readJsonFile(configFile, 'tokenizer config').eos_token;
+  const content = typeof eos === 'string' ? eos : (eos as { content?: unknown } | null)?.content;
+  if (typeof content !== 'string') return null;
+  const added = readJsonFile(tokenizerFile, 'tokenizer file').added_tokens;
+  const hit = Array.isArray(added) ? added.find((t) => (t as { content?: unknown }).content === content) : undefined;
+  const id = (hit as { id?: unknown } | undefined)?.id;
+  return Number.isInteger(id) ? (id as number) : null;
+}
+
+/**
+ * The config.json object written for `config`: the family's own config.json as it was read
+ * (DecoderConfig.source), or for a model built in memory the family's `configJson`, with what
+ * SliceServe sets: tie_word_embeddings, eos_token_id (a list when several ids end a sequence),
+ * torch_dtype, and the `sliceserve` section of a sliced model.
+ * @throws Error for an in-memory model whose family cannot write a config.
+ */
+export function configToJson(config: DecoderConfig, dtype: SaveDtype): Record<string, unknown> {
+  const arch = architectureOf(config);
+  const base = config.source ?? arch.configJson?.(config);
+  if (!base) throw new Error(`${arch.family} models built in memory cannot be saved (no config.json to write)`);
+  const { sliceserve: _old, ...fields } = base;
   return {
     ...fields,
+    tie_word_embeddings: config.tie_word_embeddings,
     eos_token_id: eosTokenIdJson(config),
-    hidden_act: 'silu',
-    attention_bias: false,
-    mlp_bias: false,
-    rope_scaling: null,
     torch_dtype: dtype,
-    ...(sliceserve ? { sliceserve } : {}),
+    ...(config.sliceserve ? { sliceserve: config.sliceserve } : {}),
   };
 }
 
@@ -131,7 +179,7 @@ export function saveHuggingFaceModel(model: LoadedModel, outDir: string, options
     throw new Error(`${target} exists and is not empty; choose another output directory or allow overwriting`);
   }
   const weights: WeightMap = new Map(model.weights);
-  if (model.config.tie_word_embeddings) weights.delete(W.lmHead);
+  if (model.config.tie_word_embeddings) weights.delete(layoutOf(model.config).lmHead.weight);
   validateWeights(model.config, weights, () => `${model.id} (in memory)`);
 
   const parent = path.dirname(target);
@@ -146,10 +194,10 @@ export function saveHuggingFaceModel(model: LoadedModel, outDir: string, options
       maxShardBytes: options.maxShardBytes,
     });
     writeJson(TOKENIZER_FILE, model.tokenizer.toJSON());
-    const tokenizerConfig = model.tokenizer instanceof HfTokenizer && Object.keys(model.tokenizer.tokenizerConfig).length > 0
-      ? model.tokenizer.tokenizerConfig
-      : llamaTokenizerConfig();
-    writeJson(TOKENIZER_CONFIG_FILE, { model_max_length: model.config.max_position_embeddings, ...tokenizerConfig });
+    // A config that holds nothing but a chat_template.jinja's template gets the generic fields too.
+    const own = model.tokenizer instanceof HfTokenizer ? model.tokenizer.tokenizerConfig : {};
+    const tokenizerConfig = Object.keys(own).some((key) => key !== 'chat_template') ? own : { ...genericTokenizerConfig(model.tokenizer), ...own };
+    writeJson(TOKENIZER_CONFIG_FILE, { model_max_length: contextLength(model.config), ...tokenizerConfig });
     writeJson(GENERATION_CONFIG_FILE, { bos_token_id: model.config.bos_token_id, eos_token_id: eosTokenIdJson(model.config) });
     const names = [CONFIG_FILE, ...weightFiles, TOKENIZER_FILE, TOKENIZER_CONFIG_FILE, GENERATION_CONFIG_FILE];
     const written = names.map((name) => ({ name, bytes: fs.statSync(path.join(temp, name)).size }));
@@ -179,6 +227,6 @@ function replaceDirectory(source: string, target: string): void {
 }
 
 /** config.json's `eos_token_id`: the id, or the list when several ids end a sequence (as transformers reads it). */
-function eosTokenIdJson(config: LlamaConfig): number | number[] {
+function eosTokenIdJson(config: DecoderConfig): number | number[] {
   return config.eos_token_ids && config.eos_token_ids.length > 1 ? config.eos_token_ids : config.eos_token_id;
 }

@@ -19,7 +19,10 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { readBytesAt } from './safetensors.js';
 import { loadLlama2cTokenizer } from './tokenizer/index.js';
-import { ModelLoadError, W, type LlamaConfig, type LoadedModel, type WeightMap } from './types.js';
+import { llama } from './arch/llama/index.js';
+import type { DecoderConfig } from './config.js';
+import { layoutOf } from './registry.js';
+import { ModelLoadError, type LoadedModel, type WeightMap } from './types.js';
 
 /** The 7-field header of a legacy llama2.c checkpoint. */
 export interface Llama2cHeader {
@@ -92,8 +95,8 @@ export function llama2cFloatCount(h: Llama2cHeader): number {
 }
 
 /** The Hugging Face config of a llama2.c model (run.c's constants: eps 1e-5, theta 10000). */
-export function llama2cConfig(h: Llama2cHeader): LlamaConfig {
-  return {
+export function llama2cConfig(h: Llama2cHeader): DecoderConfig {
+  const config = llama.parseConfig({
     architectures: ['LlamaForCausalLM'],
     model_type: 'llama',
     hidden_size: h.dim,
@@ -108,11 +111,13 @@ export function llama2cConfig(h: Llama2cHeader): LlamaConfig {
     rope_theta: 10000,
     tie_word_embeddings: h.sharedClassifier,
     bos_token_id: 1,
-    eos_token_id: 2,
     // llama2.c's run.c ends a sample at BOS, the separator of its training stories; EOS (2)
     // is never emitted by the TinyStories checkpoints.
-    eos_token_ids: [2, 1],
-  };
+    eos_token_id: [2, 1],
+  }, 'llama2.c header');
+  // Built in memory: saving writes the family's config.json fields, not this object.
+  delete config.source;
+  return config;
 }
 
 /**
@@ -244,19 +249,21 @@ export function loadLlama2cModel(p: string, options: LoadOptions = {}): LoadedMo
         weights.set(name(l), { shape: rows === 1 ? [cols] : [rows, cols], data: transform ? transform(slice) : slice });
       }
     };
-    weights.set(W.embed, { shape: [h.vocabSize, d], data: next(h.vocabSize * d) });
-    perLayer(W.attnNorm, 1, d);
-    perLayer(W.q, d, d, (w) => permuteRopeRows(w, h.nHeads, headDim, d));
-    perLayer(W.k, kvDim, d, (w) => permuteRopeRows(w, h.nKvHeads, headDim, d));
-    perLayer(W.v, kvDim, d);
-    perLayer(W.o, d, d);
-    perLayer(W.mlpNorm, 1, d);
-    perLayer(W.gate, h.hiddenDim, d);
-    perLayer(W.down, d, h.hiddenDim);
-    perLayer(W.up, h.hiddenDim, d);
-    weights.set(W.finalNorm, { shape: [d], data: next(d) });
+    const layout = layoutOf(config);
+    const at = layout.layers;
+    weights.set(layout.embedTokens, { shape: [h.vocabSize, d], data: next(h.vocabSize * d) });
+    perLayer((l) => at[l].inputNorm.weight!, 1, d);
+    perLayer((l) => at[l].q.weight, d, d, (w) => permuteRopeRows(w, h.nHeads, headDim, d));
+    perLayer((l) => at[l].k.weight, kvDim, d, (w) => permuteRopeRows(w, h.nKvHeads, headDim, d));
+    perLayer((l) => at[l].v.weight, kvDim, d);
+    perLayer((l) => at[l].o.weight, d, d);
+    perLayer((l) => at[l].postAttentionNorm!.weight!, 1, d);
+    perLayer((l) => at[l].gate!.weight, h.hiddenDim, d);
+    perLayer((l) => at[l].down.weight, d, h.hiddenDim);
+    perLayer((l) => at[l].up.weight, h.hiddenDim, d);
+    weights.set(layout.finalNorm.weight!, { shape: [d], data: next(d) });
     position += 4 * h.seqLen * headDim; // freq_cis_real and freq_cis_imag
-    if (!h.sharedClassifier) weights.set(W.lmHead, { shape: [h.vocabSize, d], data: next(h.vocabSize * d) });
+    if (!h.sharedClassifier) weights.set(layout.lmHead.weight, { shape: [h.vocabSize, d], data: next(h.vocabSize * d) });
   } finally {
     fs.closeSync(fd);
   }

@@ -18,7 +18,10 @@ import * as path from 'node:path';
 import { saveHuggingFaceModel, type WrittenFile } from './huggingface.js';
 import { countParameters } from './parameters.js';
 import { HfTokenizer } from './tokenizer/index.js';
-import { W, type LlamaConfig, type LoadedModel, type WeightMap, type WeightTensor } from './types.js';
+import { llama } from './arch/llama/index.js';
+import type { DecoderConfig } from './config.js';
+import type { LoadedModel, WeightMap, WeightTensor } from './types.js';
+import { expectedWeightShapes } from './validate.js';
 
 /** Shape of a synthetic model (Hugging Face config.json field names). */
 export interface SynthPreset {
@@ -164,7 +167,7 @@ function hashName(name: string): number {
  * @throws Error when hidden_size is not a multiple of num_attention_heads or the heads not
  *   a multiple of the KV heads.
  */
-export function synthConfig(preset: SynthPreset): LlamaConfig {
+export function synthConfig(preset: SynthPreset): DecoderConfig {
   const { hidden_size, num_attention_heads, num_key_value_heads } = preset;
   if (hidden_size % num_attention_heads !== 0) {
     throw new Error(`synth preset: hidden_size ${hidden_size} is not a multiple of num_attention_heads ${num_attention_heads}`);
@@ -172,7 +175,7 @@ export function synthConfig(preset: SynthPreset): LlamaConfig {
   if (num_attention_heads % num_key_value_heads !== 0) {
     throw new Error(`synth preset: num_attention_heads ${num_attention_heads} is not a multiple of num_key_value_heads ${num_key_value_heads}`);
   }
-  return {
+  return llama.parseConfig({
     architectures: ['LlamaForCausalLM'],
     model_type: 'llama',
     hidden_size,
@@ -188,36 +191,7 @@ export function synthConfig(preset: SynthPreset): LlamaConfig {
     tie_word_embeddings: false,
     bos_token_id: 1,
     eos_token_id: 2,
-  };
-}
-
-/**
- * Shapes of every weight of a Llama model, Hugging Face names, linear weights `[out, in]`
- * (embedding `[vocab, hidden]`, q `[heads*head_dim, hidden]`, k/v `[kv_heads*head_dim, hidden]`,
- * o `[hidden, heads*head_dim]`, gate/up `[intermediate, hidden]`, down `[hidden, intermediate]`,
- * norms `[hidden]`, lm_head `[vocab, hidden]`), in the order they are generated.
- */
-export function llamaWeightShapes(config: LlamaConfig): Array<[string, number[]]> {
-  const d = config.hidden_size;
-  const q = config.num_attention_heads * config.head_dim;
-  const kv = config.num_key_value_heads * config.head_dim;
-  const f = config.intermediate_size;
-  const shapes: Array<[string, number[]]> = [[W.embed, [config.vocab_size, d]]];
-  for (let i = 0; i < config.num_hidden_layers; i++) {
-    shapes.push(
-      [W.attnNorm(i), [d]],
-      [W.q(i), [q, d]],
-      [W.k(i), [kv, d]],
-      [W.v(i), [kv, d]],
-      [W.o(i), [d, q]],
-      [W.mlpNorm(i), [d]],
-      [W.gate(i), [f, d]],
-      [W.up(i), [f, d]],
-      [W.down(i), [d, f]],
-    );
-  }
-  shapes.push([W.finalNorm, [d]], [W.lmHead, [config.vocab_size, d]]);
-  return shapes;
+  }, 'synth preset');
 }
 
 /**
@@ -225,9 +199,9 @@ export function llamaWeightShapes(config: LlamaConfig): Array<[string, number[]]
  * Each tensor has its own stream derived from (seed, name), so a tensor's values do not
  * depend on which others are generated.
  */
-export function synthWeights(config: LlamaConfig, seed: number): WeightMap {
+export function synthWeights(config: DecoderConfig, seed: number): WeightMap {
   const weights: WeightMap = new Map();
-  for (const [name, shape] of llamaWeightShapes(config)) {
+  for (const [name, shape] of expectedWeightShapes(config)) {
     const size = shape.reduce((a, b) => a * b, 1);
     const data = new Float32Array(size);
     if (name.endsWith('norm.weight')) data.fill(1);

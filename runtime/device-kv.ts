@@ -1,9 +1,9 @@
 /**
  * Bookkeeping for a KV cache that stays in the session's own output tensors between steps
- * (the "device-resident" past of LlamaSession on WebGPU): pure functions, no onnxruntime.
+ * (the "device-resident" past of DecoderSession on WebGPU): pure functions, no onnxruntime.
  *
  * The graph's `present.{i}.key|value` is `Concat(past, new)` along the past axis
- * (models/llama/graph.ts), so feeding a step's present back as the next step's past grows
+ * (models/onnx/blocks.ts), so feeding a step's present back as the next step's past grows
  * every row by the step's sequence length S, whether or not that row had S real tokens. Each
  * row therefore carries a set of VALID past positions, kept here as sorted, disjoint
  * half-open ranges; everything else (right padding of a re-laid past, the left padding of a
@@ -13,7 +13,7 @@
  * rows and each sequence brings exactly one new token (decode); anything else re-lays the
  * past from the host caches ({@link planDevicePast}).
  */
-import { MASKED } from '../models/llama/graph.js';
+import { MASKED } from '../models/onnx/contract.js';
 
 /** Half-open range [start, end) of past positions. */
 export type Range = readonly [start: number, end: number];
@@ -114,7 +114,7 @@ export function appendValid(valid: readonly (readonly Range[])[], past: number, 
 }
 
 /**
- * The `attention_bias` input [rows, S, past + S] (models/llama/graph.ts: 0 = attend,
+ * The `attention_bias` input [rows, S, past + S] (models/onnx/contract.ts: 0 = attend,
  * {@link MASKED} = hidden) for a step whose row r has the past positions `valid[r]` and
  * `counts[r]` new tokens, left-padded to S: query i of row r (real when i >= S - counts[r])
  * sees the row's valid past and the new positions from its first real token up to itself

@@ -21,7 +21,7 @@ export class SequenceCache {
   private len = 0;
   /**
    * Positions [0, hostLen) are stored here; [hostLen, len) live only in the resident past row
-   * of the session that computed them (runtime/llama-session.ts), which writes them back
+   * of the session that computed them (runtime/decoder-session.ts), which writes them back
    * ({@link readRow}) when the sequence leaves its row.
    */
   private hostLen = 0;
@@ -79,7 +79,7 @@ export class SequenceCache {
    * shape [batch, kvHeads, past, headDim], at the same positions (the batch layout is
    * right-padded: a sequence's entries start at position 0). With `transposed`, `dst` is
    * [batch, kvHeads, headDim, past] (the key layout of the 'primitives' attention kernel,
-   * models/llama/graph.ts `keyCacheLayout`).
+   * models/onnx/contract.ts `keyCacheLayout`).
    * @throws Error when a requested position is not stored on the host (it lives in a resident
    *   row: flush it with {@link readRow} first), TypeError when float32 and float16 mix
    */

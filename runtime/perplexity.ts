@@ -5,7 +5,7 @@
  *     nll(w, t) = logsumexp(logits[t]) - logits[t][w[t+1]]        (float64, full vocabulary)
  *   ppl = exp(sum of all nll / (windows * (S - 1)))
  */
-import type { LlamaSession } from './llama-session.js';
+import type { DecoderSession } from './decoder-session.js';
 import { logprobAt } from './logprobs.js';
 
 export interface PerplexityResult {
@@ -24,7 +24,7 @@ export interface PerplexityResult {
  * @param batchSize windows per forward pass.
  * @param onProgress called with (windows done, total).
  */
-export async function perplexity(session: LlamaSession, windows: readonly number[][], batchSize = 8, onProgress?: (done: number, total: number) => void): Promise<PerplexityResult> {
+export async function perplexity(session: DecoderSession, windows: readonly number[][], batchSize = 8, onProgress?: (done: number, total: number) => void): Promise<PerplexityResult> {
   if (session.logitsMode !== 'all') throw new Error('perplexity needs a session built with logits: "all"');
   const seqLen = windows[0].length;
   const V = session.vocabSize;

@@ -13,7 +13,7 @@ import { perplexity } from '../runtime/perplexity.js';
 import { loadModel } from '../models/load.js';
 import { buildTokenStream, cutWindows } from '../models/tokenizer/index.js';
 import type { LoadedModel } from '../models/types.js';
-import { LlamaSession } from '../runtime/llama-session.js';
+import { DecoderSession } from '../runtime/decoder-session.js';
 import { countParameters, sliceModelWithReport } from '../slicer/index.js';
 import { DEFAULT_CALIBRATION_FILE, DEFAULT_EVAL_FILE, DEFAULT_MODEL_DIR } from '../cli/options.js';
 
@@ -37,7 +37,7 @@ function arg(name: string): string | undefined {
 }
 
 async function evaluate(model: LoadedModel, windows: number[][]): Promise<number> {
-  const session = await LlamaSession.create(model, { logits: 'all' });
+  const session = await DecoderSession.create(model, { logits: 'all' });
   try {
     return (await perplexity(session, windows, 8)).perplexity;
   } finally {

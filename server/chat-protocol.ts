@@ -125,16 +125,45 @@ export function checkTemplateOptions(req: ChatPromptFields): void {
   }
 }
 
-/** The request's messages as the template receives them. */
+/**
+ * The request's messages as the template receives them. An assistant turn's `tool_calls` reach
+ * the template with each `function.arguments` as an object, as transformers' tool-use templates
+ * expect and vLLM passes them (`_postprocess_messages`: the OpenAI JSON string is parsed; empty,
+ * malformed or non-object arguments become `{}`; an empty `tool_calls` list is dropped).
+ * @throws ApiError 400 (param `messages`) for a tool call that is not an object of type
+ *   "function" with a `function` object
+ */
 export function templateMessages(req: Pick<ChatRequest, 'messages'>): ChatMessage[] {
-  return req.messages.map((m) => {
+  return req.messages.map((m, i) => {
     const msg: ChatMessage = { role: m.role, content: (m.content ?? null) as ChatMessage['content'] };
     if (m.name != null) msg.name = m.name;
     if (m.tool_call_id != null) msg.tool_call_id = m.tool_call_id;
-    if (m.tool_calls != null) msg.tool_calls = m.tool_calls;
+    if (m.tool_calls != null && !(m.role === 'assistant' && m.tool_calls.length === 0)) {
+      msg.tool_calls = m.role === 'assistant' ? m.tool_calls.map((call, j) => toolCallForTemplate(call, `messages.${i}.tool_calls.${j}`)) : m.tool_calls;
+    }
     if (m.reasoning_content != null) msg.reasoning_content = m.reasoning_content;
     return msg;
   });
+}
+
+/** One assistant tool call with its arguments as an object (see {@link templateMessages}). */
+function toolCallForTemplate(call: unknown, where: string): unknown {
+  const c = call as { type?: unknown; function?: unknown } | null;
+  const fn = c && typeof c === 'object' ? c.function : undefined;
+  if (!c || typeof c !== 'object' || Array.isArray(c) || (c.type ?? 'function') !== 'function' || !fn || typeof fn !== 'object' || Array.isArray(fn)) {
+    throw Errors.invalid(`${where}: a tool call must be {"type": "function", "function": {"name": ..., "arguments": ...}}.`, 'messages');
+  }
+  const args = (fn as { arguments?: unknown }).arguments;
+  let parsed: unknown = args;
+  if (typeof args === 'string') {
+    try {
+      parsed = args === '' ? {} : JSON.parse(args);
+    } catch {
+      parsed = {};
+    }
+  }
+  const isObject = parsed !== null && typeof parsed === 'object' && !Array.isArray(parsed);
+  return { ...c, function: { ...fn, arguments: isObject ? parsed : {} } };
 }
 
 /**

@@ -62,16 +62,31 @@ function tokenString(value: unknown): string | null {
   return null;
 }
 
+/** The BOS and EOS strings the tokenizer resolved (TextTokenizer.bosToken / eosToken; null: none). */
+export interface TokenizerSpecialTokens {
+  bosToken: string | null;
+  eosToken: string | null;
+}
+
 /**
- * The special tokens a template sees, from a tokenizer config: each of {@link SPECIAL_TOKEN_KEYS}
- * that is set (as transformers' `special_tokens_map`; unset ones stay undefined in the template),
- * and `additional_special_tokens` as a list of strings.
+ * The special tokens a template sees (as transformers' `special_tokens_map`; unset ones stay
+ * undefined in the template): `bos_token` and `eos_token` as the tokenizer resolved them when
+ * `resolved` is given (models/tokenizer: tokenizer_config.json under the family's rules, with
+ * config.json's ids when the config names none), else from the tokenizer config; the other
+ * keys of {@link SPECIAL_TOKEN_KEYS} that are set in the config, and `additional_special_tokens`
+ * as a list of strings.
  */
-export function specialTokensOf(tokenizerConfig: Record<string, unknown>): Record<string, string | string[]> {
+export function specialTokensOf(tokenizerConfig: Record<string, unknown>, resolved?: TokenizerSpecialTokens): Record<string, string | string[]> {
   const tokens: Record<string, string | string[]> = {};
   for (const key of SPECIAL_TOKEN_KEYS) {
     const s = tokenString(tokenizerConfig[key]);
     if (s !== null) tokens[key] = s;
+  }
+  if (resolved) {
+    for (const [key, value] of [['bos_token', resolved.bosToken], ['eos_token', resolved.eosToken]] as const) {
+      if (value === null) delete tokens[key];
+      else tokens[key] = value;
+    }
   }
   const extra = tokenizerConfig.additional_special_tokens;
   if (Array.isArray(extra)) tokens.additional_special_tokens = extra.map(tokenString).filter((s): s is string => s !== null);
@@ -141,9 +156,17 @@ export class ChatTemplate {
    * model's own (tokenizer config `chat_template` / chat_template.jinja), else `inherited` (a
    * sliced variant's dense parent: same tokenizer); null when there is none.
    * @param tokenizerConfig the model's tokenizer config fields (ModelInfo.tokenizerConfig)
+   * @param resolved the tokenizer's own BOS/EOS strings (ModelInfo.bosToken / eosToken), which win
+   *   over the config's entries; absent: the config's
    */
-  static forModel(id: string, tokenizerConfig: Record<string, unknown>, override: { source: string; file: string } | null, inherited: ChatTemplate | null): ChatTemplate | null {
-    const tokens = specialTokensOf(tokenizerConfig);
+  static forModel(
+    id: string,
+    tokenizerConfig: Record<string, unknown>,
+    override: { source: string; file: string } | null,
+    inherited: ChatTemplate | null,
+    resolved?: TokenizerSpecialTokens,
+  ): ChatTemplate | null {
+    const tokens = specialTokensOf(tokenizerConfig, resolved);
     if (override) return new ChatTemplate(override.source, tokens, override.file);
     const own = templateSourceOf(tokenizerConfig);
     if (own !== null) return new ChatTemplate(own, tokens, `${id}'s tokenizer config`);

@@ -189,7 +189,7 @@ export async function startServer(opts: ServerOptions): Promise<SliceServer> {
       // A model sliced offline (`slice --out DIR`) is served as it is, with its parent and slicing info.
       const slicing = worker.info.slicing;
       const parent = slicing ? (slicing.source_model ?? slicedParentId(worker.info.id)) : null;
-      const chat = ChatTemplate.forModel(worker.info.id, worker.info.tokenizerConfig, chatTemplate ?? null, null);
+      const chat = ChatTemplate.forModel(worker.info.id, worker.info.tokenizerConfig, chatTemplate ?? null, null, worker.info);
       models.add({ id: worker.info.id, parent, path: dir, created: Math.floor(Date.now() / 1000), worker, info: worker.info, chatTemplate: chat });
       metrics.addModel(worker.info.id);
       logger.info(

@@ -280,7 +280,7 @@ export class SliceJobManager {
         await worker.close();
         throw new Error('cancelled: the server is shutting down');
       }
-      const chatTemplate = ChatTemplate.forModel(job.model, worker.info.tokenizerConfig, this.opts.chatTemplate ?? null, parent.chatTemplate);
+      const chatTemplate = ChatTemplate.forModel(job.model, worker.info.tokenizerConfig, this.opts.chatTemplate ?? null, parent.chatTemplate, worker.info);
       models.add({ id: job.model, parent: parent.id, path: parent.path, created: Math.floor(Date.now() / 1000), worker, info: { ...worker.info, id: job.model }, chatTemplate });
       metrics.addModel(job.model);
       job.status = 'succeeded';

@@ -13,9 +13,11 @@ import { countParameters } from '../models/parameters.js';
 import { buildTokenStream, cutWindows } from '../models/tokenizer/index.js';
 import type { LoadedModel, SlicingInfo } from '../models/types.js';
 
-import { adapterFor } from './adapters.js';
 import { loadSlicedArtifact, saveSlicedArtifact } from './artifact.js';
-import { pcaBasis, rotateAndSliceSequential, type SliceTimings } from './sequential.js';
+import { pcaBasis, type SliceOptions, type SliceTimings } from './driver.js';
+import { fuseNorms } from './fusion.js';
+import { rotateAndSliceParallel } from './parallel.js';
+import { rotateAndSliceSequential } from './sequential.js';
 import { slicedWidth } from './width.js';
 
 export { largestUsableSparsity, slicedWidth } from './width.js';
@@ -24,9 +26,10 @@ export { countParameters } from '../models/parameters.js';
 /**
  * Bump when a change to the algorithm changes the weights it produces, or a change to the
  * artifact changes what a cached one must contain (invalidates caches). 2: config.json lists
- * every end-of-sequence id (`eos_token_id` [2, 1] for llama2.c models).
+ * every end-of-sequence id (`eos_token_id` [2, 1] for llama2.c models). 3: one slicer for every
+ * family (config.json keeps the family's own fields).
  */
-export const SLICER_VERSION = 'slicegpt-sequential-2';
+export const SLICER_VERSION = 'slicegpt-3';
 
 export interface SliceModelOptions {
   /** Fraction of hidden_size removed, in [0, 1). */
@@ -93,12 +96,11 @@ export function readCalibration(model: LoadedModel, options: SliceModelOptions):
  * @returns the sliced model (id `<dense id>-sliced-<sparsity>`, config.sliceserve filled in)
  *   and a report (widths, parameter counts, seconds per phase).
  * @throws RangeError / Error as {@link readCalibration}; Error for an already-sliced model or an
- *   architecture without a slicing adapter; Error when the cache directory cannot be written.
+ *   architecture the registry does not know; Error when the cache directory cannot be written.
  */
 export async function sliceModelWithReport(model: LoadedModel, options: SliceModelOptions, onProgress?: (p: SliceProgress) => void): Promise<{ model: LoadedModel; report: SliceReport }> {
   if (model.config.sliceserve) throw new Error(`${model.id} is already sliced (sparsity ${model.config.sliceserve.sparsity}); slice its dense parent instead`);
   const t0 = performance.now();
-  const adapter = adapterFor(model.config);
   const d = model.config.hidden_size;
   const roundInterval = options.roundInterval ?? 8;
   const width = slicedWidth(options.sparsity, d, roundInterval);
@@ -139,8 +141,7 @@ export async function sliceModelWithReport(model: LoadedModel, options: SliceMod
     };
   }
 
-  const fused = adapter.fuseNorms(model);
-  const { model: sliced, timings } = await rotateAndSliceSequential(fused, adapter, {
+  const { model: sliced, timings } = await rotateAndSlice(fuseNorms(model), {
     width,
     sliceHead,
     windows: calibration.windows,
@@ -154,6 +155,14 @@ export async function sliceModelWithReport(model: LoadedModel, options: SliceMod
     model: result,
     report: { width, originalWidth: d, parametersBefore, parametersAfter: countParameters(result.weights), timings: { ...timings, total_s: (performance.now() - t0) / 1000 }, cached: false, dir: cacheDir },
   };
+}
+
+/**
+ * The driver for the model's block kind: slicer/sequential.ts or slicer/parallel.ts.
+ * @param fused a model with fused norms (slicer/fusion.ts).
+ */
+export function rotateAndSlice(fused: LoadedModel, options: SliceOptions): Promise<{ model: LoadedModel; timings: SliceTimings }> {
+  return fused.config.block === 'parallel' ? rotateAndSliceParallel(fused, options) : rotateAndSliceSequential(fused, options);
 }
 
 /** {@link sliceModelWithReport} without the report: the server's entry point. */

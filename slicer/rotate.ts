@@ -38,6 +38,16 @@ export async function rotateWriter(w: WeightTensor, Q: Float64Array, n: number, 
 }
 
 /**
+ * The bias of a layer that WRITES the residual: b <- (b Q)[:k] (rotated like the rows of
+ * {@link rotateWriter}). @param b [n]. @returns [k].
+ */
+export async function rotateWriterBias(b: WeightTensor, Q: Float64Array, n: number, k: number): Promise<WeightTensor> {
+  if (b.data.length !== n) throw new RangeError(`rotateWriterBias: bias has ${b.data.length} entries, Q is ${n} x ${n}`);
+  const y = await matmulF64(Float64Array.from(b.data), [1, n], leadingColumns(Q, n, k), [n, k]);
+  return { shape: [k], data: Float32Array.from(y) };
+}
+
+/**
  * The shortcut of a residual connection between two bases: S = Qa[:, :kIn]^T Qb[:, :kOut]
  * (SliceGPT §3.4), stored [kIn, kOut] so that the residual becomes `x @ S`.
  */

@@ -2,10 +2,11 @@
 import fs from 'node:fs';
 import type { Command } from 'commander';
 import { perplexity } from '../../runtime/perplexity.js';
+import { contextLength } from '../../models/config.js';
 import { loadModel } from '../../models/load.js';
 import { buildTokenStream, cutWindows } from '../../models/tokenizer/index.js';
 import { parseDeviceRequest } from '../../runtime/device.js';
-import { LlamaSession } from '../../runtime/llama-session.js';
+import { DecoderSession } from '../../runtime/decoder-session.js';
 import { DEFAULT_EVAL_FILE, DEFAULT_MODEL_DIR, dtypeOption, intOption } from '../options.js';
 
 export function register(program: Command): void {
@@ -24,11 +25,11 @@ export function register(program: Command): void {
       if (!fs.existsSync(opts.data)) throw new Error(`--data ${opts.data}: no such file`);
       if (!fs.statSync(opts.data).isFile()) throw new Error(`--data ${opts.data} is not a file; pass a text file of stories separated by <|endoftext|>`);
       const model = await loadModel(opts.model);
-      const context = model.config.max_position_embeddings;
+      const context = contextLength(model.config);
       if (opts.seqLen > context) throw new Error(`--seq-len ${opts.seqLen} exceeds the context length ${context} of ${model.id}; pass --seq-len ${context} or less`);
       const stream = buildTokenStream(fs.readFileSync(opts.data), model.tokenizer);
       const windows = cutWindows(Array.from(stream.tokens), opts.seqLen, opts.windows, `--data ${opts.data}`);
-      const session = await LlamaSession.create(model, { logits: 'all', device: opts.device, dtype: opts.dtype });
+      const session = await DecoderSession.create(model, { logits: 'all', device: opts.device, dtype: opts.dtype });
       try {
         const t0 = performance.now();
         const r = await perplexity(session, windows, opts.batchSize);

@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { generate } from '../../engine/generate.js';
 import { loadModel } from '../../models/load.js';
 import { parseDeviceRequest } from '../../runtime/device.js';
-import { LlamaSession } from '../../runtime/llama-session.js';
+import { DecoderSession } from '../../runtime/decoder-session.js';
 import { DEFAULT_MODEL_DIR, dtypeOption, intOption, numberAboveOption, numberOption } from '../options.js';
 
 export function register(program: Command): void {
@@ -22,7 +22,7 @@ export function register(program: Command): void {
     .option('--dtype <dtype>', 'graph precision: float32 | float16 (float16 is for GPUs)', dtypeOption, 'float32')
     .action(async (opts) => {
       const model = await loadModel(opts.model);
-      const session = await LlamaSession.create(model, { device: opts.device, dtype: opts.dtype });
+      const session = await DecoderSession.create(model, { device: opts.device, dtype: opts.dtype });
       try {
         const promptIds = model.tokenizer.encode(opts.prompt);
         const context = session.maxContext;

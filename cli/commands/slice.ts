@@ -2,6 +2,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Command } from 'commander';
+import { contextLength } from '../../models/config.js';
 import { loadModel } from '../../models/load.js';
 import { saveSlicedArtifact } from '../../slicer/artifact.js';
 import { largestUsableSparsity, sliceModelWithReport, slicedWidth } from '../../slicer/index.js';
@@ -38,7 +39,7 @@ export function register(program: Command): void {
       }
       const t0 = performance.now();
       const model = await loadModel(opts.model);
-      const context = model.config.max_position_embeddings;
+      const context = contextLength(model.config);
       if (opts.calSeqLen > context) {
         throw new Error(`--cal-seq-len ${opts.calSeqLen} exceeds the context length ${context} of ${model.id}; pass --cal-seq-len ${context} or less`);
       }

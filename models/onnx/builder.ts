@@ -17,6 +17,10 @@ export const DT = {
   int32: onnx.TensorProto.DataType.INT32,
   int64: onnx.TensorProto.DataType.INT64,
   bool: onnx.TensorProto.DataType.BOOL,
+  /** Packed quantized weights and zero points (com.microsoft MatMulNBits, models/quant/). */
+  uint8: onnx.TensorProto.DataType.UINT8,
+  /** Per-channel int8 weights (com.microsoft DynamicQuantizeMatMul, models/quant/). */
+  int8: onnx.TensorProto.DataType.INT8,
 } as const;
 export type ElemType = keyof typeof DT;
 
@@ -74,10 +78,14 @@ export class OnnxGraph {
 
   /**
    * Adds an initializer. `data` must hold exactly product(dims) elements of `type`
-   * (Float32Array for float32, Uint16Array bit patterns for float16, Float64Array, BigInt64Array).
+   * (Float32Array for float32, Uint16Array bit patterns for float16, Float64Array, BigInt64Array,
+   * Uint8Array for uint8, Int8Array for int8).
    */
-  initializer(name: string, type: ElemType, dims: number[], data: Float32Array | Float64Array | Uint16Array | BigInt64Array | Uint8Array): string {
+  initializer(name: string, type: ElemType, dims: number[], data: Float32Array | Float64Array | Uint16Array | BigInt64Array | Uint8Array | Int8Array): string {
     const expected = dims.reduce((a, b) => a * b, 1);
+    if ((type === 'uint8' || type === 'int8') && data.length !== expected) {
+      throw new Error(`initializer ${name}: ${data.length} ${type} elements for dims [${dims.join(', ')}]`);
+    }
     const count = data instanceof Uint8Array && type !== 'bool' ? data.byteLength : data.length;
     if (count !== expected && !(data instanceof Uint8Array)) {
       throw new Error(`initializer ${name}: ${data.length} elements for dims [${dims.join(', ')}]`);

@@ -13,11 +13,16 @@
  */
 import { Tokenizer } from '@huggingface/tokenizers';
 import type { EncodeOptions, TextTokenizer } from '../types.js';
+import type { SpecialTokenTemplate } from './post-processor.js';
+import { applyTransformersRules } from './transformers-rules.js';
 
 /** Options of {@link HfTokenizer}. */
 export interface HfTokenizerOptions {
-  /** BOS id (from config.json `bos_token_id`). */
-  bosTokenId: number;
+  /**
+   * config.json `bos_token_id`. Used only when tokenizer_config.json has no `bos_token` key
+   * (e.g. there is no tokenizer_config.json); null or absent: no such fallback.
+   */
+  bosTokenId?: number | null;
   /** EOS id (from config.json `eos_token_id`). */
   eosTokenId: number;
   /** Every id that ends a sequence, `eosTokenId` first (default `[eosTokenId]`). */
@@ -37,16 +42,38 @@ interface BpeModelJson {
   merges?: (string | [string, string])[];
 }
 
-/** Text <-> ids through a Hugging Face `tokenizer.json`. */
+/**
+ * Text <-> ids through a Hugging Face `tokenizer.json`, with the special-token rules of the
+ * transformers tokenizer class named in `tokenizer_config.json` (see transformers-rules.ts):
+ * `encode(text)` gives what transformers' `tokenizer(text)["input_ids"]` gives.
+ */
 export class HfTokenizer implements TextTokenizer {
   readonly vocabSize: number;
-  readonly bosTokenId: number;
+  /**
+   * The tokenizer's BOS token id, as transformers' `tokenizer.bos_token_id`: tokenizer_config.json's
+   * `bos_token` looked up in the tokenizer; config.json's `bos_token_id` when tokenizer_config.json
+   * has no `bos_token` key; null when `bos_token` is null (Qwen2/Qwen3), names no token of
+   * the tokenizer, or neither file gives one.
+   * Whether `encode` prepends it is a separate fact: see {@link specialTokens}.
+   */
+  readonly bosTokenId: number | null;
+  /** The BOS token's string (e.g. `<s>`, `<|begin_of_text|>`), null when there is none. */
+  readonly bosToken: string | null;
   readonly eosTokenId: number;
+  /** The tokenizer's EOS token string (tokenizer_config.json `eos_token`, else the string of eosTokenId). */
+  readonly eosToken: string | null;
   readonly eosTokenIds: readonly number[];
+  /** What `encode(text)` puts around the text's ids (`addSpecialTokens` true). */
+  readonly specialTokens: SpecialTokenTemplate;
+  /** `tokenizer_class` of tokenizer_config.json without `Fast` (see baseTokenizerClass; null: none given). */
+  readonly tokenizerClass: string | null;
   /** Contents of `tokenizer_config.json` ({} when there was none). */
   readonly tokenizerConfig: Record<string, unknown>;
   private readonly tokenizer: Tokenizer;
+  /** The tokenizer.json as loaded (what {@link toJSON} gives back). */
   private readonly json: Record<string, unknown>;
+  /** The tokenizer.json as run (the class rules applied). */
+  private readonly runJson: Record<string, unknown>;
   private readonly specialIds: Set<number>;
   /** Added-token strings that the library splits the input on before the model sees it. */
   private readonly addedContents: string[];
@@ -55,48 +82,84 @@ export class HfTokenizer implements TextTokenizer {
 
   /**
    * @param json a parsed `tokenizer.json` (not modified; kept for {@link toJSON}).
-   * @throws Error if the library rejects the JSON, or if BOS/EOS are outside the vocabulary.
+   * @throws Error if the library rejects the JSON; if BOS/EOS ids are outside the vocabulary;
+   *   if tokenizer_config.json's special tokens or flags are malformed or name tokens the
+   *   tokenizer lacks; or if the post-processor is not supported (message names `source`).
    */
   constructor(json: Record<string, unknown>, options: HfTokenizerOptions) {
     this.json = json;
     this.tokenizerConfig = options.tokenizerConfig ?? {};
-    const libraryJson = { added_tokens: [], ...json };
-    this.tokenizer = new Tokenizer(libraryJson, { ...this.tokenizerConfig, clean_up_tokenization_spaces: false });
+    const source = options.source ?? 'tokenizer';
+    // The library needs the added tokens declared; the post-processor is applied here (encode),
+    // so the library gets none.
+    const libraryJson = (j: Record<string, unknown>) => ({ added_tokens: [], ...j, post_processor: null });
+    const probe = new Tokenizer(libraryJson(json), { ...this.tokenizerConfig, clean_up_tokenization_spaces: false });
+    let rules;
+    try {
+      rules = applyTransformersRules(json, this.tokenizerConfig, (t) => probe.token_to_id(t));
+    } catch (err) {
+      throw new Error(`${source}: ${(err as Error).message}`);
+    }
+    this.runJson = rules.json;
+    this.tokenizer = rules.json === json ? probe
+      : new Tokenizer(libraryJson(rules.json), { ...this.tokenizerConfig, clean_up_tokenization_spaces: false });
     const model = this.tokenizer.model!;
     this.vocabSize = model.vocab.length;
     const added = [...this.tokenizer.get_added_tokens_decoder().values()];
     this.specialIds = new Set(added.filter((t) => t.special).map((t) => t.id));
     this.addedContents = added.map((t) => t.content).filter((c) => c.length > 0);
-    const source = options.source ?? 'tokenizer';
     const eosIds = [options.eosTokenId, ...(options.eosTokenIds ?? []).filter((id) => id !== options.eosTokenId)];
-    for (const [what, id] of [['bos', options.bosTokenId], ...eosIds.map((id) => ['eos', id] as const)] as const) {
+    const configBos = options.bosTokenId ?? null;
+    const checked: [string, number][] = [...eosIds.map((id) => ['eos_token_id', id] as [string, number]),
+      ...rules.template.prefix.map((id) => ['post_processor id', id] as [string, number]),
+      ...rules.template.suffix.map((id) => ['post_processor id', id] as [string, number])];
+    const hasBosKey = Object.prototype.hasOwnProperty.call(this.tokenizerConfig, 'bos_token');
+    if (!hasBosKey && configBos !== null) checked.push(['bos_token_id', configBos]);
+    for (const [what, id] of checked) {
       if (!Number.isInteger(id) || id < 0 || id >= this.vocabSize) {
-        throw new Error(`${source}: ${what}_token_id ${id} is outside the tokenizer's vocabulary (0..${this.vocabSize - 1})`);
+        throw new Error(`${source}: ${what} ${id} is outside the tokenizer's vocabulary (0..${this.vocabSize - 1})`);
       }
     }
-    this.bosTokenId = options.bosTokenId;
+    if (hasBosKey) {
+      this.bosToken = rules.bosToken;
+      this.bosTokenId = rules.bosToken === null ? null : this.tokenizer.token_to_id(rules.bosToken) ?? null;
+    } else {
+      this.bosTokenId = configBos;
+      this.bosToken = configBos === null ? null : this.tokenizer.id_to_token(configBos) ?? null;
+    }
+    this.eosToken = Object.prototype.hasOwnProperty.call(this.tokenizerConfig, 'eos_token')
+      ? rules.eosToken
+      : this.tokenizer.id_to_token(options.eosTokenId) ?? null;
     this.eosTokenId = options.eosTokenId;
     this.eosTokenIds = eosIds;
-    this.junctions = this.segmentable() ? mergeJunctions(json.model as BpeModelJson) : null;
+    this.specialTokens = rules.template;
+    this.tokenizerClass = rules.tokenizerClass;
+    this.junctions = this.segmentable() ? mergeJunctions(this.runJson.model as BpeModelJson) : null;
   }
 
   /** Whether the text may be cut at merge-free boundaries (see the module comment). */
   private segmentable(): boolean {
-    const model = this.json.model as BpeModelJson;
+    const model = this.runJson.model as BpeModelJson;
     const config = this.tokenizerConfig;
-    return model.type === 'BPE' && (this.json.pre_tokenizer ?? null) === null &&
+    return model.type === 'BPE' && (this.runJson.pre_tokenizer ?? null) === null &&
       (model.dropout ?? null) === null && !model.end_of_word_suffix && !model.continuing_subword_suffix &&
       !model.ignore_merges && config.remove_space !== true && config.do_lowercase_and_remove_accent !== true;
   }
 
   /**
-   * Token ids of `text`: the tokenizer's normalizer and model, with BOS prepended unless
-   * `addBos` is false. No EOS is appended. Added tokens written literally in `text` (e.g.
-   * `</s>`) are encoded as those tokens, as Hugging Face tokenizers do.
+   * Token ids of `text`, as transformers' `tokenizer(text)["input_ids"]`: the tokenizer's
+   * normalizer, pre-tokenizer and model, then (unless `addSpecialTokens` is false, which is
+   * transformers' `add_special_tokens=False`) the special tokens of {@link specialTokens}
+   * around them: BOS for Llama-2/3, Mistral and llama2.c, `</s>` for OPT, nothing for Qwen,
+   * GPT-2 and Phi-2. Empty text gives just those special tokens. Added tokens written
+   * literally in `text` (e.g. `</s>`, `<|im_start|>`) are encoded as those tokens, as Hugging
+   * Face tokenizers do.
    */
   encode(text: string, options: EncodeOptions = {}): number[] {
     const ids = this.encodeBody(text);
-    return options.addBos === false ? ids : [this.bosTokenId, ...ids];
+    if (options.addSpecialTokens === false) return ids;
+    const { prefix, suffix } = this.specialTokens;
+    return prefix.length === 0 && suffix.length === 0 ? ids : [...prefix, ...ids, ...suffix];
   }
 
   private encodeBody(text: string): number[] {

@@ -4,8 +4,10 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { ModelLoadError } from '../types.js';
+import { ModelLoadError, type TextTokenizer } from '../types.js';
+import { gpt2TokenizerJson } from './gpt2-files.js';
 import { HfTokenizer } from './hf-tokenizer.js';
+import { baseTokenizerClass } from './transformers-rules.js';
 import {
   LLAMA2C_BOS_ID, LLAMA2C_EOS_ID, SPECIAL_TOKENS, llama2cVocabToTokenizerJson, readLlama2cVocab,
 } from './llama2c-vocab.js';
@@ -63,6 +65,20 @@ export function llamaTokenizerConfig(modelMaxLength?: number): Record<string, un
 }
 
 /**
+ * The `tokenizer_config.json` written for a tokenizer that came without one: the generic
+ * `PreTrainedTokenizerFast` class (so the special tokens that `tokenizer(text)` adds are those of
+ * tokenizer.json's post-processor, as they were) and the tokenizer's BOS/EOS strings.
+ */
+export function genericTokenizerConfig(tokenizer: Pick<TextTokenizer, 'bosToken' | 'eosToken'>): Record<string, unknown> {
+  return {
+    tokenizer_class: 'PreTrainedTokenizerFast',
+    bos_token: tokenizer.bosToken,
+    eos_token: tokenizer.eosToken,
+    clean_up_tokenization_spaces: false,
+  };
+}
+
+/**
  * Reads a JSON object from `file`.
  * @param what how to call the file when it is missing (e.g. 'config file').
  * @throws ModelLoadError naming `file`: missing, unreadable, not JSON, or not an object.
@@ -85,23 +101,64 @@ export function readJsonFile(file: string, what: string): Record<string, unknown
   return json as Record<string, unknown>;
 }
 
+/** The slow-tokenizer files of a GPT-2-style directory without tokenizer.json. */
+export const VOCAB_FILE = 'vocab.json';
+export const MERGES_FILE = 'merges.txt';
+
+/** tokenizer_class values whose vocab.json + merges.txt transformers converts with GPT2Converter. */
+const GPT2_CONVERTER_CLASSES = new Set(['GPT2Tokenizer', 'CodeGenTokenizer']);
+
 /**
  * Loads `<dir>/tokenizer.json` and, if present, `<dir>/tokenizer_config.json` and
- * `<dir>/chat_template.jinja` (read into the config's `chat_template`).
- * @param ids BOS/EOS ids (from config.json).
- * @throws ModelLoadError naming the file when tokenizer.json is missing, not JSON, has no
- *   `model`, or is rejected by `@huggingface/tokenizers`; or when tokenizer_config.json is not JSON.
+ * `<dir>/chat_template.jinja` (read into the config's `chat_template`). A directory
+ * without tokenizer.json but with `vocab.json` + `merges.txt` (OPT's) gets the tokenizer.json
+ * that transformers converts them to (see gpt2-files.ts), for a GPT-2-style tokenizer_config.json
+ * (`tokenizer_class` GPT2Tokenizer, CodeGenTokenizer, or none as in OPT's).
+ * @param ids config.json's BOS/EOS ids (see {@link HfTokenizerOptions}).
+ * @throws ModelLoadError naming the file when tokenizer.json is missing (and no convertible
+ *   vocab.json + merges.txt), not JSON, has no `model`, or is rejected (by `@huggingface/tokenizers`
+ *   or by the special-token rules); or when tokenizer_config.json is not JSON.
  */
-export function loadHfTokenizer(dir: string, ids: { bosTokenId: number; eosTokenId: number; eosTokenIds?: readonly number[] }): HfTokenizer {
+export function loadHfTokenizer(dir: string, ids: { bosTokenId?: number | null; eosTokenId: number; eosTokenIds?: readonly number[] }): HfTokenizer {
   const file = path.join(dir, TOKENIZER_FILE);
-  const json = readJsonFile(file, 'tokenizer file');
-  if (typeof json.model !== 'object' || json.model === null) throw new ModelLoadError(file, 'no "model" object: not a tokenizer.json');
   const configFile = path.join(dir, TOKENIZER_CONFIG_FILE);
   const tokenizerConfig = withChatTemplateFile(dir, fs.existsSync(configFile) ? readJsonFile(configFile, 'tokenizer config') : undefined);
+  let json: Record<string, unknown>;
+  let source = file;
+  if (!fs.existsSync(file) && fs.existsSync(path.join(dir, VOCAB_FILE)) && fs.existsSync(path.join(dir, MERGES_FILE))) {
+    json = convertGpt2Files(dir, tokenizerConfig ?? {});
+    source = path.join(dir, VOCAB_FILE);
+  } else {
+    json = readJsonFile(file, 'tokenizer file');
+    if (typeof json.model !== 'object' || json.model === null) throw new ModelLoadError(file, 'no "model" object: not a tokenizer.json');
+  }
   try {
-    return new HfTokenizer(json, { ...ids, tokenizerConfig, source: file });
+    return new HfTokenizer(json, { ...ids, tokenizerConfig, source });
   } catch (err) {
     if (err instanceof ModelLoadError) throw err;
-    throw new ModelLoadError(file, `cannot build the tokenizer: ${(err as Error).message}`);
+    const message = (err as Error).message;
+    const problem = message.startsWith(`${source}: `) ? message.slice(source.length + 2) : message;
+    throw new ModelLoadError(source, `cannot build the tokenizer: ${problem}`);
+  }
+}
+
+function convertGpt2Files(dir: string, tokenizerConfig: Record<string, unknown>): Record<string, unknown> {
+  const vocabFile = path.join(dir, VOCAB_FILE);
+  const cls = baseTokenizerClass(tokenizerConfig);
+  if (cls !== null && !GPT2_CONVERTER_CLASSES.has(cls)) {
+    throw new ModelLoadError(path.join(dir, TOKENIZER_FILE),
+      `tokenizer file not found (${VOCAB_FILE} + ${MERGES_FILE} are converted only for GPT2Tokenizer/CodeGenTokenizer, not ${cls}: save the tokenizer with transformers' save_pretrained to get a tokenizer.json)`);
+  }
+  const vocab = readJsonFile(vocabFile, 'vocab file');
+  let merges: string;
+  try {
+    merges = fs.readFileSync(path.join(dir, MERGES_FILE), 'utf8');
+  } catch (err) {
+    throw new ModelLoadError(path.join(dir, MERGES_FILE), `cannot read: ${(err as Error).message}`);
+  }
+  try {
+    return gpt2TokenizerJson(vocab, merges, tokenizerConfig);
+  } catch (err) {
+    throw new ModelLoadError(vocabFile, `cannot convert ${VOCAB_FILE} + ${MERGES_FILE}: ${(err as Error).message}`);
   }
 }

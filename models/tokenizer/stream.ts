@@ -9,7 +9,7 @@ export const STORY_SEPARATOR = '<|endoftext|>';
 
 /** A concatenation of encoded stories. */
 export interface TokenStream {
-  /** All token ids, story after story, each story starting with BOS. */
+  /** All token ids, story after story, each story encoded with the tokenizer's special tokens (BOS for llama2.c). */
   tokens: Int32Array;
   /** Number of stories encoded. */
   storyCount: number;
@@ -46,13 +46,15 @@ export function splitStories(fileBytes: Uint8Array): string[] {
 
 /**
  * Builds the token stream of a story file (PROTOCOL.md section 3): stories from
- * {@link splitStories}, each encoded with BOS (and no EOS), concatenated in file order.
+ * {@link splitStories}, each encoded as transformers' `tokenizer(story)` does (special tokens
+ * included: for a llama2.c vocabulary that is BOS and no EOS, as section 3 says; a tokenizer
+ * without BOS, e.g. Qwen's, adds none), concatenated in file order.
  * For stories260K: validation sample -> 390,336 tokens / 1,000 stories; train sample ->
  * 1,031,693 tokens / 2,316 stories.
  */
 export function buildTokenStream(fileBytes: Uint8Array, tokenizer: TextTokenizer): TokenStream {
   const stories = splitStories(fileBytes);
-  const parts = stories.map((s) => tokenizer.encode(s, { addBos: true }));
+  const parts = stories.map((s) => tokenizer.encode(s));
   const tokens = new Int32Array(parts.reduce((n, p) => n + p.length, 0));
   let offset = 0;
   for (const p of parts) {

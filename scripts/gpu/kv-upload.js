@@ -2,7 +2,7 @@
 'use strict';
 // What the host round trip of the KV cache costs per decode step on a device (issue 6: the
 // Node API has no IO binding, so a host-held cache is uploaded as past_key_values.* every
-// step; LlamaSession fetches back only step_key_values.*, one position per sequence).
+// step; DecoderSession fetches back only step_key_values.*, one position per sequence).
 //
 // Feeds 2 x num_hidden_layers past tensors [batch, num_key_value_heads, past, head_dim]
 // (float32, the model's shape) from the host to a one-node-per-input graph that reduces each

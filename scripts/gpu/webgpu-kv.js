@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 'use strict';
-// WebGPU LlamaSession with the KV cache held on the device vs the host KV path (and vs a CPU
-// LlamaSession unless --no-cpu), for scripts/gpu-check.sh and local runs on lavapipe:
+// WebGPU DecoderSession with the KV cache held on the device vs the host KV path (and vs a CPU
+// DecoderSession unless --no-cpu), for scripts/gpu-check.sh and local runs on lavapipe:
 // a batch of sequences prefills random prompts together, decodes greedily, and one sequence
 // leaves halfway (the device past is re-laid from the host once). Checks logits against the
 // CPU session (--tol, default 1e-4) and equal greedy tokens; prints the median decode-step
@@ -14,7 +14,7 @@ const path = require('node:path');
 const { parseArgs: parseCliArgs } = require('node:util');
 
 const root = path.join(__dirname, '..', '..');
-const { LlamaSession } = require(path.join(root, 'dist', 'runtime', 'llama-session.js'));
+const { DecoderSession } = require(path.join(root, 'dist', 'runtime', 'decoder-session.js'));
 const { loadModel } = require(path.join(root, 'dist', 'models', 'load.js'));
 
 function parseArgs(argv) {
@@ -49,9 +49,9 @@ const median = (xs) => (xs.length ? xs.slice().sort((a, b) => a - b)[xs.length >
   const o = parseArgs(process.argv.slice(2));
   const model = loadModel(o.model);
   const vocab = model.config.vocab_size;
-  const sessions = { device: await LlamaSession.create(model, { device: 'webgpu', deviceKV: true, threads: o.threads }) };
-  sessions.host = await LlamaSession.create(model, { device: 'webgpu', deviceKV: false, threads: o.threads });
-  if (o.cpu) sessions.cpu = await LlamaSession.create(model, { device: 'cpu', threads: o.threads });
+  const sessions = { device: await DecoderSession.create(model, { device: 'webgpu', deviceKV: true, threads: o.threads }) };
+  sessions.host = await DecoderSession.create(model, { device: 'webgpu', deviceKV: false, threads: o.threads });
+  if (o.cpu) sessions.cpu = await DecoderSession.create(model, { device: 'cpu', threads: o.threads });
   const names = Object.keys(sessions);
   let seed = 12345;
   const rand = () => ((seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) / 2 ** 32);

@@ -7,7 +7,7 @@ const tok = new FakeTokenizer();
 
 test('streamed text equals decode(prompt + generated) minus decode(prompt), spacing included', () => {
   const prompt = tok.encode('Once upon');
-  const generated = tok.encode('a time, there was', { addBos: false });
+  const generated = tok.encode('a time, there was', { addSpecialTokens: false });
   const detok = new IncrementalDetokenizer(tok, prompt);
   const deltas = generated.map((id) => detok.push(id));
   deltas.push(detok.flush());
@@ -19,7 +19,7 @@ test('streamed text equals decode(prompt + generated) minus decode(prompt), spac
 
 test('a character split over byte-fallback tokens is held back until complete', () => {
   const prompt = tok.encode('a');
-  const snowman = tok.encode('☃x', { addBos: false }); // ' ' piece? no: ' ', 3 bytes, 'x'
+  const snowman = tok.encode('☃x', { addSpecialTokens: false }); // ' ' piece? no: ' ', 3 bytes, 'x'
   const detok = new IncrementalDetokenizer(tok, prompt);
   const deltas = snowman.map((id) => detok.push(id));
   assert.ok(deltas.every((d) => !d.includes('\uFFFD')), `no replacement char: ${JSON.stringify(deltas)}`);

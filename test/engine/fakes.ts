@@ -16,7 +16,9 @@ const PIECES = [' Once', ' upon', ' a', ' time', ',', ' there', ' was', ' girl',
 export class FakeTokenizer implements TextTokenizer {
   readonly vocabSize = BYTE_BASE + 256 + PIECES.length;
   readonly bosTokenId = 1;
+  readonly bosToken = '<s>';
   readonly eosTokenId = 2;
+  readonly eosToken = '</s>';
   private readonly utf8 = new TextDecoder('utf-8', { fatal: false });
 
   /** @param eosTokenIds every id that ends a sequence (EOS first; e.g. [2, 1] as a llama2.c model) */
@@ -30,7 +32,7 @@ export class FakeTokenizer implements TextTokenizer {
   }
 
   encode(text: string, options: EncodeOptions = {}): number[] {
-    const ids = options.addBos === false ? [] : [this.bosTokenId];
+    const ids = options.addSpecialTokens === false ? [] : [this.bosTokenId];
     let rest = ' ' + text;
     while (rest.length > 0) {
       let best = '';

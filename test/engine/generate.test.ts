@@ -11,16 +11,16 @@ import { generate } from '../../engine/generate.js';
 import { saveHuggingFaceModel } from '../../models/huggingface.js';
 import { loadModel } from '../../models/load.js';
 import type { LoadedModel } from '../../models/types.js';
-import { LlamaSession } from '../../runtime/llama-session.js';
+import { DecoderSession } from '../../runtime/decoder-session.js';
 
 const GOLDEN =
   ', there was a little girl named Lily. She loved to play outside in the park. One day, she saw a big, red ball. She wanted to play with it, but it was too high.\nLily';
 
 let model: LoadedModel;
-let session: LlamaSession;
+let session: DecoderSession;
 before(async () => {
   model = loadModel('models/stories260K');
-  session = await LlamaSession.create(model, { threads: 1 });
+  session = await DecoderSession.create(model, { threads: 1 });
 });
 after(async () => session.release());
 
@@ -68,7 +68,7 @@ test('llama2.c -> Hugging Face directory -> same logits', async () => {
     saveHuggingFaceModel(model, path.join(dir, 'hf'));
     const hf = loadModel(path.join(dir, 'hf'));
     assert.equal(hf.format, 'huggingface');
-    const s2 = await LlamaSession.create(hf, { threads: 1 });
+    const s2 = await DecoderSession.create(hf, { threads: 1 });
     const tokens = hf.tokenizer.encode('One day, Lily met a bird.');
     const a = (await session.step([{ cache: session.newCache(), tokens }]))[0];
     const b = (await s2.step([{ cache: s2.newCache(), tokens }]))[0];

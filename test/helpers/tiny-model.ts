@@ -2,8 +2,9 @@
  * Test fixtures: small random Llama models built in memory (no files), for graph and slicer
  * tests that need odd shapes (several heads per KV head, head_dim not a multiple of 16).
  */
-import type { LlamaConfig, LoadedModel, TextTokenizer, WeightTensor } from '../../models/types.js';
-import { W } from '../../models/types.js';
+import { llama } from '../../models/arch/llama/index.js';
+import type { LoadedModel, TextTokenizer, WeightTensor } from '../../models/types.js';
+import { W } from './llama-names.js';
 import { uniformGenerator } from '../../slicer/linalg/random.js';
 
 /** Deterministic PRNG returning floats in [0, 1) (slicer/linalg/random.ts). */
@@ -24,7 +25,9 @@ export function idsOnlyTokenizer(vocabSize: number): TextTokenizer {
   return {
     vocabSize,
     bosTokenId: 1,
+    bosToken: '<s>',
     eosTokenId: 2,
+    eosToken: '</s>',
     eosTokenIds: [2],
     encode: () => {
       throw new Error('idsOnlyTokenizer: encode is not available in this fixture');
@@ -70,7 +73,7 @@ export function tinyModel(shape: TinyShape, seed = 1): LoadedModel {
   }
   put(W.finalNorm, [d], 0.1, 1);
   if (!shape.tied) put(W.lmHead, [shape.vocab, d], 1 / Math.sqrt(d));
-  const config: LlamaConfig = {
+  const config = llama.parseConfig({
     architectures: ['LlamaForCausalLM'],
     model_type: 'llama',
     hidden_size: d,
@@ -86,6 +89,6 @@ export function tinyModel(shape: TinyShape, seed = 1): LoadedModel {
     tie_word_embeddings: !!shape.tied,
     bos_token_id: 1,
     eos_token_id: 2,
-  };
+  }, 'tiny model');
   return { id: 'tiny', dir: '', format: 'huggingface', config, weights, tokenizer: idsOnlyTokenizer(shape.vocab) };
 }

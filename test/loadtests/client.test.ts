@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { streamCompletion } from '../../loadtests/client.js';
+import { carriesToken, streamCompletion } from '../../loadtests/client.js';
 import { freePort } from '../../loadtests/server-process.js';
 import { startFakeServer, type FakeServer } from './fake-server.js';
 
@@ -39,8 +39,27 @@ test('a streamed completion is timed: TTFT, one ITL per gap, TPOT over tokens af
     assert.ok(Math.abs(r.tpot_s! - (r.e2e_s - r.ttft_s) / 7) < 1e-12);
     assert.ok(r.itl_s.reduce((a, b) => a + b, 0) <= r.e2e_s - r.ttft_s + 1e-9);
   }
-  const sent = server.received.at(-1)!;
+  const { body: sentBody, ...sent } = server.received.at(-1)!;
   assert.deepEqual(sent, { model: 'ok', prompt: [1, 5, 6, 7], max_tokens: 8, ignore_eos: true, stream: true });
+  assert.deepEqual(sentBody.stream_options, { include_usage: true });
+});
+
+test("llama.cpp's closing chunk (empty text, finish_reason, usage) is not counted as a token", async () => {
+  const llama = await startFakeServer({ models: [{ id: 'models/bench-q8_0.gguf' }], style: 'llamacpp' });
+  try {
+    const r = await streamCompletion(body('anything', 8), opts(llama.url));
+    assert.equal(r.ok, true, r.error);
+    assert.deepEqual([r.output_tokens, r.prompt_tokens, r.itl_s.length], [8, 4, 7], 'one ITL per gap between the 8 tokens, none for the closing chunk');
+    assert.ok(Math.abs(r.tpot_s! - (r.e2e_s - r.ttft_s!) / 7) < 1e-12);
+  } finally {
+    await llama.close();
+  }
+  assert.equal(carriesToken({ choices: [{ text: ' a', finish_reason: null }] }), true);
+  assert.equal(carriesToken({ choices: [{ text: ' a', finish_reason: 'length' }] }), true, "SliceServe's last token carries the finish_reason");
+  assert.equal(carriesToken({ choices: [{ text: '', finish_reason: null }] }), true, 'a token that decodes to no text yet (a partial UTF-8 sequence) still arrived');
+  assert.equal(carriesToken({ choices: [{ text: '', finish_reason: 'length' }] }), false);
+  assert.equal(carriesToken({ choices: [] }), false, 'the usage chunk');
+  assert.equal(carriesToken({}), false);
 });
 
 test('one output token: no ITL, no TPOT', async () => {

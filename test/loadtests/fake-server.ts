@@ -2,8 +2,11 @@
  * A fake SliceServe for the load generator's tests: `/health`, `/v1/models` (a dense model and
  * sliced children) and streaming `/v1/completions` with a behaviour per model: stream
  * `max_tokens` chunks normally, answer 500, drop the connection mid-stream, end without
- * `[DONE]`, or send an error chunk. Also runnable as a script (`node fake-server.js --port P`)
- * to test starting and stopping a server process.
+ * `[DONE]`, or send an error chunk. With `style: 'llamacpp'` it answers as llama.cpp's
+ * llama-server does (tools/server): one model whose `/v1/models` entry has a `meta` object,
+ * any `model` field accepted, token chunks without finish_reason, then one closing chunk
+ * `{"text": "", "finish_reason": "length"}` carrying the usage. Also runnable as a script
+ * (`node fake-server.js --port P`) to test starting and stopping a server process.
  */
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -19,6 +22,10 @@ export interface FakeModel {
 
 export interface FakeServerOptions {
   models: FakeModel[];
+  /** Whose wire format (default 'sliceserve'); 'llamacpp' serves `models[0]` under any requested id. */
+  style?: 'sliceserve' | 'llamacpp';
+  /** llama.cpp style: the `meta` object of its `/v1/models` entry. */
+  meta?: Record<string, unknown>;
   /** Delay between token chunks, ms (default 1). */
   tokenDelayMs?: number;
   /** Write each SSE event in pieces of this many bytes (default: whole events). */
@@ -32,6 +39,8 @@ export interface Received {
   max_tokens: number;
   ignore_eos: unknown;
   stream: unknown;
+  /** The whole request body. */
+  body: Record<string, unknown>;
 }
 
 export interface FakeServer {
@@ -64,6 +73,11 @@ export async function startFakeServer(opts: FakeServerOptions, port = 0): Promis
       res.writeHead(200, { 'content-type': 'application/json' }).end('{"status":"ok"}');
       return;
     }
+    if (req.method === 'GET' && req.url === '/v1/models' && opts.style === 'llamacpp') {
+      const m = opts.models[0];
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ object: 'list', data: [{ id: m.id, object: 'model', owned_by: 'llamacpp', meta: opts.meta ?? {} }] }));
+      return;
+    }
     if (req.method === 'GET' && req.url === '/v1/models') {
       const data = opts.models.map((m) => ({ id: m.id, object: 'model', root: m.parent ?? m.id, ...(m.parent ? { parent: m.parent, slicing: m.slicing } : {}) }));
       res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ object: 'list', data }));
@@ -75,8 +89,9 @@ export async function startFakeServer(opts: FakeServerOptions, port = 0): Promis
       req.on('end', () => {
         void (async () => {
           const r = JSON.parse(body) as Received;
-          received.push({ model: r.model, prompt: r.prompt, max_tokens: r.max_tokens, ignore_eos: r.ignore_eos, stream: r.stream });
-          const model = opts.models.find((m) => m.id === r.model);
+          received.push({ model: r.model, prompt: r.prompt, max_tokens: r.max_tokens, ignore_eos: r.ignore_eos, stream: r.stream, body: JSON.parse(body) as Record<string, unknown> });
+          const llamacpp = opts.style === 'llamacpp';
+          const model = llamacpp ? opts.models[0] : opts.models.find((m) => m.id === r.model);
           if (!model) {
             res.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify({ error: { message: `model ${r.model} not found`, type: 'not_found', param: 'model', code: null } }));
             return;
@@ -99,10 +114,19 @@ export async function startFakeServer(opts: FakeServerOptions, port = 0): Promis
               return;
             }
             await sleep(delay);
-            const chunk = { id: 'cmpl-1', object: 'text_completion', model: r.model, choices: [{ index: 0, text: ` tök${i}`, logprobs: null, finish_reason: i === r.max_tokens - 1 ? 'length' : null }] };
+            const last = i === r.max_tokens - 1 && !llamacpp;
+            const chunk = { id: 'cmpl-1', object: 'text_completion', model: r.model, choices: [{ index: 0, text: ` tök${i}`, logprobs: null, finish_reason: last ? 'length' : null }] };
             await writeEvent(res, JSON.stringify(chunk), opts.splitBytes);
           }
           const promptTokens = Array.isArray(r.prompt) ? r.prompt.length : 1;
+          if (llamacpp) {
+            // llama.cpp: a closing chunk with empty text, the finish_reason and the usage; no separate usage chunk
+            const usage = { completion_tokens: r.max_tokens, prompt_tokens: promptTokens, total_tokens: promptTokens + r.max_tokens, prompt_tokens_details: { cached_tokens: 0 } };
+            await writeEvent(res, JSON.stringify({ id: 'cmpl-1', object: 'text_completion', model: model.id, choices: [{ index: 0, text: '', logprobs: null, finish_reason: 'length' }], usage }), opts.splitBytes);
+            await writeEvent(res, '[DONE]', opts.splitBytes);
+            res.end();
+            return;
+          }
           await writeEvent(res, JSON.stringify({ id: 'cmpl-1', object: 'text_completion', model: r.model, choices: [], usage: { prompt_tokens: promptTokens, completion_tokens: r.max_tokens, total_tokens: promptTokens + r.max_tokens } }), opts.splitBytes);
           if (behaviour !== 'no-done') await writeEvent(res, '[DONE]', opts.splitBytes);
           res.end();

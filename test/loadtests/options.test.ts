@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { Command, CommanderError } from 'commander';
-import { addBenchOptions, defaultRequests, resolveBenchOptions } from '../../loadtests/options.js';
+import { addBenchOptions, defaultRequests, parsePeer, resolveBenchOptions } from '../../loadtests/options.js';
 
 function parse(argv: string[]) {
   const cmd = addBenchOptions(new Command()).exitOverride().configureOutput({ writeErr: () => undefined });
@@ -30,4 +30,32 @@ test('bad values are rejected with a message that names the option', () => {
     assert.throws(() => parse(argv), (err: unknown) => err instanceof CommanderError && /sparsities|concurrency|--requests|--prompt-tokens/.test(err.message), argv.join(' '));
   }
   assert.throws(() => parse(['--requests', '4', '--duration', '10']), /--requests or --duration, not both/);
+});
+
+test('--peer NAME=URL is repeatable; URLs lose a trailing / or /v1', () => {
+  assert.deepEqual(parse([]).peers, []);
+  const two = parse(['--peer', 'llamacpp-q8_0=http://127.0.0.1:8081', '--peer', 'vllm.t2=https://localhost:9000/v1/']);
+  assert.deepEqual(two.peers, [
+    { name: 'llamacpp-q8_0', url: 'http://127.0.0.1:8081' },
+    { name: 'vllm.t2', url: 'https://localhost:9000' },
+  ]);
+  assert.deepEqual(parsePeer('a=http://h:1/base/v1'), [{ name: 'a', url: 'http://h:1/base' }], 'a path prefix is kept');
+  assert.equal(two.command, 'npm run bench -- --peer llamacpp-q8_0=http://127.0.0.1:8081 --peer vllm.t2=https://localhost:9000/v1/');
+});
+
+test('bad --peer values are one-line errors naming the option', () => {
+  const cases: Array<[string[], RegExp]> = [
+    [['--peer', 'http://127.0.0.1:8081'], /--peer takes NAME=URL/],
+    [['--peer', '=http://127.0.0.1:8081'], /--peer takes NAME=URL/],
+    [['--peer', 'a b=http://127.0.0.1:8081'], /--peer takes NAME=URL/],
+    [['--peer', 'x='], /--peer takes NAME=URL/],
+    [['--peer', 'x=127.0.0.1:8081'], /--peer x: the URL must start with http/],
+    [['--peer', 'x=ftp://h:1'], /--peer x: the URL must start with http/],
+    [['--peer', 'x=http://'], /--peer x: "http:\/\/" is not a URL/],
+    [['--peer', 'x=http://h:1/?q=1'], /without query/],
+    [['--peer', 'x=http://h:1', '--peer', 'x=http://h:2'], /--peer x is given twice/],
+  ];
+  for (const [argv, reason] of cases) {
+    assert.throws(() => parse(argv), (err: unknown) => err instanceof CommanderError && reason.test(err.message) && !err.message.includes('\n'), argv.join(' '));
+  }
 });

@@ -109,7 +109,7 @@ test('buildReport: throughput, percentiles, speedups and the bandwidth bound fro
   const under = { ...sp, measured: 0.8953 * sp.theoretical, fraction_of_theoretical: 0.8953, measured_paired_median: 0.9004 * sp.theoretical, round_ratios: [0.9004 * sp.theoretical] };
   const mdUnder = renderMarkdown({ ...report, speedup: [under] }, { title: 't', chartPath: 'c.svg' });
   assert.match(mdUnder, /pooled \d\.\d{3}x = 89\.5 %, \*\*not met\*\*; paired median of the rounds \d\.\d{3}x = 90\.0 %, \*\*met\*\*/);
-  assert.match(md, /dense does not trail llama\.cpp \(c=1: 4\.0 vs 45\.0 tok\/s\): \*\*not met\*\*/);
+  assert.match(md, /dense does not trail llama\.cpp \(issue 5's figures, not this run\) \(c=1: 4\.0 vs 45\.0 tok\/s\): \*\*not met\*\*/);
   assert.match(md, /\| dense \(`synth`\) \| 1 \| 100\.0 \| 100\.0 \| 100\.0 \| 100\.0 \| 30\.0 \| 30\.0 \| 38\.0 \| 39\.8 \|/);
   const spec = JSON.stringify(chartSpec(report));
   assert.match(spec, /sliced 50 %/);
@@ -176,4 +176,119 @@ test('readReport rejects a file that is not a report', () => {
   fs.writeFileSync(f, '{"runs": []}');
   assert.throws(() => readReport(f), /not a SliceServe load-test report/);
   assert.throws(() => readReport(path.join(tmp, 'missing.json')), /run `npm run bench` first/);
+});
+
+test('buildReport with measured peers: their rows in runs (peer: true), peers[] from them, tables, targets and chart', () => {
+  const peerInfo = { n_vocab: 32000, n_params: 4_000_000, size_bytes: 8_000_000, n_embd: 64, ftype: 'Q8_0' };
+  const result: RunResult = {
+    blocks: [
+      { block: { concurrency: 1, level: 0, round: 0, model: 'synth' }, records: [rec('synth', 1, 0.02), rec('synth', 1, 0.04)], wall_s: 2 },
+      { block: { concurrency: 1, level: 0, round: 0, model: 'synth-sliced-0.5' }, records: [rec('synth-sliced-0.5', 1, 0.01)], wall_s: 0.5 },
+      { block: { concurrency: 1, level: 0, round: 0, model: 'llamacpp-q8_0' }, records: [rec('llamacpp-q8_0', 1, 0.025), rec('llamacpp-q8_0', 1, 0.025)], wall_s: 1 },
+      { block: { concurrency: 1, level: 0, round: 0, model: 'gone' }, records: [rec('gone', 1, 0, false), rec('gone', 1, 0, false)], wall_s: 0.01 },
+      { block: { concurrency: 4, level: 1, round: 0, model: 'llamacpp-q8_0' }, records: [rec('llamacpp-q8_0', 4, 0.05)], wall_s: 0.4 },
+      { block: { concurrency: 4, level: 1, round: 0, model: 'synth' }, records: [rec('synth', 4, 0.05)], wall_s: 0.5 },
+    ],
+    skipped: [],
+    wall_s: 4.4,
+  };
+  const ctx: ReportContext = {
+    ...context(),
+    peers: [
+      { name: 'llamacpp-q8_0', url: 'http://127.0.0.1:8081', model: 'gguf/bench-q8_0.gguf', info: peerInfo, startError: null },
+      { name: 'gone', url: 'http://127.0.0.1:9', model: 'gone', info: null, startError: 'not reachable: fetch failed (ECONNREFUSED)' },
+    ],
+  };
+  const report = buildReport(result, ctx);
+  assert.ok(ReportSchema.safeParse(report).success);
+  assert.deepEqual(report.runs.map((r) => `${r.concurrency}:${r.model}:${r.peer === true ? 'peer' : 'ours'}:${r.requests}:${r.errors}`), [
+    '1:synth:ours:2:0', '1:synth-sliced-0.5:ours:1:0', '1:llamacpp-q8_0:peer:2:0', '1:gone:peer:2:2', '4:synth:ours:1:0', '4:llamacpp-q8_0:peer:1:0',
+  ]);
+  const q8 = report.runs.find((r) => r.model === 'llamacpp-q8_0' && r.concurrency === 1)!;
+  assert.deepEqual([q8.sparsity, q8.output_tokens_per_s], [0, 8]); // 8 tokens / 1 s
+  assert.deepEqual(report.speedup.map((x) => [x.model, x.concurrency]), [['synth-sliced-0.5', 1]], 'speedups compare our sliced model with our dense one only');
+  assert.deepEqual(report.decode_batch1.map((d) => d.model), ['synth', 'synth-sliced-0.5']);
+  const [p, gone] = report.peers;
+  assert.deepEqual([p.name, p.measured, p.url, p.model, p.output_tokens_per_s, p.start_error], ['llamacpp-q8_0', true, 'http://127.0.0.1:8081', 'gguf/bench-q8_0.gguf', { '1': 8, '4': 10 }, null]);
+  assert.ok(Math.abs(p.decode_batch1_tokens_per_s! - 40) < 1e-9, '1 / p50 TPOT at concurrency 1');
+  assert.equal(p.weight_bytes_per_token_estimate, 8_000_000 * (1 - (32000 * 64) / 4_000_000));
+  assert.deepEqual([gone.measured, gone.output_tokens_per_s, gone.decode_batch1_tokens_per_s, gone.start_error], [true, { '1': 0 }, null, 'not reachable: fetch failed (ECONNREFUSED)']);
+  assert.ok(!report.peers.some((x) => x.name === LLAMA_CPP_PEER.name), "issue 5's static figures are dropped when peers were measured");
+
+  const md = renderMarkdown(report, { title: 't', chartPath: 'c.svg' });
+  assert.match(md, /## Against the peers \(measured in this run\)/);
+  assert.match(md, /\| concurrency \| llamacpp-q8_0 \(peer\) \| gone \(peer\) \| dense \| sliced 50 % \|/);
+  assert.match(md, /\| 1 \| 8\.0 \| 0\.0 \| 4\.0 \(0\.50x\) \| 8\.0 \(1\.00x\) \|/);
+  assert.match(md, /\| 4 \| 10\.0 \| – \| 8\.0 \(0\.80x\) \| – \|/);
+  assert.match(md, /\| batch-1 decode \(1 \/ p50 TPOT\) \| 40\.0 \| – \| 33\.3 \(0\.83x\) \| 100\.0 \(2\.50x\) \|/);
+  assert.match(md, /at start: not reachable: fetch failed \(ECONNREFUSED\)/);
+  // the peers' rows are in the same throughput, latency and error tables as ours
+  assert.match(md, /\| llamacpp-q8_0 \(peer\) \| 1 \| 2 \| 0 \(0 %\) \| 2\.00 \| 8\.0 \|/);
+  assert.match(md, /\| llamacpp-q8_0 \(peer\) \| 1 \| 100\.0 \| 100\.0 \| 100\.0 \| 100\.0 \| 25\.0 \| 25\.0 \| 25\.0 \| 25\.0 \|/);
+  assert.match(md, /- gone \(peer\) at concurrency 1: 2 of 2 failed: `HTTP 500: boom`/);
+  assert.match(md, /- dense does not trail peer `llamacpp-q8_0` \(measured in this run\) \(c=1: 4\.0 vs 8\.0; c=4: 8\.0 vs 10\.0 tok\/s\): \*\*not met\*\*/);
+  assert.match(md, /- sliced 50 % beats peer `llamacpp-q8_0` \(measured in this run\) \(c=1: 8\.0 vs 8\.0 tok\/s\): \*\*not met\*\*/);
+  assert.doesNotMatch(md, /trail peer `gone`|beats peer `gone`/, 'a peer that served nothing is compared with nothing');
+  assert.match(md, /- No failed request: 0 of 4 failed, \*\*met\*\*/, "the peer's failures are not ours");
+  assert.ok(md.includes('| llamacpp-q8_0 (peer) | 10.0 |  |  |  |  |  | 0 / 1 |'), 'the headline (concurrency 4) has the peer with its errors');
+  const headline = md.slice(md.indexOf('## Headline'), md.indexOf('Targets (issue 5)'));
+  assert.equal(headline.split('llamacpp-q8_0 (peer)').length - 1, 1, 'once, not also as a model without a speedup');
+  // batch-1 vs bandwidth: the peer's row with its estimated bytes (8 MB * (1 - 2.048 M / 4 M) = 3.904 MB; 20 GB/s -> 5123 tok/s)
+  assert.match(md, /\| llamacpp-q8_0 \(peer\) \| ~3\.9 MB \(model less embeddings\) \| 5123\.0 \| 40\.0 \| 1 % \|/);
+  assert.doesNotMatch(md, /issue 5, not this run/);
+
+  const spec = JSON.stringify(chartSpec(report));
+  assert.match(spec, /"llamacpp-q8_0 \(peer\)"/);
+  assert.doesNotMatch(spec, /llama\.cpp server \(peer\)/, 'no static line next to measured peers');
+});
+
+test('without --peer the static llama.cpp figures stay, marked as not from this run', () => {
+  const result: RunResult = { blocks: [{ block: { concurrency: 1, level: 0, round: 0, model: 'synth' }, records: [rec('synth', 1, 0.02)], wall_s: 1 }], skipped: [], wall_s: 1 };
+  const report = buildReport(result, context());
+  assert.deepEqual(report.peers, [LLAMA_CPP_PEER]);
+  assert.equal(report.peers[0].measured, false);
+  const md = renderMarkdown(report, { title: 't', chartPath: 'c.svg' });
+  assert.match(md, /## Against the peer \(llama\.cpp server\)/);
+  assert.match(md, /Peer figures: issue 5: measured earlier on this machine kind .*not in this run \(pass --peer NAME=URL to measure one side by side\)/);
+  assert.match(md, /dense does not trail llama\.cpp \(issue 5's figures, not this run\)/);
+  assert.match(md, /no peer measured in this run/);
+});
+
+test('runBench --url with --peer: a llama.cpp-style peer and a dead one are measured interleaved; the dead one is errors, not a crash', async () => {
+  const llama = await startFakeServer({ models: [{ id: 'gguf/bench-q8_0.gguf' }], style: 'llamacpp', meta: { n_vocab: 32000, n_params: 4_200_000, size: 5_000_000, n_embd: 64, ftype: 'Q8_0' } });
+  const deadPort = await (await import('../../loadtests/server-process.js')).freePort();
+  try {
+    const argv = ['--url', server.url, '--model', path.join(tmp, 'synth'), '--sparsities', '0.5', '--concurrency', '1,2', '--requests', '2', '--output-tokens', '5', '--prompt-tokens', '12', '--no-bandwidth', '--out', path.join(tmp, 'reports-peer'), '--peer', `llamacpp-q8_0=${llama.url}/v1`, '--peer', `down=http://127.0.0.1:${deadPort}`];
+    const cmd = addBenchOptions(new Command()).exitOverride();
+    cmd.parse(argv, { from: 'user' });
+    const logs: string[] = [];
+    const progress = (): Progress => ({ log: (m) => logs.push(m), stop: () => undefined });
+    server.received.length = 0;
+    const { dir, report } = await runBench(resolveBenchOptions(cmd.opts(), argv), new AbortController().signal, progress);
+    assert.ok(logs.some((l) => /^\[bench\] peer down \(http:\/\/127\.0\.0\.1:\d+\): not reachable: .*ECONNREFUSED/.test(l)), logs.join('\n'));
+    assert.ok(logs.some((l) => l === `[bench] peer llamacpp-q8_0: ${llama.url}, model gguf/bench-q8_0.gguf`), logs.join('\n'));
+    assert.deepEqual(report.runs.map((r) => `${r.concurrency}:${r.model}:${r.requests}:${r.errors}`), [
+      '1:synth:2:0', '1:synth-sliced-0.5:2:0', '1:llamacpp-q8_0:2:0', '1:down:2:2', '2:synth:2:0', '2:synth-sliced-0.5:2:0', '2:llamacpp-q8_0:2:0', '2:down:2:2',
+    ]);
+    // warm-up (2 per model, max concurrency) + 2 per level: the peer saw as many requests as each of our models, with the same prompts
+    assert.equal(llama.received.length, 2 + 2 * 2);
+    assert.deepEqual(llama.received.map((r) => JSON.stringify(r.prompt)), server.received.filter((r) => r.model === 'synth').map((r) => JSON.stringify(r.prompt)));
+    assert.ok(llama.received.every((r) => r.model === 'gguf/bench-q8_0.gguf' && r.max_tokens === 5 && r.ignore_eos === true && r.stream === true));
+    const q8 = report.runs.find((r) => r.model === 'llamacpp-q8_0')!;
+    assert.ok(q8.peer === true && q8.output_tokens === 10 && q8.itl_s!.n === 8, 'usage counted, closing chunk not an ITL');
+    assert.deepEqual(report.peers.map((p) => [p.name, p.measured, p.model]), [['llamacpp-q8_0', true, 'gguf/bench-q8_0.gguf'], ['down', true, 'down']]);
+    assert.ok(report.notes.some((n) => n.startsWith('Peer `llamacpp-q8_0` was measured in this run at ' + llama.url)));
+    assert.deepEqual(readReport(path.join(dir, 'report.json')), report);
+    const md = fs.readFileSync(path.join(dir, 'report.md'), 'utf8');
+    assert.match(md, /- down \(peer\) at concurrency 1: 2 of 2 failed: `request failed: .*ECONNREFUSED/);
+    assert.match(fs.readFileSync(path.join(dir, 'chart.svg'), 'utf8'), /llamacpp-q8_0 \(peer\)/);
+
+    // a peer named like one of our models is refused before measuring
+    const clash = ['--url', server.url, '--model', path.join(tmp, 'synth'), '--concurrency', '1', '--requests', '1', '--no-bandwidth', '--no-warmup', '--out', path.join(tmp, 'reports-peer'), '--peer', `synth=${llama.url}`];
+    const cmd2 = addBenchOptions(new Command()).exitOverride();
+    cmd2.parse(clash, { from: 'user' });
+    await assert.rejects(runBench(resolveBenchOptions(cmd2.opts(), clash), new AbortController().signal, quiet), /--peer synth: that name is also a model served by SliceServe/);
+  } finally {
+    await llama.close();
+  }
 });

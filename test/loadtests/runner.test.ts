@@ -4,6 +4,7 @@ import { after, before, test } from 'node:test';
 import { runPlan, type RunPlan } from '../../loadtests/runner.js';
 import { runStats } from '../../loadtests/report.js';
 import { planBlocks, splitRequests } from '../../loadtests/schedule.js';
+import { freePort } from '../../loadtests/server-process.js';
 import { startFakeServer, type FakeServer } from './fake-server.js';
 
 let server: FakeServer;
@@ -94,4 +95,42 @@ test('an abort stops the run: remaining blocks are skipped', async () => {
   });
   assert.equal(result.blocks.length, 2);
   assert.equal(result.skipped.length, 6);
+});
+
+test('a peer (another server) is interleaved with our models: same schedule, same requests, its own model id', async () => {
+  const peer = await startFakeServer({ models: [{ id: 'models/bench-110m-q8_0.gguf' }], style: 'llamacpp' });
+  try {
+    server.received.length = 0;
+    const result = await runPlan(plan(['A', 'D', 'llamacpp-q8_0'], { targets: { 'llamacpp-q8_0': { baseUrl: peer.url, model: 'models/bench-110m-q8_0.gguf' } } }));
+    const order = planBlocks(['A', 'D', 'llamacpp-q8_0'], [1, 3], 2);
+    assert.deepEqual(result.blocks.map((b) => b.block), order, 'the peer takes its turn in the rotation like a model');
+    const starts = result.blocks.map((b) => Math.min(...b.records.map((r) => r.start_s)));
+    assert.deepEqual(starts, [...starts].sort((a, b) => a - b), 'blocks ran one after another in that order');
+    const peerBlocks = result.blocks.filter((b) => b.block.model === 'llamacpp-q8_0');
+    assert.equal(peerBlocks.length, 4);
+    for (const b of peerBlocks) {
+      assert.ok(b.records.every((r) => r.ok && r.model === 'llamacpp-q8_0' && r.output_tokens === 4 && r.itl_s.length === 3), 'records carry the peer name; the closing chunk is no token');
+    }
+    // every peer request went to the peer, with the peer's model id; ours did not
+    assert.equal(peer.received.length, 2 * 1 + 2 * 3, 'requestsPerLevel(c) = 2c at levels 1 and 3');
+    assert.ok(peer.received.every((r) => r.model === 'models/bench-110m-q8_0.gguf'));
+    assert.ok(server.received.every((r) => r.model === 'A' || r.model === 'D'));
+    // the same request shape: for each (level, round, index) the peer got A's prompt and fields
+    const shape = (b: Record<string, unknown>) => JSON.stringify({ ...b, model: undefined });
+    const ours = server.received.filter((r) => r.model === 'A').map((r) => shape(r.body));
+    assert.deepEqual(peer.received.map((r) => shape(r.body)), ours);
+    assert.deepEqual(Object.keys(peer.received[0].body).sort(), ['ignore_eos', 'max_tokens', 'model', 'prompt', 'seed', 'stream', 'stream_options', 'temperature']);
+    assert.deepEqual([peer.received[0].body.temperature, peer.received[0].body.ignore_eos, peer.received[0].body.stream_options], [0, true, { include_usage: true }]);
+  } finally {
+    await peer.close();
+  }
+});
+
+test('a peer that is down is measured to the end: every request an error, the run goes on', async () => {
+  const port = await freePort();
+  const result = await runPlan(plan(['A', 'gone'], { concurrencies: [2], rounds: 1, requestsPerLevel: () => 4, targets: { gone: { baseUrl: `http://127.0.0.1:${port}`, model: 'gone' } } }));
+  const stats = (m: string) => runStats(m, 0, 2, result.blocks.filter((b) => b.block.model === m).flatMap((b) => b.records), 1);
+  assert.deepEqual([stats('A').requests, stats('A').errors], [4, 0]);
+  assert.deepEqual([stats('gone').requests, stats('gone').errors, stats('gone').output_tokens], [4, 4, 0]);
+  assert.match(stats('gone').error_samples[0], /ECONNREFUSED/);
 });

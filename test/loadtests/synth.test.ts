@@ -5,9 +5,10 @@ import * as path from 'node:path';
 import { after, test } from 'node:test';
 import { loadModel } from '../../models/load.js';
 import {
-  SYNTH_INFO_FILE, SYNTH_PRESETS, SeededRandom, countParameters, llamaWeightShapes, synthConfig, synthWeights, writeSynthModel,
+  SYNTH_INFO_FILE, SYNTH_PRESETS, SeededRandom, countParameters, synthConfig, synthWeights, writeSynthModel,
 } from '../../models/synth.js';
-import { W } from '../../models/types.js';
+import { expectedWeightShapes } from '../../models/validate.js';
+import { W } from '../helpers/llama-names.js';
 import { ensureSynthModel, synthCachePath } from '../../loadtests/synth-cache.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'synth-'));
@@ -22,7 +23,7 @@ test('presets have the shapes the benchmarks name', () => {
   assert.deepEqual(pick('tinyllama-1.1b'), [2048, 22, 32, 4, 64, 5632, 32000, 2048]);
   assert.deepEqual(pick('tiny'), [64, 2, 4, 2, 16, 176, 32000, 256]);
   // bench-110m: 2 * 32000*768 (embedding, head) + 12 * (768*(768+256+256+768) + 3*768*2048 + 2*768) + 768
-  const shapes = llamaWeightShapes(synthConfig(SYNTH_PRESETS['bench-110m']));
+  const shapes = [...expectedWeightShapes(synthConfig(SYNTH_PRESETS['bench-110m']))];
   assert.equal(shapes.reduce((n, [, s]) => n + s.reduce((a, b) => a * b, 1), 0), 124_668_672);
   assert.equal(shapes.length, 2 + 12 * 9 + 1);
   assert.deepEqual(Object.fromEntries(shapes.filter(([n]) => n.startsWith('model.layers.0.self_attn'))), {

@@ -7,8 +7,12 @@ import { hashModelWeights, loadModel } from '../../models/load.js';
 import {
   fromBfloat16Array, fromFloat16Array, readSafetensors, readSafetensorsHeader, toBfloat16Array, toFloat16Array, writeSafetensors,
 } from '../../models/safetensors.js';
-import { W, type LlamaConfig, type LoadedModel, type SlicingInfo, type WeightMap } from '../../models/types.js';
-import { expectedWeightShapes, parseLlamaConfig } from '../../models/validate.js';
+import { parseDecoderConfig } from '../../models/registry.js';
+import type { DecoderConfig, LoadedModel, SlicingInfo, WeightMap } from '../../models/types.js';
+import { expectedWeightShapes } from '../../models/validate.js';
+import { W } from '../helpers/llama-names.js';
+
+const parseLlamaConfig = (json: Record<string, unknown>, file: string): DecoderConfig => parseDecoderConfig(json, file);
 import { randn, rng } from '../helpers/tiny-model.js';
 import { STORIES_DIR, assertLoadError, convertStories260K, tempDir } from './helpers.js';
 
@@ -19,7 +23,9 @@ test('llama2.c -> Hugging Face float32 -> load: identical weights, config and to
   const { converted, dir } = convertStories260K('float32');
   assert.equal(converted.format, 'huggingface');
   assert.equal(converted.id, 'stories260K-hf-float32');
-  assert.deepEqual(converted.config, dense.config);
+  const { source, ...fields } = converted.config;
+  assert.deepEqual(fields, dense.config);
+  assert.equal(source!.torch_dtype, 'float32', 'the loaded config keeps config.json as read');
   assert.deepEqual([...converted.weights.keys()].sort(), [...dense.weights.keys()].sort());
   for (const [name, t] of dense.weights) {
     assert.deepEqual(converted.weights.get(name)!.shape, t.shape, name);
@@ -113,24 +119,30 @@ test('config.json defaults follow transformers', () => {
     architectures: ['LlamaForCausalLM'], hidden_size: 64, intermediate_size: 172, num_hidden_layers: 2,
     num_attention_heads: 8, vocab_size: 512, eos_token_id: [2, 7], some_other_field: 'kept out',
   }, 'config.json');
-  assert.deepEqual(config, {
+  const { source, ...fields } = config;
+  assert.equal(source!.some_other_field, 'kept out', 'the family fields are kept for saving');
+  assert.deepEqual(fields, {
     architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: 64, intermediate_size: 172,
     num_hidden_layers: 2, num_attention_heads: 8, num_key_value_heads: 8, head_dim: 8, vocab_size: 512,
-    max_position_embeddings: 2048, rms_norm_eps: 1e-6, rope_theta: 10000, tie_word_embeddings: false,
+    max_position_embeddings: 2048, norm: 'rms', norm_eps: 1e-6, block: 'sequential', gated_mlp: true, hidden_act: 'silu',
+    positions: { kind: 'rotary', rope_theta: 10000, rotary_dim: 8, rope_scaling: null }, qk_norm: null,
+    sliding_window: null, layer_types: ['full_attention', 'full_attention'], tie_word_embeddings: false,
     bos_token_id: 1, eos_token_id: 2, eos_token_ids: [2, 7],
   });
   assert.equal(parseLlamaConfig({ ...base0(), eos_token_id: 7 }, 'c.json').eos_token_ids, undefined, 'one id: no list');
   assert.equal(parseLlamaConfig({ ...base0(), eos_token_id: [7] }, 'c.json').eos_token_ids, undefined, 'a list of one: no list');
   assertLoadError(() => parseLlamaConfig({ ...base0(), eos_token_id: [2, 600] }, 'c.json'), 'c.json', 'eos_token_id 600 is not below vocab_size 512');
   const base = { architectures: ['LlamaForCausalLM'], hidden_size: 64, intermediate_size: 172, num_hidden_layers: 2, num_attention_heads: 8, vocab_size: 512 };
-  assertLoadError(() => parseLlamaConfig({ ...base, architectures: ['MistralForCausalLM'] }, 'c.json'), 'c.json', 'unknown architecture MistralForCausalLM; supported: LlamaForCausalLM');
+  assertLoadError(() => parseLlamaConfig({ ...base, architectures: ['GemmaForCausalLM'] }, 'c.json'), 'c.json', 'unknown architecture GemmaForCausalLM; supported: Llama (LlamaForCausalLM)');
   assertLoadError(() => parseLlamaConfig({ ...base, num_attention_heads: '8' }, 'c.json'), 'c.json', 'num_attention_heads');
   assertLoadError(() => parseLlamaConfig({ ...base, num_key_value_heads: 3 }, 'c.json'), 'c.json', 'not a multiple of num_key_value_heads 3');
-  assertLoadError(() => parseLlamaConfig({ ...base, rope_scaling: { type: 'linear', factor: 2 } }, 'c.json'), 'c.json', 'rope_scaling');
-  assertLoadError(() => parseLlamaConfig({ ...base, hidden_act: 'gelu' }, 'c.json'), 'c.json', 'hidden_act gelu');
+  assertLoadError(() => parseLlamaConfig({ ...base, rope_scaling: { type: 'yarn', factor: 2 } }, 'c.json'), 'c.json', 'rope_scaling rope_type yarn is not supported');
+  assertLoadError(() => parseLlamaConfig({ ...base, rope_scaling: { rope_type: 'linear' } }, 'c.json'), 'c.json', 'rope_scaling rope_type linear needs factor');
+  assertLoadError(() => parseLlamaConfig({ ...base, hidden_act: 'mish' }, 'c.json'), 'c.json', 'hidden_act mish is not supported');
   assertLoadError(() => parseLlamaConfig({ ...base, hidden_size: 60 }, 'c.json'), 'c.json', 'hidden_size 60 is not a multiple');
   const { architectures: _, ...noArchitectures } = base;
-  assertLoadError(() => parseLlamaConfig(noArchitectures, 'c.json'), 'c.json', 'architectures');
+  assertLoadError(() => parseLlamaConfig(noArchitectures, 'c.json'), 'c.json', 'without "architectures" or "model_type"');
+  assert.equal(parseLlamaConfig({ ...noArchitectures, model_type: 'llama' }, 'c.json').architectures[0], 'LlamaForCausalLM', 'model_type alone finds the family');
 });
 
 /** Writes `model`'s directory, then rewrites one of its files with `edit`. */
@@ -149,7 +161,7 @@ test('bad Hugging Face directories name the file and the problem', () => {
   };
 
   let dir = savedCopy((d) => editJson(path.join(d, 'config.json'), (c) => { c.architectures = ['GPT2LMHeadModel']; }));
-  assertLoadError(() => loadHuggingFaceModel(dir), path.join(dir, 'config.json'), 'unknown architecture GPT2LMHeadModel; supported: LlamaForCausalLM');
+  assertLoadError(() => loadHuggingFaceModel(dir), path.join(dir, 'config.json'), 'unknown architecture GPT2LMHeadModel; supported: Llama (LlamaForCausalLM)');
 
   dir = savedCopy((d) => fs.rmSync(path.join(d, 'config.json')));
   assertLoadError(() => loadHuggingFaceModel(dir), path.join(dir, 'config.json'), 'config file not found');
@@ -202,12 +214,13 @@ function slicingInfo(sliced: number, sliceHead: boolean): SlicingInfo {
   };
 }
 
-const slicedConfig = (sliceHead: boolean): LlamaConfig => ({
+const slicedJson = (sliceHead: boolean): Record<string, unknown> => ({
   architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: 16, intermediate_size: 24,
   num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, head_dim: 4, vocab_size: 512,
   max_position_embeddings: 64, rms_norm_eps: 1e-5, rope_theta: 10000, tie_word_embeddings: false,
   bos_token_id: 1, eos_token_id: 2, sliceserve: slicingInfo(8, sliceHead),
 });
+const slicedConfig = (sliceHead: boolean): DecoderConfig => parseDecoderConfig(slicedJson(sliceHead), 'config.json');
 
 test('sliced models: expected shapes (d = 16, d\' = 8, 2 layers)', () => {
   const shapes = Object.fromEntries(expectedWeightShapes(slicedConfig(false)));
@@ -237,14 +250,16 @@ test('sliced models: save and load round trip with the sliceserve section; norm 
     const dir = path.join(tempDir(), 'sliced');
     saveHuggingFaceModel(model, dir);
     const loaded = loadModel(dir);
-    assert.deepEqual(loaded.config, config);
+    const { source: _s, ...fields } = loaded.config;
+    const { source: _t, ...expected } = config;
+    assert.deepEqual(fields, expected);
     assert.equal(hashModelWeights(loaded), hashModelWeights(model));
     assert.deepEqual(JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8')).sliceserve, config.sliceserve);
 
     const withNorm = new Map(weights).set(W.attnNorm(0), { shape: [8], data: new Float32Array(8) });
     assertLoadError(() => saveHuggingFaceModel({ ...model, weights: withNorm }, path.join(tempDir(), 'x')), 'sliced (in memory)', `unexpected tensor ${W.attnNorm(0)}`);
   }
-  assertLoadError(() => parseLlamaConfig({ ...slicedConfig(false), tie_word_embeddings: true }, 'c.json'), 'c.json', 'tie_word_embeddings');
-  assertLoadError(() => parseLlamaConfig({ ...slicedConfig(false), sliceserve: { ...slicingInfo(8, false), slice_head: 'no' } }, 'c.json'), 'c.json', 'sliceserve.slice_head');
-  assertLoadError(() => parseLlamaConfig({ ...slicedConfig(false), sliceserve: slicingInfo(32, false) }, 'c.json'), 'c.json', 'sliced_hidden_size 32 exceeds hidden_size 16');
+  assertLoadError(() => parseLlamaConfig({ ...slicedJson(false), tie_word_embeddings: true }, 'c.json'), 'c.json', 'tie_word_embeddings');
+  assertLoadError(() => parseLlamaConfig({ ...slicedJson(false), sliceserve: { ...slicingInfo(8, false), slice_head: 'no' } }, 'c.json'), 'c.json', 'sliceserve.slice_head');
+  assertLoadError(() => parseLlamaConfig({ ...slicedJson(false), sliceserve: slicingInfo(32, false) }, 'c.json'), 'c.json', 'sliced_hidden_size 32 exceeds hidden_size 16');
 });

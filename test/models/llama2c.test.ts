@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import {
   findLlama2cFiles, llama2cFloatCount, loadLlama2cModel, permuteRopeRows, readLlama2cHeader, unpermuteRopeRows,
 } from '../../models/llama2c.js';
-import { W } from '../../models/types.js';
+import { W } from '../helpers/llama-names.js';
 import { randn, rng } from '../helpers/tiny-model.js';
 import {
   STORIES_BIN, STORIES_DIR, TOK512, assertLoadError, matVec, ropeAdjacent, ropeHalf, tempDir, writeLlama2cCheckpoint,
@@ -23,7 +23,9 @@ test('stories260K: header, config and Hugging Face weight names', () => {
   assert.deepEqual(model.config, {
     architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: 64, intermediate_size: 172,
     num_hidden_layers: 5, num_attention_heads: 8, num_key_value_heads: 4, head_dim: 8, vocab_size: 512,
-    max_position_embeddings: 512, rms_norm_eps: 1e-5, rope_theta: 10000, tie_word_embeddings: true,
+    max_position_embeddings: 512, norm: 'rms', norm_eps: 1e-5, block: 'sequential', gated_mlp: true, hidden_act: 'silu',
+    positions: { kind: 'rotary', rope_theta: 10000, rotary_dim: 8, rope_scaling: null }, qk_norm: null,
+    sliding_window: null, layer_types: Array(5).fill('full_attention'), tie_word_embeddings: true,
     bos_token_id: 1, eos_token_id: 2, eos_token_ids: [2, 1],
   });
   // llama2.c's run.c ends a sample at BOS (the story separator); EOS 2 stays the primary id.

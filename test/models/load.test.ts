@@ -3,7 +3,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { test } from 'node:test';
 import { hashModelWeights, loadModel } from '../../models/load.js';
-import { W, type WeightMap } from '../../models/types.js';
+import type { WeightMap } from '../../models/types.js';
+import { W } from '../helpers/llama-names.js';
 import { STORIES_BIN, STORIES_DIR, TOK512, assertLoadError, tempDir } from './helpers.js';
 
 const dense = loadModel(STORIES_DIR);

@@ -35,7 +35,7 @@ function wikitextText(): string {
 
 test('tok512: "Once upon a time" is [1, 403, 407, 261, 378] and decodes back', () => {
   assert.deepEqual(tokenizer.encode('Once upon a time'), [1, 403, 407, 261, 378]);
-  assert.deepEqual(tokenizer.encode('Once upon a time', { addBos: false }), [403, 407, 261, 378]);
+  assert.deepEqual(tokenizer.encode('Once upon a time', { addSpecialTokens: false }), [403, 407, 261, 378]);
   assert.equal(tokenizer.decode([1, 403, 407, 261, 378]), 'Once upon a time');
   assert.equal(tokenizer.decode([1, 403, 407, 261, 378, 2]), 'Once upon a time');
   assert.deepEqual(tokenizer.encode(''), [1]);
@@ -81,7 +81,7 @@ test('identical ids to llama2.c encode on edge-case strings (byte fallback, spac
     assert.equal(tokenizer.decode(tokenizer.encode(text)), text, `round trip ${JSON.stringify(text)}`);
   }
   // Byte fallback: a character outside the vocabulary becomes its UTF-8 bytes + 3.
-  assert.deepEqual(tokenizer.encode('🐶', { addBos: false }).slice(1), [0xf0 + 3, 0x9f + 3, 0x90 + 3, 0xb6 + 3]);
+  assert.deepEqual(tokenizer.encode('🐶', { addSpecialTokens: false }).slice(1), [0xf0 + 3, 0x9f + 3, 0x90 + 3, 0xb6 + 3]);
 });
 
 test('decode(encode(story)) gives every validation story back', () => {
@@ -91,9 +91,9 @@ test('decode(encode(story)) gives every validation story back', () => {
 
 test('special tokens written in the text are encoded as specials (Hugging Face behaviour)', () => {
   // llama2.c would spell "</s>" out; Hugging Face tokenizers (and so SliceServe) match added tokens.
-  const ids = tokenizer.encode('the end</s>', { addBos: false });
+  const ids = tokenizer.encode('the end</s>', { addSpecialTokens: false });
   assert.equal(ids[ids.length - 1], 2);
-  assert.deepEqual(ids.slice(0, -1), tokenizer.encode('the end', { addBos: false }));
+  assert.deepEqual(ids.slice(0, -1), tokenizer.encode('the end', { addSpecialTokens: false }));
 });
 
 test('the heap-based reference encoder equals the scanning one on every validation story', () => {
@@ -113,7 +113,7 @@ test('segmented encoding equals the library encoding the text as one word', () =
   // The library on the whole string (slow: about 8 us per character), on the first 150k characters.
   const text = wikitextText().slice(0, 150_000);
   const library = new Tokenizer(tokenizer.toJSON(), {});
-  const ids = tokenizer.encode(text, { addBos: false });
+  const ids = tokenizer.encode(text, { addSpecialTokens: false });
   assert.equal(firstDifference(ids, library.encode(text, { add_special_tokens: false }).ids), -1);
 });
 

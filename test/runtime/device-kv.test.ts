@@ -1,13 +1,13 @@
 /**
- * Device-resident past KV (runtime/device-kv.ts and LlamaSession's device-KV mode): the
+ * Device-resident past KV (runtime/device-kv.ts and DecoderSession's device-KV mode): the
  * reuse-or-rebuild decision, the valid-position ranges and the attention bias built from them,
  * and the whole mode run on the CPU provider (present.* as CPU tensors) against the host path.
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { MASKED } from '../../models/llama/graph.js';
+import { MASKED } from '../../models/onnx/contract.js';
 import { appendValid, attentionBiasFromValid, freshValid, planDevicePast, validCount, type DevicePastState } from '../../runtime/device-kv.js';
-import { LlamaSession } from '../../runtime/llama-session.js';
+import { DecoderSession } from '../../runtime/decoder-session.js';
 import { tinyModel } from '../helpers/tiny-model.js';
 import { runJoinLeaveScenario } from './kv-scenario.js';
 
@@ -61,8 +61,8 @@ test('device-KV mode on the CPU provider (present.* fed back) equals the host pa
   const SHAPE = { hidden: 32, layers: 2, heads: 4, kvHeads: 2, intermediate: 40, vocab: 50, context: 128 };
   const m = tinyModel(SHAPE, 31);
   for (const attention of ['primitives', 'onnx-op'] as const) {
-    const held = await LlamaSession.create(m, { threads: 1, attention, deviceKV: true });
-    const host = await LlamaSession.create(m, { threads: 1, attention });
+    const held = await DecoderSession.create(m, { threads: 1, attention, deviceKV: true });
+    const host = await DecoderSession.create(m, { threads: 1, attention });
     assert.equal(host.deviceKVStats.enabled, false);
     const res = await runJoinLeaveScenario(held, host, { steps: 40, seed: 5, vocab: SHAPE.vocab });
     assert.ok(res.maxDiff < 1e-5, `${attention}: max |diff| ${res.maxDiff}`);

@@ -1,10 +1,10 @@
 /**
- * A deterministic serving-like scenario for two LlamaSessions over the same model: sequences
+ * A deterministic serving-like scenario for two DecoderSessions over the same model: sequences
  * prefill, decode greedily, join (multi-token step), leave, change order, and one cache is
  * cleared and restarted with a single token; one step gives every sequence two tokens. Used to compare a device-KV session with the host
  * path (test/runtime/device-kv.test.ts on cpu, webgpu-kv.test.ts on webgpu).
  */
-import { LlamaSession, type SequenceCache } from '../../runtime/llama-session.js';
+import { DecoderSession, type SequenceCache } from '../../runtime/decoder-session.js';
 import { rng } from '../helpers/tiny-model.js';
 
 export interface ScenarioResult {
@@ -29,7 +29,7 @@ function argmax(a: Float32Array): number {
  * is the reference's greedy choice. Mostly decode steps over a stable batch (so a device-held
  * past is reused), with a membership or order change about every fifth step.
  */
-export async function runJoinLeaveScenario(tested: LlamaSession, reference: LlamaSession, opts: { steps: number; seed: number; vocab: number }): Promise<ScenarioResult> {
+export async function runJoinLeaveScenario(tested: DecoderSession, reference: DecoderSession, opts: { steps: number; seed: number; vocab: number }): Promise<ScenarioResult> {
   const r = rng(opts.seed);
   const tok = () => 1 + Math.floor(r() * (opts.vocab - 1));
   const n = 5;

@@ -1,13 +1,13 @@
 /**
- * LlamaSession on the WebGPU provider, KV cache held on the device (present.* as GPU buffers
- * fed back as the past), against a CPU LlamaSession over sequences joining, leaving and
+ * DecoderSession on the WebGPU provider, KV cache held on the device (present.* as GPU buffers
+ * fed back as the past), against a CPU DecoderSession over sequences joining, leaving and
  * reordering; and the same session with the host past (deviceKV: false). Needs a WebGPU
  * adapter: a GPU's Vulkan driver, or Mesa's lavapipe on the CPU (docs/gpu.md). Runs only with
  * SLICESERVE_TEST_WEBGPU=1 (.ci/run sets it when scripts/lavapipe-setup.sh succeeded).
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { LlamaSession } from '../../runtime/llama-session.js';
+import { DecoderSession } from '../../runtime/decoder-session.js';
 import { tinyModel } from '../helpers/tiny-model.js';
 import { runJoinLeaveScenario } from './kv-scenario.js';
 
@@ -17,10 +17,10 @@ const SHAPE = { hidden: 32, layers: 2, heads: 4, kvHeads: 2, intermediate: 40, v
 const median = (xs: number[]) => xs.slice().sort((a, b) => a - b)[xs.length >> 1];
 
 for (const deviceKV of [true, false]) {
-  test(`webgpu LlamaSession (${deviceKV ? 'KV on the device' : 'host KV uploaded each step'}) equals cpu within 1e-4 while sequences join, leave and reorder`, { skip }, async () => {
+  test(`webgpu DecoderSession (${deviceKV ? 'KV on the device' : 'host KV uploaded each step'}) equals cpu within 1e-4 while sequences join, leave and reorder`, { skip }, async () => {
     const m = tinyModel(SHAPE, 41);
-    const gpu = await LlamaSession.create(m, { device: 'webgpu', deviceKV, threads: 1 });
-    const cpu = await LlamaSession.create(m, { device: 'cpu', threads: 1 });
+    const gpu = await DecoderSession.create(m, { device: 'webgpu', deviceKV, threads: 1 });
+    const cpu = await DecoderSession.create(m, { device: 'cpu', threads: 1 });
     try {
       assert.equal(gpu.device, 'webgpu');
       const res = await runJoinLeaveScenario(gpu, cpu, { steps: 40, seed: 7, vocab: SHAPE.vocab });

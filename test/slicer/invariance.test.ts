@@ -6,16 +6,17 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { Matrix, QrDecomposition } from 'ml-matrix';
 import type { LoadedModel } from '../../models/types.js';
-import { llamaSlicingAdapter } from '../../models/llama/slicing-adapter.js';
-import { LlamaSession } from '../../runtime/llama-session.js';
-import { pcaBasis, rotateAndSliceSequential, type BasisFn } from '../../slicer/sequential.js';
+import { fuseNorms } from '../../slicer/fusion.js';
+import { DecoderSession } from '../../runtime/decoder-session.js';
+import { pcaBasis, type BasisFn } from '../../slicer/driver.js';
+import { rotateAndSliceSequential } from '../../slicer/sequential.js';
 import { rng, randn, tinyModel } from '../helpers/tiny-model.js';
 
 const SHAPE = { hidden: 32, layers: 3, heads: 4, kvHeads: 2, intermediate: 48, vocab: 60, context: 64 };
 const TOKENS = [1, 17, 4, 33, 58, 2, 9, 41, 12, 7, 30, 3];
 
 async function logits(model: LoadedModel, tokens = TOKENS): Promise<Float32Array> {
-  const s = await LlamaSession.create(model, { logits: 'all', threads: 1 });
+  const s = await DecoderSession.create(model, { logits: 'all', threads: 1 });
   try {
     return (await s.step([{ cache: s.newCache(), tokens }]))[0];
   } finally {
@@ -48,7 +49,7 @@ function calibrationWindows(count: number, len: number, seed: number): number[][
 test('norm fusion alone leaves the logits unchanged (tied and untied heads)', async () => {
   for (const tied of [false, true]) {
     const dense = tinyModel({ ...SHAPE, tied }, 11);
-    const fused = llamaSlicingAdapter.fuseNorms(dense);
+    const fused = fuseNorms(dense);
     assert.equal(fused.weights.has('model.norm.weight'), false);
     assert.equal(fused.weights.has('lm_head.weight'), true);
     assert.ok(maxAbsDiff(await logits(dense), await logits(fused)) < 1e-4, `tied=${tied}`);
@@ -57,8 +58,8 @@ test('norm fusion alone leaves the logits unchanged (tied and untied heads)', as
 
 test('rotating by random orthogonal matrices without slicing leaves the logits unchanged', async () => {
   const dense = tinyModel(SHAPE, 12);
-  const fused = llamaSlicingAdapter.fuseNorms(dense);
-  const { model } = await rotateAndSliceSequential(fused, llamaSlicingAdapter, {
+  const fused = fuseNorms(dense);
+  const { model } = await rotateAndSliceSequential(fused, {
     width: SHAPE.hidden,
     sliceHead: false,
     windows: calibrationWindows(2, 16, 1),
@@ -71,7 +72,7 @@ test('rotating by random orthogonal matrices without slicing leaves the logits u
 
 test('PCA rotation at full width (sparsity 0) leaves the logits unchanged', async () => {
   const dense = tinyModel(SHAPE, 13);
-  const { model } = await rotateAndSliceSequential(llamaSlicingAdapter.fuseNorms(dense), llamaSlicingAdapter, {
+  const { model } = await rotateAndSliceSequential(fuseNorms(dense), {
     width: SHAPE.hidden,
     sliceHead: true,
     windows: calibrationWindows(4, 16, 2),
@@ -86,7 +87,7 @@ test('slicing produces the documented shapes and the sliced stream is decorrelat
   const dp = 24;
   const eig = new Map<string, Float64Array>();
   const windows = calibrationWindows(4, 16, 3);
-  const { model } = await rotateAndSliceSequential(llamaSlicingAdapter.fuseNorms(dense), llamaSlicingAdapter, {
+  const { model } = await rotateAndSliceSequential(fuseNorms(dense), {
     width: dp,
     sliceHead: false,
     windows,

@@ -13,7 +13,7 @@ import { loadModel } from '../../models/load.js';
 import { writeSafetensors, readSafetensors } from '../../models/safetensors.js';
 import { buildTokenStream, cutWindows } from '../../models/tokenizer/index.js';
 import type { LoadedModel } from '../../models/types.js';
-import { LlamaSession } from '../../runtime/llama-session.js';
+import { DecoderSession } from '../../runtime/decoder-session.js';
 import { loadSlicedArtifact, saveSlicedArtifact } from '../../slicer/artifact.js';
 import { countParameters, sliceModelWithReport, slicedWidth } from '../../slicer/index.js';
 
@@ -32,7 +32,7 @@ before(() => {
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
 async function ppl(model: LoadedModel): Promise<number> {
-  const s = await LlamaSession.create(model, { logits: 'all' });
+  const s = await DecoderSession.create(model, { logits: 'all' });
   try {
     return (await perplexity(s, windows, 16)).perplexity;
   } finally {
@@ -41,7 +41,7 @@ async function ppl(model: LoadedModel): Promise<number> {
 }
 
 async function lastLogits(model: LoadedModel, tokens: number[]): Promise<Float32Array> {
-  const s = await LlamaSession.create(model, { threads: 1 });
+  const s = await DecoderSession.create(model, { threads: 1 });
   try {
     return (await s.step([{ cache: s.newCache(), tokens }]))[0];
   } finally {
@@ -58,7 +58,7 @@ test("d' follows the official rounding (PROTOCOL.md §5.4)", () => {
 });
 
 test('the dense perplexity equals the reference (16,320 tokens)', async () => {
-  const s = await LlamaSession.create(dense, { logits: 'all' });
+  const s = await DecoderSession.create(dense, { logits: 'all' });
   const r = await perplexity(s, windows, 16);
   await s.release();
   assert.equal(r.tokens, 16320);
