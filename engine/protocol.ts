@@ -164,6 +164,10 @@ export interface WorkerModelSpec {
     calibrationFile: string;
     calWindows?: number;
     cacheDir?: string;
+    /** Held-out text on which the slice's and the dense model's perplexity are recorded. */
+    heldOutFile?: string;
+    /** Held-out windows (0 = not measured). */
+    heldOutWindows?: number;
   };
 }
 

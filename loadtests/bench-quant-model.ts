@@ -18,7 +18,7 @@
  */
 import fs from 'node:fs';
 import * as ort from 'onnxruntime-node';
-import { DEFAULT_CALIBRATION_FILE, DEFAULT_EVAL_FILE } from '../cli/options.js';
+import { BUNDLED_CALIBRATION_FILE, BUNDLED_EVAL_FILE, resolveBundled } from '../models/bundled.js';
 import { loadModel } from '../models/load.js';
 import { layoutOf } from '../models/registry.js';
 import type { DecoderConfig } from '../models/config.js';
@@ -340,7 +340,7 @@ export async function measureModels(o: ModelBenchOptions): Promise<{ layers: Lay
   if (!denseWeights.has(W.lmHead)) denseWeights.set(W.lmHead, { shape: [...denseWeights.get(W.embed)!.shape], data: Float32Array.from(denseWeights.get(W.embed)!.data) });
   const dense: LoadedModel = { ...loaded, weights: denseWeights, config: { ...loaded.config, tie_word_embeddings: false } };
   const d = dense.config.hidden_size;
-  const calibration = readCalibration(dense, { sparsity: o.sparsity, calibrationFile: DEFAULT_CALIBRATION_FILE, calWindows: o.calWindows });
+  const calibration = readCalibration(dense, { sparsity: o.sparsity, calibrationFile: resolveBundled(BUNDLED_CALIBRATION_FILE), calWindows: o.calWindows });
   const fused = fuseNorms(dense);
   const recRot = new Map<string, Recorded>();
   o.log('rotating (sparsity 0) with recorded calibration signals ...');
@@ -378,7 +378,7 @@ export async function measureModels(o: ModelBenchOptions): Promise<{ layers: Lay
     }
     o.log(`  errors: ${m.name} done`);
   }
-  const windows = cutWindows(Array.from(buildTokenStream(fs.readFileSync(DEFAULT_EVAL_FILE), dense.tokenizer).tokens), 256, 64);
+  const windows = cutWindows(Array.from(buildTokenStream(fs.readFileSync(resolveBundled(BUNDLED_EVAL_FILE)), dense.tokenizer).tokens), 256, 64);
   const ppl: PplRow[] = [];
   for (const m of o.perplexity ? models : []) {
     if (m.kind === 'fused') continue; // same function as dense

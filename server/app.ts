@@ -33,6 +33,8 @@ export interface AppContext extends CompletionsContext {
   bodyLimit: string;
   /** Serve /metrics without the API key. */
   metricsPublic?: boolean;
+  /** Also put vLLM's `vllm:*` series on /metrics (they are always on /metrics/vllm). */
+  metricsIncludeVllm?: boolean;
   /** 'loading' until the startup models are served, then 'ready'; 'stopping' on shutdown. */
   state(): 'loading' | 'ready' | 'stopping';
 }
@@ -86,12 +88,12 @@ export function createApp(ctx: AppContext): Express {
     res.status(state === 'ready' ? 200 : 503).json({ status: state, models: models.map((m) => m.id), ...(down.length ? { down } : {}) });
   });
 
-  const metrics = (set: 'sliceserve' | 'vllm') => async (_req: Request, res: Response) => {
+  const metrics = (set: 'sliceserve' | 'vllm' | 'both') => async (_req: Request, res: Response) => {
     const { contentType, body } = await ctx.metrics.render(set);
     res.set('Content-Type', contentType).send(body);
   };
   const metricRoutes = () => {
-    app.get('/metrics', metrics('sliceserve'));
+    app.get('/metrics', metrics(ctx.metricsIncludeVllm ? 'both' : 'sliceserve'));
     app.get('/metrics/vllm', metrics('vllm'));
   };
   if (ctx.metricsPublic) metricRoutes();

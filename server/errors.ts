@@ -52,9 +52,12 @@ export const Errors = {
     new ApiError(404, `The model '${model}' does not exist; GET /v1/models lists the served models.`, 'invalid_request_error', 'model', 'model_not_found'),
   /** 404: unknown route or resource. */
   notFound: (what: string) => new ApiError(404, `${what} not found`, 'invalid_request_error', null, 'not_found'),
-  /** 503: the model is being sliced (or loaded) and will be served; retry after `retryAfterS`. */
-  modelLoading: (model: string, percent: number, retryAfterS: number) =>
-    new ApiError(503, `The model '${model}' is still being prepared (slicing, ${percent}% done); retry in about ${retryAfterS} s.`, 'service_unavailable', 'model', 'model_loading', {
+  /**
+   * 503: the model is being sliced (or loaded) and will be served; retry after `retryAfterS`.
+   * `activity` says what is under way (default: slicing and its percentage).
+   */
+  modelLoading: (model: string, percent: number, retryAfterS: number, activity = `slicing, ${percent}% done`) =>
+    new ApiError(503, `The model '${model}' is still being prepared (${activity}); retry in about ${retryAfterS} s.`, 'service_unavailable', 'model', 'model_loading', {
       'Retry-After': String(retryAfterS),
     }),
   /** 405: a known path with the wrong method. */

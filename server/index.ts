@@ -7,6 +7,7 @@
  * the workers.
  */
 import type { AddressInfo } from 'node:net';
+import path from 'node:path';
 import { createServer, type Server } from 'node:http';
 import type { Logger } from 'pino';
 import type { WebSocketServer } from 'ws';
@@ -18,8 +19,8 @@ import { ChatTemplate } from './chat-template.js';
 import { parseBodyLimit } from './body-limit.js';
 import type { CompletionRun } from './completion-run.js';
 import { ServerMetrics } from './metrics.js';
-import { ModelRegistry } from './models.js';
-import { SliceJobManager, type StartWorker, checkStartupSparsities } from './slices.js';
+import { ModelRegistry, type PendingModels } from './models.js';
+import { SliceJobManager, type StartWorker, checkStartupSparsities, slicedModelId } from './slices.js';
 import { attachStream } from './ws.js';
 
 /** Server options (the `serve` command maps flags and env vars onto these). */
@@ -36,6 +37,10 @@ export interface ServerOptions {
   /** Calibration text for slicing (startup and on demand). */
   calibrationFile: string;
   calWindows?: number;
+  /** Held-out text (not the calibration text) on which each slice's and its dense model's perplexity are recorded. */
+  heldOutFile?: string;
+  /** Held-out windows (slicer default 16; 0 = not measured). */
+  heldOutWindows?: number;
   /** Slicer cache directory. */
   cacheDir?: string;
   host: string;
@@ -56,6 +61,8 @@ export interface ServerOptions {
   apiKey?: string;
   /** Serve /metrics without the API key (`--metrics-public`). */
   metricsPublic?: boolean;
+  /** Also serve vLLM's `vllm:*` series on /metrics, not only on /metrics/vllm (`--metrics-include-vllm`). */
+  metricsIncludeVllm?: boolean;
   /** A Jinja chat template file that every model answers chat requests with (`--chat-template`). */
   chatTemplateFile?: string;
   /** JSON body limit: bytes, or a number with b, kb, mb or gb (e.g. '1mb'; server/body-limit.ts). */
@@ -128,10 +135,19 @@ export async function startServer(opts: ServerOptions): Promise<SliceServer> {
     calibrationFile: opts.calibrationFile,
     calWindows: opts.calWindows,
     cacheDir: opts.cacheDir,
+    heldOutFile: opts.heldOutFile,
+    heldOutWindows: opts.heldOutWindows,
     chatTemplate,
   });
 
   let state: 'loading' | 'ready' | 'stopping' = 'loading';
+  // While the server starts, the models its command line names (dense ids are directory names)
+  // and their startup variants are a retryable 503 model_loading, not a 404: they will be served.
+  const startupIds = new Set(opts.models.flatMap((dir) => [path.basename(dir), ...opts.sparsities.map((s) => slicedModelId(path.basename(dir), s))]));
+  const pending: PendingModels = {
+    pending: (id) => jobs.pending(id) ?? (state === 'loading' && startupIds.has(id) ? { progress: 0, started_at: null, loading: true } : undefined),
+    discover: (id) => jobs.discover(id),
+  };
   const runs = new Set<CompletionRun>();
   let drained: (() => void) | null = null;
   const track = (run: CompletionRun) => {
@@ -149,8 +165,9 @@ export async function startServer(opts: ServerOptions): Promise<SliceServer> {
     apiKey: opts.apiKey,
     bodyLimit: opts.bodyLimit,
     metricsPublic: opts.metricsPublic,
+    metricsIncludeVllm: opts.metricsIncludeVllm,
     maxQueue: opts.maxQueue,
-    pending: jobs,
+    pending,
     track,
     state: () => state,
   };

@@ -11,7 +11,8 @@
  *   labels (`model_name`, plus `engine="0"`) of vLLM v1's PrometheusStatLogger
  *   (vllm/v1/metrics/loggers.py), with its bucket boundaries, so that vLLM's Grafana dashboard,
  *   prometheus-adapter rules and autoscaling policies work unchanged once Prometheus scrapes
- *   this path (deploy/prometheus/). They have a path of their own because promtool's lint
+ *   this path (deploy/prometheus/), or also on /metrics with `--metrics-include-vllm` for scrape
+ *   configs that read /metrics only. They have a path of their own because promtool's lint
  *   refuses ':' in metric names (reserved for recording rules), which vLLM's names carry: a
  *   scrape of vLLM itself fails `promtool check metrics` the same way. vLLM's Python client
  *   writes a counter's TYPE line without `_total`; prom-client writes it with, and the samples
@@ -285,8 +286,12 @@ export class ServerMetrics {
     if (ok) this.sliceProgress.set({ model }, 1);
   }
 
-  /** Prometheus text exposition of one set: ours (`/metrics`) or vLLM's (`/metrics/vllm`). */
-  async render(set: 'sliceserve' | 'vllm' = 'sliceserve'): Promise<{ contentType: string; body: string }> {
+  /**
+   * Prometheus text exposition of one set: ours (`/metrics`), vLLM's (`/metrics/vllm`), or both
+   * in one scrape (`/metrics` with `--metrics-include-vllm`, as vLLM serves its series on /metrics).
+   */
+  async render(set: 'sliceserve' | 'vllm' | 'both' = 'sliceserve'): Promise<{ contentType: string; body: string }> {
+    if (set === 'both') return { contentType: this.registry.contentType, body: (await this.registry.metrics()) + (await this.vllmRegistry.metrics()) };
     const registry = set === 'vllm' ? this.vllmRegistry : this.registry;
     return { contentType: registry.contentType, body: await registry.metrics() };
   }

@@ -22,7 +22,7 @@ import { acquireSliceLock } from './cache-lock.js';
 import { ChatTemplate } from './chat-template.js';
 import { Errors } from './errors.js';
 import type { ServerMetrics } from './metrics.js';
-import type { ModelRegistry } from './models.js';
+import { type ModelRegistry, type QualityCard, qualityCard } from './models.js';
 import { parseWith } from './protocol.js';
 import { largestUsableSparsity, slicedWidth } from '../slicer/width.js';
 
@@ -47,6 +47,8 @@ export interface SliceJob {
   progress: number;
   /** Last phase reported: 'load', then the slicer's phases; 'loaded from cache' when the slice came from the cache. */
   phase: string | null;
+  /** Once succeeded: the slice's and the dense model's perplexity on the held-out sample (null when not measured). */
+  quality: QualityCard | null;
   error: { message: string } | null;
   /** Unix seconds. */
   created_at: number;
@@ -67,6 +69,10 @@ export interface SliceJobOptions {
   calibrationFile: string;
   calWindows?: number;
   cacheDir?: string;
+  /** Held-out text on which each slice's and its dense model's perplexity are measured. */
+  heldOutFile?: string;
+  /** Held-out windows (0 = not measured). */
+  heldOutWindows?: number;
   /** `--chat-template` (source and file), which every model answers chat with. */
   chatTemplate?: { source: string; file: string };
 }
@@ -179,6 +185,7 @@ export class SliceJobManager {
       status: 'queued',
       progress: 0,
       phase: null,
+      quality: null,
       error: null,
       created_at: Math.floor(Date.now() / 1000),
       started_at: null,
@@ -265,6 +272,8 @@ export class SliceJobManager {
             calibrationFile: this.opts.calibrationFile,
             calWindows: calWindows ?? this.opts.calWindows,
             cacheDir: this.opts.cacheDir,
+            heldOutFile: this.opts.heldOutFile,
+            heldOutWindows: this.opts.heldOutWindows,
           },
         },
         ({ phase, fraction }) => {
@@ -285,6 +294,7 @@ export class SliceJobManager {
       metrics.addModel(job.model);
       job.status = 'succeeded';
       job.progress = 1;
+      job.quality = qualityCard(worker.info.slicing?.quality);
       metrics.sliceEnded(job.model, true, (performance.now() - start) / 1000);
       logger.info({ job: job.id, model: job.model, seconds: (performance.now() - start) / 1000 }, 'slicing job succeeded');
     } catch (err) {

@@ -13,6 +13,8 @@ import { type ServerOptions, type SliceServer, startServer } from '../../server/
 export const ROOT = path.resolve(__dirname, '..', '..', '..');
 export const MODEL_DIR = path.join(ROOT, 'models', 'stories260K');
 export const CALIBRATION = path.join(ROOT, 'data', 'tinystories-train-sample.txt');
+/** The bundled evaluation text: the held-out text of slices' recorded perplexity. */
+export const EVAL = path.join(ROOT, 'data', 'tinystories-valid-sample.txt');
 export const DENSE = 'stories260K';
 export const API_KEY = 'test-key-123';
 

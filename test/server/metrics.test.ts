@@ -126,6 +126,29 @@ describe('vLLM-compatible series', () => {
   });
 });
 
+describe('--metrics-include-vllm', () => {
+  test("/metrics also carries vLLM's series (as vLLM serves them); promtool then flags only their ':'", async () => {
+    const s = await startTestServer({ metricsIncludeVllm: true });
+    try {
+      await new OpenAI({ baseURL: `${s.url}/v1`, apiKey: 'unused', maxRetries: 0 }).completions.create({ model: DENSE, prompt: 'Once upon a time', max_tokens: 3 });
+      const both = await scrape(s.url, {});
+      const names = new Set(both.samples.map((x) => x.name));
+      assert.ok(names.has('vllm:generation_tokens_total') && names.has('sliceserve_generation_tokens_total'));
+      assert.equal(sample(both, 'vllm:generation_tokens_total', { model_name: DENSE }), sample(both, 'sliceserve_generation_tokens_total', { model: DENSE }));
+      assert.equal(sample(both, 'vllm:generation_tokens_total', { model_name: DENSE }), 3);
+      const alone = (await get(`${s.url}/metrics/vllm`, {})).body as string;
+      assert.ok(((await get(`${s.url}/metrics`, {})).body as string).endsWith(alone), '/metrics/vllm is unchanged and appended');
+      if (!promtoolMissing()) {
+        const r = spawnSync('promtool', ['check', 'metrics'], { input: (await get(`${s.url}/metrics`, {})).body as string, encoding: 'utf8' });
+        assert.equal(r.status, 3, 'promtool exits 3 on lint findings, as on a scrape of vLLM');
+        for (const line of `${r.stdout}${r.stderr}`.trim().split('\n')) assert.match(line, /^vllm:\w+ metric names should not contain ':'$/);
+      }
+    } finally {
+      await s.server.shutdown(1000);
+    }
+  });
+});
+
 describe('--metrics-public', () => {
   test('/metrics answers without the API key while the API still needs it', async () => {
     assert.equal((await get(`${t.url}/metrics`, {})).status, 200);
