@@ -53,7 +53,9 @@ export async function heldOutQuality(dense: LoadedModel, sliced: LoadedModel, op
   const score = async (model: LoadedModel) => {
     const session = await DecoderSession.create(model, { logits: 'all', threads: options.threads });
     try {
-      return (await perplexity(session, windows)).perplexity;
+      // One window per forward pass: the logits of a pass are windows x seqLen x vocab floats
+      // (256 x 128k x 4 B = 128 MB for a Llama 3 vocabulary), next to the weights of both models.
+      return (await perplexity(session, windows, 1)).perplexity;
     } finally {
       await session.release();
     }
