@@ -85,7 +85,7 @@ function chatTemplateFields(model: LoadedModel): Record<string, unknown> {
 
 /**
  * vLLM's /tokenize and /detokenize inside the worker, which owns the tokenizer. Token ids
- * outside the vocabulary are a 400; detokenized text keeps special tokens (vLLM decodes
+ * outside the model's vocabulary (config vocab_size) are a 400; detokenized text keeps special tokens (vLLM decodes
  * without skip_special_tokens).
  */
 function tokenizerRequest(model: LoadedModel, msg: Extract<ToWorkerMessage, { type: 'tokenize' | 'detokenize' }>): { result?: TokenizerResult; error?: EngineErrorInfo } {
@@ -96,6 +96,11 @@ function tokenizerRequest(model: LoadedModel, msg: Extract<ToWorkerMessage, { ty
       const tokenStrs = tokens.map((id) => (tok instanceof HfTokenizer ? (tok.idToToken(id) ?? null) : null));
       return { result: { tokens, tokenStrs } };
     }
+    // The model's vocabulary (its embedding rows), as for token prompts: ids the model can emit
+    // beyond the tokenizer's (padded embeddings) decode to nothing, ids beyond it are refused.
+    const vocab = model.config.vocab_size;
+    const bad = msg.tokens.find((id) => !Number.isInteger(id) || id < 0 || id >= vocab);
+    if (bad !== undefined) throw new RangeError(`token id ${bad} is outside the vocabulary (0..${vocab - 1})`);
     const text = tok instanceof HfTokenizer ? tok.decode(msg.tokens, { skipSpecialTokens: false }) : tok.decode(msg.tokens);
     return { result: { text } };
   } catch (err) {

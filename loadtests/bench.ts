@@ -51,7 +51,7 @@ export async function writeReportFiles(report: Report, dir: string, root: string
   }
 }
 
-async function warmUp(baseUrl: string, models: string[], targets: Record<string, Target>, concurrency: number, opts: BenchOptions, vocabSize: number, bos: number, signal: AbortSignal): Promise<string[]> {
+async function warmUp(baseUrl: string, models: string[], targets: Record<string, Target>, concurrency: number, opts: BenchOptions, vocabSize: number, bos: number | null, signal: AbortSignal): Promise<string[]> {
   const errors: string[] = [];
   for (const model of models) {
     const t = targetOf({ baseUrl, targets, apiKey: opts.apiKey ?? undefined }, model);
@@ -87,7 +87,7 @@ function reportNotes(opts: BenchOptions, synthetic: boolean, sliced: boolean, pe
   const notes: string[] = [];
   if (synthetic) {
     notes.push(
-      `The model is synthetic (\`sliceserve synth --preset ${opts.preset} --seed ${opts.seed}\`: realistic shape, seeded random weights, a real 32000-token tokenizer). Serving speed does not depend on weight values, so it measures what a trained model of this shape would; its text is gibberish.`,
+      `The model is synthetic (\`sliceserve synth --preset ${opts.preset} --seed ${opts.seed}\`: a real model's shape, seeded random weights, the family's real tokenizer). Serving speed does not depend on weight values, so it measures what a trained model of this shape would; its text is gibberish.`,
     );
   }
   if (sliced) {

@@ -15,7 +15,7 @@ export interface LoadModelOptions {
   id?: string;
 }
 
-const EXPECTED = 'expected a Hugging Face Llama directory (config.json, model.safetensors or ' +
+const EXPECTED = 'expected a Hugging Face model directory (config.json, model.safetensors or ' +
   'model.safetensors.index.json, tokenizer.json) or a llama2.c model (a checkpoint *.bin with a ' +
   'tok*.bin tokenizer next to it, or the path of the checkpoint .bin)';
 

@@ -141,7 +141,7 @@ test('config.json defaults follow transformers', () => {
   assertLoadError(() => parseLlamaConfig({ ...base, hidden_act: 'mish' }, 'c.json'), 'c.json', 'hidden_act mish is not supported');
   assertLoadError(() => parseLlamaConfig({ ...base, hidden_size: 60 }, 'c.json'), 'c.json', 'hidden_size 60 is not a multiple');
   const { architectures: _, ...noArchitectures } = base;
-  assertLoadError(() => parseLlamaConfig(noArchitectures, 'c.json'), 'c.json', 'without "architectures" or "model_type"');
+  assertLoadError(() => parseLlamaConfig(noArchitectures, 'c.json'), 'c.json', 'no "architectures" or "model_type" field');
   assert.equal(parseLlamaConfig({ ...noArchitectures, model_type: 'llama' }, 'c.json').architectures[0], 'LlamaForCausalLM', 'model_type alone finds the family');
 });
 
