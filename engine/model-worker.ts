@@ -18,8 +18,17 @@ import type {
   SequenceOutput,
   StepReport,
   ToWorkerMessage,
+  TokenizerResult,
   WorkerOptions,
 } from './protocol.js';
+
+/** A tokenizer request the worker refused (bad token ids) or could not answer (worker gone). */
+export class TokenizerRequestError extends Error {
+  constructor(readonly info: EngineErrorInfo) {
+    super(info.message);
+    this.name = 'TokenizerRequestError';
+  }
+}
 
 /** Receives the life of one request. Exactly one of onError / (all finishes) ends it. */
 export interface RequestSink {
@@ -59,6 +68,9 @@ export class ModelWorker extends EventEmitter {
   private readonly notAdmitted = new Set<string>();
   private latest: EngineStats = IDLE;
   private alive = true;
+  /** Tokenize / detokenize requests awaiting the worker's answer, by id. */
+  private readonly tokenizerCalls = new Map<number, { resolve: (r: TokenizerResult) => void; reject: (e: Error) => void }>();
+  private nextTokenizerCall = 1;
 
   private constructor(
     private readonly worker: Worker,
@@ -155,6 +167,33 @@ export class ModelWorker extends EventEmitter {
     if (this.alive) this.post({ type: 'abort', requestId });
   }
 
+  /**
+   * Token ids of `text` with their vocabulary strings (vLLM's /tokenize), from the worker's
+   * tokenizer; answered between two forward passes.
+   * @param addSpecialTokens prepend BOS (completions prompts); false for rendered chat templates
+   * @throws TokenizerRequestError (rejects) when the worker has ended
+   */
+  tokenize(text: string, addSpecialTokens: boolean): Promise<Required<Pick<TokenizerResult, 'tokens' | 'tokenStrs'>>> {
+    return this.tokenizerCall((id) => ({ type: 'tokenize', id, text, addSpecialTokens })) as Promise<Required<Pick<TokenizerResult, 'tokens' | 'tokenStrs'>>>;
+  }
+
+  /**
+   * Text of token ids, special tokens kept (vLLM's /detokenize).
+   * @throws TokenizerRequestError (rejects) with status 400 for an id outside the vocabulary
+   */
+  async detokenize(tokens: number[]): Promise<string> {
+    return (await this.tokenizerCall((id) => ({ type: 'detokenize', id, tokens }))).text ?? '';
+  }
+
+  private tokenizerCall(message: (id: number) => ToWorkerMessage): Promise<TokenizerResult> {
+    if (!this.alive) return Promise.reject(new TokenizerRequestError(workerGone(`model ${this.info.id} is not running`)));
+    const id = this.nextTokenizerCall++;
+    return new Promise((resolve, reject) => {
+      this.tokenizerCalls.set(id, { resolve, reject });
+      this.post(message(id));
+    });
+  }
+
   /** Asks the worker to release its session and exit; waits for the exit. */
   async close(): Promise<void> {
     if (!this.alive) return;
@@ -199,6 +238,13 @@ export class ModelWorker extends EventEmitter {
       case 'log':
         this.emit('log', msg);
         break;
+      case 'tokenizer': {
+        const call = this.tokenizerCalls.get(msg.id);
+        this.tokenizerCalls.delete(msg.id);
+        if (msg.error) call?.reject(new TokenizerRequestError(msg.error));
+        else call?.resolve(msg.result ?? {});
+        break;
+      }
       default:
         break;
     }
@@ -242,8 +288,15 @@ export class ModelWorker extends EventEmitter {
     this.notAdmitted.clear();
     this.latest = IDLE;
     for (const sink of sinks) sink.onError({ status: 500, message, type: 'server_error', param: null, code: 'worker_exited' });
+    for (const call of this.tokenizerCalls.values()) call.reject(new TokenizerRequestError(workerGone(message)));
+    this.tokenizerCalls.clear();
     this.emit('exit', message);
   }
+}
+
+/** The error of a request to a worker that has ended. */
+function workerGone(message: string): EngineErrorInfo {
+  return { status: 503, message, type: 'service_unavailable', param: null, code: 'model_unavailable' };
 }
 
 /** How long a worker gets to leave by itself before it is terminated the hard way. */

@@ -156,7 +156,8 @@ export async function runBench(
       const args = [path.join(REPO_ROOT, 'bin', 'sliceserve.js'), 'serve', '--model', modelDir!];
       for (const s of opts.sparsities) args.push('--sparsity', String(s));
       if (opts.calibration) args.push('--calibration', path.resolve(opts.calibration));
-      args.push('--cal-windows', String(opts.calWindows), '--max-batch-size', String(opts.maxBatchSize ?? maxC));
+      // --held-out-windows 0: the held-out perplexity of random weights means nothing and costs startup time.
+      args.push('--cal-windows', String(opts.calWindows), '--held-out-windows', '0', '--max-batch-size', String(opts.maxBatchSize ?? maxC));
       if (opts.device) args.push('--device', opts.device);
       args.push('--port', String(port), '--host', '127.0.0.1', ...opts.serverArgs);
       const base = opts.hugePages ? withMallocHugePages(process.env) : process.env;

@@ -194,9 +194,9 @@ export function saveHuggingFaceModel(model: LoadedModel, outDir: string, options
       maxShardBytes: options.maxShardBytes,
     });
     writeJson(TOKENIZER_FILE, model.tokenizer.toJSON());
-    const tokenizerConfig = model.tokenizer instanceof HfTokenizer && Object.keys(model.tokenizer.tokenizerConfig).length > 0
-      ? model.tokenizer.tokenizerConfig
-      : genericTokenizerConfig(model.tokenizer);
+    // A config that holds nothing but a chat_template.jinja's template gets the generic fields too.
+    const own = model.tokenizer instanceof HfTokenizer ? model.tokenizer.tokenizerConfig : {};
+    const tokenizerConfig = Object.keys(own).some((key) => key !== 'chat_template') ? own : { ...genericTokenizerConfig(model.tokenizer), ...own };
     writeJson(TOKENIZER_CONFIG_FILE, { model_max_length: contextLength(model.config), ...tokenizerConfig });
     writeJson(GENERATION_CONFIG_FILE, { bos_token_id: model.config.bos_token_id, eos_token_id: eosTokenIdJson(model.config) });
     const names = [CONFIG_FILE, ...weightFiles, TOKENIZER_FILE, TOKENIZER_CONFIG_FILE, GENERATION_CONFIG_FILE];

@@ -21,7 +21,7 @@ export interface WeightTensor {
 /** Named weights of a model. Keys are Hugging Face parameter names. */
 export type WeightMap = Map<string, WeightTensor>;
 
-export type { DecoderConfig, SlicingInfo } from './config.js';
+export type { DecoderConfig, SliceQuality, SlicingInfo } from './config.js';
 import type { DecoderConfig } from './config.js';
 
 /** Options of {@link TextTokenizer.encode}. */

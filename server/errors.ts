@@ -52,15 +52,14 @@ export const Errors = {
     new ApiError(404, `The model '${model}' does not exist; GET /v1/models lists the served models.`, 'invalid_request_error', 'model', 'model_not_found'),
   /** 404: unknown route or resource. */
   notFound: (what: string) => new ApiError(404, `${what} not found`, 'invalid_request_error', null, 'not_found'),
-  /** 404: the chat API, which this server does not implement. */
-  chatNotSupported: () =>
-    new ApiError(
-      404,
-      'This server implements the completions API (POST /v1/completions) and has no chat templates, so there is no /v1/chat/completions; send your text as "prompt" to POST /v1/completions.',
-      'invalid_request_error',
-      null,
-      'chat_not_supported',
-    ),
+  /**
+   * 503: the model is being sliced (or loaded) and will be served; retry after `retryAfterS`.
+   * `activity` says what is under way (default: slicing and its percentage).
+   */
+  modelLoading: (model: string, percent: number, retryAfterS: number, activity = `slicing, ${percent}% done`) =>
+    new ApiError(503, `The model '${model}' is still being prepared (${activity}); retry in about ${retryAfterS} s.`, 'service_unavailable', 'model', 'model_loading', {
+      'Retry-After': String(retryAfterS),
+    }),
   /** 405: a known path with the wrong method. */
   methodNotAllowed: (method: string, path: string, allowed: string) =>
     new ApiError(405, `${method} is not allowed on ${path}; use ${allowed}.`, 'invalid_request_error', null, 'method_not_allowed'),
@@ -75,7 +74,7 @@ export const Errors = {
       'Retry-After': String(retryAfterS),
     }),
   /** 503: shutting down or not ready. */
-  unavailable: (message: string, code = 'unavailable') => new ApiError(503, message, 'service_unavailable', null, code),
+  unavailable: (message: string, code = 'unavailable', headers: Record<string, string> = {}) => new ApiError(503, message, 'service_unavailable', null, code, headers),
   /** 500. */
   internal: (message: string) => new ApiError(500, message, 'server_error', null, 'internal_error'),
 };

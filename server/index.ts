@@ -7,6 +7,7 @@
  * the workers.
  */
 import type { AddressInfo } from 'node:net';
+import path from 'node:path';
 import { createServer, type Server } from 'node:http';
 import type { Logger } from 'pino';
 import type { WebSocketServer } from 'ws';
@@ -14,22 +15,32 @@ import { ModelWorker } from '../engine/model-worker.js';
 import type { WorkerOptions } from '../engine/protocol.js';
 import { hugePageAdvice, hugePageStatus } from '../runtime/huge-pages.js';
 import { createApp, hasApiKey } from './app.js';
+import { ChatTemplate } from './chat-template.js';
 import { parseBodyLimit } from './body-limit.js';
 import type { CompletionRun } from './completion-run.js';
 import { ServerMetrics } from './metrics.js';
-import { ModelRegistry } from './models.js';
-import { SliceJobManager, type StartWorker, checkStartupSparsities } from './slices.js';
+import { ModelRegistry, type PendingModels } from './models.js';
+import { SliceJobManager, type StartWorker, checkStartupSparsities, slicedModelId } from './slices.js';
 import { attachStream } from './ws.js';
 
 /** Server options (the `serve` command maps flags and env vars onto these). */
 export interface ServerOptions {
   /** Dense model directories. */
   models: string[];
-  /** Sparsities sliced at startup for each dense model. */
+  /** Sparsities sliced at startup for each dense model (models that are sliced already are served as they are). */
   sparsities: number[];
+  /**
+   * The sparsities were asked for explicitly (`--sparsity`): with no dense model among `models`
+   * to slice, startup fails instead of serving without them.
+   */
+  sparsitiesExplicit?: boolean;
   /** Calibration text for slicing (startup and on demand). */
   calibrationFile: string;
   calWindows?: number;
+  /** Held-out text (not the calibration text) on which each slice's and its dense model's perplexity are recorded. */
+  heldOutFile?: string;
+  /** Held-out windows (slicer default 16; 0 = not measured). */
+  heldOutWindows?: number;
   /** Slicer cache directory. */
   cacheDir?: string;
   host: string;
@@ -46,8 +57,14 @@ export interface ServerOptions {
   maxQueue: number;
   /** KV budget per model in tokens (default maxBatchSize x context). */
   kvCacheTokens?: number;
-  /** Require `Authorization: Bearer <apiKey>` on every endpoint but /health. */
+  /** Require `Authorization: Bearer <apiKey>` on every endpoint but /health (and /metrics with `metricsPublic`). */
   apiKey?: string;
+  /** Serve /metrics without the API key (`--metrics-public`). */
+  metricsPublic?: boolean;
+  /** Also serve vLLM's `vllm:*` series on /metrics, not only on /metrics/vllm (`--metrics-include-vllm`). */
+  metricsIncludeVllm?: boolean;
+  /** A Jinja chat template file that every model answers chat requests with (`--chat-template`). */
+  chatTemplateFile?: string;
   /** JSON body limit: bytes, or a number with b, kb, mb or gb (e.g. '1mb'; server/body-limit.ts). */
   bodyLimit: string;
   logger: Logger;
@@ -83,6 +100,7 @@ export interface SliceServer {
 export async function startServer(opts: ServerOptions): Promise<SliceServer> {
   const { logger } = opts;
   parseBodyLimit(opts.bodyLimit); // throws on a limit body-parser could not apply
+  const chatTemplate = opts.chatTemplateFile ? readChatTemplate(opts.chatTemplateFile) : undefined;
   const models = new ModelRegistry();
   const metrics = new ServerMetrics(
     () => models.list().map((m) => ({ model: m.id, stats: m.worker.stats, waitingRequests: m.worker.waitingRequests })),
@@ -117,9 +135,19 @@ export async function startServer(opts: ServerOptions): Promise<SliceServer> {
     calibrationFile: opts.calibrationFile,
     calWindows: opts.calWindows,
     cacheDir: opts.cacheDir,
+    heldOutFile: opts.heldOutFile,
+    heldOutWindows: opts.heldOutWindows,
+    chatTemplate,
   });
 
   let state: 'loading' | 'ready' | 'stopping' = 'loading';
+  // While the server starts, the models its command line names (dense ids are directory names)
+  // and their startup variants are a retryable 503 model_loading, not a 404: they will be served.
+  const startupIds = new Set(opts.models.flatMap((dir) => [path.basename(dir), ...opts.sparsities.map((s) => slicedModelId(path.basename(dir), s))]));
+  const pending: PendingModels = {
+    pending: (id) => jobs.pending(id) ?? (state === 'loading' && startupIds.has(id) ? { progress: 0, started_at: null, loading: true } : undefined),
+    discover: (id) => jobs.discover(id),
+  };
   const runs = new Set<CompletionRun>();
   let drained: (() => void) | null = null;
   const track = (run: CompletionRun) => {
@@ -136,7 +164,10 @@ export async function startServer(opts: ServerOptions): Promise<SliceServer> {
     jobs,
     apiKey: opts.apiKey,
     bodyLimit: opts.bodyLimit,
+    metricsPublic: opts.metricsPublic,
+    metricsIncludeVllm: opts.metricsIncludeVllm,
     maxQueue: opts.maxQueue,
+    pending,
     track,
     state: () => state,
   };
@@ -172,13 +203,25 @@ export async function startServer(opts: ServerOptions): Promise<SliceServer> {
       }),
     );
     for (const { dir, worker } of dense) {
-      models.add({ id: worker.info.id, parent: null, path: dir, created: Math.floor(Date.now() / 1000), worker, info: worker.info });
+      // A model sliced offline (`slice --out DIR`) is served as it is, with its parent and slicing info.
+      const slicing = worker.info.slicing;
+      const parent = slicing ? (slicing.source_model ?? slicedParentId(worker.info.id)) : null;
+      const chat = ChatTemplate.forModel(worker.info.id, worker.info.tokenizerConfig, chatTemplate ?? null, null, worker.info);
+      models.add({ id: worker.info.id, parent, path: dir, created: Math.floor(Date.now() / 1000), worker, info: worker.info, chatTemplate: chat });
       metrics.addModel(worker.info.id);
-      logger.info({ model: worker.info.id, device: worker.info.device, max_context: worker.info.maxContext, parameters: worker.info.parameters }, 'model ready');
+      logger.info(
+        { model: worker.info.id, device: worker.info.device, max_context: worker.info.maxContext, parameters: worker.info.parameters, ...(parent ? { parent, sparsity: slicing?.sparsity } : {}), chat_template: chat?.origin ?? null },
+        'model ready',
+      );
+      if (chat?.parseError) logger.warn({ model: worker.info.id }, `${chat.parseError}; chat requests to it get a 400 until a --chat-template is given`);
+    }
+    const toSlice = dense.filter(({ worker }) => worker.info.slicing === null);
+    if (opts.sparsitiesExplicit && opts.sparsities.length > 0 && toSlice.length === 0) {
+      throw new Error(`--sparsity ${opts.sparsities.join(', ')}: every --model is sliced already (${dense.map(({ worker }) => worker.info.id).join(', ')}); pass a dense model to slice, or drop --sparsity`);
     }
     // A startup variant that cannot be served stops the server (as a model named on vLLM's
     // command line does), before any slicing starts when the width alone rules it out.
-    for (const { worker } of dense) checkStartupSparsities(worker.info.id, worker.info.originalHiddenSize, opts.sparsities);
+    for (const { worker } of toSlice) checkStartupSparsities(worker.info.id, worker.info.originalHiddenSize, opts.sparsities);
     // As vLLM refuses a max_model_len its KV cache cannot hold: a full-length request could
     // never be admitted, while /v1/models advertises it.
     for (const { worker } of dense) {
@@ -187,7 +230,7 @@ export async function startServer(opts: ServerOptions): Promise<SliceServer> {
         throw new Error(`--kv-cache-tokens ${opts.kvCacheTokens} is below the context length ${context} of ${worker.info.id}: a request of full length could never be admitted; pass ${context} or more`);
       }
     }
-    const startup = dense.flatMap(({ worker }) => opts.sparsities.map((s) => jobs.enqueue(worker.info.id, s)));
+    const startup = toSlice.flatMap(({ worker }) => opts.sparsities.map((s) => jobs.enqueue(worker.info.id, s)));
     await jobs.idle();
     const failed = startup.find((job) => job.status === 'failed');
     if (failed && ctx.state() !== 'stopping') throw new Error(`startup model ${failed.model} could not be served: ${failed.error?.message ?? 'slicing failed'}`);
@@ -235,4 +278,19 @@ export async function startServer(opts: ServerOptions): Promise<SliceServer> {
   };
 
   return { url, port, ready, models, metrics, jobs, shutdown };
+}
+
+/**
+ * Reads `--chat-template <file>` once at startup.
+ * @throws Error (one line naming the flag and the file) when it is unreadable or does not parse
+ */
+function readChatTemplate(file: string): { source: string; file: string } {
+  const template = ChatTemplate.fromFile(file, {});
+  return { source: template.source, file };
+}
+
+/** The dense parent of an offline slice that does not record it: the id without `-sliced-<sparsity>`, or the id itself. */
+function slicedParentId(id: string): string {
+  const m = /^(.+)-sliced-[0-9.]+$/.exec(id);
+  return m ? m[1] : id;
 }

@@ -4,15 +4,25 @@
  * result as `<dense id>-sliced-<sparsity>`. Jobs run one at a time, each inside the new
  * model's own worker thread (engine/worker.ts), so serving never stalls; a failed job reports
  * its error and everything else keeps serving. Startup variants (`--sparsity`) are jobs too.
+ *
+ * Replicas on one cache directory share slices: a job takes the cache lock of its model
+ * (server/cache-lock.ts) before slicing, so that replicas asked for the same slice at once
+ * compute it once and the others load it from the cache; and a request for a sliced model that
+ * this replica does not serve but whose artifact another replica left in the cache starts a job
+ * that loads it ({@link SliceJobManager.discover}).
  */
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import type { ModelWorker, ProgressListener } from '../engine/model-worker.js';
 import type { WorkerModelSpec } from '../engine/protocol.js';
+import { acquireSliceLock } from './cache-lock.js';
+import { ChatTemplate } from './chat-template.js';
 import { Errors } from './errors.js';
 import type { ServerMetrics } from './metrics.js';
-import type { ModelRegistry } from './models.js';
+import { type ModelRegistry, type QualityCard, qualityCard } from './models.js';
 import { parseWith } from './protocol.js';
 import { largestUsableSparsity, slicedWidth } from '../slicer/width.js';
 
@@ -37,6 +47,8 @@ export interface SliceJob {
   progress: number;
   /** Last phase reported: 'load', then the slicer's phases; 'loaded from cache' when the slice came from the cache. */
   phase: string | null;
+  /** Once succeeded: the slice's and the dense model's perplexity on the held-out sample (null when not measured). */
+  quality: QualityCard | null;
   error: { message: string } | null;
   /** Unix seconds. */
   created_at: number;
@@ -57,6 +69,12 @@ export interface SliceJobOptions {
   calibrationFile: string;
   calWindows?: number;
   cacheDir?: string;
+  /** Held-out text on which each slice's and its dense model's perplexity are measured. */
+  heldOutFile?: string;
+  /** Held-out windows (0 = not measured). */
+  heldOutWindows?: number;
+  /** `--chat-template` (source and file), which every model answers chat with. */
+  chatTemplate?: { source: string; file: string };
 }
 
 /** The sliced model's id: `<dense id>-sliced-<sparsity>` (the slicer names it the same way). */
@@ -167,6 +185,7 @@ export class SliceJobManager {
       status: 'queued',
       progress: 0,
       phase: null,
+      quality: null,
       error: null,
       created_at: Math.floor(Date.now() / 1000),
       started_at: null,
@@ -176,6 +195,11 @@ export class SliceJobManager {
     this.queue.push({ job, calWindows });
     this.pump();
     return job;
+  }
+
+  /** The queued or running job that makes model `id`, if any (server/models.ts `PendingModels`). */
+  pending(id: string): SliceJob | undefined {
+    return [...this.jobs.values()].find((j) => j.model === id && (j.status === 'queued' || j.status === 'running'));
   }
 
   /** @throws ApiError 404 */
@@ -226,8 +250,19 @@ export class SliceJobManager {
     const start = performance.now();
     metrics.sliceStarted(job.model);
     logger.info({ job: job.id, model: job.model, sparsity: job.sparsity }, 'slicing job started');
+    let release: (() => Promise<void>) | null = null;
     try {
       const parent = models.get(job.parent);
+      if (this.opts.cacheDir) {
+        release = await acquireSliceLock(this.opts.cacheDir, job.model, {
+          signal: this.abort.signal,
+          onWait: () => {
+            job.phase = 'waiting for the slice cache lock (another replica is slicing this model)';
+            logger.info({ job: job.id, model: job.model }, 'waiting for the slice cache lock: another process is slicing this model');
+          },
+          onCompromised: (err) => logger.warn({ job: job.id, model: job.model, err: err.message }, 'slice cache lock lost'),
+        });
+      }
       const worker = await this.opts.startWorker(
         {
           path: parent.path,
@@ -237,6 +272,8 @@ export class SliceJobManager {
             calibrationFile: this.opts.calibrationFile,
             calWindows: calWindows ?? this.opts.calWindows,
             cacheDir: this.opts.cacheDir,
+            heldOutFile: this.opts.heldOutFile,
+            heldOutWindows: this.opts.heldOutWindows,
           },
         },
         ({ phase, fraction }) => {
@@ -252,10 +289,12 @@ export class SliceJobManager {
         await worker.close();
         throw new Error('cancelled: the server is shutting down');
       }
-      models.add({ id: job.model, parent: parent.id, path: parent.path, created: Math.floor(Date.now() / 1000), worker, info: { ...worker.info, id: job.model } });
+      const chatTemplate = ChatTemplate.forModel(job.model, worker.info.tokenizerConfig, this.opts.chatTemplate ?? null, parent.chatTemplate, worker.info);
+      models.add({ id: job.model, parent: parent.id, path: parent.path, created: Math.floor(Date.now() / 1000), worker, info: { ...worker.info, id: job.model }, chatTemplate });
       metrics.addModel(job.model);
       job.status = 'succeeded';
       job.progress = 1;
+      job.quality = qualityCard(worker.info.slicing?.quality);
       metrics.sliceEnded(job.model, true, (performance.now() - start) / 1000);
       logger.info({ job: job.id, model: job.model, seconds: (performance.now() - start) / 1000 }, 'slicing job succeeded');
     } catch (err) {
@@ -266,7 +305,58 @@ export class SliceJobManager {
       else logger.error({ job: job.id, model: job.model, error: job.error.message }, 'slicing job failed');
     } finally {
       job.finished_at = Math.floor(Date.now() / 1000);
+      await release?.().catch((err: Error) => logger.warn({ model: job.model, err: err.message }, 'could not release the slice cache lock'));
     }
+  }
+
+  /**
+   * Starts serving sliced model `id` when another replica left it in the shared cache: `id` is
+   * `<served dense id>-sliced-<sparsity>`, and the cache holds an artifact of it made with this
+   * server's calibration text and window count. The job loads it (the slicer finds it by its
+   * key); nothing is recomputed for a request.
+   * @returns the queued job, or undefined when `id` is not such a model (then it is unknown)
+   */
+  discover(id: string): SliceJob | undefined {
+    const cacheDir = this.opts.cacheDir;
+    const m = /^(.+)-sliced-([0-9.]+)$/.exec(id);
+    if (!cacheDir || !m || this.stopped || !this.opts.models.has(m[1])) return undefined;
+    const sparsity = Number(m[2]);
+    if (slicedModelId(m[1], sparsity) !== id) return undefined;
+    if (!this.cachedArtifact(cacheDir, id)) return undefined;
+    try {
+      const { job } = this.submit({ model: m[1], sparsity });
+      this.opts.logger.info({ job: job.id, model: id }, 'serving a slice found in the shared cache');
+      return job;
+    } catch {
+      return undefined; // not sliceable here (limits, a twin width): an unknown model
+    }
+  }
+
+  /** Whether the cache holds an artifact of `id` calibrated as this server calibrates. */
+  private cachedArtifact(cacheDir: string, id: string): boolean {
+    let names: string[];
+    try {
+      names = fs.readdirSync(cacheDir).filter((n) => n.startsWith(`${id}-`) && !n.startsWith('.'));
+    } catch {
+      return false;
+    }
+    const windows = this.opts.calWindows ?? 128;
+    return names.some((n) => {
+      try {
+        const slicing = JSON.parse(fs.readFileSync(path.join(cacheDir, n, 'config.json'), 'utf8')).sliceserve;
+        return slicing?.calibration?.sha256 === this.calibrationHash() && slicing.calibration.windows === windows;
+      } catch {
+        return false;
+      }
+    });
+  }
+
+  private calibrationSha256: string | null = null;
+
+  /** sha256 of the calibration file (as the slicer records it), computed once. */
+  private calibrationHash(): string {
+    this.calibrationSha256 ??= createHash('sha256').update(fs.readFileSync(this.opts.calibrationFile)).digest('hex');
+    return this.calibrationSha256;
   }
 }
 

@@ -3,6 +3,8 @@
  *
  * Client -> server (JSON text frames):
  * - `{"type":"completion","id":"<client id>", ...the fields of POST /v1/completions}`
+ * - `{"type":"chat","id":"<client id>", ...the fields of POST /v1/chat/completions}` (the
+ *   messages go through the model's chat template; the answer is the same token stream)
  * - `{"type":"cancel","id":"<client id>"}`
  * Server -> client:
  * - `{"type":"token","id","index","text","token_id","logprob"}` per generated token (plus
@@ -22,16 +24,18 @@ import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { type RawData, type WebSocket, WebSocketServer } from 'ws';
 import { z } from 'zod';
-import { CompletionRun } from './completion-run.js';
-import type { CompletionsContext } from './completions.js';
+import { acceptChat } from './chat.js';
+import { CompletionRun, type RunSpec } from './completion-run.js';
+import { type CompletionsContext, acceptRequest, completionSpec } from './completions.js';
 import { ApiError, Errors } from './errors.js';
+import type { ServedModel } from './models.js';
 import { parseCompletionRequest, parseWith } from './protocol.js';
 
 /** The WebSocket path. */
 export const STREAM_PATH = '/v1/stream';
 
 const envelopeSchema = z.object({
-  type: z.enum(['completion', 'cancel']),
+  type: z.enum(['completion', 'chat', 'cancel']),
   id: z.string().min(1).max(256),
 });
 
@@ -98,7 +102,7 @@ function serveSocket(ws: WebSocket, ctx: StreamContext): void {
       if (envelope.type === 'cancel') return cancel(envelope.id);
       if (runs.has(envelope.id)) throw Errors.invalid(`A request with id '${envelope.id}' is in flight on this socket.`, 'id', 'duplicate_id');
       if (ctx.isStopping()) throw Errors.unavailable('The server is shutting down.', 'shutting_down');
-      start(envelope.id, body);
+      start(envelope.id, envelope.type, body);
     } catch (err) {
       if (err instanceof ApiError) return sendError(id, err);
       ctx.logger.error({ err }, 'websocket message failed');
@@ -114,12 +118,19 @@ function serveSocket(ws: WebSocket, ctx: StreamContext): void {
     end(id);
   };
 
-  const start = (id: string, body: unknown) => {
-    const params = parseCompletionRequest(body, 'ws');
-    const model = ctx.models.get(params.model);
-    const run = new CompletionRun(ctx, model, params, 'ws');
+  const start = (id: string, type: 'completion' | 'chat', body: unknown) => {
+    let model: ServedModel;
+    let spec: RunSpec;
+    if (type === 'chat') {
+      ({ model, spec } = acceptChat(ctx, body, 'ws'));
+    } else {
+      const accepted = acceptRequest(ctx, body, (b) => parseCompletionRequest(b, 'ws'));
+      model = accepted.model;
+      spec = completionSpec(accepted.params);
+    }
+    const run = new CompletionRun(ctx, model, spec, 'ws');
     runs.set(id, { run, untrack: ctx.track(run) });
-    const wantLogprobs = params.logprobs != null;
+    const wantLogprobs = spec.logprobs;
     run.start({
       onOutput: (out) => {
         if (out.echo) send({ type: 'echo', id, index: out.index, text: out.echo.text });

@@ -17,6 +17,8 @@ import { loadSlicedArtifact, saveSlicedArtifact } from './artifact.js';
 import { pcaBasis, type SliceOptions, type SliceTimings } from './driver.js';
 import { fuseNorms } from './fusion.js';
 import { rotateAndSliceParallel } from './parallel.js';
+import { slowEigensolverHint } from './linalg/index.js';
+import { heldOutQuality } from './quality.js';
 import { rotateAndSliceSequential } from './sequential.js';
 import { slicedWidth } from './width.js';
 
@@ -46,6 +48,18 @@ export interface SliceModelOptions {
   sliceHead?: boolean;
   /** Cache directory; null or undefined = no cache. */
   cacheDir?: string | null;
+  /**
+   * Held-out text (not the calibration text) on which the slice's and the dense model's
+   * perplexity are measured and recorded (`sliceserve.quality`); null or undefined = not measured.
+   */
+  heldOutFile?: string | null;
+  /** Held-out windows (default 16; 0 = not measured). Tokens per window: calSeqLen. */
+  heldOutWindows?: number;
+  /**
+   * Receives notes worth a user's attention before a slice is computed (e.g. that the pure-JS
+   * eigensolver will be slow at this hidden_size and how to get LAPACK); default: none.
+   */
+  warn?: (message: string) => void;
 }
 
 export interface SliceProgress {
@@ -59,7 +73,8 @@ export interface SliceReport {
   originalWidth: number;
   parametersBefore: number;
   parametersAfter: number;
-  timings: SliceTimings & { total_s: number };
+  /** Seconds per phase; `held_out_s`: the held-out perplexity of dense and slice (0 when not measured). */
+  timings: SliceTimings & { held_out_s: number; total_s: number };
   /** True when the result came from the cache. */
   cached: boolean;
   /** Cache directory of the result ('' without a cache). */
@@ -96,7 +111,8 @@ export function readCalibration(model: LoadedModel, options: SliceModelOptions):
  * @returns the sliced model (id `<dense id>-sliced-<sparsity>`, config.sliceserve filled in)
  *   and a report (widths, parameter counts, seconds per phase).
  * @throws RangeError / Error as {@link readCalibration}; Error for an already-sliced model or an
- *   architecture the registry does not know; Error when the cache directory cannot be written.
+ *   architecture the registry does not know; Error when the cache directory cannot be written;
+ *   RangeError / Error of slicer/quality.ts for a held-out file that is the calibration text, too short or unreadable.
  */
 export async function sliceModelWithReport(model: LoadedModel, options: SliceModelOptions, onProgress?: (p: SliceProgress) => void): Promise<{ model: LoadedModel; report: SliceReport }> {
   if (model.config.sliceserve) throw new Error(`${model.id} is already sliced (sparsity ${model.config.sliceserve.sparsity}); slice its dense parent instead`);
@@ -121,6 +137,7 @@ export async function sliceModelWithReport(model: LoadedModel, options: SliceMod
       tokens: calibration.windows.length * calibration.windows[0].length,
     },
     source_model_sha256: modelHash,
+    source_model: model.id,
     created: new Date().toISOString(),
   };
   const id = slicedModelId(model.id, options.sparsity);
@@ -136,10 +153,14 @@ export async function sliceModelWithReport(model: LoadedModel, options: SliceMod
     onProgress?.({ phase: 'loaded from cache', fraction: 1 });
     return {
       model: cached,
-      report: { width, originalWidth: d, parametersBefore, parametersAfter: countParameters(cached.weights), timings: { calibration_s: 0, pca_s: 0, rotation_s: 0, total_s: (performance.now() - t0) / 1000 }, cached: true, dir: cacheDir },
+      report: { width, originalWidth: d, parametersBefore, parametersAfter: countParameters(cached.weights), timings: { calibration_s: 0, pca_s: 0, rotation_s: 0, held_out_s: 0, total_s: (performance.now() - t0) / 1000 }, cached: true, dir: cacheDir },
     };
   }
 
+  // One PCA for the embeddings, then per layer one (parallel blocks) or two (sequential: MLP input, output).
+  const eigendecompositions = 1 + (model.config.block === 'parallel' ? 1 : 2) * model.config.num_hidden_layers;
+  const hint = slowEigensolverHint(d, eigendecompositions);
+  if (hint) options.warn?.(hint);
   const { model: sliced, timings } = await rotateAndSlice(fuseNorms(model), {
     width,
     sliceHead,
@@ -147,12 +168,20 @@ export async function sliceModelWithReport(model: LoadedModel, options: SliceMod
     basis: pcaBasis(0.01),
     onProgress: (p) => onProgress?.({ phase: p.phase, fraction: p.fraction * 0.99 }),
   });
+  const heldOutWindows = options.heldOutWindows ?? 16;
+  const tHeldOut = performance.now();
+  if (options.heldOutFile && heldOutWindows > 0) {
+    onProgress?.({ phase: 'held-out perplexity', fraction: 0.99 });
+    const candidate: LoadedModel = { ...sliced, id, config: { ...sliced.config, sliceserve: info } };
+    info.quality = await heldOutQuality(model, candidate, { file: options.heldOutFile, windows: heldOutWindows, seqLen: info.calibration.seq_len, calibrationSha256: calibration.sha256 });
+  }
+  const heldOutS = (performance.now() - tHeldOut) / 1000;
   const result: LoadedModel = { ...sliced, id, dir: cacheDir, config: { ...sliced.config, sliceserve: info } };
   if (cacheDir) await saveSlicedArtifact(result, cacheDir);
   onProgress?.({ phase: 'done', fraction: 1 });
   return {
     model: result,
-    report: { width, originalWidth: d, parametersBefore, parametersAfter: countParameters(result.weights), timings: { ...timings, total_s: (performance.now() - t0) / 1000 }, cached: false, dir: cacheDir },
+    report: { width, originalWidth: d, parametersBefore, parametersAfter: countParameters(result.weights), timings: { ...timings, held_out_s: heldOutS, total_s: (performance.now() - t0) / 1000 }, cached: false, dir: cacheDir },
   };
 }
 

@@ -7,7 +7,7 @@ import { loadModel } from '../../models/load.js';
 import { buildTokenStream, cutWindows } from '../../models/tokenizer/index.js';
 import { parseDeviceRequest } from '../../runtime/device.js';
 import { DecoderSession } from '../../runtime/decoder-session.js';
-import { DEFAULT_EVAL_FILE, DEFAULT_MODEL_DIR, dtypeOption, intOption } from '../options.js';
+import { DEFAULT_EVAL_FILE, DEFAULT_MODEL_DIR, dtypeOption, intOption, resolveBundled } from '../options.js';
 
 export function register(program: Command): void {
   program
@@ -22,12 +22,13 @@ export function register(program: Command): void {
     .option('--dtype <dtype>', 'graph precision: float32 | float16 (float16 is for GPUs)', dtypeOption, 'float32')
     .option('--json', 'print a JSON object as the last line of stdout')
     .action(async (opts) => {
-      if (!fs.existsSync(opts.data)) throw new Error(`--data ${opts.data}: no such file`);
-      if (!fs.statSync(opts.data).isFile()) throw new Error(`--data ${opts.data} is not a file; pass a text file of stories separated by <|endoftext|>`);
-      const model = await loadModel(opts.model);
+      const data = resolveBundled(opts.data);
+      if (!fs.existsSync(data)) throw new Error(`--data ${opts.data}: no such file`);
+      if (!fs.statSync(data).isFile()) throw new Error(`--data ${opts.data} is not a file; pass a text file of stories separated by <|endoftext|>`);
+      const model = await loadModel(resolveBundled(opts.model));
       const context = contextLength(model.config);
       if (opts.seqLen > context) throw new Error(`--seq-len ${opts.seqLen} exceeds the context length ${context} of ${model.id}; pass --seq-len ${context} or less`);
-      const stream = buildTokenStream(fs.readFileSync(opts.data), model.tokenizer);
+      const stream = buildTokenStream(fs.readFileSync(data), model.tokenizer);
       const windows = cutWindows(Array.from(stream.tokens), opts.seqLen, opts.windows, `--data ${opts.data}`);
       const session = await DecoderSession.create(model, { logits: 'all', device: opts.device, dtype: opts.dtype });
       try {

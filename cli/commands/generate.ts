@@ -4,7 +4,7 @@ import { generate } from '../../engine/generate.js';
 import { loadModel } from '../../models/load.js';
 import { parseDeviceRequest } from '../../runtime/device.js';
 import { DecoderSession } from '../../runtime/decoder-session.js';
-import { DEFAULT_MODEL_DIR, dtypeOption, intOption, numberAboveOption, numberOption } from '../options.js';
+import { DEFAULT_MODEL_DIR, dtypeOption, intOption, numberAboveOption, numberOption, resolveBundled } from '../options.js';
 
 export function register(program: Command): void {
   program
@@ -21,7 +21,7 @@ export function register(program: Command): void {
     .option('--device <device>', 'cpu | cuda | webgpu | auto', (v) => parseDeviceRequest(v), 'cpu')
     .option('--dtype <dtype>', 'graph precision: float32 | float16 (float16 is for GPUs)', dtypeOption, 'float32')
     .action(async (opts) => {
-      const model = await loadModel(opts.model);
+      const model = await loadModel(resolveBundled(opts.model));
       const session = await DecoderSession.create(model, { device: opts.device, dtype: opts.dtype });
       try {
         const promptIds = model.tokenizer.encode(opts.prompt);

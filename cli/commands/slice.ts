@@ -7,7 +7,7 @@ import { loadModel } from '../../models/load.js';
 import { saveSlicedArtifact } from '../../slicer/artifact.js';
 import { largestUsableSparsity, sliceModelWithReport, slicedWidth } from '../../slicer/index.js';
 import { progressBar } from '../progress.js';
-import { DEFAULT_CALIBRATION_FILE, DEFAULT_MODEL_DIR, intOption, numberOption } from '../options.js';
+import { DEFAULT_CALIBRATION_FILE, DEFAULT_EVAL_FILE, DEFAULT_MODEL_DIR, intOption, numberOption, resolveBundled } from '../options.js';
 
 export function register(program: Command): void {
   program
@@ -20,6 +20,8 @@ export function register(program: Command): void {
     .option('--cal-seq-len <n>', 'tokens per calibration window', intOption(2), 256)
     .option('--round-interval <n>', "round the sliced width d' down to a multiple of this", intOption(1), 8)
     .option('--slice-head', 'also slice the input of the head (default: the last layer keeps full width)')
+    .option('--held-out <file>', 'held-out text (not the calibration text) on which the slice\'s and the dense model\'s perplexity are measured and recorded', DEFAULT_EVAL_FILE)
+    .option('--held-out-windows <n>', 'held-out windows of --cal-seq-len tokens (0 = do not measure)', intOption(0), 16)
     .requiredOption('--out <dir>', 'output directory (must not exist or be empty)')
     .option('--overwrite', 'replace an existing --out directory')
     .action(async (opts) => {
@@ -37,8 +39,14 @@ export function register(program: Command): void {
       } catch {
         throw new Error(`--out ${opts.out}: cannot write to ${parent}`);
       }
+      const calibrationFile = resolveBundled(opts.calibration);
+      const heldOutFile = opts.heldOutWindows > 0 ? resolveBundled(opts.heldOut) : null;
+      if (heldOutFile && !fs.existsSync(heldOutFile)) throw new Error(`--held-out ${opts.heldOut}: no such file; pass a text file of stories, or --held-out-windows 0`);
+      if (heldOutFile && fs.existsSync(calibrationFile) && fs.realpathSync(heldOutFile) === fs.realpathSync(calibrationFile)) {
+        throw new Error(`--held-out ${opts.heldOut} is the calibration text: the quality cost is measured on text the slice was not calibrated on; pass another --held-out file, or --held-out-windows 0`);
+      }
       const t0 = performance.now();
-      const model = await loadModel(opts.model);
+      const model = await loadModel(resolveBundled(opts.model));
       const context = contextLength(model.config);
       if (opts.calSeqLen > context) {
         throw new Error(`--cal-seq-len ${opts.calSeqLen} exceeds the context length ${context} of ${model.id}; pass --cal-seq-len ${context} or less`);
@@ -55,7 +63,17 @@ export function register(program: Command): void {
       const bar = progressBar('slicing');
       const { model: sliced, report } = await sliceModelWithReport(
         model,
-        { sparsity: opts.sparsity, calibrationFile: opts.calibration, calWindows: opts.calWindows, calSeqLen: opts.calSeqLen, roundInterval: opts.roundInterval, sliceHead: !!opts.sliceHead },
+        {
+          sparsity: opts.sparsity,
+          calibrationFile,
+          calWindows: opts.calWindows,
+          calSeqLen: opts.calSeqLen,
+          roundInterval: opts.roundInterval,
+          sliceHead: !!opts.sliceHead,
+          heldOutFile,
+          heldOutWindows: opts.heldOutWindows,
+          warn: (message) => process.stderr.write(`sliceserve: note: ${message}\n`),
+        },
         (p) => bar.update(p.fraction, p.phase),
       );
       bar.stop();
@@ -67,7 +85,14 @@ export function register(program: Command): void {
       console.log(`sliced ${model.id}: hidden_size ${report.originalWidth} -> d' = ${report.width} (sparsity ${opts.sparsity}, round interval ${opts.roundInterval})`);
       console.log(`parameters: ${report.parametersBefore.toLocaleString('en-US')} -> ${report.parametersAfter.toLocaleString('en-US')} (${pct})`);
       const t = report.timings;
-      console.log(`time: load ${loadS.toFixed(2)} s, calibration ${t.calibration_s.toFixed(2)} s, pca ${t.pca_s.toFixed(2)} s, rotation ${t.rotation_s.toFixed(2)} s, save ${saveS.toFixed(2)} s`);
+      const q = sliced.config.sliceserve?.quality;
+      if (q) {
+        const cost = 100 * (q.perplexity / q.dense_perplexity - 1);
+        console.log(
+          `held-out perplexity (${q.file}, ${q.windows} windows x ${q.seq_len} tokens): dense ${q.dense_perplexity.toFixed(4)} -> sliced ${q.perplexity.toFixed(4)} (${cost >= 0 ? '+' : ''}${cost.toFixed(1)}%)`,
+        );
+      }
+      console.log(`time: load ${loadS.toFixed(2)} s, calibration ${t.calibration_s.toFixed(2)} s, pca ${t.pca_s.toFixed(2)} s, rotation ${t.rotation_s.toFixed(2)} s, held-out perplexity ${t.held_out_s.toFixed(2)} s, save ${saveS.toFixed(2)} s`);
       console.log(`wrote ${out}`);
     });
 }

@@ -116,8 +116,11 @@ test('bad input: sparsity, short calibration file, missing file, already-sliced 
   for (const sparsity of [-0.1, 1, 1.5, Number.NaN]) {
     await assert.rejects(sliceModelWithReport(dense, { sparsity, calibrationFile: CALIBRATION }), /sparsity must be in \[0, 1\)/);
   }
+  // A calibration text far too short: the first 2 kB of the bundled one (nothing outside the repository).
+  const tiny = path.join(tmp, 'tinystories-sample-tiny.txt');
+  fs.writeFileSync(tiny, fs.readFileSync(CALIBRATION).subarray(0, 2048));
   await assert.rejects(
-    sliceModelWithReport(dense, { sparsity: 0.25, calibrationFile: '../shared/data/tinystories-sample-tiny.txt' }),
+    sliceModelWithReport(dense, { sparsity: 0.25, calibrationFile: tiny }),
     /tinystories-sample-tiny\.txt has \d+ tokens; 128 windows of 256 need 32768/,
   );
   await assert.rejects(sliceModelWithReport(dense, { sparsity: 0.25, calibrationFile: path.join(tmp, 'nope.txt') }), /cannot read the calibration file .*nope\.txt: ENOENT/);
