@@ -13,6 +13,7 @@
  * no later read.
  */
 import * as fs from 'node:fs';
+import { byteViews } from './bytes.js';
 import { ModelLoadError, type WeightDtype, type WeightTensor } from './types.js';
 
 /** How a tensor is stored in a file: safetensors dtype names. */
@@ -163,7 +164,11 @@ export function float16Table(): Float32Array {
 export function readFloat32(file: string, offset: number, count: number, dtype: StoredDtype): Float32Array {
   const out = new Float32Array(count);
   if (dtype === 'F32') {
-    readRange(file, offset, new Uint8Array(out.buffer));
+    let at = offset;
+    for (const view of byteViews(out)) {
+      readRange(file, at, view);
+      at += view.byteLength;
+    }
     return out;
   }
   const size = STORED_BYTES[dtype];

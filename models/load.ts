@@ -5,6 +5,7 @@
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { byteViews } from './bytes.js';
 import { CONFIG_FILE, loadHuggingFaceModel } from './huggingface.js';
 import { loadLlama2cModel } from './llama2c.js';
 import { ModelLoadError, type LoadedModel } from './types.js';
@@ -61,8 +62,7 @@ export function hashModelWeights(model: Pick<LoadedModel, 'weights'>): string {
   for (const name of [...model.weights.keys()].sort()) {
     const t = model.weights.get(name)!;
     hash.update(`${name}\0${t.shape.join(',')}\0`, 'utf8');
-    const data = t.data;
-    hash.update(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+    for (const view of byteViews(t.data)) hash.update(view);
   }
   return hash.digest('hex');
 }

@@ -23,6 +23,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { byteViews } from './bytes.js';
 import { fileTensor, float16Table, numel, tensorLength, type LazyTensor } from './lazy-tensor.js';
 import { ModelLoadError, type WeightMap, type WeightTensor } from './types.js';
 
@@ -484,7 +485,11 @@ class SafetensorsFileWriter {
     if (numel(shape) !== data.length) throw new Error(`safetensors: tensor ${name} has shape [${shape.join(', ')}] but ${data.length} values`);
     const at = this.dataStart + offset;
     if (this.dtype === 'F32') {
-      writeAllAt(this.fd, new Uint8Array(data.buffer, data.byteOffset, data.byteLength), at);
+      let position = at;
+      for (const view of byteViews(data)) {
+        writeAllAt(this.fd, view, position);
+        position += view.byteLength;
+      }
     } else {
       for (let i = 0; i < data.length; i += ENCODE_CHUNK) {
         const part = data.subarray(i, Math.min(data.length, i + ENCODE_CHUNK));

@@ -16,6 +16,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { onnx } from 'onnx-proto';
+import { byteViews } from '../bytes.js';
 
 /** Element types used by SliceServe graphs (ONNX TensorProto.DataType values). */
 export const DT = {
@@ -39,8 +40,7 @@ export const EXTERNAL_THRESHOLD_BYTES = 1024;
  * (in memory, 64 bytes).
  */
 export const FILE_ALIGNMENT_BYTES = 4096;
-/** Bytes per single write call (Node rejects single I/O calls of 2 GiB or more). */
-const WRITE_CHUNK = 1 << 30;
+
 
 /** A dimension: a fixed size or a symbolic name (dynamic). */
 export type Dim = number | string;
@@ -130,10 +130,10 @@ export class OnnxGraph {
     if (count !== expected && !(data instanceof Uint8Array)) {
       throw new Error(`initializer ${name}: ${data.length} elements for dims [${dims.join(', ')}]`);
     }
-    const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    const byteLength = data.byteLength;
     const tensor: onnx.ITensorProto = { name, dims, dataType: DT[type] };
-    if (bytes.byteLength <= this.inlineBelowBytes) {
-      tensor.rawData = bytes.slice();
+    if (byteLength <= this.inlineBelowBytes) {
+      tensor.rawData = new Uint8Array(data.buffer, data.byteOffset, byteLength).slice();
     } else {
       // Aligned offsets let onnxruntime use the bytes in place (in memory) or map them (in a file).
       const align = this.fd === null ? 64 : FILE_ALIGNMENT_BYTES;
@@ -141,18 +141,21 @@ export class OnnxGraph {
       const offset = this.externalBytes + pad;
       if (this.fd === null) {
         if (pad) this.chunks.push(new Uint8Array(pad));
-        this.chunks.push(bytes);
+        this.chunks.push(new Uint8Array(data.buffer, data.byteOffset, byteLength));
       } else {
-        for (let done = 0; done < bytes.byteLength;) {
-          done += fs.writeSync(this.fd, bytes, done, Math.min(WRITE_CHUNK, bytes.byteLength - done), offset + done);
+        // In pieces: no single view or write call may cover more than 1 GiB (models/bytes.ts).
+        let position = offset;
+        for (const view of byteViews(data)) {
+          for (let done = 0; done < view.byteLength;) done += fs.writeSync(this.fd, view, done, view.byteLength - done, position + done);
+          position += view.byteLength;
         }
       }
-      this.externalBytes = offset + bytes.byteLength;
+      this.externalBytes = offset + byteLength;
       tensor.dataLocation = onnx.TensorProto.DataLocation.EXTERNAL;
       tensor.externalData = [
         { key: 'location', value: this.externalDataPath },
         { key: 'offset', value: String(offset) },
-        { key: 'length', value: String(bytes.byteLength) },
+        { key: 'length', value: String(byteLength) },
       ];
     }
     this.initializers.push(tensor);

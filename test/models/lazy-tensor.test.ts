@@ -8,6 +8,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { test } from 'node:test';
 import { loadHuggingFaceModel, saveHuggingFaceModel } from '../../models/huggingface.js';
+import { byteViews } from '../../models/bytes.js';
 import { derivedTensor, fileTensor, isLazy, readFloat32, tensorLength, tensorRows } from '../../models/lazy-tensor.js';
 import { loadModel, hashModelWeights } from '../../models/load.js';
 import { fromBfloat16Array, fromFloat16Array, readSafetensors, toBfloat16Array, toFloat16Array, writeSafetensors } from '../../models/safetensors.js';
@@ -138,4 +139,16 @@ test('loading reads no tensor data: shards rewritten after load are what a lazy 
   const name = 'model.layers.1.mlp.down_proj.weight';
   assert.deepEqual(bits(lazy.weights.get(name)!.data), bits(other.weights.get(name)!.data));
   assert.notDeepEqual(bits(lazy.weights.get(name)!.data), bits(model.weights.get(name)!.data));
+});
+
+test('byteViews covers a typed array in pieces without copying (Node caps one Uint8Array at 2^32 bytes)', () => {
+  const a = Float32Array.of(1, 2, 3, 4, 5);
+  const sub = a.subarray(1, 4);
+  const views = [...byteViews(sub, 5)];
+  assert.deepEqual(views.map((v) => v.byteLength), [5, 5, 2]);
+  assert.deepEqual(Buffer.concat(views), Buffer.from(sub.buffer, sub.byteOffset, sub.byteLength));
+  views[0]![3] = 0; // a view, not a copy: the high byte of 2.0 (0x40000000)
+  assert.equal(a[1], 0);
+  assert.deepEqual([...byteViews(new Float32Array(0))], []);
+  assert.throws(() => [...byteViews(a, 0)], RangeError);
 });
