@@ -75,8 +75,7 @@ export class OnnxGraph {
   private externalBytes = 0;
   private counter = 0;
   private readonly constCache = new Map<string, string>();
-  /** The open external-data file of a streaming graph. */
-  private fd: number | null = null;
+  /** The external-data file of a streaming graph. */
   private file?: string;
 
   /**
@@ -91,14 +90,14 @@ export class OnnxGraph {
   ) {}
 
   /**
-   * A graph whose external initializers are written to `file` (created or truncated) as they
-   * are added; `externalDataPath` is the file's base name. Call {@link build} (or
-   * {@link discard} on failure) to close it.
+   * A graph whose external initializers are written to `file` (created or truncated now) as
+   * they are added; `externalDataPath` is the file's base name. No file stays open between
+   * calls, so an emitter that throws half-way leaves only the file behind.
    * @throws Error when the file cannot be created.
    */
   static streamingTo(name: string, file: string, inlineBelowBytes = EXTERNAL_THRESHOLD_BYTES): OnnxGraph {
     const g = new OnnxGraph(name, path.basename(file), inlineBelowBytes);
-    g.fd = fs.openSync(file, 'w');
+    fs.writeFileSync(file, new Uint8Array(0));
     g.file = file;
     return g;
   }
@@ -136,19 +135,14 @@ export class OnnxGraph {
       tensor.rawData = new Uint8Array(data.buffer, data.byteOffset, byteLength).slice();
     } else {
       // Aligned offsets let onnxruntime use the bytes in place (in memory) or map them (in a file).
-      const align = this.fd === null ? 64 : FILE_ALIGNMENT_BYTES;
+      const align = this.file === undefined ? 64 : FILE_ALIGNMENT_BYTES;
       const pad = (align - (this.externalBytes % align)) % align;
       const offset = this.externalBytes + pad;
-      if (this.fd === null) {
+      if (this.file === undefined) {
         if (pad) this.chunks.push(new Uint8Array(pad));
         this.chunks.push(new Uint8Array(data.buffer, data.byteOffset, byteLength));
       } else {
-        // In pieces: no single view or write call may cover more than 1 GiB (models/bytes.ts).
-        let position = offset;
-        for (const view of byteViews(data)) {
-          for (let done = 0; done < view.byteLength;) done += fs.writeSync(this.fd, view, done, view.byteLength - done, position + done);
-          position += view.byteLength;
-        }
+        writeAt(this.file, data, offset);
       }
       this.externalBytes = offset + byteLength;
       tensor.dataLocation = onnx.TensorProto.DataLocation.EXTERNAL;
@@ -213,8 +207,7 @@ export class OnnxGraph {
   }
 
   /**
-   * Serializes the model (and closes the external-data file of a streaming graph).
-   * `opsets` maps domain -> version (default: ONNX 23 + com.microsoft 1).
+   * Serializes the model. `opsets` maps domain -> version (default: ONNX 23 + com.microsoft 1).
    * @returns the ModelProto bytes and the external-data buffer (or file).
    */
   build(opsets: Record<string, number> = { '': 23, 'com.microsoft': 1 }): BuiltModel {
@@ -231,8 +224,7 @@ export class OnnxGraph {
       },
     });
     const encoded = onnx.ModelProto.encode(model).finish();
-    if (this.fd !== null) {
-      this.discard();
+    if (this.file !== undefined) {
       return { model: encoded, externalDataPath: this.externalDataPath, externalData: new Uint8Array(0), externalDataFile: this.file, externalBytes: this.externalBytes };
     }
     const externalData = new Uint8Array(this.externalBytes);
@@ -243,12 +235,22 @@ export class OnnxGraph {
     }
     return { model: encoded, externalDataPath: this.externalDataPath, externalData, externalBytes: this.externalBytes };
   }
+}
 
-  /** Closes the external-data file of a streaming graph without building (idempotent; the file stays). */
-  discard(): void {
-    if (this.fd === null) return;
-    fs.closeSync(this.fd);
-    this.fd = null;
+/**
+ * Writes the bytes of `data` into `file` at byte `offset` (the file is opened and closed
+ * here), in pieces: no single view or write call may cover more than 1 GiB (models/bytes.ts).
+ */
+function writeAt(file: string, data: ArrayBufferView, offset: number): void {
+  const fd = fs.openSync(file, 'r+');
+  try {
+    let position = offset;
+    for (const view of byteViews(data)) {
+      for (let done = 0; done < view.byteLength;) done += fs.writeSync(fd, view, done, view.byteLength - done, position + done);
+      position += view.byteLength;
+    }
+  } finally {
+    fs.closeSync(fd);
   }
 }
 

@@ -47,27 +47,16 @@ function newGraph(name: string, file: string | undefined): OnnxGraph {
 
 /**
  * Emits the decoder graph of `model`. Tensors are read one at a time (lazy ones from disk);
- * with `externalDataFile` each is written out and dropped as soon as it is emitted.
+ * with `externalDataFile` each is written out as soon as it is emitted, so none is kept.
  * @returns the encoded model and its external weights (buffer or file).
  * @throws Error when the weight shapes do not chain (models/widths.ts) or a tensor is missing.
  */
 export function buildDecoderGraph(model: LoadedModel, options: GraphOptions): BuiltModel {
-  const { config } = model;
+  const { config, weights } = model;
   const layout = layoutOf(config);
   const widths = modelWidths(model, layout);
   const attention = options.attention ?? defaultAttentionKernel();
-  const g = newGraph(`${model.id}-${options.logits}`, options.externalDataFile);
-  try {
-    return emitDecoder(model, options, new BlockEmitter(g, config, widths.normDivisor, options.dtype ?? 'float32', attention, usesSlidingWindow(config)), attention, widths.head);
-  } catch (err) {
-    g.discard();
-    throw err;
-  }
-}
-
-function emitDecoder(model: LoadedModel, options: GraphOptions, e: BlockEmitter, attention: AttentionKernel, headWidth: number): BuiltModel {
-  const { config, weights } = model;
-  const layout = layoutOf(config);
+  const e = new BlockEmitter(newGraph(`${model.id}-${options.logits}`, options.externalDataFile), config, widths.normDivisor, options.dtype ?? 'float32', attention, usesSlidingWindow(config));
   const g = e.g;
   const KV = config.num_key_value_heads;
   const hd = config.head_dim;
@@ -97,7 +86,7 @@ function emitDecoder(model: LoadedModel, options: GraphOptions, e: BlockEmitter,
   if (options.logits === 'last') {
     x = g.op('Slice', [x, g.int64([-1]), g.int64([Number.MAX_SAFE_INTEGER]), g.int64([1])]);
   }
-  const nf = e.norm(x, headWidth, normTensors(weights, layout.finalNorm), 'final_norm');
+  const nf = e.norm(x, widths.head, normTensors(weights, layout.finalNorm), 'final_norm');
   const head = weights.get(layout.lmHead.weight) ? linearTensors(weights, layout.lmHead) : { weight: embed, ...(layout.lmHead.bias ? { bias: requireTensor(weights, layout.lmHead.bias) } : {}) };
   // Named where computed: an Identity would copy [batch, sequence | 1, vocab] floats each run.
   if (e.act === 'float16') g.op('Cast', [e.linear(nf, 'lm_head', [head])], { to: 1 }, { output: 'logits' });
@@ -132,19 +121,13 @@ export type LayerPart = 'attention' | 'mlp' | 'block';
  */
 export function buildLayerPartGraph(config: DecoderConfig, normDivisor: number, l: number, t: LayerTensors, part: LayerPart, externalDataFile?: string): BuiltModel {
   if ((part === 'block') !== (config.block === 'parallel')) throw new Error(`part ${part} does not fit ${config.block} blocks`);
-  const g = newGraph(`layer-${l}-${part}`, externalDataFile);
-  try {
-    const e = new BlockEmitter(g, config, normDivisor, 'float32', defaultAttentionKernel(), isSlidingLayer(config, l));
-    const inWidth = part === 'mlp' ? t.up.weight.shape[1] : t.q.weight.shape[1];
-    const outWidth = part === 'attention' ? t.o.weight.shape[0] : t.down.weight.shape[0];
-    const x = g.input('hidden', 'float32', ['batch', 'sequence', inWidth]);
-    const prefix = `layers.${l}`;
-    const out = part === 'attention' ? e.attentionHalf(x, l, t, prefix, {}) : part === 'mlp' ? e.mlpHalf(x, t, prefix) : e.parallelLayer(x, l, t, prefix, {});
-    g.op('Identity', [out], {}, { output: 'out' });
-    g.output('out', 'float32', ['batch', 'sequence', outWidth]);
-    return g.build();
-  } catch (err) {
-    g.discard();
-    throw err;
-  }
+  const e = new BlockEmitter(newGraph(`layer-${l}-${part}`, externalDataFile), config, normDivisor, 'float32', defaultAttentionKernel(), isSlidingLayer(config, l));
+  const inWidth = part === 'mlp' ? t.up.weight.shape[1] : t.q.weight.shape[1];
+  const outWidth = part === 'attention' ? t.o.weight.shape[0] : t.down.weight.shape[0];
+  const x = e.g.input('hidden', 'float32', ['batch', 'sequence', inWidth]);
+  const prefix = `layers.${l}`;
+  const out = part === 'attention' ? e.attentionHalf(x, l, t, prefix, {}) : part === 'mlp' ? e.mlpHalf(x, t, prefix) : e.parallelLayer(x, l, t, prefix, {});
+  e.g.op('Identity', [out], {}, { output: 'out' });
+  e.g.output('out', 'float32', ['batch', 'sequence', outWidth]);
+  return e.g.build();
 }

@@ -87,13 +87,12 @@ test('a decoder graph streamed to a file has the in-memory graph\'s initializers
   assert.equal(fs.existsSync(dirSeen), false, 'the graph files are removed');
 });
 
-test('withGraphFiles removes its directory when building or opening fails; a failed build closes its file', async () => {
+test('withGraphFiles removes its directory when building or opening fails', async () => {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'graph-files-test-'));
   try {
     await assert.rejects(withGraphFiles((file) => {
       const g = OnnxGraph.streamingTo('bad', file);
       g.initializer('w', 'float32', [300], randn(300, 1, rng(1)));
-      g.discard();
       throw new Error('emitter failed');
     }, async () => 1, root), /emitter failed/);
     await assert.rejects(withGraphFiles((file) => {
