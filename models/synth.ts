@@ -13,7 +13,7 @@
 import { createRequire } from 'node:module';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { saveHuggingFaceModel, type WrittenFile } from './huggingface.js';
+import { HuggingFaceWriter, type SaveDtype, type WrittenFile } from './huggingface.js';
 import { countParameters } from './parameters.js';
 import { parseDecoderConfig, layoutOf } from './registry.js';
 import { HfTokenizer } from './tokenizer/index.js';
@@ -259,18 +259,25 @@ export function synthConfig(preset: SynthPreset): DecoderConfig {
  */
 export function synthWeights(config: DecoderConfig, seed: number): WeightMap {
   const weights: WeightMap = new Map();
-  const layout = layoutOf(config);
-  const norms = new Set([layout.finalNorm, ...layout.layers.flatMap((l) => [l.inputNorm, l.postAttentionNorm, l.qNorm, l.kNorm])]
-    .flatMap((n) => (n?.weight ? [n.weight] : [])));
-  for (const [name, shape] of expectedWeightShapes(config, layout)) {
-    const size = shape.reduce((a, b) => a * b, 1);
-    const data = new Float32Array(size);
-    if (norms.has(name)) data.fill(1);
-    else if (shape.length === 1) data.fill(0); // a bias (HF zero-initialises them)
-    else new SeededRandom((seed ^ hashName(name)) >>> 0).fillNormal(data, SYNTH_INIT_STD);
-    weights.set(name, { shape, data } satisfies WeightTensor);
-  }
+  const isNorm = normWeightNames(config);
+  for (const [name, shape] of expectedWeightShapes(config)) weights.set(name, synthTensor(name, shape, seed, isNorm.has(name)));
   return weights;
+}
+
+/** One tensor of {@link synthWeights} (norm weights ones, biases zeros, else N(0, 0.02^2) from its own stream). */
+export function synthTensor(name: string, shape: number[], seed: number, isNorm: boolean): WeightTensor {
+  const data = new Float32Array(shape.reduce((a, b) => a * b, 1));
+  if (isNorm) data.fill(1);
+  else if (shape.length === 1) data.fill(0); // a bias (HF zero-initialises them)
+  else new SeededRandom((seed ^ hashName(name)) >>> 0).fillNormal(data, SYNTH_INIT_STD);
+  return { shape, data };
+}
+
+/** The norm weights of `config`'s layout (ones in a synthetic model). */
+export function normWeightNames(config: DecoderConfig): Set<string> {
+  const layout = layoutOf(config);
+  return new Set([layout.finalNorm, ...layout.layers.flatMap((l) => [l.inputNorm, l.postAttentionNorm, l.qNorm, l.kNorm])]
+    .flatMap((n) => (n?.weight ? [n.weight] : [])));
 }
 
 /** Written next to config.json: what generated the directory. */
@@ -282,6 +289,8 @@ export interface SynthInfo {
   seed: number;
   init_std: number;
   parameters: number;
+  /** On-disk dtype of the weights (absent in directories written before it was recorded: float32). */
+  dtype?: SaveDtype;
   generator: string;
 }
 
@@ -290,6 +299,8 @@ export interface WriteSynthOptions {
   seed?: number;
   /** Replace a non-empty `outDir` (default false). */
   overwrite?: boolean;
+  /** On-disk dtype (default float32; bfloat16 as real checkpoints ship, values rounded). */
+  dtype?: SaveDtype;
 }
 
 /**
@@ -299,6 +310,12 @@ export interface WriteSynthOptions {
  * @throws Error for an unknown preset name (listing the known ones), or a missing tokenizer package.
  */
 export function synthModel(presetName: string, seed: number, id = presetName): LoadedModel {
+  const { config, tokenizer } = synthDescription(presetName);
+  return { id, dir: '', format: 'huggingface', config, weights: synthWeights(config, seed), tokenizer };
+}
+
+/** A preset's config and tokenizer. @throws Error for an unknown preset name. */
+function synthDescription(presetName: string): { config: DecoderConfig; tokenizer: HfTokenizer } {
   const preset = SYNTH_PRESETS[presetName];
   if (!preset) throw new Error(`unknown preset "${presetName}"; choose one of ${Object.keys(SYNTH_PRESETS).join(', ')}`);
   const config = synthConfig(preset);
@@ -306,7 +323,7 @@ export function synthModel(presetName: string, seed: number, id = presetName): L
   if (tokenizer.vocabSize > config.vocab_size) {
     throw new Error(`the ${preset.tokenizer} tokenizer has ${tokenizer.vocabSize} tokens, more than the preset's vocab_size ${config.vocab_size}`);
   }
-  return { id, dir: '', format: 'huggingface', config, weights: synthWeights(config, seed), tokenizer };
+  return { config, tokenizer };
 }
 
 /**
@@ -359,19 +376,31 @@ export function tokenizerFiles(name: SynthTokenizerName): { tokenizer: Record<st
 }
 
 /**
- * Writes the synthetic model of a preset as a Hugging Face directory (float32 safetensors,
- * config.json, tokenizer.json, plus `synth.json` recording preset and seed) with
- * `saveHuggingFaceModel` (atomic: the directory appears complete or not at all).
+ * Writes the synthetic model of a preset as a Hugging Face directory (safetensors in
+ * `options.dtype`, config.json, tokenizer.json, plus `synth.json` recording preset and seed),
+ * generating and writing one tensor at a time (models/huggingface.ts `HuggingFaceWriter`:
+ * memory is one tensor, whatever the model size; atomic: the directory appears complete or
+ * not at all). The weights equal {@link synthWeights} (rounded to the dtype).
  *
  * @returns the files written (synth.json included) and the parameter count.
  * @throws Error for an unknown preset, or when `outDir` is not empty and `overwrite` is false.
  */
 export function writeSynthModel(presetName: string, outDir: string, options: WriteSynthOptions = {}): { files: WrittenFile[]; parameters: number } {
   const seed = options.seed ?? 0;
-  const model = synthModel(presetName, seed, path.basename(path.resolve(outDir)));
-  const parameters = countParameters(model.weights);
-  const files = saveHuggingFaceModel(model, outDir, { dtype: 'float32', overwrite: options.overwrite ?? false });
-  const info: SynthInfo = { preset: presetName, seed, init_std: SYNTH_INIT_STD, parameters, generator: 'sliceserve synth (models/synth.ts)' };
+  const { config, tokenizer } = synthDescription(presetName);
+  const shapes = expectedWeightShapes(config);
+  if (config.tie_word_embeddings) shapes.delete(layoutOf(config).lmHead.weight);
+  const parameters = [...shapes.values()].reduce((n, shape) => n + shape.reduce((a, b) => a * b, 1), 0);
+  const writer = HuggingFaceWriter.create({ id: path.basename(path.resolve(outDir)), config, tokenizer }, outDir, { dtype: options.dtype ?? 'float32', overwrite: options.overwrite ?? false });
+  try {
+    const isNorm = normWeightNames(config);
+    for (const [name, shape] of shapes) writer.write(name, synthTensor(name, shape, seed, isNorm.has(name)));
+  } catch (err) {
+    writer.abort();
+    throw err;
+  }
+  const files = writer.commit();
+  const info: SynthInfo = { preset: presetName, seed, init_std: SYNTH_INIT_STD, parameters, dtype: options.dtype ?? 'float32', generator: 'sliceserve synth (models/synth.ts)' };
   const infoText = JSON.stringify(info, null, 2) + '\n';
   fs.writeFileSync(path.join(outDir, SYNTH_INFO_FILE), infoText);
   return { files: [...files, { name: SYNTH_INFO_FILE, bytes: Buffer.byteLength(infoText) }], parameters };

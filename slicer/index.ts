@@ -13,7 +13,8 @@ import { countParameters } from '../models/parameters.js';
 import { buildTokenStream, cutWindows } from '../models/tokenizer/index.js';
 import type { LoadedModel, SlicingInfo } from '../models/types.js';
 
-import { loadSlicedArtifact, saveSlicedArtifact } from './artifact.js';
+import { HuggingFaceWriter } from '../models/huggingface.js';
+import { loadSlicedArtifact } from './artifact.js';
 import { pcaBasis, type SliceOptions, type SliceTimings } from './driver.js';
 import { fuseNorms } from './fusion.js';
 import { rotateAndSliceParallel } from './parallel.js';
@@ -60,6 +61,15 @@ export interface SliceModelOptions {
    * eigensolver will be slow at this hidden_size and how to get LAPACK); default: none.
    */
   warn?: (message: string) => void;
+  /**
+   * Write the artifact to this directory as the slicer goes (a cache entry when `cacheDir` is
+   * set, else this directory; without either the sliced model stays in memory). Tensors are
+   * written to a temporary directory beside it as each becomes final and the directory is
+   * renamed into place at the end, so slicing holds about one layer's tensors, not the model.
+   */
+  outDir?: string;
+  /** Replace a non-empty `outDir` (default false: refuse). */
+  overwrite?: boolean;
 }
 
 export interface SliceProgress {
@@ -77,7 +87,7 @@ export interface SliceReport {
   timings: SliceTimings & { held_out_s: number; total_s: number };
   /** True when the result came from the cache. */
   cached: boolean;
-  /** Cache directory of the result ('' without a cache). */
+  /** Directory of the artifact (the cache entry or `outDir`; '' when the slice is in memory only). */
   dir: string;
 }
 
@@ -109,7 +119,8 @@ export function readCalibration(model: LoadedModel, options: SliceModelOptions):
 /**
  * Slices `model` (dense) with SliceGPT, or loads the slice from the cache.
  * @returns the sliced model (id `<dense id>-sliced-<sparsity>`, config.sliceserve filled in)
- *   and a report (widths, parameter counts, seconds per phase).
+ *   and a report (widths, parameter counts, seconds per phase). With a cache or `outDir` the
+ *   model is the artifact loaded back (its tensors read from disk on use).
  * @throws RangeError / Error as {@link readCalibration}; Error for an already-sliced model or an
  *   architecture the registry does not know; Error when the cache directory cannot be written;
  *   RangeError / Error of slicer/quality.ts for a held-out file that is the calibration text, too short or unreadable.
@@ -161,27 +172,51 @@ export async function sliceModelWithReport(model: LoadedModel, options: SliceMod
   const eigendecompositions = 1 + (model.config.block === 'parallel' ? 1 : 2) * model.config.num_hidden_layers;
   const hint = slowEigensolverHint(d, eigendecompositions);
   if (hint) options.warn?.(hint);
-  const { model: sliced, timings } = await rotateAndSlice(fuseNorms(model), {
-    width,
-    sliceHead,
-    windows: calibration.windows,
-    basis: pcaBasis(0.01),
-    onProgress: (p) => onProgress?.({ phase: p.phase, fraction: p.fraction * 0.99 }),
-  });
-  const heldOutWindows = options.heldOutWindows ?? 16;
-  const tHeldOut = performance.now();
-  if (options.heldOutFile && heldOutWindows > 0) {
-    onProgress?.({ phase: 'held-out perplexity', fraction: 0.99 });
-    const candidate: LoadedModel = { ...sliced, id, config: { ...sliced.config, sliceserve: info } };
-    info.quality = await heldOutQuality(model, candidate, { file: options.heldOutFile, windows: heldOutWindows, seqLen: info.calibration.seq_len, calibrationSha256: calibration.sha256 });
+  const fused = fuseNorms(model);
+  const slicedConfig = { ...fused.config, sliceserve: info };
+  const target = cacheDir || (options.outDir ? path.resolve(options.outDir) : '');
+  // The artifact is written as the slicer goes (slicer/driver.ts SliceSink): each final tensor
+  // goes to the temporary directory and is read back from there when needed again. config.json
+  // is written at commit, so the held-out quality measured below is in it.
+  const writer = target ? HuggingFaceWriter.create({ id, config: slicedConfig, tokenizer: model.tokenizer }, target, { dtype: 'float32', overwrite: !cacheDir && (options.overwrite ?? false) }) : null;
+  let result: LoadedModel;
+  let timings: SliceTimings;
+  let heldOutS = 0;
+  try {
+    const sliced = await rotateAndSlice(fused, {
+      width,
+      sliceHead,
+      windows: calibration.windows,
+      basis: pcaBasis(0.01),
+      onProgress: (p) => onProgress?.({ phase: p.phase, fraction: p.fraction * 0.99 }),
+      ...(writer ? { sink: { put: (name, t) => (writer.write(name, t), writer.readBack(name)) } } : {}),
+    });
+    timings = sliced.timings;
+    result = { ...sliced.model, id, dir: target, config: slicedConfig };
+    const heldOutWindows = options.heldOutWindows ?? 16;
+    if (options.heldOutFile && heldOutWindows > 0) {
+      const tHeldOut = performance.now();
+      onProgress?.({ phase: 'held-out perplexity', fraction: 0.99 });
+      info.quality = await heldOutQuality(model, result, { file: options.heldOutFile, windows: heldOutWindows, seqLen: info.calibration.seq_len, calibrationSha256: calibration.sha256 });
+      heldOutS = (performance.now() - tHeldOut) / 1000;
+    }
+  } catch (err) {
+    writer?.abort();
+    throw err;
   }
-  const heldOutS = (performance.now() - tHeldOut) / 1000;
-  const result: LoadedModel = { ...sliced, id, dir: cacheDir, config: { ...sliced.config, sliceserve: info } };
-  if (cacheDir) await saveSlicedArtifact(result, cacheDir);
+  if (writer) {
+    try {
+      writer.commit();
+    } catch (err) {
+      // Another process may have put the same cache entry in place meanwhile: use it.
+      if (!cacheDir || !fs.existsSync(path.join(cacheDir, 'config.json'))) throw err;
+    }
+    result = await loadSlicedArtifact(target, id);
+  }
   onProgress?.({ phase: 'done', fraction: 1 });
   return {
     model: result,
-    report: { width, originalWidth: d, parametersBefore, parametersAfter: countParameters(result.weights), timings: { ...timings, held_out_s: heldOutS, total_s: (performance.now() - t0) / 1000 }, cached: false, dir: cacheDir },
+    report: { width, originalWidth: d, parametersBefore, parametersAfter: countParameters(result.weights), timings: { ...timings, held_out_s: heldOutS, total_s: (performance.now() - t0) / 1000 }, cached: false, dir: target },
   };
 }
 

@@ -45,6 +45,7 @@ export async function rotateAndSliceParallel(fused: LoadedModel, options: SliceO
     xIn = await run.project(Y, Qout, dout);
     Q = Qout;
     din = dout;
+    run.finishLayer(l);
     run.progress(`layer ${l} output`);
   }
   await run.head(Q, din);

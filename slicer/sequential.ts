@@ -58,6 +58,7 @@ export async function rotateAndSliceSequential(fused: LoadedModel, options: Slic
     xIn = await run.project(Y, Qn, dout);
     Q = Qn;
     din = dout;
+    run.finishLayer(l);
     run.progress(`layer ${l} output`);
   }
   await run.head(Q, din);

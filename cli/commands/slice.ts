@@ -4,7 +4,6 @@ import path from 'node:path';
 import type { Command } from 'commander';
 import { contextLength } from '../../models/config.js';
 import { loadModel } from '../../models/load.js';
-import { saveSlicedArtifact } from '../../slicer/artifact.js';
 import { largestUsableSparsity, sliceModelWithReport, slicedWidth } from '../../slicer/index.js';
 import { progressBar } from '../progress.js';
 import { DEFAULT_CALIBRATION_FILE, DEFAULT_EVAL_FILE, DEFAULT_MODEL_DIR, intOption, numberOption, resolveBundled } from '../options.js';
@@ -61,6 +60,7 @@ export function register(program: Command): void {
       }
       const loadS = (performance.now() - t0) / 1000;
       const bar = progressBar('slicing');
+      // The artifact is written to --out as the slicer goes (each tensor once final).
       const { model: sliced, report } = await sliceModelWithReport(
         model,
         {
@@ -72,14 +72,13 @@ export function register(program: Command): void {
           sliceHead: !!opts.sliceHead,
           heldOutFile,
           heldOutWindows: opts.heldOutWindows,
+          outDir: out,
+          overwrite: !!opts.overwrite,
           warn: (message) => process.stderr.write(`sliceserve: note: ${message}\n`),
         },
         (p) => bar.update(p.fraction, p.phase),
       );
       bar.stop();
-      const t1 = performance.now();
-      await saveSlicedArtifact({ ...sliced, id: path.basename(out) }, out, !!opts.overwrite);
-      const saveS = (performance.now() - t1) / 1000;
       const change = report.parametersAfter / report.parametersBefore - 1;
       const pct = `${Math.abs(100 * change).toFixed(1)}% ${change > 0 ? 'more: the untied head and the shortcut matrices outweigh the deleted rows and columns' : 'fewer'}`;
       console.log(`sliced ${model.id}: hidden_size ${report.originalWidth} -> d' = ${report.width} (sparsity ${opts.sparsity}, round interval ${opts.roundInterval})`);
@@ -92,7 +91,7 @@ export function register(program: Command): void {
           `held-out perplexity (${q.file}, ${q.windows} windows x ${q.seq_len} tokens): dense ${q.dense_perplexity.toFixed(4)} -> sliced ${q.perplexity.toFixed(4)} (${cost >= 0 ? '+' : ''}${cost.toFixed(1)}%)`,
         );
       }
-      console.log(`time: load ${loadS.toFixed(2)} s, calibration ${t.calibration_s.toFixed(2)} s, pca ${t.pca_s.toFixed(2)} s, rotation ${t.rotation_s.toFixed(2)} s, held-out perplexity ${t.held_out_s.toFixed(2)} s, save ${saveS.toFixed(2)} s`);
+      console.log(`time: load ${loadS.toFixed(2)} s, calibration ${t.calibration_s.toFixed(2)} s, pca ${t.pca_s.toFixed(2)} s, rotation ${t.rotation_s.toFixed(2)} s, held-out perplexity ${t.held_out_s.toFixed(2)} s, total ${t.total_s.toFixed(2)} s`);
       console.log(`wrote ${out}`);
     });
 }

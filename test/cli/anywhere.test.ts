@@ -68,7 +68,7 @@ test('slice from any directory: bundled model and calibration text; the held-out
   assert.equal((100 * (q.perplexity / q.dense_perplexity - 1)).toFixed(1), m[3]);
   assert.deepEqual([q.file, q.windows, q.seq_len, q.tokens], ['tinystories-valid-sample.txt', 4, 128, 4 * 127]);
   assert.equal(config.sliceserve.calibration.file, 'tinystories-train-sample.txt');
-  assert.match(s.stdout, /held-out perplexity \d+\.\d\d s, save/);
+  assert.match(s.stdout, /held-out perplexity \d+\.\d\d s, total/);
   assert.deepEqual(fs.readdirSync(work), ['half'], 'nothing else lands in the working directory');
 
   const same = run(['slice', '--sparsity', '0.5', '--cal-windows', '8', '--calibration', path.join(ROOT, 'data', 'tinystories-valid-sample.txt'), '--out', 'x']);

@@ -7,6 +7,7 @@ import { loadModel } from '../../models/load.js';
 import {
   SYNTH_INFO_FILE, SYNTH_PRESETS, SeededRandom, countParameters, synthConfig, synthTokenizer, synthWeights, writeSynthModel,
 } from '../../models/synth.js';
+import { fromBfloat16Array, toBfloat16Array } from '../../models/safetensors.js';
 import { expectedWeightShapes } from '../../models/validate.js';
 import { slicedWidth } from '../../slicer/width.js';
 import type { DecoderConfig } from '../../models/config.js';
@@ -95,6 +96,34 @@ test('the tiny preset is written as a Hugging Face directory and loads back with
   assert.deepEqual(JSON.parse(fs.readFileSync(path.join(dir, SYNTH_INFO_FILE), 'utf8')).preset, 'tiny');
   assert.throws(() => writeSynthModel('tiny', dir, { seed: 5 }), /not empty/);
   assert.throws(() => writeSynthModel('huge', path.join(tmp, 'huge')), /unknown preset "huge"; choose one of tiny, bench-110m, tinyllama-1.1b/);
+});
+
+test('llama-3.2-3b has Llama-3.2-3B\'s shape and parameter count (tied, llama3 RoPE, a padded 128256-row embedding)', () => {
+  const c = synthConfig(SYNTH_PRESETS['llama-3.2-3b']);
+  assert.deepEqual([c.hidden_size, c.num_hidden_layers, c.num_attention_heads, c.num_key_value_heads, c.head_dim, c.intermediate_size, c.vocab_size], [3072, 28, 24, 8, 128, 8192, 128256]);
+  assert.equal(c.tie_word_embeddings, true);
+  assert.deepEqual(c.positions.kind === 'rotary' && [c.positions.rope_theta, c.positions.rope_scaling?.rope_type, c.positions.rope_scaling?.factor], [500000, 'llama3', 32]);
+  const shapes = [...expectedWeightShapes(c)];
+  assert.equal(shapes.some(([n]) => n === W.lmHead), false, 'tied: no lm_head');
+  // 128256*3072 + 28 * (3072*(3072+1024+1024+3072) + 3*3072*8192 + 2*3072) + 3072: the published 3.21 B
+  assert.equal(shapes.reduce((n, [, s]) => n + s.reduce((a, b) => a * b, 1), 0), 3_212_749_824);
+});
+
+test('synth --dtype bfloat16 writes the same weights rounded to bfloat16', () => {
+  const dir = path.join(tmp, 'tiny-bf16');
+  const { files } = writeSynthModel('tiny', dir, { seed: 5, dtype: 'bfloat16' });
+  const f32 = path.join(tmp, 'tiny-f32-for-bf16');
+  writeSynthModel('tiny', f32, { seed: 5 });
+  const bytes = (d: string) => fs.statSync(path.join(d, 'model.safetensors')).size;
+  assert.ok(Math.abs(bytes(dir) / bytes(f32) - 0.5) < 0.01, 'half the bytes');
+  assert.ok(files.some((f) => f.name === 'model.safetensors'));
+  const model = loadModel(dir);
+  const expected = synthWeights(synthConfig(SYNTH_PRESETS.tiny), 5);
+  for (const [name, t] of expected) {
+    assert.equal(model.weights.get(name)!.dtype, 'bfloat16');
+    assert.deepEqual(model.weights.get(name)!.data, fromBfloat16Array(toBfloat16Array(t.data)), name);
+  }
+  assert.equal(JSON.parse(fs.readFileSync(path.join(dir, SYNTH_INFO_FILE), 'utf8')).dtype, 'bfloat16');
 });
 
 test('the benchmark cache generates a preset once and reuses it', () => {
