@@ -85,13 +85,20 @@ export class ModelWorker extends EventEmitter {
     return new Promise((resolve, reject) => {
       const worker = new Worker(workerFile, { workerData: options });
       let settled = false;
+      let exited = false;
+      worker.once('exit', () => (exited = true));
       const onAbort = () => fail('cancelled: the server is shutting down');
+      // Rejects only once the thread has left: a caller that goes on to exit the process must
+      // not do so while this worker is inside a native onnxruntime call (the process-wide
+      // teardown would stop the thread mid-run, and node-addon-api aborts the process with
+      // `terminate called after throwing an instance of 'Napi::Error'`).
       const fail = (message: string) => {
         if (settled) return;
         settled = true;
         signal?.removeEventListener('abort', onAbort);
+        if (exited) return reject(new Error(message));
+        worker.once('exit', () => reject(new Error(message)));
         stopWorker(worker);
-        reject(new Error(message));
       };
       if (signal?.aborted) return fail('cancelled: the server is shutting down');
       signal?.addEventListener('abort', onAbort);
