@@ -173,9 +173,22 @@ export class SliceJobManager {
       finished_at: null,
     };
     this.jobs.set(job.id, job);
+    // Startup variants are queued once the dense model loaded, which can be after a SIGTERM.
+    if (this.stopped) {
+      this.cancel(job);
+      return job;
+    }
     this.queue.push({ job, calWindows });
     this.pump();
     return job;
+  }
+
+  /** Marks a job that never ran as cancelled by the shutdown, and logs it. */
+  private cancel(job: SliceJob): void {
+    job.status = 'failed';
+    job.error = { message: 'cancelled: the server is shutting down' };
+    job.finished_at = Math.floor(Date.now() / 1000);
+    this.opts.logger.info({ job: job.id, model: job.model, error: job.error.message }, 'slicing job cancelled by the shutdown');
   }
 
   /** @throws ApiError 404 */
@@ -199,11 +212,8 @@ export class SliceJobManager {
   stop(): void {
     this.stopped = true;
     this.abort.abort();
-    for (const { job } of this.queue.splice(0)) {
-      job.status = 'failed';
-      job.error = { message: 'cancelled: the server is shutting down' };
-      job.finished_at = Math.floor(Date.now() / 1000);
-    }
+    for (const { job } of this.queue.splice(0)) this.cancel(job);
+    if (!this.running) for (const resolve of this.settledListeners.splice(0)) resolve();
   }
 
   private pump(): void {
