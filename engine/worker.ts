@@ -32,7 +32,13 @@ async function prepare(options: WorkerOptions): Promise<{ model: LoadedModel; se
   if (slice) {
     model = await sliceModel(
       model,
-      { sparsity: slice.sparsity, calibrationFile: slice.calibrationFile, calWindows: slice.calWindows, cacheDir: slice.cacheDir },
+      {
+        sparsity: slice.sparsity,
+        calibrationFile: slice.calibrationFile,
+        calWindows: slice.calWindows,
+        cacheDir: slice.cacheDir,
+        onWarning: (msg) => post({ type: 'log', level: 'warn', msg }),
+      },
       (p) => post({ type: 'progress', phase: p.phase, fraction: p.fraction }),
     );
   }

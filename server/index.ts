@@ -88,7 +88,7 @@ export async function startServer(opts: ServerOptions): Promise<SliceServer> {
     () => models.list().map((m) => ({ model: m.id, stats: m.worker.stats, waitingRequests: m.worker.waitingRequests })),
     opts.defaultMetrics ?? true,
   );
-  const startWorker: StartWorker = (spec, onProgress, signal) =>
+  const startWorker: StartWorker = (spec, onProgress, signal, onLog) =>
     ModelWorker.start(
       {
         model: spec,
@@ -100,6 +100,8 @@ export async function startServer(opts: ServerOptions): Promise<SliceServer> {
       },
       onProgress,
       signal,
+      undefined,
+      onLog,
     ).then((worker) => watch(worker));
   const watch = (worker: ModelWorker): ModelWorker => {
     worker.on('step', (step) => metrics.observeStep(worker.info.id, step));

@@ -8,7 +8,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { z } from 'zod';
-import type { ModelWorker, ProgressListener } from '../engine/model-worker.js';
+import type { LogListener, ModelWorker, ProgressListener } from '../engine/model-worker.js';
 import type { WorkerModelSpec } from '../engine/protocol.js';
 import { Errors } from './errors.js';
 import type { ServerMetrics } from './metrics.js';
@@ -45,7 +45,7 @@ export interface SliceJob {
 }
 
 /** Starts a worker for a model spec (engine/model-worker.ts `ModelWorker.start`, bound to the server's options). */
-export type StartWorker = (spec: WorkerModelSpec, onProgress: ProgressListener, signal: AbortSignal) => Promise<ModelWorker>;
+export type StartWorker = (spec: WorkerModelSpec, onProgress: ProgressListener, signal: AbortSignal, onLog?: LogListener) => Promise<ModelWorker>;
 
 /** Options of the job manager. */
 export interface SliceJobOptions {
@@ -256,6 +256,7 @@ export class SliceJobManager {
           metrics.sliceProgressed(job.model, job.progress);
         },
         this.abort.signal,
+        ({ level, msg }) => logger[level]({ job: job.id, model: job.model }, msg),
       );
       if (worker.info.id !== job.model) logger.warn({ expected: job.model, got: worker.info.id }, 'sliced model id differs from the expected one');
       if (this.stopped) {

@@ -13,7 +13,7 @@ import { countParameters } from '../models/parameters.js';
 import { buildTokenStream, cutWindows } from '../models/tokenizer/index.js';
 import type { LoadedModel, SlicingInfo } from '../models/types.js';
 
-import { loadSlicedArtifact, saveSlicedArtifact } from './artifact.js';
+import { openCacheEntry, quarantineCacheEntry, writeCacheEntry } from './cache.js';
 import { pcaBasis, type SliceOptions, type SliceTimings } from './driver.js';
 import { fuseNorms } from './fusion.js';
 import { rotateAndSliceParallel } from './parallel.js';
@@ -46,6 +46,8 @@ export interface SliceModelOptions {
   sliceHead?: boolean;
   /** Cache directory; null or undefined = no cache. */
   cacheDir?: string | null;
+  /** Told about a cached slice that failed its integrity check and is recomputed (one line). */
+  onWarning?: (message: string) => void;
 }
 
 export interface SliceProgress {
@@ -131,13 +133,20 @@ export async function sliceModelWithReport(model: LoadedModel, options: SliceMod
   const cacheDir = options.cacheDir ? path.resolve(options.cacheDir, `${id}-${key}`) : '';
   const parametersBefore = countParameters(model.weights);
 
-  if (cacheDir && fs.existsSync(path.join(cacheDir, 'config.json'))) {
-    const cached = await loadSlicedArtifact(cacheDir, id);
-    onProgress?.({ phase: 'loaded from cache', fraction: 1 });
-    return {
-      model: cached,
-      report: { width, originalWidth: d, parametersBefore, parametersAfter: countParameters(cached.weights), timings: { calibration_s: 0, pca_s: 0, rotation_s: 0, total_s: (performance.now() - t0) / 1000 }, cached: true, dir: cacheDir },
-    };
+  if (cacheDir && fs.existsSync(cacheDir)) {
+    // Checked against the hashes recorded at write time (slicer/cache.ts); an unusable entry
+    // is moved aside and the model sliced again.
+    const found = await openCacheEntry(cacheDir, id);
+    if ('model' in found) {
+      const cached = found.model;
+      onProgress?.({ phase: 'loaded from cache', fraction: 1 });
+      return {
+        model: cached,
+        report: { width, originalWidth: d, parametersBefore, parametersAfter: countParameters(cached.weights), timings: { calibration_s: 0, pca_s: 0, rotation_s: 0, total_s: (performance.now() - t0) / 1000 }, cached: true, dir: cacheDir },
+      };
+    }
+    const moved = quarantineCacheEntry(cacheDir, found.problem);
+    options.onWarning?.(`the cached slice ${cacheDir} cannot be used (${found.problem}); moved to ${moved}, slicing ${id} again`);
   }
 
   const { model: sliced, timings } = await rotateAndSlice(fuseNorms(model), {
@@ -148,7 +157,7 @@ export async function sliceModelWithReport(model: LoadedModel, options: SliceMod
     onProgress: (p) => onProgress?.({ phase: p.phase, fraction: p.fraction * 0.99 }),
   });
   const result: LoadedModel = { ...sliced, id, dir: cacheDir, config: { ...sliced.config, sliceserve: info } };
-  if (cacheDir) await saveSlicedArtifact(result, cacheDir);
+  if (cacheDir) await writeCacheEntry(result, cacheDir);
   onProgress?.({ phase: 'done', fraction: 1 });
   return {
     model: result,
