@@ -16,10 +16,11 @@ import { hugePageAdvice, hugePageStatus } from '../runtime/huge-pages.js';
 import { createApp, hasApiKey } from './app.js';
 import { parseBodyLimit } from './body-limit.js';
 import type { CompletionRun } from './completion-run.js';
+import { answerClientErrors } from './errors.js';
 import { ServerMetrics } from './metrics.js';
 import { ModelRegistry } from './models.js';
 import { SliceJobManager, type StartWorker, checkStartupSparsities } from './slices.js';
-import { attachStream } from './ws.js';
+import { attachStream, closeReason } from './ws.js';
 
 /** Server options (the `serve` command maps flags and env vars onto these). */
 export interface ServerOptions {
@@ -143,7 +144,9 @@ export async function startServer(opts: ServerOptions): Promise<SliceServer> {
     state: () => state,
   };
   const app = createApp(ctx);
-  const server: Server = createServer(app);
+  // Node's own 400 for an HTTP/1.1 request without Host has no body: app.ts answers it instead.
+  const server: Server = createServer({ requireHostHeader: false }, app);
+  answerClientErrors(server, logger);
   const wss: WebSocketServer = attachStream(server, {
     ...ctx,
     authorize: (req) => hasApiKey(req, opts.apiKey, true),
@@ -225,7 +228,7 @@ export async function startServer(opts: ServerOptions): Promise<SliceServer> {
         };
       });
     }
-    for (const client of wss.clients) client.close(1001, 'server shutting down');
+    for (const client of wss.clients) client.close(1001, closeReason(1001));
     await new Promise<void>((resolve) => {
       server.close(() => resolve());
       server.closeAllConnections();
