@@ -27,8 +27,8 @@ COPY --from=node /usr/local/lib/node_modules/npm /usr/local/lib/node_modules/npm
 RUN ln -s ../lib/node_modules/npm/bin/npm-cli.js /usr/local/bin/npm && node --version && npm --version
 
 WORKDIR /app
-# The repository's .npmrc says onnxruntime-node-install=skip (CI cannot reach NuGet); this
-# variable takes precedence over it in onnxruntime-node's install script.
+# package.json's allowScripts denies onnxruntime-node's postinstall (CI cannot reach NuGet);
+# the script is run explicitly below, and reads this variable.
 ENV ONNXRUNTIME_NODE_INSTALL=cuda12
 COPY package.json package-lock.json .npmrc ./
 # Install scripts run explicitly: npm versions differ in which dependency scripts they allow.

@@ -45,6 +45,9 @@ export interface RequestSink {
 /** Progress of loading / slicing, 0..1. */
 export type ProgressListener = (p: { phase: string; fraction: number }) => void;
 
+/** A log line of the worker while it starts (e.g. a cached slice that failed its check). */
+export type LogListener = (m: { level: 'info' | 'warn'; msg: string }) => void;
+
 /** Empty stats, before the first report. */
 const IDLE: EngineStats = {
   runningRequests: 0,
@@ -86,29 +89,40 @@ export class ModelWorker extends EventEmitter {
    * Starts a worker and resolves once its model is ready to serve.
    * @param signal aborting it stops a worker that is still starting (the promise rejects)
    * @param workerFile compiled worker entry (default: engine/worker.js next to this file)
-   * @throws Error with the worker's message when loading or slicing fails
+   * @param onLog the worker's log lines until it is ready (then the `log` event)
+   * @throws Error with the worker's message when loading or slicing fails; it rejects only
+   *   once the worker thread has exited
    */
   static start(
     options: WorkerOptions,
     onProgress?: ProgressListener,
     signal?: AbortSignal,
     workerFile = path.join(__dirname, 'worker.js'),
+    onLog?: LogListener,
   ): Promise<ModelWorker> {
     return new Promise((resolve, reject) => {
       const worker = new Worker(workerFile, { workerData: options });
       let settled = false;
+      let exited = false;
+      worker.once('exit', () => (exited = true));
       const onAbort = () => fail('cancelled: the server is shutting down');
+      // Rejects only once the thread has left: a caller that goes on to exit the process must
+      // not do so while this worker is inside a native onnxruntime call (the process-wide
+      // teardown would stop the thread mid-run, and node-addon-api aborts the process with
+      // `terminate called after throwing an instance of 'Napi::Error'`).
       const fail = (message: string) => {
         if (settled) return;
         settled = true;
         signal?.removeEventListener('abort', onAbort);
+        if (exited) return reject(new Error(message));
+        worker.once('exit', () => reject(new Error(message)));
         stopWorker(worker);
-        reject(new Error(message));
       };
       if (signal?.aborted) return fail('cancelled: the server is shutting down');
       signal?.addEventListener('abort', onAbort);
       const onMessage = (msg: FromWorkerMessage) => {
         if (msg.type === 'progress') onProgress?.({ phase: msg.phase, fraction: msg.fraction });
+        else if (msg.type === 'log') onLog?.({ level: msg.level, msg: msg.msg });
         else if (msg.type === 'fatal') fail(msg.message);
         else if (msg.type === 'ready' && !settled) {
           settled = true;

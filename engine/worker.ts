@@ -41,6 +41,7 @@ async function prepare(options: WorkerOptions): Promise<{ model: LoadedModel; se
         heldOutFile: slice.heldOutFile,
         heldOutWindows: slice.heldOutWindows,
         warn: (msg) => post({ type: 'log', level: 'warn', msg }),
+        onWarning: (msg) => post({ type: 'log', level: 'warn', msg }),
       },
       (p) => post({ type: 'progress', phase: p.phase, fraction: p.fraction }),
     );

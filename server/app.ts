@@ -78,6 +78,11 @@ export function createApp(ctx: AppContext): Express {
     next();
   });
 
+  // RFC 9112 §3.2: an HTTP/1.1 request without Host is a 400 (Node's own answer has no body).
+  app.use((req, res, next) => {
+    if (req.httpVersion === '1.1' && req.headers.host === undefined) return sendError(res, Errors.invalid('HTTP/1.1 requests must carry a Host header.', null, 'missing_host'));
+    next();
+  });
   app.get('/health', (_req, res) => {
     res.json({ status: 'ok' });
   });

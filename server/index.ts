@@ -18,10 +18,11 @@ import { createApp, hasApiKey } from './app.js';
 import { ChatTemplate } from './chat-template.js';
 import { parseBodyLimit } from './body-limit.js';
 import type { CompletionRun } from './completion-run.js';
+import { answerClientErrors } from './errors.js';
 import { ServerMetrics } from './metrics.js';
 import { ModelRegistry, type PendingModels } from './models.js';
 import { SliceJobManager, type StartWorker, checkStartupSparsities, slicedModelId } from './slices.js';
-import { attachStream } from './ws.js';
+import { attachStream, closeReason } from './ws.js';
 
 /** Server options (the `serve` command maps flags and env vars onto these). */
 export interface ServerOptions {
@@ -106,7 +107,7 @@ export async function startServer(opts: ServerOptions): Promise<SliceServer> {
     () => models.list().map((m) => ({ model: m.id, stats: m.worker.stats, waitingRequests: m.worker.waitingRequests })),
     opts.defaultMetrics ?? true,
   );
-  const startWorker: StartWorker = (spec, onProgress, signal) =>
+  const startWorker: StartWorker = (spec, onProgress, signal, onLog) =>
     ModelWorker.start(
       {
         model: spec,
@@ -118,6 +119,8 @@ export async function startServer(opts: ServerOptions): Promise<SliceServer> {
       },
       onProgress,
       signal,
+      undefined,
+      onLog,
     ).then((worker) => watch(worker));
   const watch = (worker: ModelWorker): ModelWorker => {
     worker.on('step', (step) => metrics.observeStep(worker.info.id, step));
@@ -172,7 +175,9 @@ export async function startServer(opts: ServerOptions): Promise<SliceServer> {
     state: () => state,
   };
   const app = createApp(ctx);
-  const server: Server = createServer(app);
+  // Node's own 400 for an HTTP/1.1 request without Host has no body: app.ts answers it instead.
+  const server: Server = createServer({ requireHostHeader: false }, app);
+  answerClientErrors(server, logger);
   const wss: WebSocketServer = attachStream(server, {
     ...ctx,
     authorize: (req) => hasApiKey(req, opts.apiKey, true),
@@ -266,7 +271,7 @@ export async function startServer(opts: ServerOptions): Promise<SliceServer> {
         };
       });
     }
-    for (const client of wss.clients) client.close(1001, 'server shutting down');
+    for (const client of wss.clients) client.close(1001, closeReason(1001));
     await new Promise<void>((resolve) => {
       server.close(() => resolve());
       server.closeAllConnections();

@@ -16,7 +16,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { z } from 'zod';
-import type { ModelWorker, ProgressListener } from '../engine/model-worker.js';
+import type { LogListener, ModelWorker, ProgressListener } from '../engine/model-worker.js';
 import type { WorkerModelSpec } from '../engine/protocol.js';
 import { acquireSliceLock } from './cache-lock.js';
 import { ChatTemplate } from './chat-template.js';
@@ -57,7 +57,7 @@ export interface SliceJob {
 }
 
 /** Starts a worker for a model spec (engine/model-worker.ts `ModelWorker.start`, bound to the server's options). */
-export type StartWorker = (spec: WorkerModelSpec, onProgress: ProgressListener, signal: AbortSignal) => Promise<ModelWorker>;
+export type StartWorker = (spec: WorkerModelSpec, onProgress: ProgressListener, signal: AbortSignal, onLog?: LogListener) => Promise<ModelWorker>;
 
 /** Options of the job manager. */
 export interface SliceJobOptions {
@@ -192,6 +192,11 @@ export class SliceJobManager {
       finished_at: null,
     };
     this.jobs.set(job.id, job);
+    // Startup variants are queued once the dense model loaded, which can be after a SIGTERM.
+    if (this.stopped) {
+      this.cancel(job);
+      return job;
+    }
     this.queue.push({ job, calWindows });
     this.pump();
     return job;
@@ -200,6 +205,14 @@ export class SliceJobManager {
   /** The queued or running job that makes model `id`, if any (server/models.ts `PendingModels`). */
   pending(id: string): SliceJob | undefined {
     return [...this.jobs.values()].find((j) => j.model === id && (j.status === 'queued' || j.status === 'running'));
+  }
+
+  /** Marks a job that never ran as cancelled by the shutdown, and logs it. */
+  private cancel(job: SliceJob): void {
+    job.status = 'failed';
+    job.error = { message: 'cancelled: the server is shutting down' };
+    job.finished_at = Math.floor(Date.now() / 1000);
+    this.opts.logger.info({ job: job.id, model: job.model, error: job.error.message }, 'slicing job cancelled by the shutdown');
   }
 
   /** @throws ApiError 404 */
@@ -223,11 +236,8 @@ export class SliceJobManager {
   stop(): void {
     this.stopped = true;
     this.abort.abort();
-    for (const { job } of this.queue.splice(0)) {
-      job.status = 'failed';
-      job.error = { message: 'cancelled: the server is shutting down' };
-      job.finished_at = Math.floor(Date.now() / 1000);
-    }
+    for (const { job } of this.queue.splice(0)) this.cancel(job);
+    if (!this.running) for (const resolve of this.settledListeners.splice(0)) resolve();
   }
 
   private pump(): void {
@@ -283,6 +293,7 @@ export class SliceJobManager {
           metrics.sliceProgressed(job.model, job.progress);
         },
         this.abort.signal,
+        ({ level, msg }) => logger[level]({ job: job.id, model: job.model }, msg),
       );
       if (worker.info.id !== job.model) logger.warn({ expected: job.model, got: worker.info.id }, 'sliced model id differs from the expected one');
       if (this.stopped) {

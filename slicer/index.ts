@@ -15,6 +15,7 @@ import type { LoadedModel, SlicingInfo } from '../models/types.js';
 
 import { HuggingFaceWriter } from '../models/huggingface.js';
 import { loadSlicedArtifact } from './artifact.js';
+import { openCacheEntry, quarantineCacheEntry, sealCacheEntry, stageCacheEntry } from './cache.js';
 import { pcaBasis, type SliceOptions, type SliceTimings } from './driver.js';
 import { fuseNorms } from './fusion.js';
 import { rotateAndSliceParallel } from './parallel.js';
@@ -70,6 +71,8 @@ export interface SliceModelOptions {
   outDir?: string;
   /** Replace a non-empty `outDir` (default false: refuse). */
   overwrite?: boolean;
+  /** Told about a cached slice that failed its integrity check and is recomputed (one line). */
+  onWarning?: (message: string) => void;
 }
 
 export interface SliceProgress {
@@ -159,14 +162,22 @@ export async function sliceModelWithReport(model: LoadedModel, options: SliceMod
   const cacheDir = options.cacheDir ? path.resolve(options.cacheDir, `${id}-${key}`) : '';
   const parametersBefore = countParameters(model.weights);
 
-  if (cacheDir && fs.existsSync(path.join(cacheDir, 'config.json'))) {
-    const cached = await loadSlicedArtifact(cacheDir, id);
-    onProgress?.({ phase: 'loaded from cache', fraction: 1 });
-    return {
-      model: cached,
-      report: { width, originalWidth: d, parametersBefore, parametersAfter: countParameters(cached.weights), timings: { calibration_s: 0, pca_s: 0, rotation_s: 0, held_out_s: 0, total_s: (performance.now() - t0) / 1000 }, cached: true, dir: cacheDir },
-    };
+  if (cacheDir && fs.existsSync(cacheDir)) {
+    // Checked against the hashes recorded at write time (slicer/cache.ts); an unusable entry
+    // is moved aside and the model sliced again.
+    const found = await openCacheEntry(cacheDir, id);
+    if ('model' in found) {
+      const cached = found.model;
+      onProgress?.({ phase: 'loaded from cache', fraction: 1 });
+      return {
+        model: cached,
+        report: { width, originalWidth: d, parametersBefore, parametersAfter: countParameters(cached.weights), timings: { calibration_s: 0, pca_s: 0, rotation_s: 0, held_out_s: 0, total_s: (performance.now() - t0) / 1000 }, cached: true, dir: cacheDir },
+      };
+    }
+    const moved = quarantineCacheEntry(cacheDir, found.problem);
+    options.onWarning?.(`the cached slice ${cacheDir} cannot be used (${found.problem}); moved to ${moved}, slicing ${id} again`);
   }
+
 
   // One PCA for the embeddings, then per layer one (parallel blocks) or two (sequential: MLP input, output).
   const eigendecompositions = 1 + (model.config.block === 'parallel' ? 1 : 2) * model.config.num_hidden_layers;
@@ -174,11 +185,19 @@ export async function sliceModelWithReport(model: LoadedModel, options: SliceMod
   if (hint) options.warn?.(hint);
   const fused = fuseNorms(model);
   const slicedConfig = { ...fused.config, sliceserve: info };
-  const target = cacheDir || (options.outDir ? path.resolve(options.outDir) : '');
   // The artifact is written as the slicer goes (slicer/driver.ts SliceSink): each final tensor
-  // goes to the temporary directory and is read back from there when needed again. config.json
-  // is written at commit, so the held-out quality measured below is in it.
-  const writer = target ? HuggingFaceWriter.create({ id, config: slicedConfig, tokenizer: model.tokenizer }, target, { dtype: 'float32', overwrite: !cacheDir && (options.overwrite ?? false) }) : null;
+  // goes to a temporary directory and is read back from there when needed again. config.json
+  // is written at commit, so the held-out quality measured below is in it. A cache entry is
+  // built in its staging directory and sealed (manifest of hashes, one rename: slicer/cache.ts).
+  const staging = cacheDir ? stageCacheEntry(cacheDir) : null;
+  const target = staging ? path.join(staging, 'entry') : options.outDir ? path.resolve(options.outDir) : '';
+  let writer: HuggingFaceWriter | null = null;
+  try {
+    writer = target ? HuggingFaceWriter.create({ id, config: slicedConfig, tokenizer: model.tokenizer }, target, { dtype: 'float32', overwrite: !cacheDir && (options.overwrite ?? false) }) : null;
+  } catch (err) {
+    if (staging) fs.rmSync(staging, { recursive: true, force: true });
+    throw err;
+  }
   let result: LoadedModel;
   let timings: SliceTimings;
   let heldOutS = 0;
@@ -202,16 +221,20 @@ export async function sliceModelWithReport(model: LoadedModel, options: SliceMod
     }
   } catch (err) {
     writer?.abort();
+    if (staging) fs.rmSync(staging, { recursive: true, force: true });
     throw err;
   }
   if (writer) {
     try {
       writer.commit();
+      if (cacheDir && staging) sealCacheEntry(target, cacheDir);
     } catch (err) {
-      // Another process may have put the same cache entry in place meanwhile: use it.
-      if (!cacheDir || !fs.existsSync(path.join(cacheDir, 'config.json'))) throw err;
+      if (cacheDir) throw new Error(`cannot write the slice cache entry ${cacheDir}: ${err instanceof Error ? err.message : String(err)}`);
+      throw err;
+    } finally {
+      if (staging) fs.rmSync(staging, { recursive: true, force: true });
     }
-    result = await loadSlicedArtifact(target, id);
+    result = await loadSlicedArtifact(cacheDir || target, id);
   }
   onProgress?.({ phase: 'done', fraction: 1 });
   return {

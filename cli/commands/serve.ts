@@ -10,7 +10,7 @@ import { type Command, InvalidArgumentError } from 'commander';
 import pino from 'pino';
 import { resolveDeviceRequest } from '../../runtime/device.js';
 import { parseBodyLimit } from '../../server/body-limit.js';
-import { startServer } from '../../server/index.js';
+import { type SliceServer, startServer } from '../../server/index.js';
 import {
   DEFAULT_CALIBRATION_FILE, DEFAULT_EVAL_FILE, DEFAULT_MODEL_DIR, defaultCacheDir, dtypeOption, intOption, numberOption, resolveBundled,
 } from '../options.js';
@@ -143,7 +143,27 @@ export function register(program: Command): void {
       // PORT is read here, not as the option's default, so that a bad PORT fails `serve` alone.
       const port = opts.port ?? (process.env.PORT ? envPort(process.env.PORT) : 8080);
       const logger = pino({ level: opts.logLevel, base: { service: 'sliceserve' } });
-      const server = await startServer({
+      // Handlers first: a SIGTERM while the server starts (listening, loading, slicing) is a
+      // graceful stop too, never node's default exit by signal.
+      let server: SliceServer | null = null;
+      let stopping = false;
+      const stop = (signal: string) => {
+        if (stopping) return;
+        stopping = true;
+        logger.info({ signal }, 'signal received');
+        if (server) shutdownAndExit(server);
+      };
+      const shutdownAndExit = (s: SliceServer) =>
+        void s.shutdown(opts.shutdownTimeout * 1000).then(
+          () => process.exit(0),
+          (err: unknown) => {
+            logger.error({ err }, 'shutdown failed');
+            process.exit(1);
+          },
+        );
+      process.on('SIGTERM', () => stop('SIGTERM'));
+      process.on('SIGINT', () => stop('SIGINT'));
+      server = await startServer({
         models,
         sparsities,
         calibrationFile,
@@ -169,21 +189,7 @@ export function register(program: Command): void {
       }).catch((err: unknown) => {
         throw listenError(err, opts.host, port);
       });
-      let stopping = false;
-      const stop = (signal: string) => {
-        if (stopping) return;
-        stopping = true;
-        logger.info({ signal }, 'signal received');
-        void server.shutdown(opts.shutdownTimeout * 1000).then(
-          () => process.exit(0),
-          (err: unknown) => {
-            logger.error({ err }, 'shutdown failed');
-            process.exit(1);
-          },
-        );
-      };
-      process.on('SIGTERM', () => stop('SIGTERM'));
-      process.on('SIGINT', () => stop('SIGINT'));
+      if (stopping) shutdownAndExit(server); // the signal came while it started to listen
       try {
         await server.ready;
       } catch (err) {

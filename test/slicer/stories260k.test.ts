@@ -16,6 +16,7 @@ import type { LoadedModel } from '../../models/types.js';
 import { DecoderSession } from '../../runtime/decoder-session.js';
 import { loadSlicedArtifact, saveSlicedArtifact } from '../../slicer/artifact.js';
 import { countParameters, sliceModelWithReport, slicedWidth } from '../../slicer/index.js';
+import { TINY_STORIES_FILE } from '../models/helpers.js';
 
 const CALIBRATION = 'data/tinystories-train-sample.txt';
 const REFERENCE_DENSE_PPL = 3.844233;
@@ -120,7 +121,7 @@ test('bad input: sparsity, short calibration file, missing file, already-sliced 
   const tiny = path.join(tmp, 'tinystories-sample-tiny.txt');
   fs.writeFileSync(tiny, fs.readFileSync(CALIBRATION).subarray(0, 2048));
   await assert.rejects(
-    sliceModelWithReport(dense, { sparsity: 0.25, calibrationFile: tiny }),
+    sliceModelWithReport(dense, { sparsity: 0.25, calibrationFile: TINY_STORIES_FILE }),
     /tinystories-sample-tiny\.txt has \d+ tokens; 128 windows of 256 need 32768/,
   );
   await assert.rejects(sliceModelWithReport(dense, { sparsity: 0.25, calibrationFile: path.join(tmp, 'nope.txt') }), /cannot read the calibration file .*nope\.txt: ENOENT/);
