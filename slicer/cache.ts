@@ -105,8 +105,18 @@ export function stageCacheEntry(entryDir: string): string {
   fs.mkdirSync(stagingRoot, { recursive: true });
   sweepStaging(root);
   const staging = path.join(stagingRoot, `${path.basename(entryDir)}.${process.pid}.${randomBytes(4).toString('hex')}`);
-  fs.mkdirSync(staging);
+  fs.mkdirSync(staging, { recursive: true }); // recursive: a writer finishing meanwhile may have removed the empty staging area
   return staging;
+}
+
+/** Removes a staging directory of {@link stageCacheEntry}, and the staging area when it is left empty. */
+export function releaseStaging(staging: string): void {
+  fs.rmSync(staging, { recursive: true, force: true });
+  try {
+    fs.rmdirSync(path.dirname(staging)); // only when empty: another writer's staging keeps it
+  } catch {
+    /* not empty, or already gone */
+  }
 }
 
 /**
@@ -151,7 +161,7 @@ export async function writeCacheEntry(model: LoadedModel, entryDir: string): Pro
   } catch (err) {
     throw new Error(`cannot write the slice cache entry ${entryDir}: ${err instanceof Error ? err.message : String(err)}`);
   } finally {
-    if (staging) fs.rmSync(staging, { recursive: true, force: true });
+    if (staging) releaseStaging(staging);
   }
 }
 

@@ -15,7 +15,7 @@ import type { LoadedModel, SlicingInfo } from '../models/types.js';
 
 import { HuggingFaceWriter } from '../models/huggingface.js';
 import { loadSlicedArtifact } from './artifact.js';
-import { openCacheEntry, quarantineCacheEntry, sealCacheEntry, stageCacheEntry } from './cache.js';
+import { openCacheEntry, quarantineCacheEntry, releaseStaging, sealCacheEntry, stageCacheEntry } from './cache.js';
 import { pcaBasis, type SliceOptions, type SliceTimings } from './driver.js';
 import { fuseNorms } from './fusion.js';
 import { rotateAndSliceParallel } from './parallel.js';
@@ -195,7 +195,7 @@ export async function sliceModelWithReport(model: LoadedModel, options: SliceMod
   try {
     writer = target ? HuggingFaceWriter.create({ id, config: slicedConfig, tokenizer: model.tokenizer }, target, { dtype: 'float32', overwrite: !cacheDir && (options.overwrite ?? false) }) : null;
   } catch (err) {
-    if (staging) fs.rmSync(staging, { recursive: true, force: true });
+    if (staging) releaseStaging(staging);
     throw err;
   }
   let result: LoadedModel;
@@ -221,7 +221,7 @@ export async function sliceModelWithReport(model: LoadedModel, options: SliceMod
     }
   } catch (err) {
     writer?.abort();
-    if (staging) fs.rmSync(staging, { recursive: true, force: true });
+    if (staging) releaseStaging(staging);
     throw err;
   }
   if (writer) {
@@ -232,14 +232,14 @@ export async function sliceModelWithReport(model: LoadedModel, options: SliceMod
       if (cacheDir) throw new Error(`cannot write the slice cache entry ${cacheDir}: ${err instanceof Error ? err.message : String(err)}`);
       throw err;
     } finally {
-      if (staging) fs.rmSync(staging, { recursive: true, force: true });
+      if (staging) releaseStaging(staging);
     }
     result = await loadSlicedArtifact(cacheDir || target, id);
   }
   onProgress?.({ phase: 'done', fraction: 1 });
   return {
     model: result,
-    report: { width, originalWidth: d, parametersBefore, parametersAfter: countParameters(result.weights), timings: { ...timings, held_out_s: heldOutS, total_s: (performance.now() - t0) / 1000 }, cached: false, dir: target },
+    report: { width, originalWidth: d, parametersBefore, parametersAfter: countParameters(result.weights), timings: { ...timings, held_out_s: heldOutS, total_s: (performance.now() - t0) / 1000 }, cached: false, dir: cacheDir || target },
   };
 }
 

@@ -1,6 +1,6 @@
 /**
  * The measurement protocol on top of the reference forward (forward.ts), written from
- * ../shared/reference/PROTOCOL.md §3-4 and transformers' greedy `generate`, not from
+ * PROTOCOL.md (the project reference) §3-4 and transformers' greedy `generate`, not from
  * SliceServe's runtime/perplexity.ts or engine/generate.ts:
  * - token stream: split the file's bytes on `<|endoftext|>`, strip ASCII whitespace from both
  *   ends of each piece, drop empty pieces, encode each story with the tokenizer's special
