@@ -8,7 +8,7 @@ import { layoutOf } from '../models/registry.js';
 import type { LoadedModel, WeightMap, WeightTensor } from '../models/types.js';
 import { embeddingSignal } from './calibrate.js';
 import { MomentAccumulator, pcaFromMoment } from './linalg/index.js';
-import { projectSignal, rotateReader, rotateWriter, rotateWriterBias } from './rotate.js';
+import { projectSignal, rotateReader, rotateWriter, rotateWriterBias, shortcutMatrix } from './rotate.js';
 
 /**
  * Chooses the orthogonal basis of one position from its calibration signal.
@@ -193,6 +193,24 @@ export class SliceRun {
   /** The width the output of layer l keeps: d' except the last layer without slice_head. */
   outputWidth(l: number): number {
     return l < this.fused.config.num_hidden_layers - 1 || this.options.sliceHead ? this.options.width : this.d;
+  }
+
+  /**
+   * The end of layer l, the same in both drivers: Q_out = basis(Y) of the layer's output signal
+   * Y [tokens, d] (original basis), the residual shortcut `shortcut` <- Q_in[:, :kIn]^T Q_out[:, :kOut]
+   * (SliceGPT §3.3), the residual writers rotated into Q_out and sliced to kOut = outputWidth(l),
+   * and the layer's tensors handed over.
+   * @returns Q_out, kOut and the next layer's input (Y Q_out)[:, :kOut].
+   */
+  async closeLayer(l: number, Y: Float32Array, Qin: Float64Array, kIn: number, shortcut: string, writers: readonly LinearNames[]): Promise<{ Q: Float64Array; width: number; x: Float32Array }> {
+    const Q = await this.basis(Y, `layer ${l} output`);
+    const width = this.outputWidth(l);
+    this.weights.set(shortcut, await this.clock('rotation_s', () => shortcutMatrix(Qin, kIn, Q, width, this.d)));
+    await this.rotateWriters(writers, Q, width);
+    const x = await this.project(Y, Q, width);
+    this.finishLayer(l);
+    this.progress(`layer ${l} output`);
+    return { Q, width, x };
   }
 
   /** The head reads the last basis: W <- (W Q)[:, :k]. */
