@@ -16,7 +16,6 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
-import { Matrix, QrDecomposition } from 'ml-matrix';
 import { generate } from '../../../engine/generate.js';
 import { saveHuggingFaceModel } from '../../../models/huggingface.js';
 import { hashModelWeights, loadModel } from '../../../models/load.js';
@@ -27,10 +26,9 @@ import { expectedWeightShapes } from '../../../models/validate.js';
 import { DecoderSession } from '../../../runtime/decoder-session.js';
 import { perplexity } from '../../../runtime/perplexity.js';
 import { loadSlicedArtifact, saveSlicedArtifact } from '../../../slicer/artifact.js';
-import type { BasisFn } from '../../../slicer/driver.js';
 import { fuseNorms } from '../../../slicer/fusion.js';
 import { rotateAndSlice, sliceModelWithReport } from '../../../slicer/index.js';
-import { randn, rng } from '../../helpers/tiny-model.js';
+import { randomOrthogonalBasis } from '../../helpers/random-basis.js';
 import { ReferenceModel } from '../../reference/forward.js';
 import { REPO_ROOT } from '../helpers.js';
 
@@ -73,16 +71,6 @@ function evalWindows(model: LoadedModel): number[][] {
 }
 
 const ppl = (model: LoadedModel, windows: number[][]) => withSession(model, 'all', async (s) => (await perplexity(s, windows)).perplexity);
-
-/** Q from the QR decomposition of a seeded Gaussian matrix: a random orthogonal basis. */
-function randomOrthogonalBasis(seed: number): BasisFn {
-  const r = rng(seed);
-  return async (_signal, _tokens, n) => {
-    const g = randn(n * n, 1, r);
-    const q = new QrDecomposition(new Matrix(Array.from({ length: n }, (_, i) => Array.from(g.subarray(i * n, (i + 1) * n))))).orthogonalMatrix;
-    return Float64Array.from(q.to1DArray());
-  };
-}
 
 test('every registered architecture has a fixture', () => {
   const covered = new Set(variants.map((v) => JSON.parse(fs.readFileSync(path.join(FIXTURES, v, 'config.json'), 'utf8')).architectures[0]));
