@@ -215,7 +215,6 @@ export class HuggingFaceWriter {
       throw new Error(`${target} exists and is not empty; choose another output directory or allow overwriting`);
     }
     const shapes = expectedWeightShapes(model.config);
-    if (model.config.tie_word_embeddings) shapes.delete(layoutOf(model.config).lmHead.weight);
     const parent = path.dirname(target);
     fs.mkdirSync(parent, { recursive: true });
     const temp = fs.mkdtempSync(path.join(parent, `.${path.basename(target)}.tmp-`));

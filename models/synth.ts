@@ -389,7 +389,6 @@ export function writeSynthModel(presetName: string, outDir: string, options: Wri
   const seed = options.seed ?? 0;
   const { config, tokenizer } = synthDescription(presetName);
   const shapes = expectedWeightShapes(config);
-  if (config.tie_word_embeddings) shapes.delete(layoutOf(config).lmHead.weight);
   const parameters = [...shapes.values()].reduce((n, shape) => n + shape.reduce((a, b) => a * b, 1), 0);
   const writer = HuggingFaceWriter.create({ id: path.basename(path.resolve(outDir)), config, tokenizer }, outDir, { dtype: options.dtype ?? 'float32', overwrite: options.overwrite ?? false });
   try {
