@@ -11,7 +11,7 @@ import type { SequenceOutput } from '../engine/protocol.js';
 import { type ChatChunk, type ChatChunkChoice, type ChatRequest, type ChatResponse, chatLogprobs, chatToEngineRequest, parseChatRequest, renderChatPrompt } from './chat-protocol.js';
 import { noChatTemplate } from './chat-template.js';
 import { CompletionRun, type RunChoice, type RunSpec } from './completion-run.js';
-import { type CompletionsContext, acceptRequest, attachRun, shutdownCut, startEventStream } from './completions.js';
+import { type CompletionsContext, acceptRequest, attachRun, eventStreamEnd, shutdownCut, startEventStream } from './completions.js';
 import { ApiError, sendError } from './errors.js';
 import type { ServedModel } from './models.js';
 
@@ -101,20 +101,7 @@ function streamChat(run: CompletionRun, res: Response, params: ChatRequest): voi
         send(chunk({ index: out.index, delta: { content: out.text }, logprobs, finish_reason: null }));
       }
     },
-    onDone: ({ usage }) => {
-      if (includeUsage) send({ ...envelope(run, 'chat.completion.chunk'), choices: [], usage });
-      res.end('data: [DONE]\n\n');
-    },
-    onError: (err: ApiError) => {
-      if (!res.headersSent) return sendError(res, err);
-      send(err.body());
-      res.end('data: [DONE]\n\n');
-    },
-    onAborted: ({ choices, usage }) => {
-      if (!res.headersSent) return sendError(res, shutdownCut());
-      for (const c of choices) if (c.finish_reason === 'abort') send(chunk({ index: c.index, delta: {}, logprobs: null, finish_reason: 'abort' }));
-      if (includeUsage) send({ ...envelope(run, 'chat.completion.chunk'), choices: [], usage });
-      res.end('data: [DONE]\n\n');
-    },
+    ...eventStreamEnd(res, send, includeUsage ? (usage) => ({ ...envelope(run, 'chat.completion.chunk'), choices: [], usage }) : null,
+      (index) => chunk({ index, delta: {}, logprobs: null, finish_reason: 'abort' })),
   });
 }

@@ -6,7 +6,7 @@
  */
 import type { Request, Response } from 'express';
 import type { SequenceOutput } from '../engine/protocol.js';
-import { CompletionRun, type RunChoice, type RunContext, type RunSpec } from './completion-run.js';
+import { CompletionRun, type RunChoice, type RunContext, type RunListener, type RunResult, type RunSpec } from './completion-run.js';
 import { ApiError, Errors, sendError } from './errors.js';
 import { type ModelRegistry, type PendingModels, type ServedModel, lookupModel } from './models.js';
 import { type CompletionChoice, type CompletionRequest, type CompletionResponse, appendLogprobs, parseCompletionRequest, toEngineRequest } from './protocol.js';
@@ -96,6 +96,33 @@ export function startEventStream(res: Response): void {
   res.flushHeaders();
 }
 
+/**
+ * The end of an event stream, the same for completions and chat chunks: the usage chunk (when
+ * the request asked for it, `stream_options.include_usage`) and `data: [DONE]`; an error as an
+ * OpenAI error event, or as a plain error response while no header went out; a shutdown cut as
+ * one final chunk with finish_reason 'abort' per unfinished choice.
+ */
+export function eventStreamEnd(res: Response, send: (data: unknown) => void, usageChunk: ((usage: RunResult['usage']) => unknown) | null,
+  abortChunk: (index: number) => unknown): Pick<RunListener, 'onDone' | 'onError' | 'onAborted'> {
+  const finish = (usage: RunResult['usage']) => {
+    if (usageChunk) send(usageChunk(usage));
+    res.end('data: [DONE]\n\n');
+  };
+  return {
+    onDone: ({ usage }) => finish(usage),
+    onError: (err: ApiError) => {
+      if (!res.headersSent) return sendError(res, err);
+      send(err.body());
+      res.end('data: [DONE]\n\n');
+    },
+    onAborted: ({ choices, usage }) => {
+      if (!res.headersSent) return sendError(res, shutdownCut());
+      for (const c of choices) if (c.finish_reason === 'abort') send(abortChunk(c.index));
+      finish(usage);
+    },
+  };
+}
+
 function streamRun(run: CompletionRun, res: Response, includeUsage: boolean, wantLogprobs: boolean): void {
   const send = (data: unknown) => res.write(`data: ${JSON.stringify(data)}\n\n`);
   const chunk = (choice: CompletionChoice): CompletionResponse => ({
@@ -116,21 +143,7 @@ function streamRun(run: CompletionRun, res: Response, includeUsage: boolean, wan
       if (wantLogprobs && out.token) logprobs = appendLogprobs(logprobs, [out.token]);
       send(chunk({ index: out.index, text, logprobs, finish_reason: out.finishReason ?? null }));
     },
-    onDone: ({ usage }) => {
-      if (includeUsage) send({ ...envelope(run), choices: [], usage });
-      res.end('data: [DONE]\n\n');
-    },
-    onError: (err: ApiError) => {
-      if (!res.headersSent) return sendError(res, err);
-      send(err.body());
-      res.end('data: [DONE]\n\n');
-    },
-    // A shutdown cut the stream: each unfinished choice gets a final chunk with 'abort'.
-    onAborted: ({ choices, usage }) => {
-      if (!res.headersSent) return sendError(res, shutdownCut());
-      for (const c of choices) if (c.finish_reason === 'abort') send(chunk({ index: c.index, text: '', logprobs: null, finish_reason: 'abort' }));
-      if (includeUsage) send({ ...envelope(run), choices: [], usage });
-      res.end('data: [DONE]\n\n');
-    },
+    ...eventStreamEnd(res, send, includeUsage ? (usage) => ({ ...envelope(run), choices: [], usage }) : null,
+      (index) => chunk({ index, text: '', logprobs: null, finish_reason: 'abort' })),
   });
 }
