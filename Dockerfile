@@ -2,8 +2,8 @@
 #
 # SliceServe on an NVIDIA GPU: onnxruntime-node with its CUDA 12 execution provider.
 #
-#   docker build -t sliceserve .
-#   docker run --gpus all -p 8080:8080 -v sliceserve-cache:/var/cache/sliceserve sliceserve
+#   docker build -t sliceserve:gpu .
+#   docker run --gpus all -p 8080:8080 -v sliceserve-cache:/var/cache/sliceserve sliceserve:gpu
 #
 # Why CUDA 12 (docs/gpu.md): onnxruntime-node 1.29.0 installs its own version-matched CUDA
 # provider from NuGet when ONNXRUNTIME_NODE_INSTALL=cuda12; that build links the CUDA 12
@@ -27,8 +27,8 @@ COPY --from=node /usr/local/lib/node_modules/npm /usr/local/lib/node_modules/npm
 RUN ln -s ../lib/node_modules/npm/bin/npm-cli.js /usr/local/bin/npm && node --version && npm --version
 
 WORKDIR /app
-# The repository's .npmrc says onnxruntime-node-install=skip (CI cannot reach NuGet); this
-# variable takes precedence over it in onnxruntime-node's install script.
+# package.json's allowScripts denies onnxruntime-node's postinstall (CI cannot reach NuGet);
+# the script is run explicitly below, and reads this variable.
 ENV ONNXRUNTIME_NODE_INSTALL=cuda12
 COPY package.json package-lock.json .npmrc ./
 # Install scripts run explicitly: npm versions differ in which dependency scripts they allow.
@@ -50,8 +50,8 @@ FROM ${CUDA_IMAGE} AS runtime
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates liblapack3 libopenblas0-pthread \
  && rm -rf /var/lib/apt/lists/* \
- && groupadd --system sliceserve \
- && useradd --system --gid sliceserve --home-dir /app --shell /usr/sbin/nologin sliceserve \
+ && groupadd --system --gid 10001 sliceserve \
+ && useradd --system --uid 10001 --gid sliceserve --home-dir /app --shell /usr/sbin/nologin sliceserve \
  && mkdir -p /var/cache/sliceserve \
  && chown sliceserve:sliceserve /var/cache/sliceserve
 COPY --from=node /usr/local/bin/node /usr/local/bin/node

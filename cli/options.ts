@@ -1,6 +1,11 @@
 /** Option parsers shared by the CLI commands: each rejects bad input with a one-line message. */
+import os from 'node:os';
+import path from 'node:path';
 import { InvalidArgumentError } from 'commander';
 import { QUANT_CHOICES, QUANT_ROTATIONS, parseQuantChoice, parseQuantRotation, type QuantChoice, type QuantRotation } from '../slicer/quantize.js';
+import { BUNDLED_CALIBRATION_FILE, BUNDLED_EVAL_FILE, BUNDLED_MODEL_DIR } from '../models/bundled.js';
+
+export { resolveBundled } from '../models/bundled.js';
 
 /** An integer >= min. */
 export function intOption(min: number): (value: string) => number {
@@ -69,9 +74,21 @@ export const QUANTIZE_HELP = `weight precision: ${QUANT_CHOICES.join(' | ')} (no
 /** Help text of `--quant-rotation`. */
 export const QUANT_ROTATION_HELP = `residual rotation before quantizing: ${QUANT_ROTATIONS.join(' | ')} (auto = a seeded random orthogonal rotation for sliced models, none for dense ones)`;
 
-/** The default model shipped in the repository (llama2.c stories260K). */
-export const DEFAULT_MODEL_DIR = 'models/stories260K';
+/** The default model shipped in the repository (llama2.c stories260K; found from any cwd, see resolveBundled). */
+export const DEFAULT_MODEL_DIR = BUNDLED_MODEL_DIR;
 /** The default calibration text shipped in the repository. */
-export const DEFAULT_CALIBRATION_FILE = 'data/tinystories-train-sample.txt';
-/** The default evaluation text shipped in the repository. */
-export const DEFAULT_EVAL_FILE = 'data/tinystories-valid-sample.txt';
+export const DEFAULT_CALIBRATION_FILE = BUNDLED_CALIBRATION_FILE;
+/** The default evaluation text shipped in the repository (also the held-out text of slices). */
+export const DEFAULT_EVAL_FILE = BUNDLED_EVAL_FILE;
+
+/**
+ * The slice cache directory when `--cache-dir` is not given: `SLICESERVE_CACHE_DIR`, else
+ * `$XDG_CACHE_HOME/sliceserve`, else `~/.cache/sliceserve` (the XDG base-directory default, as
+ * Hugging Face's `~/.cache/huggingface`): never the working directory, so that slices made from
+ * different directories are shared and do not litter them.
+ */
+export function defaultCacheDir(env: NodeJS.ProcessEnv = process.env, home: string = os.homedir()): string {
+  if (env.SLICESERVE_CACHE_DIR) return path.resolve(env.SLICESERVE_CACHE_DIR);
+  const base = env.XDG_CACHE_HOME && path.isAbsolute(env.XDG_CACHE_HOME) ? env.XDG_CACHE_HOME : path.join(home, '.cache');
+  return path.join(base, 'sliceserve');
+}

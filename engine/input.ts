@@ -42,7 +42,8 @@ export interface InputLimits {
 /**
  * Token ids of each prompt of `request`: text prompts are encoded as transformers'
  * `tokenizer(text)` (the family's special tokens, e.g. BOS for Llama, none for Qwen; as vLLM's
- * completions endpoint does), token prompts are taken as given.
+ * completions endpoint does) unless the prompt says `addSpecialTokens: false` (a rendered chat
+ * template, which holds its own), token prompts are taken as given.
  * @throws EngineRequestError (status 400) for an empty token prompt, a token id outside
  *   [0, vocab), a prompt longer than the context (code `context_length_exceeded`), or
  *   prompt + max_tokens beyond the context or the KV budget; also for logit_bias or
@@ -63,7 +64,7 @@ export function processInputs(request: EngineRequest, tokenizer: TextTokenizer, 
   return request.prompts.map((prompt) => {
     let ids: number[];
     if ('text' in prompt) {
-      ids = tokenizer.encode(prompt.text);
+      ids = tokenizer.encode(prompt.text, { addSpecialTokens: prompt.addSpecialTokens !== false });
     } else {
       if (prompt.tokens.length === 0) throw new EngineRequestError('prompt: a token prompt must hold at least one token id', 'prompt');
       const bad = prompt.tokens.find((id) => !isTokenId(id, vocabSize));
@@ -78,23 +79,39 @@ export function processInputs(request: EngineRequest, tokenizer: TextTokenizer, 
         'context_length_exceeded',
       );
     }
-    const total = ids.length + request.maxTokens;
+    if (request.maxTokens === null && ids.length >= maxContext) {
+      throw new EngineRequestError(
+        `This model's maximum context length is ${maxContext} tokens, and the prompt is ${ids.length} tokens, which leaves no room for a completion; shorten the prompt.`,
+        'messages',
+        'context_length_exceeded',
+      );
+    }
+    const maxTokens = completionBudget(request, ids.length, maxContext);
+    const total = ids.length + maxTokens;
     if (total > maxContext) {
       throw new EngineRequestError(
-        `This model's maximum context length is ${maxContext} tokens, but ${total} were requested (${ids.length} in the prompt, ${request.maxTokens} in the completion); lower max_tokens or shorten the prompt.`,
+        `This model's maximum context length is ${maxContext} tokens, but ${total} were requested (${ids.length} in the prompt, ${maxTokens} in the completion); lower max_tokens or shorten the prompt.`,
         'max_tokens',
         'context_length_exceeded',
       );
     }
     if (total > limits.kvCapacityTokens) {
       throw new EngineRequestError(
-        `prompt + max_tokens = ${total} tokens exceeds the KV cache budget of ${limits.kvCapacityTokens} tokens; lower max_tokens.`,
+        `prompt + max_tokens = ${total} tokens exceeds the KV cache budget of ${limits.kvCapacityTokens} tokens; ${request.maxTokens === null ? 'set' : 'lower'} max_tokens.`,
         'max_tokens',
         'kv_cache_budget_exceeded',
       );
     }
     return ids;
   });
+}
+
+/**
+ * Tokens a sequence of a `promptLength`-token prompt may generate: `request.maxTokens`, or for
+ * null the rest of the context (vLLM: max_model_len - prompt length).
+ */
+export function completionBudget(request: Pick<EngineRequest, 'maxTokens'>, promptLength: number, maxContext: number): number {
+  return request.maxTokens ?? Math.max(0, maxContext - promptLength);
 }
 
 function isTokenId(id: number, vocabSize: number): boolean {

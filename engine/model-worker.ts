@@ -18,8 +18,17 @@ import type {
   SequenceOutput,
   StepReport,
   ToWorkerMessage,
+  TokenizerResult,
   WorkerOptions,
 } from './protocol.js';
+
+/** A tokenizer request the worker refused (bad token ids) or could not answer (worker gone). */
+export class TokenizerRequestError extends Error {
+  constructor(readonly info: EngineErrorInfo) {
+    super(info.message);
+    this.name = 'TokenizerRequestError';
+  }
+}
 
 /** Receives the life of one request. Exactly one of onError / (all finishes) ends it. */
 export interface RequestSink {
@@ -35,6 +44,9 @@ export interface RequestSink {
 
 /** Progress of loading / slicing, 0..1. */
 export type ProgressListener = (p: { phase: string; fraction: number }) => void;
+
+/** A log line of the worker while it starts (e.g. a cached slice that failed its check). */
+export type LogListener = (m: { level: 'info' | 'warn'; msg: string }) => void;
 
 /** Empty stats, before the first report. */
 const IDLE: EngineStats = {
@@ -59,6 +71,9 @@ export class ModelWorker extends EventEmitter {
   private readonly notAdmitted = new Set<string>();
   private latest: EngineStats = IDLE;
   private alive = true;
+  /** Tokenize / detokenize requests awaiting the worker's answer, by id. */
+  private readonly tokenizerCalls = new Map<number, { resolve: (r: TokenizerResult) => void; reject: (e: Error) => void }>();
+  private nextTokenizerCall = 1;
 
   private constructor(
     private readonly worker: Worker,
@@ -74,29 +89,40 @@ export class ModelWorker extends EventEmitter {
    * Starts a worker and resolves once its model is ready to serve.
    * @param signal aborting it stops a worker that is still starting (the promise rejects)
    * @param workerFile compiled worker entry (default: engine/worker.js next to this file)
-   * @throws Error with the worker's message when loading or slicing fails
+   * @param onLog the worker's log lines until it is ready (then the `log` event)
+   * @throws Error with the worker's message when loading or slicing fails; it rejects only
+   *   once the worker thread has exited
    */
   static start(
     options: WorkerOptions,
     onProgress?: ProgressListener,
     signal?: AbortSignal,
     workerFile = path.join(__dirname, 'worker.js'),
+    onLog?: LogListener,
   ): Promise<ModelWorker> {
     return new Promise((resolve, reject) => {
       const worker = new Worker(workerFile, { workerData: options });
       let settled = false;
+      let exited = false;
+      worker.once('exit', () => (exited = true));
       const onAbort = () => fail('cancelled: the server is shutting down');
+      // Rejects only once the thread has left: a caller that goes on to exit the process must
+      // not do so while this worker is inside a native onnxruntime call (the process-wide
+      // teardown would stop the thread mid-run, and node-addon-api aborts the process with
+      // `terminate called after throwing an instance of 'Napi::Error'`).
       const fail = (message: string) => {
         if (settled) return;
         settled = true;
         signal?.removeEventListener('abort', onAbort);
+        if (exited) return reject(new Error(message));
+        worker.once('exit', () => reject(new Error(message)));
         stopWorker(worker);
-        reject(new Error(message));
       };
       if (signal?.aborted) return fail('cancelled: the server is shutting down');
       signal?.addEventListener('abort', onAbort);
       const onMessage = (msg: FromWorkerMessage) => {
         if (msg.type === 'progress') onProgress?.({ phase: msg.phase, fraction: msg.fraction });
+        else if (msg.type === 'log') onLog?.({ level: msg.level, msg: msg.msg });
         else if (msg.type === 'fatal') fail(msg.message);
         else if (msg.type === 'ready' && !settled) {
           settled = true;
@@ -155,6 +181,33 @@ export class ModelWorker extends EventEmitter {
     if (this.alive) this.post({ type: 'abort', requestId });
   }
 
+  /**
+   * Token ids of `text` with their vocabulary strings (vLLM's /tokenize), from the worker's
+   * tokenizer; answered between two forward passes.
+   * @param addSpecialTokens prepend BOS (completions prompts); false for rendered chat templates
+   * @throws TokenizerRequestError (rejects) when the worker has ended
+   */
+  tokenize(text: string, addSpecialTokens: boolean): Promise<Required<Pick<TokenizerResult, 'tokens' | 'tokenStrs'>>> {
+    return this.tokenizerCall((id) => ({ type: 'tokenize', id, text, addSpecialTokens })) as Promise<Required<Pick<TokenizerResult, 'tokens' | 'tokenStrs'>>>;
+  }
+
+  /**
+   * Text of token ids, special tokens kept (vLLM's /detokenize).
+   * @throws TokenizerRequestError (rejects) with status 400 for an id outside the vocabulary
+   */
+  async detokenize(tokens: number[]): Promise<string> {
+    return (await this.tokenizerCall((id) => ({ type: 'detokenize', id, tokens }))).text ?? '';
+  }
+
+  private tokenizerCall(message: (id: number) => ToWorkerMessage): Promise<TokenizerResult> {
+    if (!this.alive) return Promise.reject(new TokenizerRequestError(workerGone(`model ${this.info.id} is not running`)));
+    const id = this.nextTokenizerCall++;
+    return new Promise((resolve, reject) => {
+      this.tokenizerCalls.set(id, { resolve, reject });
+      this.post(message(id));
+    });
+  }
+
   /** Asks the worker to release its session and exit; waits for the exit. */
   async close(): Promise<void> {
     if (!this.alive) return;
@@ -199,6 +252,13 @@ export class ModelWorker extends EventEmitter {
       case 'log':
         this.emit('log', msg);
         break;
+      case 'tokenizer': {
+        const call = this.tokenizerCalls.get(msg.id);
+        this.tokenizerCalls.delete(msg.id);
+        if (msg.error) call?.reject(new TokenizerRequestError(msg.error));
+        else call?.resolve(msg.result ?? {});
+        break;
+      }
       default:
         break;
     }
@@ -242,8 +302,15 @@ export class ModelWorker extends EventEmitter {
     this.notAdmitted.clear();
     this.latest = IDLE;
     for (const sink of sinks) sink.onError({ status: 500, message, type: 'server_error', param: null, code: 'worker_exited' });
+    for (const call of this.tokenizerCalls.values()) call.reject(new TokenizerRequestError(workerGone(message)));
+    this.tokenizerCalls.clear();
     this.emit('exit', message);
   }
+}
+
+/** The error of a request to a worker that has ended. */
+function workerGone(message: string): EngineErrorInfo {
+  return { status: 503, message, type: 'service_unavailable', param: null, code: 'model_unavailable' };
 }
 
 /** How long a worker gets to leave by itself before it is terminated the hard way. */

@@ -16,8 +16,12 @@ import type { SamplingParams } from './sampler.js';
 /** Sampling parameters of one sequence (engine/sampler.ts). */
 export type EngineSamplingParams = SamplingParams;
 
-/** One prompt as the client gave it: text (encoded with BOS) or token ids (used as is). */
-export type PromptInput = { text: string } | { tokens: number[] };
+/**
+ * One prompt as the client gave it: text or token ids (used as is). Text is encoded with the
+ * tokenizer's special tokens (BOS) unless `addSpecialTokens` is false: a prompt rendered from a
+ * chat template already holds them, and transformers / vLLM encode it without adding any.
+ */
+export type PromptInput = { text: string; addSpecialTokens?: boolean } | { tokens: number[] };
 
 /** A validated completion request, as sent to a model worker. */
 export interface EngineRequest {
@@ -27,8 +31,11 @@ export interface EngineRequest {
   prompts: PromptInput[];
   /** Choices per prompt (>= 1). */
   n: number;
-  /** Tokens to generate per choice (>= 0). prompt + maxTokens must fit the context. */
-  maxTokens: number;
+  /**
+   * Tokens to generate per choice (>= 0); prompt + maxTokens must fit the context. null: the
+   * rest of the context (context length - prompt length), vLLM's default for chat requests.
+   */
+  maxTokens: number | null;
   /** EOS and stop_token_ids are masked until this many tokens were generated. */
   minTokens: number;
   /** Stop strings: generation stops before the first occurrence; the string is not returned. */
@@ -45,6 +52,9 @@ export interface EngineRequest {
   /** When the front end received the request (epoch ms). */
   arrivalTime: number;
 }
+
+/** An {@link EngineRequest} whose `maxTokens` is resolved for one prompt (what a sequence runs). */
+export type ResolvedEngineRequest = Omit<EngineRequest, 'maxTokens'> & { maxTokens: number };
 
 /** A token alternative in `top_logprobs`. */
 export interface TokenAlternative {
@@ -165,6 +175,19 @@ export interface ModelInfo {
   parameters: number;
   numLayers: number;
   slicing: SlicingInfo | null;
+  /**
+   * The tokenizer's `tokenizer_config.json` fields that chat templates read (`chat_template`,
+   * the special tokens `bos_token`, `eos_token`, ...), as the model ships them (server/chat-template.ts
+   * interprets them); `added_tokens_decoder` is left out.
+   */
+  tokenizerConfig: Record<string, unknown>;
+  /**
+   * The tokenizer's BOS and EOS strings (TextTokenizer.bosToken / eosToken: tokenizer_config.json
+   * with the family's rules and config.json's ids as fallback), which chat templates see as
+   * `bos_token` / `eos_token`; null when the tokenizer has none.
+   */
+  bosToken: string | null;
+  eosToken: string | null;
 }
 
 /** How a worker obtains its model. */
@@ -179,6 +202,10 @@ export interface WorkerModelSpec {
     calibrationFile: string;
     calWindows?: number;
     cacheDir?: string;
+    /** Held-out text on which the slice's and the dense model's perplexity are recorded. */
+    heldOutFile?: string;
+    /** Held-out windows (0 = not measured). */
+    heldOutWindows?: number;
   };
   /** Quantize the (sliced) model before serving it (slicer/quantize.ts), through the quantized cache. */
   quantize?: {
@@ -206,6 +233,10 @@ export type ToWorkerMessage =
   | { type: 'submit'; request: EngineRequest }
   | { type: 'abort'; requestId: string }
   | { type: 'shutdown' }
+  /** Tokenize `text` (vLLM's POST /tokenize); answered by a `tokenizer` message with the same id. */
+  | { type: 'tokenize'; id: number; text: string; addSpecialTokens: boolean }
+  /** Decode token ids (vLLM's POST /detokenize); answered by a `tokenizer` message with the same id. */
+  | { type: 'detokenize'; id: number; tokens: number[] }
   /**
    * Leave at once, abandoning everything (handled whenever the worker's event loop is free,
    * i.e. never in the middle of an onnxruntime run: terminating a worker thread while a
@@ -222,7 +253,16 @@ export type FromWorkerMessage =
   | { type: 'rejected'; requestId: string; error: EngineErrorInfo }
   | { type: 'step'; step: StepReport }
   | { type: 'stats'; stats: EngineStats }
-  | { type: 'log'; level: 'info' | 'warn'; msg: string; data?: object };
+  | { type: 'log'; level: 'info' | 'warn'; msg: string; data?: object }
+  | { type: 'tokenizer'; id: number; result?: TokenizerResult; error?: EngineErrorInfo };
+
+/** Answer of a `tokenize` (tokens and their vocabulary strings) or `detokenize` (text) message. */
+export interface TokenizerResult {
+  tokens?: number[];
+  /** Vocabulary spelling of each token (transformers' `convert_ids_to_tokens`). */
+  tokenStrs?: (string | null)[];
+  text?: string;
+}
 
 /** What one engine step did. */
 export interface StepReport {

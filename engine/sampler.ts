@@ -201,7 +201,9 @@ function plausible(x: Float64Array, temperature: number): number[] {
 }
 
 function softmax(x: number[]): number[] {
-  const max = Math.max(...x);
+  // A loop, not Math.max(...x): spreading a 150k-entry vocabulary overflows the call stack.
+  let max = -Infinity;
+  for (const v of x) if (v > max) max = v;
   const e = x.map((v) => Math.exp(v - max));
   const s = e.reduce((a, b) => a + b, 0);
   return e.map((v) => v / s);

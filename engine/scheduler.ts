@@ -16,8 +16,8 @@
  * sequence only needs its greedy token asks the session for those tokens, not the logits.
  */
 import type { TextTokenizer } from '../models/types.js';
-import { type InputLimits, processInputs } from './input.js';
-import type { EngineRequest, EngineStats, SequenceOutput, StepReport } from './protocol.js';
+import { type InputLimits, completionBudget, processInputs } from './input.js';
+import type { EngineRequest, EngineStats, ResolvedEngineRequest, SequenceOutput, StepReport } from './protocol.js';
 import { type SamplerFactory, Sequence } from './sequence.js';
 
 /** What the scheduler needs of a session's KV cache type. */
@@ -109,11 +109,13 @@ export class Scheduler<C extends SchedulerCache> {
     prompts.forEach((ids, p) => {
       const prompt = request.prompts[p];
       const text = 'text' in prompt ? prompt.text : null;
-      for (let i = 0; i < request.n; i++) sequences.push(new Sequence<C>(request, p * request.n + i, ids, text, ctx));
+      // maxTokens null (the rest of the context) is resolved per prompt.
+      const resolved: ResolvedEngineRequest = { ...request, maxTokens: completionBudget(request, ids.length, this.session.maxContext) };
+      for (let i = 0; i < request.n; i++) sequences.push(new Sequence<C>(resolved, p * request.n + i, ids, text, ctx));
     });
     this.requests.set(request.requestId, { remaining: sequences.length, admitted: false });
     for (const seq of sequences) {
-      if (request.maxTokens === 0 && !(request.echo && request.logprobs !== null)) {
+      if (seq.request.maxTokens === 0 && !(request.echo && request.logprobs !== null)) {
         // Nothing to compute: echo (if asked) and finish.
         this.immediate.push(seq.finishWithoutForward());
         this.sequenceDone(seq);

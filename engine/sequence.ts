@@ -7,7 +7,7 @@
 import type { TextTokenizer } from '../models/types.js';
 import { IncrementalDetokenizer, codePointLength } from './detokenizer.js';
 import { logSumExp, logprobAt, topLogprobs } from '../runtime/logprobs.js';
-import type { EngineRequest, EngineSamplingParams, FinishReason, SequenceOutput, TokenAlternative, TokenEntry } from './protocol.js';
+import type { ResolvedEngineRequest, EngineSamplingParams, FinishReason, SequenceOutput, TokenAlternative, TokenEntry } from './protocol.js';
 import { StopStringMatcher } from './stop.js';
 
 /** The sampler a sequence uses (engine/sampler.ts `Sampler` fits). */
@@ -68,7 +68,7 @@ export class Sequence<C> {
    * @param promptText the prompt as the client wrote it (for echo), or null for token prompts
    */
   constructor(
-    readonly request: EngineRequest,
+    readonly request: ResolvedEngineRequest,
     readonly index: number,
     readonly promptIds: readonly number[],
     promptText: string | null,

@@ -14,11 +14,12 @@ import { loadModel } from '../models/load.js';
 import { countModelParameters } from '../models/parameters.js';
 import { quantizedModelBytes } from '../models/quant/index.js';
 import type { LoadedModel } from '../models/types.js';
+import { HfTokenizer } from '../models/tokenizer/index.js';
 import { DecoderSession } from '../runtime/decoder-session.js';
 import { sliceModel } from '../slicer/index.js';
 import { quantizeModelWithReport } from '../slicer/quantize.js';
 import { EngineRequestError } from './input.js';
-import type { FromWorkerMessage, ModelInfo, QuantizationInfo, ToWorkerMessage, WorkerOptions } from './protocol.js';
+import type { EngineErrorInfo, FromWorkerMessage, ModelInfo, QuantizationInfo, ToWorkerMessage, TokenizerResult, WorkerOptions } from './protocol.js';
 import { Sampler } from './sampler.js';
 import { Scheduler } from './scheduler.js';
 
@@ -37,13 +38,22 @@ async function prepare(options: WorkerOptions): Promise<{ model: LoadedModel; se
   if (slice) {
     model = await sliceModel(
       model,
-      { sparsity: slice.sparsity, calibrationFile: slice.calibrationFile, calWindows: slice.calWindows, cacheDir: slice.cacheDir },
+      {
+        sparsity: slice.sparsity,
+        calibrationFile: slice.calibrationFile,
+        calWindows: slice.calWindows,
+        cacheDir: slice.cacheDir,
+        heldOutFile: slice.heldOutFile,
+        heldOutWindows: slice.heldOutWindows,
+        warn: (msg) => post({ type: 'log', level: 'warn', msg }),
+        onWarning: (msg) => post({ type: 'log', level: 'warn', msg }),
+      },
       (p) => post({ type: 'progress', phase: p.phase, fraction: p.fraction * share }),
     );
   }
   if (quantize) {
     // The float model is consumed tensor by tensor: no second float32 copy.
-    model = (await quantizeModelWithReport(model, { preset: quantize.preset, rotation: quantize.rotation, cacheDir: quantize.cacheDir }, (p) =>
+    model = (await quantizeModelWithReport(model, { preset: quantize.preset, rotation: quantize.rotation, cacheDir: quantize.cacheDir, onWarning: (msg) => post({ type: 'log', level: 'warn', msg }) }, (p) =>
       post({ type: 'progress', phase: p.phase, fraction: share + p.fraction * (1 - share) }),
     )).model;
   }
@@ -93,7 +103,44 @@ function describe(model: LoadedModel, session: DecoderSession, root: string, dty
     parameters,
     numLayers: model.config.num_hidden_layers,
     slicing: model.config.sliceserve ?? null,
+    tokenizerConfig: chatTemplateFields(model),
+    bosToken: model.tokenizer.bosToken,
+    eosToken: model.tokenizer.eosToken,
   };
+}
+
+/** The tokenizer_config.json fields a chat template reads (all but the large added_tokens_decoder). */
+function chatTemplateFields(model: LoadedModel): Record<string, unknown> {
+  if (!(model.tokenizer instanceof HfTokenizer)) return {};
+  const { added_tokens_decoder: _decoder, ...fields } = model.tokenizer.tokenizerConfig;
+  return fields;
+}
+
+/**
+ * vLLM's /tokenize and /detokenize inside the worker, which owns the tokenizer. Token ids
+ * outside the model's vocabulary (config vocab_size) are a 400; detokenized text keeps special tokens (vLLM decodes
+ * without skip_special_tokens).
+ */
+function tokenizerRequest(model: LoadedModel, msg: Extract<ToWorkerMessage, { type: 'tokenize' | 'detokenize' }>): { result?: TokenizerResult; error?: EngineErrorInfo } {
+  const tok = model.tokenizer;
+  try {
+    if (msg.type === 'tokenize') {
+      const tokens = tok.encode(msg.text, { addSpecialTokens: msg.addSpecialTokens });
+      const tokenStrs = tokens.map((id) => (tok instanceof HfTokenizer ? (tok.idToToken(id) ?? null) : null));
+      return { result: { tokens, tokenStrs } };
+    }
+    // The model's vocabulary (its embedding rows), as for token prompts: ids the model can emit
+    // beyond the tokenizer's (padded embeddings) decode to nothing, ids beyond it are refused.
+    const vocab = model.config.vocab_size;
+    const bad = msg.tokens.find((id) => !Number.isInteger(id) || id < 0 || id >= vocab);
+    if (bad !== undefined) throw new RangeError(`token id ${bad} is outside the vocabulary (0..${vocab - 1})`);
+    const text = tok instanceof HfTokenizer ? tok.decode(msg.tokens, { skipSpecialTokens: false }) : tok.decode(msg.tokens);
+    return { result: { text } };
+  } catch (err) {
+    const message = err instanceof Error ? err.message : String(err);
+    const status = err instanceof RangeError ? 400 : 500;
+    return { error: { status, message: status === 400 ? `tokens: ${message}` : message, type: status === 400 ? 'invalid_request_error' : 'server_error', param: status === 400 ? 'tokens' : null, code: null } };
+  }
 }
 
 // Registered first, so that it also works while the model is still loading or slicing.
@@ -142,6 +189,10 @@ async function main(): Promise<void> {
         break;
       case 'shutdown':
         stopping = true;
+        break;
+      case 'tokenize':
+      case 'detokenize':
+        post({ type: 'tokenizer', id: msg.id, ...tokenizerRequest(model, msg) });
         break;
       case 'exit':
         break; // handled by the listener above

@@ -17,6 +17,7 @@
  *   weights replaced by the dequantized ones: what MatMulNBits computes at accuracy_level 0.
  */
 import fs from 'node:fs';
+import path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { loadModel } from '../models/load.js';
 import { layoutOf } from '../models/registry.js';
@@ -37,6 +38,11 @@ import { fuseNorms } from '../slicer/fusion.js';
 const DEFAULT_CALIBRATION_FILE = 'data/tinystories-train-sample.txt';
 const DEFAULT_EVAL_FILE = 'data/tinystories-valid-sample.txt';
 import { rotateAndSliceSequential } from '../slicer/sequential.js';
+
+/** The bundled calibration and evaluation texts (the CLI's defaults), from the repository root. */
+const DATA_DIR = path.join(__dirname, '..', '..', 'data');
+const CALIBRATION_FILE = path.join(DATA_DIR, 'tinystories-train-sample.txt');
+const EVAL_FILE = path.join(DATA_DIR, 'tinystories-valid-sample.txt');
 
 export interface ModelBenchOptions {
   modelDir: string;
@@ -343,7 +349,7 @@ export async function measureModels(o: ModelBenchOptions): Promise<{ layers: Lay
   if (!denseWeights.has(W.lmHead)) denseWeights.set(W.lmHead, { shape: [...denseWeights.get(W.embed)!.shape], data: Float32Array.from(denseWeights.get(W.embed)!.data) });
   const dense: LoadedModel = { ...loaded, weights: denseWeights, config: { ...loaded.config, tie_word_embeddings: false } };
   const d = dense.config.hidden_size;
-  const calibration = readCalibration(dense, { sparsity: o.sparsity, calibrationFile: DEFAULT_CALIBRATION_FILE, calWindows: o.calWindows });
+  const calibration = readCalibration(dense, { sparsity: o.sparsity, calibrationFile: CALIBRATION_FILE, calWindows: o.calWindows });
   const fused = fuseNorms(dense);
   const recRot = new Map<string, Recorded>();
   o.log('rotating (sparsity 0) with recorded calibration signals ...');
@@ -381,7 +387,7 @@ export async function measureModels(o: ModelBenchOptions): Promise<{ layers: Lay
     }
     o.log(`  errors: ${m.name} done`);
   }
-  const windows = cutWindows(Array.from(buildTokenStream(fs.readFileSync(DEFAULT_EVAL_FILE), dense.tokenizer).tokens), 256, 64);
+  const windows = cutWindows(Array.from(buildTokenStream(fs.readFileSync(EVAL_FILE), dense.tokenizer).tokens), 256, 64);
   const ppl: PplRow[] = [];
   for (const m of o.perplexity ? models : []) {
     if (m.kind === 'fused') continue; // same function as dense

@@ -51,7 +51,7 @@ export async function writeReportFiles(report: Report, dir: string, root: string
   }
 }
 
-async function warmUp(baseUrl: string, models: string[], targets: Record<string, Target>, concurrency: number, opts: BenchOptions, vocabSize: number, bos: number, signal: AbortSignal): Promise<string[]> {
+async function warmUp(baseUrl: string, models: string[], targets: Record<string, Target>, concurrency: number, opts: BenchOptions, vocabSize: number, bos: number | null, signal: AbortSignal): Promise<string[]> {
   const errors: string[] = [];
   for (const model of models) {
     const t = targetOf({ baseUrl, targets, apiKey: opts.apiKey ?? undefined }, model);
@@ -92,7 +92,7 @@ function reportNotes(opts: BenchOptions, synthetic: boolean, sliced: boolean, pe
   }
   if (synthetic) {
     notes.push(
-      `The model is synthetic (\`sliceserve synth --preset ${opts.preset} --seed ${opts.seed}\`: realistic shape, seeded random weights, a real 32000-token tokenizer). Serving speed does not depend on weight values, so it measures what a trained model of this shape would; its text is gibberish.`,
+      `The model is synthetic (\`sliceserve synth --preset ${opts.preset} --seed ${opts.seed}\`: a real model's shape, seeded random weights, the family's real tokenizer). Serving speed does not depend on weight values, so it measures what a trained model of this shape would; its text is gibberish.`,
     );
   }
   if (sliced) {
@@ -162,7 +162,8 @@ export async function runBench(
       for (const s of opts.sparsities) args.push('--sparsity', String(s));
       args.push('--quantize', (opts.precisions ?? ['none', 'int8', 'int4']).join(','));
       if (opts.calibration) args.push('--calibration', path.resolve(opts.calibration));
-      args.push('--cal-windows', String(opts.calWindows), '--max-batch-size', String(opts.maxBatchSize ?? maxC));
+      // --held-out-windows 0: the held-out perplexity of random weights means nothing and costs startup time.
+      args.push('--cal-windows', String(opts.calWindows), '--held-out-windows', '0', '--max-batch-size', String(opts.maxBatchSize ?? maxC));
       if (opts.device) args.push('--device', opts.device);
       args.push('--port', String(port), '--host', '127.0.0.1', ...opts.serverArgs);
       const base = opts.hugePages ? withMallocHugePages(process.env) : process.env;

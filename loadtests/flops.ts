@@ -1,13 +1,15 @@
 /**
- * Expected speedup of a SliceGPT-sliced Llama over its dense model, from shapes alone.
+ * Expected speedup of a SliceGPT-sliced decoder over its dense model, from shapes alone.
  *
- * Per generated token, a Llama layer multiplies the residual-stream activation by q, k, v
- * (d -> heads*head_dim, kv_heads*head_dim), o (heads*head_dim -> d), gate and up (d -> f) and
- * down (f -> d); the head maps d -> vocab. SliceGPT (Ashkboos et al. 2024, section 3.4;
- * ../shared/reference/SLICEGPT.md section 5) shrinks every residual width d to d' and adds two
- * shortcut matrices per layer on the residual connections (attention: d' x d', MLP:
- * d' x d'_next). Without `slice_head` (the default) the last layer writes the full width d,
- * so its down projection stays f x d, its MLP shortcut is d' x d and the head reads d.
+ * Per generated token, a layer multiplies the residual-stream activation by q, k, v
+ * (d -> heads*head_dim, kv_heads*head_dim), o (heads*head_dim -> d), the MLP input(s) (gate
+ * and up for gated MLPs, up / fc1 alone otherwise: d -> f) and its output (down / fc2: f -> d);
+ * the head maps d -> vocab. SliceGPT (Ashkboos et al. 2024, section 3.4;
+ * ../shared/reference/SLICEGPT.md section 5) shrinks every residual width d to d' and adds
+ * shortcut matrices on the residual connections: two per sequential layer (attention: d' x d',
+ * MLP: d' x d'_next), one per parallel layer (d' x d'_next, TransformerCompression's
+ * rotate_and_slice_parallel). Without `slice_head` (the default) the last layer writes the full
+ * width d, so its output projection(s) and last shortcut are as wide and the head reads d.
  *
  * A matmul of an [in, out] weight costs 2*in*out FLOPs per token and reads in*out weights.
  * Attention scores (q k^T, softmax * v) grow with the context and touch no weight: they are
@@ -29,6 +31,12 @@ export interface MatmulShape {
   vocab_size: number;
   /** Whether the head's input was sliced too (SliceGPT's `--slice-head`; default false). */
   slice_head?: boolean;
+  /** Gated MLP (gate_proj, up_proj, down_proj; default true) or a plain one (fc1, fc2). */
+  gated_mlp?: boolean;
+  /** Sequential (default) or parallel attention + MLP (DecoderConfig.block). */
+  block?: 'sequential' | 'parallel';
+  /** Rows of a learned position embedding (a lookup, no matmul; parameter counts only). */
+  position_embeddings?: number;
 }
 
 /** Weights read per token, by group. All counts are numbers of weights (not bytes). */
@@ -68,12 +76,16 @@ export function matmulMatrices(shape: MatmulShape): MatmulMatrix[] {
   const qDim = shape.num_attention_heads * hd;
   const kvDim = shape.num_key_value_heads * hd;
   const out: MatmulMatrix[] = [];
+  const mlpInputs = shape.gated_mlp === false ? 1 : 2;
+  const parallel = shape.block === 'parallel';
   for (let l = 0; l < L; l++) {
     const w = sliced && l === L - 1 && !shape.slice_head ? d : s; // width this layer writes
-    out.push({ group: 'attention', N: qDim, K: s }, { group: 'attention', N: kvDim, K: s }, { group: 'attention', N: kvDim, K: s }, { group: 'attention', N: s, K: qDim });
-    out.push({ group: 'mlp', N: f, K: s }, { group: 'mlp', N: f, K: s }, { group: 'mlp', N: w, K: f });
-    // Shortcuts S [in, out] are multiplied as x @ S: N = out, K = in.
-    if (sliced) out.push({ group: 'shortcuts', N: s, K: s }, { group: 'shortcuts', N: w, K: s });
+    // A parallel block's attention output goes straight to the residual stream (width w).
+    out.push({ group: 'attention', N: qDim, K: s }, { group: 'attention', N: kvDim, K: s }, { group: 'attention', N: kvDim, K: s }, { group: 'attention', N: parallel ? w : s, K: qDim });
+    for (let i = 0; i < mlpInputs; i++) out.push({ group: 'mlp', N: f, K: s });
+    out.push({ group: 'mlp', N: w, K: f });
+    // Shortcuts S [in, out] are multiplied as x @ S: N = out, K = in. A parallel layer has one.
+    if (sliced) out.push(...(parallel ? [] : [{ group: 'shortcuts' as const, N: s, K: s }]), { group: 'shortcuts', N: w, K: s });
   }
   out.push({ group: 'head', N: vocab, K: sliced && shape.slice_head ? s : d });
   return out;
@@ -146,15 +158,17 @@ export function theoreticalSpeedup(dense: MatmulShape, slicedHiddenSize: number,
 }
 
 /**
- * Parameters of a whole model of this shape: matmul weights + embedding (vocab x d') +
- * norm weights ((2L + 1) x their width; a sliced model's fused norms may store none).
- * Used to tell from a reported parameter count whether the head was sliced.
+ * Parameters of a whole model of this shape: matmul weights + embeddings (vocab x d', learned
+ * positions x d') + norm weights ((2L + 1) x their width, L + 1 for parallel blocks; a sliced
+ * model's fused norms may store none). Biases are not counted. Used to tell from a reported
+ * parameter count whether the head was sliced.
  */
 export function parameterCount(shape: MatmulShape, withNorms: boolean): number {
   const d = shape.hidden_size;
   const s = shape.sliced_hidden_size ?? d;
-  const norms = withNorms ? 2 * shape.num_hidden_layers * s + (s < d && !shape.slice_head ? d : s) : 0;
-  return matmulWeightsPerToken(shape).total + shape.vocab_size * s + norms;
+  const perLayer = shape.block === 'parallel' ? 1 : 2;
+  const norms = withNorms ? perLayer * shape.num_hidden_layers * s + (s < d && !shape.slice_head ? d : s) : 0;
+  return matmulWeightsPerToken(shape).total + (shape.vocab_size + (shape.position_embeddings ?? 0)) * s + norms;
 }
 
 /**

@@ -341,7 +341,7 @@ export function renderMarkdown(full: Report, opts: MarkdownOptions): string {
     ...(matrixSection(report) ? ['## Sparsity x precision', '', matrixSection(report), ''] : []),
     '## Expected vs measured speedup of the sliced models',
     '',
-    'Expected = dense matmul FLOPs per token / sliced matmul FLOPs per token, counting q/k/v/o, gate/up/down, the two d\'xd\' shortcut matrices per layer and the head (`loadtests/flops.ts`); each slice is compared with the dense model of its own weight precision. Measured = sliced output tokens/s / dense output tokens/s at the same concurrency, same run, pooled over all rounds. Paired = the median over rounds of the same ratio within one round (the models of a round run back to back, so a disturbance of one round, e.g. another process on the cores, cancels out of its ratio); the range of the round ratios shows how noisy the machine was.',
+    'Expected = dense matmul FLOPs per token / sliced matmul FLOPs per token, counting every linear layer (q/k/v/o and the MLP projections), the shortcut matrices (two per sequential layer, one per parallel layer) and the head (`loadtests/flops.ts`); each slice is compared with the dense model of its own weight precision. Measured = sliced output tokens/s / dense output tokens/s at the same concurrency, same run, pooled over all rounds. Paired = the median over rounds of the same ratio within one round (the models of a round run back to back, so a disturbance of one round, e.g. another process on the cores, cancels out of its ratio); the range of the round ratios shows how noisy the machine was.',
     '',
     speedupTable(report),
     '',

@@ -4,6 +4,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { inferSliceHead, matmulFlopsPerToken, matmulWeightsPerToken, parameterCount, weightBytesPerToken, type MatmulQuantization, type MatmulShape } from './flops.js';
+import type { DecoderConfig } from '../models/config.js';
+import { parseDecoderConfig } from '../models/registry.js';
 import type { ModelEntry } from './report.js';
 import type { ModelCard } from './server-process.js';
 
@@ -84,33 +86,36 @@ export function hasModels(cards: readonly ModelCard[], denseId: string | null, s
 }
 
 /**
- * The dense shape from a Hugging Face `config.json` (its directory or the file).
+ * The dense shape from a Hugging Face `config.json` (its directory or the file), read by the
+ * family's own config parser (models/registry.ts).
  *
- * @throws Error when the file is missing or lacks a field.
+ * @throws Error when the file is missing, or ModelLoadError when the registry refuses it.
  */
-export function readDenseShape(modelDir: string): MatmulShape & { bos_token_id: number } {
+export function readDenseShape(modelDir: string): MatmulShape & { bos_token_id: number | null } {
   const file = modelDir.endsWith('.json') ? modelDir : path.join(modelDir, 'config.json');
-  let c: Record<string, unknown>;
+  let json: Record<string, unknown>;
   try {
-    c = JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>;
+    json = JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>;
   } catch (err) {
     throw new Error(`cannot read ${file}: ${(err as Error).message}; --model must be a Hugging Face model directory`);
   }
-  const need = (k: string): number => {
-    const v = c[k];
-    if (typeof v !== 'number') throw new Error(`${file}: field ${k} is missing or not a number`);
-    return v;
-  };
-  const heads = need('num_attention_heads');
+  return matmulShapeOf(parseDecoderConfig(json, file));
+}
+
+/** The widths of a decoder config that the FLOPs count needs (a dense config: d' = d). */
+export function matmulShapeOf(c: DecoderConfig): MatmulShape & { bos_token_id: number | null } {
   return {
-    hidden_size: need('hidden_size'),
-    intermediate_size: need('intermediate_size'),
-    num_hidden_layers: need('num_hidden_layers'),
-    num_attention_heads: heads,
-    num_key_value_heads: typeof c.num_key_value_heads === 'number' ? c.num_key_value_heads : heads,
-    head_dim: typeof c.head_dim === 'number' ? c.head_dim : need('hidden_size') / heads,
-    vocab_size: need('vocab_size'),
-    bos_token_id: typeof c.bos_token_id === 'number' ? c.bos_token_id : 1,
+    hidden_size: c.hidden_size,
+    intermediate_size: c.intermediate_size,
+    num_hidden_layers: c.num_hidden_layers,
+    num_attention_heads: c.num_attention_heads,
+    num_key_value_heads: c.num_key_value_heads,
+    head_dim: c.head_dim,
+    vocab_size: c.vocab_size,
+    gated_mlp: c.gated_mlp,
+    block: c.block,
+    position_embeddings: c.positions.kind === 'learned' ? c.max_position_embeddings + c.positions.offset : 0,
+    bos_token_id: c.bos_token_id,
   };
 }
 

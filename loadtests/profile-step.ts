@@ -23,6 +23,7 @@ import { loadModel } from '../models/load.js';
 import type { LoadedModel } from '../models/types.js';
 import { DecoderSession } from '../runtime/decoder-session.js';
 import { matmulWeightsPerToken } from './flops.js';
+import { matmulShapeOf } from './models.js';
 import { makePrompt } from './prompts.js';
 import { summarize } from './stats.js';
 
@@ -164,7 +165,7 @@ export async function profileSteps(dirs: string[], batches: number[], opts: { pa
       for (const [k, model] of models.entries()) {
         const d = residualWidth(model);
         const dense = model.config.hidden_size;
-        const w = matmulWeightsPerToken({ ...model.config, sliced_hidden_size: d, slice_head: model.config.sliceserve?.slice_head ?? false });
+        const w = matmulWeightsPerToken({ ...matmulShapeOf(model.config), sliced_hidden_size: d, slice_head: model.config.sliceserve?.slice_head ?? false });
         const bare = await bareRun(model, batch, opts.past, opts.steps, opts.threads, profileDir);
         out.push({ model: model.id, hidden_size: d, batch, past: opts.past, serving_step_ms: serving[k], run_ms: bare.ms, op_share: bare.shares, matmul_weights_per_token: w.total });
         process.stderr.write(`[profile] ${model.id} (d=${d}/${dense}) batch ${batch}: step ${serving[k].toFixed(1)} ms, bare run ${bare.ms.toFixed(1)} ms\n`);

@@ -43,7 +43,7 @@ export interface RunPlan {
   temperature: number;
   seed: number;
   vocabSize: number;
-  bosTokenId: number;
+  bosTokenId: number | null;
   /** Per-request time limit, seconds. */
   timeoutS: number;
   /** The run starts no block or request after this `performance.now()` time (ms). */

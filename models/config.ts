@@ -88,7 +88,27 @@ export interface SlicingInfo {
   };
   /** sha256 of the dense model's weights the slice was computed from. */
   source_model_sha256: string;
+  /** Id of the dense model the slice was computed from (absent in artifacts of before it was recorded). */
+  source_model?: string;
+  /** Perplexity of the slice and of its dense model on a held-out sample (absent when not evaluated). */
+  quality?: SliceQuality;
   created: string;
+}
+
+/** The quality cost of a slice: perplexity of the sliced and the dense model on one held-out sample (slicer/quality.ts). */
+export interface SliceQuality {
+  /** Basename of the held-out text file (not the calibration file). */
+  file: string;
+  sha256: string;
+  windows: number;
+  /** Tokens per window. */
+  seq_len: number;
+  /** Predicted tokens: windows x (seq_len - 1). */
+  tokens: number;
+  /** Perplexity of the sliced model. */
+  perplexity: number;
+  /** Perplexity of the dense model it was sliced from. */
+  dense_perplexity: number;
 }
 
 /** A decoder-only model's hyperparameters and structure (see the module comment). */

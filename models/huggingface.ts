@@ -7,7 +7,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import {
-  SAFETENSORS_FILE, SAFETENSORS_INDEX_FILE, readSafetensors, readShardedSafetensors, writeShardedSafetensors,
+  SAFETENSORS_FILE, SAFETENSORS_INDEX_FILE, ShardedSafetensorsWriter, readSafetensors, readShardedSafetensors,
   type SafetensorsContents, type SafetensorsWriteDtype,
 } from './safetensors.js';
 import {
@@ -15,8 +15,8 @@ import {
 } from './tokenizer/index.js';
 import { contextLength, type DecoderConfig } from './config.js';
 import { architectureOf, layoutOf, parseDecoderConfig } from './registry.js';
-import { ModelLoadError, type LoadedModel, type WeightMap } from './types.js';
-import { validateTokenizerSize, validateWeights } from './validate.js';
+import { ModelLoadError, type LoadedModel, type TextTokenizer, type WeightMap, type WeightTensor } from './types.js';
+import { expectedWeightShapes, validateTokenizerSize, validateWeights } from './validate.js';
 
 export const CONFIG_FILE = 'config.json';
 export const GENERATION_CONFIG_FILE = 'generation_config.json';
@@ -33,14 +33,21 @@ const IGNORED_TENSOR = /\.rotary_emb\.inv_freq$/;
 export interface HfLoadOptions {
   /** Model id (default: the directory's name). */
   id?: string;
+  /**
+   * Keep the weights on disk, each read (as float32) when it is used (default true; see
+   * models/lazy-tensor.ts): loading reads only the headers, and a bf16/f16 checkpoint is never
+   * held widened. false reads every tensor now.
+   */
+  lazy?: boolean;
 }
 
 /**
  * Loads a Hugging Face directory: config.json (parsed by its family, models/registry.ts), the
- * weights as float32 from model.safetensors or the sharded index (converted by the family's
- * `fromCheckpoint`, then every tensor checked against the config, see validateWeights;
- * `rotary_emb.inv_freq` buffers dropped, and the head dropped when the embeddings are tied),
- * tokenizer.json (+ tokenizer_config.json).
+ * weights from model.safetensors or the sharded index, lazily by default (converted by the
+ * family's `fromCheckpoint`, then every tensor checked against the config by shape, see
+ * validateWeights; `rotary_emb.inv_freq` buffers dropped, and the head dropped when the
+ * embeddings are tied), tokenizer.json (+ tokenizer_config.json). The safetensors files must
+ * not change while the model is in use.
  * @throws ModelLoadError naming the file and the problem: missing config/weights/tokenizer,
  *   unknown architecture, corrupt safetensors, a missing shard, a missing or mis-shaped
  *   tensor, a tokenizer larger than config.vocab_size.
@@ -53,10 +60,11 @@ export function loadHuggingFaceModel(dir: string, options: HfLoadOptions = {}): 
   const single = path.join(absDir, SAFETENSORS_FILE);
   const index = path.join(absDir, SAFETENSORS_INDEX_FILE);
   let contents: SafetensorsContents;
+  const read = { lazy: options.lazy ?? true };
   if (fs.existsSync(single)) {
-    contents = readSafetensors(single);
+    contents = readSafetensors(single, undefined, read);
   } else if (fs.existsSync(index)) {
-    contents = readShardedSafetensors(index);
+    contents = readShardedSafetensors(index, read);
   } else {
     const hasBin = fs.existsSync(path.join(absDir, 'pytorch_model.bin'));
     throw new ModelLoadError(absDir, `no ${SAFETENSORS_FILE} or ${SAFETENSORS_INDEX_FILE}` +
@@ -160,53 +168,150 @@ function isNonEmptyDir(p: string): boolean {
   }
 }
 
+/** What a Hugging Face directory holds besides its weights. */
+export interface HfModelDescription {
+  /** Names the model in messages. */
+  id: string;
+  config: DecoderConfig;
+  tokenizer: TextTokenizer;
+}
+
+/**
+ * A Hugging Face directory written tensor by tensor (what {@link saveHuggingFaceModel} and the
+ * slicer use): {@link HuggingFaceWriter.create} plans the safetensors shards from the shapes
+ * the config calls for (models/validate.ts `expectedWeightShapes`, the tied head left out) in a
+ * temporary directory next to the target; {@link write} puts each tensor in its place as soon
+ * as it is known, in any order; {@link commit} writes config.json, the tokenizer and generation
+ * files and the shard index and renames the directory into place (atomic: the target appears
+ * complete or not at all); {@link abort} removes the temporary directory. Memory: one tensor at
+ * a time.
+ */
+export class HuggingFaceWriter {
+  private readonly tensors: ShardedSafetensorsWriter;
+  private done = false;
+
+  private constructor(
+    private readonly model: HfModelDescription,
+    private readonly target: string,
+    private readonly temp: string,
+    private readonly dtype: SaveDtype,
+    private readonly overwrite: boolean,
+    shapes: Map<string, number[]>,
+    maxShardBytes: number | undefined,
+  ) {
+    this.tensors = new ShardedSafetensorsWriter(temp, shapes, { dtype: SAFETENSORS_DTYPE[dtype], metadata: { format: 'pt' }, maxShardBytes });
+  }
+
+  /**
+   * Starts writing `model` to `outDir`.
+   * @throws Error for an unknown dtype, or when `outDir` exists and is not empty (unless
+   *   `overwrite`); I/O errors.
+   */
+  static create(model: HfModelDescription, outDir: string, options: HfSaveOptions = {}): HuggingFaceWriter {
+    const dtype = options.dtype ?? 'float32';
+    if (!SAVE_DTYPES.includes(dtype)) throw new Error(`unknown dtype ${dtype}; use one of ${SAVE_DTYPES.join(', ')}`);
+    const target = path.resolve(outDir);
+    if (isNonEmptyDir(target) && !options.overwrite) {
+      throw new Error(`${target} exists and is not empty; choose another output directory or allow overwriting`);
+    }
+    const shapes = expectedWeightShapes(model.config);
+    const parent = path.dirname(target);
+    fs.mkdirSync(parent, { recursive: true });
+    const temp = fs.mkdtempSync(path.join(parent, `.${path.basename(target)}.tmp-`));
+    try {
+      return new HuggingFaceWriter(model, target, temp, dtype, options.overwrite ?? false, shapes, options.maxShardBytes);
+    } catch (err) {
+      fs.rmSync(temp, { recursive: true, force: true });
+      throw err;
+    }
+  }
+
+  /**
+   * Writes one tensor (its `data` is read once), rounded to the directory's dtype.
+   * @throws Error for a name the config does not call for, or another shape.
+   */
+  write(name: string, tensor: WeightTensor): void {
+    this.tensors.write(name, tensor);
+  }
+
+  /**
+   * The tensor written for `name`, read back on use from the temporary directory (valid until
+   * {@link commit} or {@link abort}; in the dtype of the directory).
+   */
+  readBack(name: string): WeightTensor {
+    return this.tensors.readBack(name);
+  }
+
+  /** Tensors the config calls for that were not written yet, sorted. */
+  get missing(): string[] {
+    return this.tensors.missing;
+  }
+
+  /**
+   * Finishes the directory and moves it to the target (replacing an existing one when
+   * overwriting was allowed).
+   * @returns the files written, with sizes.
+   * @throws Error naming tensors that were never written (the temporary directory is
+   *   removed), or I/O errors.
+   */
+  commit(): WrittenFile[] {
+    if (this.done) throw new Error(`${this.target}: already committed or aborted`);
+    try {
+      const weightFiles = this.tensors.finish();
+      const { config, tokenizer } = this.model;
+      const writeJson = (name: string, value: unknown) => fs.writeFileSync(path.join(this.temp, name), JSON.stringify(value, null, 2) + '\n');
+      writeJson(CONFIG_FILE, configToJson(config, this.dtype));
+      writeJson(TOKENIZER_FILE, tokenizer.toJSON());
+      // A config that holds nothing but a chat_template.jinja's template gets the generic fields too.
+      const own = tokenizer instanceof HfTokenizer ? tokenizer.tokenizerConfig : {};
+      const tokenizerConfig = Object.keys(own).some((key) => key !== 'chat_template') ? own : { ...genericTokenizerConfig(tokenizer), ...own };
+      writeJson(TOKENIZER_CONFIG_FILE, { model_max_length: contextLength(config), ...tokenizerConfig });
+      writeJson(GENERATION_CONFIG_FILE, { bos_token_id: config.bos_token_id, eos_token_id: eosTokenIdJson(config) });
+      const names = [CONFIG_FILE, ...weightFiles, TOKENIZER_FILE, TOKENIZER_CONFIG_FILE, GENERATION_CONFIG_FILE];
+      const written = names.map((name) => ({ name, bytes: fs.statSync(path.join(this.temp, name)).size }));
+      if (isNonEmptyDir(this.target) && !this.overwrite) throw new Error(`${this.target} exists and is not empty; choose another output directory or allow overwriting`);
+      replaceDirectory(this.temp, this.target);
+      this.done = true;
+      return written;
+    } catch (err) {
+      this.abort();
+      throw err;
+    }
+  }
+
+  /** Drops everything written (idempotent). */
+  abort(): void {
+    if (this.done) return;
+    this.done = true;
+    this.tensors.close();
+    fs.rmSync(this.temp, { recursive: true, force: true });
+  }
+}
+
 /**
  * Writes `model` as a Hugging Face directory: config.json, model.safetensors (shards of at
  * most 2 GiB plus model.safetensors.index.json when bigger), tokenizer.json,
  * tokenizer_config.json and generation_config.json. Tied models are written without
- * `lm_head.weight`. The write is atomic: everything goes to a temporary directory next to
- * `outDir`, which is then renamed; on failure the temporary directory is removed and any
- * existing `outDir` is left as it was.
+ * `lm_head.weight`. Tensors are read (lazy ones too) and written one at a time
+ * ({@link HuggingFaceWriter}). The write is atomic: everything goes to a temporary directory
+ * next to `outDir`, which is then renamed; on failure the temporary directory is removed and
+ * any existing `outDir` is left as it was.
  * @returns the files written, with sizes.
  * @throws Error if `outDir` exists and is not empty (unless `overwrite`), or on I/O errors;
  *   ModelLoadError if the model's weights do not match its config.
  */
 export function saveHuggingFaceModel(model: LoadedModel, outDir: string, options: HfSaveOptions = {}): WrittenFile[] {
-  const dtype = options.dtype ?? 'float32';
-  if (!SAVE_DTYPES.includes(dtype)) throw new Error(`unknown dtype ${dtype}; use one of ${SAVE_DTYPES.join(', ')}`);
-  const target = path.resolve(outDir);
-  if (isNonEmptyDir(target) && !options.overwrite) {
-    throw new Error(`${target} exists and is not empty; choose another output directory or allow overwriting`);
-  }
   const weights: WeightMap = new Map(model.weights);
   if (model.config.tie_word_embeddings) weights.delete(layoutOf(model.config).lmHead.weight);
-  validateWeights(model.config, weights, () => `${model.id} (in memory)`);
-
-  const parent = path.dirname(target);
-  fs.mkdirSync(parent, { recursive: true });
-  const temp = fs.mkdtempSync(path.join(parent, `.${path.basename(target)}.tmp-`));
+  const writer = HuggingFaceWriter.create(model, outDir, options);
   try {
-    const writeJson = (name: string, value: unknown) => fs.writeFileSync(path.join(temp, name), JSON.stringify(value, null, 2) + '\n');
-    writeJson(CONFIG_FILE, configToJson(model.config, dtype));
-    const weightFiles = writeShardedSafetensors(temp, weights, {
-      dtype: SAFETENSORS_DTYPE[dtype],
-      metadata: { format: 'pt' },
-      maxShardBytes: options.maxShardBytes,
-    });
-    writeJson(TOKENIZER_FILE, model.tokenizer.toJSON());
-    const tokenizerConfig = model.tokenizer instanceof HfTokenizer && Object.keys(model.tokenizer.tokenizerConfig).length > 0
-      ? model.tokenizer.tokenizerConfig
-      : genericTokenizerConfig(model.tokenizer);
-    writeJson(TOKENIZER_CONFIG_FILE, { model_max_length: contextLength(model.config), ...tokenizerConfig });
-    writeJson(GENERATION_CONFIG_FILE, { bos_token_id: model.config.bos_token_id, eos_token_id: eosTokenIdJson(model.config) });
-    const names = [CONFIG_FILE, ...weightFiles, TOKENIZER_FILE, TOKENIZER_CONFIG_FILE, GENERATION_CONFIG_FILE];
-    const written = names.map((name) => ({ name, bytes: fs.statSync(path.join(temp, name)).size }));
-    replaceDirectory(temp, target);
-    return written;
+    validateWeights(model.config, weights, () => `${model.id} (in memory)`);
+    for (const [name, t] of weights) writer.write(name, t);
   } catch (err) {
-    fs.rmSync(temp, { recursive: true, force: true });
+    writer.abort();
     throw err;
   }
+  return writer.commit();
 }
 
 /** Moves `source` to `target`, replacing an existing `target` (moved aside first, then deleted). */

@@ -5,6 +5,7 @@
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { byteViews } from './bytes.js';
 import { CONFIG_FILE, loadHuggingFaceModel } from './huggingface.js';
 import { loadLlama2cModel } from './llama2c.js';
 import { isQuantizedArtifact, loadQuantizedArtifact } from './quant/artifact.js';
@@ -16,7 +17,7 @@ export interface LoadModelOptions {
   id?: string;
 }
 
-const EXPECTED = 'expected a Hugging Face Llama directory (config.json, model.safetensors or ' +
+const EXPECTED = 'expected a Hugging Face model directory (config.json, model.safetensors or ' +
   'model.safetensors.index.json, tokenizer.json) or a llama2.c model (a checkpoint *.bin with a ' +
   'tok*.bin tokenizer next to it, or the path of the checkpoint .bin)';
 
@@ -26,7 +27,8 @@ const EXPECTED = 'expected a Hugging Face Llama directory (config.json, model.sa
  *   artifact when config.json has a `sliceserve_quantization` section (models/quant/artifact.ts);
  * - a directory with a `*.bin` checkpoint and a `tok*.bin` tokenizer -> llama2.c
  *   (models/llama2c.ts), or the path of a `.bin` checkpoint itself.
- * Weights are float32 with Hugging Face names and RoPE layout (types.ts).
+ * Weights have Hugging Face names and RoPE layout (types.ts); a Hugging Face directory's stay
+ * on disk in their own dtype until used (models/lazy-tensor.ts), a llama2.c checkpoint's are read.
  * @param options.id the model id; default the directory's basename.
  * @throws ModelLoadError naming the path when nothing there fits (listing what was expected),
  *   or the file-specific errors of the chosen loader.
@@ -55,13 +57,14 @@ export function loadModel(p: string, options: LoadModelOptions = {}): LoadedMode
  * (JavaScript string order), for each the UTF-8 name, a 0 byte, the shape as decimal numbers
  * joined by ',', a 0 byte, then the float32 values as little-endian bytes. Independent of the
  * on-disk format and dtype the weights were loaded from (only their float32 values count).
+ * Lazy tensors are read one at a time (memory: the largest tensor).
  */
 export function hashModelWeights(model: Pick<LoadedModel, 'weights'>): string {
   const hash = createHash('sha256');
   for (const name of [...model.weights.keys()].sort()) {
     const t = model.weights.get(name)!;
     hash.update(`${name}\0${t.shape.join(',')}\0`, 'utf8');
-    hash.update(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
+    for (const view of byteViews(t.data)) hash.update(view);
   }
   return hash.digest('hex');
 }

@@ -50,9 +50,9 @@ export function architectureOfJson(json: unknown, file: string): Architecture {
   const arch = lookup(architectures as unknown[] | undefined, model_type);
   if (arch) return arch;
   const what = Array.isArray(architectures) && architectures.length > 0
-    ? `architecture ${architectures.join(', ')}`
-    : model_type !== undefined ? `model_type ${String(model_type)}` : 'a model without "architectures" or "model_type"';
-  throw new ModelLoadError(file, `unknown ${what}; supported: ${supportedFamiliesLine()}`);
+    ? `unknown architecture ${architectures.join(', ')}`
+    : model_type !== undefined ? `unknown model_type ${String(model_type)}` : 'no "architectures" or "model_type" field: cannot tell the model family';
+  throw new ModelLoadError(file, `${what}; supported: ${supportedFamiliesLine()}`);
 }
 
 /**

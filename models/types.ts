@@ -9,19 +9,31 @@
  * - linear weights are stored `[out, in]`, so a layer computes `y = x W^T`;
  * - RoPE rotates the first half of each head against the second half (HF layout). llama2.c
  *   checkpoints are permuted into this layout when loaded (see models/llama2c.ts);
- * - every tensor is held as float32 in memory, whatever its on-disk dtype.
+ * - a tensor's values are float32 wherever they are used, whatever its on-disk dtype; a
+ *   model loaded from safetensors keeps its tensors on disk in their own dtype and reads one
+ *   when it is used (models/lazy-tensor.ts).
  */
 
-/** A dense tensor held in memory, row-major. `data.length` equals the product of `shape`. */
+/** How a tensor's values are stored: torch dtype names. */
+export type WeightDtype = 'float32' | 'float16' | 'bfloat16' | 'float64';
+
+/**
+ * A dense tensor, row-major. `data.length` equals the product of `shape`. A plain object holds
+ * its values in memory; a {@link LazyTensor} (models/lazy-tensor.ts) produces them on each read
+ * of `data` (read `data` once into a local), and `tensorLength` counts elements without reading.
+ */
 export interface WeightTensor {
   shape: number[];
-  data: Float32Array;
+  /** The values as float32. */
+  readonly data: Float32Array;
+  /** The dtype the values are stored in; absent: a float32 array in memory. */
+  readonly dtype?: WeightDtype;
 }
 
 /** Named weights of a model. Keys are Hugging Face parameter names. */
 export type WeightMap = Map<string, WeightTensor>;
 
-export type { DecoderConfig, SlicingInfo } from './config.js';
+export type { DecoderConfig, SliceQuality, SlicingInfo } from './config.js';
 import type { DecoderConfig } from './config.js';
 import type { ModelQuantization } from './quant/model.js';
 

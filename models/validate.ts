@@ -6,6 +6,7 @@
  */
 import type { DecoderConfig } from './config.js';
 import type { DecoderLayout, LinearNames, NormNames } from './arch/spec.js';
+import { tensorLength } from './lazy-tensor.js';
 import { layoutOf } from './registry.js';
 import { ModelLoadError, type TextTokenizer, type WeightMap } from './types.js';
 
@@ -76,7 +77,7 @@ const describe = (shape: readonly number[]) => `[${shape.join(', ')}]`;
 
 /**
  * Checks that `weights` holds exactly the tensors of {@link expectedWeightShapes}, with those
- * shapes and matching data lengths.
+ * shapes and matching data lengths (lazy tensors are not read: their length is their shape's).
  * @param fileOf the file a tensor came from (for the error message).
  * @param configFile the config the shapes follow (named in shape errors).
  * @throws ModelLoadError naming the tensor's file and the tensor: missing, wrong shape (both
@@ -94,8 +95,8 @@ export function validateWeights(config: DecoderConfig, weights: WeightMap, fileO
         `intermediate_size ${config.intermediate_size}, vocab_size ${config.vocab_size}) implies ${describe(shape)} for this ${kind}`);
     }
     const count = shape.reduce((a, b) => a * b, 1);
-    if (t.data.length !== count) {
-      throw new ModelLoadError(fileOf(name), `tensor ${name} has ${t.data.length} values for shape ${describe(shape)}`);
+    if (tensorLength(t) !== count) {
+      throw new ModelLoadError(fileOf(name), `tensor ${name} has ${tensorLength(t)} values for shape ${describe(shape)}`);
     }
   }
   const lmHead = layoutOf(config).lmHead.weight;

@@ -29,6 +29,7 @@ import { contextLength } from '../models/config.js';
 import type { LoadedModel } from '../models/types.js';
 import { appendValid, attentionBiasFromValid, freshValid, planDevicePast, type DevicePastState, type DeviceRebuildReason } from './device-kv.js';
 import { createSessionOnDevice, type Device, type DeviceRequest } from './device.js';
+import { withGraphFiles } from './graph-files.js';
 import { kvArray, SequenceCache, writeStepEntries, type KVArray, type KVDtype } from './kv-cache.js';
 
 export { SequenceCache } from './kv-cache.js';
@@ -164,26 +165,29 @@ export class DecoderSession {
     const attention = options.attention ?? defaultAttentionKernel();
     const request = options.device ?? 'cpu';
     const wantsDeviceKV = (d: Device) => options.deviceKV ?? (d === 'webgpu' && attention === 'primitives' && process.env.SLICESERVE_WEBGPU_KV !== 'host');
-    const open = async (device: DeviceRequest, presentOutputs: boolean) => {
-      const built = buildDecoderGraph(model, { logits, dtype, presentOutputs, attention });
-      const L = model.config.num_hidden_layers;
-      return createSessionOnDevice(built.model, {
-        device,
-        logger: options.logger,
-        sessionOptions: (d) =>
-          ({
-            graphOptimizationLevel: 'all',
-            intraOpNumThreads: options.threads ?? os.availableParallelism(),
-            interOpNumThreads: 1,
-            ...(options.spinning === false ? { extra: { session: { intra_op: { allow_spinning: '0' } } } } : {}),
-            externalData: [{ path: built.externalDataPath, data: built.externalData }],
-            // present.* stay in GPU buffers; logits and step_key_values.* come back to the host.
-            ...(presentOutputs && d === 'webgpu'
-              ? { preferredOutputLocation: Object.fromEntries([...presentNames(L).map((n) => [n, 'gpu-buffer']), ['logits', 'cpu'], ...(logits === 'last' ? [['greedy_token', 'cpu']] : []), ...Array.from({ length: L }, (_, l) => [[`step_key_values.${l}.key`, 'cpu'], [`step_key_values.${l}.value`, 'cpu']]).flat()]) }
-              : {}),
-          }) as ort.InferenceSession.SessionOptions,
-      });
-    };
+    // The weights stream into a temporary weights.bin that onnxruntime reads by path
+    // (runtime/graph-files.ts): no JavaScript copy of them outlives the build.
+    const open = (device: DeviceRequest, presentOutputs: boolean) => withGraphFiles(
+      (externalDataFile) => buildDecoderGraph(model, { logits, dtype, presentOutputs, attention, externalDataFile }),
+      ({ modelPath }) => {
+        const L = model.config.num_hidden_layers;
+        return createSessionOnDevice(modelPath, {
+          device,
+          logger: options.logger,
+          sessionOptions: (d) =>
+            ({
+              graphOptimizationLevel: 'all',
+              intraOpNumThreads: options.threads ?? os.availableParallelism(),
+              interOpNumThreads: 1,
+              ...(options.spinning === false ? { extra: { session: { intra_op: { allow_spinning: '0' } } } } : {}),
+              // present.* stay in GPU buffers; logits and step_key_values.* come back to the host.
+              ...(presentOutputs && d === 'webgpu'
+                ? { preferredOutputLocation: Object.fromEntries([...presentNames(L).map((n) => [n, 'gpu-buffer']), ['logits', 'cpu'], ...(logits === 'last' ? [['greedy_token', 'cpu']] : []), ...Array.from({ length: L }, (_, l) => [[`step_key_values.${l}.key`, 'cpu'], [`step_key_values.${l}.value`, 'cpu']]).flat()]) }
+                : {}),
+            }) as ort.InferenceSession.SessionOptions,
+        });
+      },
+    );
     // The graph is built for the device asked for; `auto` builds the host-KV graph first and
     // rebuilds it with present outputs only if it lands on a device that wants them.
     const guess: Device = request === 'auto' ? 'cpu' : request;

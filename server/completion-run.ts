@@ -1,21 +1,15 @@
 /**
- * One completion request's life on the main thread, shared by HTTP, SSE and WebSocket: checks
+ * One completion or chat request's life on the main thread, shared by HTTP, SSE and WebSocket: checks
  * the model's queue bound, submits the request to the model worker, gathers the choices
  * (text, logprobs, finish reasons), measures queue time / TTFT / TPOT / end-to-end latency,
  * feeds the metrics, and cancels the request in the engine when the client goes away.
  */
 import { randomUUID } from 'node:crypto';
-import type { EngineErrorInfo, FinishReason, SequenceOutput } from '../engine/protocol.js';
+import type { EngineErrorInfo, EngineRequest, FinishReason, SequenceOutput, TokenEntry } from '../engine/protocol.js';
 import { ApiError, Errors } from './errors.js';
 import type { ServerMetrics } from './metrics.js';
 import type { ServedModel } from './models.js';
-import {
-  type CompletionChoice,
-  type CompletionRequest,
-  type Usage,
-  appendLogprobs,
-  toEngineRequest,
-} from './protocol.js';
+import type { ChoiceFinishReason, Usage } from './protocol.js';
 
 /** Epoch milliseconds, sub-millisecond precision (comparable with the worker's timestamps). */
 export const nowMs = (): number => performance.timeOrigin + performance.now();
@@ -37,16 +31,37 @@ export interface RunListener {
   onAborted?(result: RunResult): void;
 }
 
+/** One choice as gathered: its text (echo included), scored tokens when asked, how it ended. */
+export interface RunChoice {
+  index: number;
+  text: string;
+  /** Scored tokens (echoed prompt tokens first) when the request asked for logprobs, else null. */
+  tokens: TokenEntry[] | null;
+  finish_reason: ChoiceFinishReason | null;
+}
+
 /** The gathered result. */
 export interface RunResult {
-  choices: CompletionChoice[];
+  choices: RunChoice[];
   usage: Usage;
+}
+
+/** What kind of request a run serves and how it becomes an engine request. */
+export interface RunSpec {
+  /** Response id prefix: 'cmpl' (completions) or 'chatcmpl' (chat). */
+  idPrefix: 'cmpl' | 'chatcmpl';
+  /** Gather each choice's scored tokens (logprobs). */
+  logprobs: boolean;
+  /** The engine request, given the run's id and arrival time. */
+  toEngine(requestId: string, arrivalTime: number): EngineRequest;
 }
 
 /** Fields of the request's log line. */
 export interface RunSummary {
   request_id: string;
   model: string;
+  /** 'completion' or 'chat'. */
+  api: 'completion' | 'chat';
   transport: string;
   outcome: 'ok' | 'cancelled' | 'aborted' | 'error' | 'pending';
   status?: number;
@@ -67,14 +82,16 @@ export interface RunContext {
   maxQueue: number;
 }
 
-/** One completion request in flight. */
+/** One completion or chat request in flight. */
 export class CompletionRun {
-  readonly id = `cmpl-${randomUUID().replace(/-/g, '')}`;
+  readonly id: string;
   readonly created = Math.floor(Date.now() / 1000);
   readonly arrival = nowMs();
-  private readonly choices: CompletionChoice[] = [];
+  private readonly choices: RunChoice[] = [];
   /** Generated tokens per choice index. */
   private readonly tokensPerChoice = new Map<number, number>();
+  /** When each choice's latest token arrived (inter-token latency). */
+  private readonly lastTokenAt = new Map<number, number>();
   private promptTokens = 0;
   private admittedAt: number | null = null;
   private firstTokenAt: number | null = null;
@@ -87,9 +104,11 @@ export class CompletionRun {
   constructor(
     private readonly ctx: RunContext,
     readonly model: ServedModel,
-    readonly request: CompletionRequest,
+    readonly spec: RunSpec,
     readonly transport: 'http' | 'sse' | 'ws',
-  ) {}
+  ) {
+    this.id = `${spec.idPrefix}-${randomUUID().replace(/-/g, '')}`;
+  }
 
   /** Whether the run has ended (done, error or cancelled). */
   get ended(): boolean {
@@ -104,9 +123,9 @@ export class CompletionRun {
     const worker = this.model.worker;
     if (!worker.isAlive) return this.fail(Errors.unavailable(`model ${this.model.id} is not running`, 'model_unavailable'));
     if (worker.waitingRequests >= this.ctx.maxQueue) return this.fail(Errors.queueFull(this.model.id, 1));
-    const engineRequest = toEngineRequest(this.request, this.id, this.arrival);
+    const engineRequest = this.spec.toEngine(this.id, this.arrival);
     const count = engineRequest.prompts.length * engineRequest.n;
-    for (let i = 0; i < count; i++) this.choices.push({ index: i, text: '', logprobs: null, finish_reason: null });
+    for (let i = 0; i < count; i++) this.choices.push({ index: i, text: '', tokens: this.spec.logprobs ? [] : null, finish_reason: null });
     this.open = count;
     worker.submit(engineRequest, {
       onAccepted: (promptTokens) => {
@@ -157,6 +176,7 @@ export class CompletionRun {
     return {
       request_id: this.id,
       model: this.model.id,
+      api: this.spec.idPrefix === 'chatcmpl' ? 'chat' : 'completion',
       transport: this.transport,
       outcome: this.outcome,
       ...(this.status !== undefined ? { status: this.status } : {}),
@@ -190,15 +210,21 @@ export class CompletionRun {
 
   private onOutput(out: SequenceOutput): void {
     if (this.ended) return;
-    if (out.token && this.firstTokenAt === null) this.firstTokenAt = nowMs();
+    if (out.token) {
+      const now = nowMs();
+      if (this.firstTokenAt === null) this.firstTokenAt = now;
+      const previous = this.lastTokenAt.get(out.index);
+      if (previous !== undefined) this.ctx.metrics.observeInterToken(this.model.id, (now - previous) / 1000);
+      this.lastTokenAt.set(out.index, now);
+    }
     this.tokensPerChoice.set(out.index, out.completionTokens);
     const choice = this.choices[out.index];
     if (out.echo) {
       choice.text += out.echo.text;
-      if (this.request.logprobs != null && out.echo.tokens) choice.logprobs = appendLogprobs(choice.logprobs, out.echo.tokens);
+      if (choice.tokens && out.echo.tokens) choice.tokens.push(...out.echo.tokens);
     }
     choice.text += out.text;
-    if (this.request.logprobs != null && out.token) choice.logprobs = appendLogprobs(choice.logprobs, [out.token]);
+    if (choice.tokens && out.token) choice.tokens.push(out.token);
     if (out.finishReason) {
       choice.finish_reason = out.finishReason;
       this.open--;
@@ -212,12 +238,18 @@ export class CompletionRun {
     this.status = 200;
     this.endedAt = nowMs();
     const s = this.summary();
+    const seconds = (from: number | null, to: number | null) => (from === null || to === null ? null : (to - from) / 1000);
     this.ctx.metrics.observeRequest({
       model: this.model.id,
       queueSeconds: s.queue_ms === null ? null : s.queue_ms / 1000,
       ttftSeconds: s.ttft_ms === null ? null : s.ttft_ms / 1000,
       tpotSeconds: s.tpot_ms === null ? null : s.tpot_ms / 1000,
       e2eSeconds: (s.e2e_ms ?? 0) / 1000,
+      prefillSeconds: seconds(this.admittedAt, this.firstTokenAt),
+      decodeSeconds: seconds(this.firstTokenAt, this.endedAt),
+      inferenceSeconds: seconds(this.admittedAt, this.endedAt),
+      promptTokens: this.promptTokens,
+      generationTokens: s.completion_tokens,
       finishReasons: s.finish_reasons ?? [],
     });
     const listener = this.listener;

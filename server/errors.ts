@@ -4,6 +4,9 @@
  * oversized body, validation, unknown model, internal errors) into that shape. The server
  * never dies on a bad request.
  */
+import type { Server } from 'node:http';
+import { STATUS_CODES } from 'node:http';
+import type { Duplex } from 'node:stream';
 import type { ErrorRequestHandler, RequestHandler } from 'express';
 import type { Logger } from 'pino';
 import type { EngineErrorInfo } from '../engine/protocol.js';
@@ -52,15 +55,14 @@ export const Errors = {
     new ApiError(404, `The model '${model}' does not exist; GET /v1/models lists the served models.`, 'invalid_request_error', 'model', 'model_not_found'),
   /** 404: unknown route or resource. */
   notFound: (what: string) => new ApiError(404, `${what} not found`, 'invalid_request_error', null, 'not_found'),
-  /** 404: the chat API, which this server does not implement. */
-  chatNotSupported: () =>
-    new ApiError(
-      404,
-      'This server implements the completions API (POST /v1/completions) and has no chat templates, so there is no /v1/chat/completions; send your text as "prompt" to POST /v1/completions.',
-      'invalid_request_error',
-      null,
-      'chat_not_supported',
-    ),
+  /**
+   * 503: the model is being sliced (or loaded) and will be served; retry after `retryAfterS`.
+   * `activity` says what is under way (default: slicing and its percentage).
+   */
+  modelLoading: (model: string, percent: number, retryAfterS: number, activity = `slicing, ${percent}% done`) =>
+    new ApiError(503, `The model '${model}' is still being prepared (${activity}); retry in about ${retryAfterS} s.`, 'service_unavailable', 'model', 'model_loading', {
+      'Retry-After': String(retryAfterS),
+    }),
   /** 405: a known path with the wrong method. */
   methodNotAllowed: (method: string, path: string, allowed: string) =>
     new ApiError(405, `${method} is not allowed on ${path}; use ${allowed}.`, 'invalid_request_error', null, 'method_not_allowed'),
@@ -75,7 +77,7 @@ export const Errors = {
       'Retry-After': String(retryAfterS),
     }),
   /** 503: shutting down or not ready. */
-  unavailable: (message: string, code = 'unavailable') => new ApiError(503, message, 'service_unavailable', null, code),
+  unavailable: (message: string, code = 'unavailable', headers: Record<string, string> = {}) => new ApiError(503, message, 'service_unavailable', null, code, headers),
   /** 500. */
   internal: (message: string) => new ApiError(500, message, 'server_error', null, 'internal_error'),
 };
@@ -117,4 +119,66 @@ export function errorHandler(logger: Logger, bodyLimit: string): ErrorRequestHan
     logger.error({ err }, 'unhandled error');
     sendError(res, Errors.internal('Internal server error.'));
   };
+}
+
+/**
+ * A whole HTTP/1.1 error response with the OpenAI error body, for a socket that express does
+ * not own (Node's HTTP parser errors, refused WebSocket upgrades); the connection is closed.
+ */
+export function rawErrorResponse(err: ApiError, headers: Record<string, string> = {}): string {
+  const body = JSON.stringify(err.body());
+  const lines = [
+    `HTTP/1.1 ${err.status} ${STATUS_CODES[err.status] ?? 'Error'}`,
+    'Content-Type: application/json; charset=utf-8',
+    `Content-Length: ${Buffer.byteLength(body)}`,
+    'Connection: close',
+    ...Object.entries({ ...err.headers, ...headers }).map(([k, v]) => `${k}: ${v}`),
+  ];
+  return `${lines.join('\r\n')}\r\n\r\n${body}`;
+}
+
+/** Node's HTTP parser error (`clientError`): `code` (e.g. HPE_INVALID_METHOD) and `reason`. */
+interface ParserError extends Error {
+  code?: string;
+  reason?: string;
+}
+
+/**
+ * The OpenAI-shaped answer to a request Node's HTTP parser refused: 431 for headers over the
+ * limit, 413 for oversized chunk extensions, 408 for a request that timed out, 400 otherwise.
+ */
+export function clientErrorFor(err: ParserError): ApiError {
+  const reason = err.reason ?? err.message;
+  switch (err.code) {
+    case 'HPE_HEADER_OVERFLOW':
+      return new ApiError(431, 'The request headers are larger than the server accepts.', 'invalid_request_error', null, 'headers_too_large');
+    case 'HPE_CHUNK_EXTENSIONS_OVERFLOW':
+      return new ApiError(413, 'The chunk extensions of the request body are larger than the server accepts.', 'invalid_request_error', null, 'request_too_large');
+    case 'ERR_HTTP_REQUEST_TIMEOUT':
+      return new ApiError(408, 'The request was not received in time.', 'invalid_request_error', null, 'request_timeout');
+    default:
+      return new ApiError(400, `Malformed HTTP request: ${reason}${err.code ? ` (${err.code})` : ''}.`, 'invalid_request_error', null, 'malformed_http');
+  }
+}
+
+/**
+ * Answers Node's HTTP parser errors (malformed request lines, bad headers, oversized headers,
+ * timeouts) in the OpenAI error shape instead of Node's bare `400 Bad Request`; a socket that is
+ * already gone, or whose response has started, is just closed.
+ */
+export function answerClientErrors(server: Server, logger: Logger): void {
+  server.on('clientError', (err: ParserError, socket: Duplex) => {
+    const inFlight = (socket as Duplex & { _httpMessage?: { headersSent?: boolean } })._httpMessage;
+    if (err.code === 'ECONNRESET' || !socket.writable || inFlight?.headersSent) {
+      socket.destroy();
+      return;
+    }
+    const answer = clientErrorFor(err);
+    logger.info({ status: answer.status, code: err.code, reason: err.reason ?? err.message }, 'malformed http request');
+    socket.end(rawErrorResponse(answer));
+  });
+  // CONNECT (a proxy request) would otherwise be dropped without an answer.
+  server.on('connect', (_req, socket: Duplex) => {
+    socket.end(rawErrorResponse(Errors.methodNotAllowed('CONNECT', 'this server', 'GET or POST'), { Allow: 'GET, POST' }));
+  });
 }

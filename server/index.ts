@@ -7,6 +7,7 @@
  * the workers.
  */
 import type { AddressInfo } from 'node:net';
+import path from 'node:path';
 import { createServer, type Server } from 'node:http';
 import type { Logger } from 'pino';
 import type { WebSocketServer } from 'ws';
@@ -14,19 +15,22 @@ import { ModelWorker } from '../engine/model-worker.js';
 import type { WorkerOptions } from '../engine/protocol.js';
 import { hugePageAdvice, hugePageStatus } from '../runtime/huge-pages.js';
 import { createApp, hasApiKey } from './app.js';
+import { ChatTemplate } from './chat-template.js';
 import { parseBodyLimit } from './body-limit.js';
 import type { CompletionRun } from './completion-run.js';
+import { answerClientErrors } from './errors.js';
 import { ServerMetrics } from './metrics.js';
-import { ModelRegistry } from './models.js';
+import { ModelRegistry, type PendingModels } from './models.js';
 import type { QuantChoice, QuantRotation } from '../slicer/quantize.js';
-import { SliceJobManager, type StartWorker, checkStartupSparsities } from './slices.js';
-import { attachStream } from './ws.js';
+import { quantizedModelId } from '../slicer/quantize.js';
+import { SliceJobManager, type StartWorker, checkStartupSparsities, slicedModelId } from './slices.js';
+import { attachStream, closeReason } from './ws.js';
 
 /** Server options (the `serve` command maps flags and env vars onto these). */
 export interface ServerOptions {
   /** Dense model directories. */
   models: string[];
-  /** Sparsities sliced at startup for each dense model. */
+  /** Sparsities sliced at startup for each dense model (models that are sliced already are served as they are). */
   sparsities: number[];
   /**
    * Weight precisions each model (dense and every sparsity) is served at: 'none' (float
@@ -35,9 +39,18 @@ export interface ServerOptions {
   quantize?: QuantChoice[];
   /** Residual rotation of a slice before quantizing (default 'auto': random for slices). */
   quantRotation?: QuantRotation;
+  /**
+   * The sparsities were asked for explicitly (`--sparsity`): with no dense model among `models`
+   * to slice, startup fails instead of serving without them.
+   */
+  sparsitiesExplicit?: boolean;
   /** Calibration text for slicing (startup and on demand). */
   calibrationFile: string;
   calWindows?: number;
+  /** Held-out text (not the calibration text) on which each slice's and its dense model's perplexity are recorded. */
+  heldOutFile?: string;
+  /** Held-out windows (slicer default 16; 0 = not measured). */
+  heldOutWindows?: number;
   /** Slicer cache directory. */
   cacheDir?: string;
   host: string;
@@ -54,8 +67,14 @@ export interface ServerOptions {
   maxQueue: number;
   /** KV budget per model in tokens (default maxBatchSize x context). */
   kvCacheTokens?: number;
-  /** Require `Authorization: Bearer <apiKey>` on every endpoint but /health. */
+  /** Require `Authorization: Bearer <apiKey>` on every endpoint but /health (and /metrics with `metricsPublic`). */
   apiKey?: string;
+  /** Serve /metrics without the API key (`--metrics-public`). */
+  metricsPublic?: boolean;
+  /** Also serve vLLM's `vllm:*` series on /metrics, not only on /metrics/vllm (`--metrics-include-vllm`). */
+  metricsIncludeVllm?: boolean;
+  /** A Jinja chat template file that every model answers chat requests with (`--chat-template`). */
+  chatTemplateFile?: string;
   /** JSON body limit: bytes, or a number with b, kb, mb or gb (e.g. '1mb'; server/body-limit.ts). */
   bodyLimit: string;
   logger: Logger;
@@ -91,12 +110,13 @@ export interface SliceServer {
 export async function startServer(opts: ServerOptions): Promise<SliceServer> {
   const { logger } = opts;
   parseBodyLimit(opts.bodyLimit); // throws on a limit body-parser could not apply
+  const chatTemplate = opts.chatTemplateFile ? readChatTemplate(opts.chatTemplateFile) : undefined;
   const models = new ModelRegistry();
   const metrics = new ServerMetrics(
     () => models.list().map((m) => ({ model: m.id, stats: m.worker.stats, waitingRequests: m.worker.waitingRequests })),
     opts.defaultMetrics ?? true,
   );
-  const startWorker: StartWorker = (spec, onProgress, signal) =>
+  const startWorker: StartWorker = (spec, onProgress, signal, onLog) =>
     ModelWorker.start(
       {
         model: spec,
@@ -108,6 +128,8 @@ export async function startServer(opts: ServerOptions): Promise<SliceServer> {
       },
       onProgress,
       signal,
+      undefined,
+      onLog,
     ).then((worker) => watch(worker));
   const watch = (worker: ModelWorker): ModelWorker => {
     worker.on('step', (step) => metrics.observeStep(worker.info.id, step));
@@ -126,10 +148,22 @@ export async function startServer(opts: ServerOptions): Promise<SliceServer> {
     calWindows: opts.calWindows,
     cacheDir: opts.cacheDir,
     quantRotation: opts.quantRotation,
+    heldOutFile: opts.heldOutFile,
+    heldOutWindows: opts.heldOutWindows,
+    chatTemplate,
   });
   const precisions: QuantChoice[] = [...new Set<QuantChoice>(opts.quantize ?? ['none'])];
 
   let state: 'loading' | 'ready' | 'stopping' = 'loading';
+  // While the server starts, the models its command line names (dense ids are directory names)
+  // and their startup variants are a retryable 503 model_loading, not a 404: they will be served.
+  const startupIds = new Set(
+    opts.models.flatMap((dir) => [path.basename(dir), ...opts.sparsities.map((s) => slicedModelId(path.basename(dir), s))].flatMap((id) => precisions.map((q) => quantizedModelId(id, q)))),
+  );
+  const pending: PendingModels = {
+    pending: (id) => jobs.pending(id) ?? (state === 'loading' && startupIds.has(id) ? { progress: 0, started_at: null, loading: true } : undefined),
+    discover: (id) => jobs.discover(id),
+  };
   const runs = new Set<CompletionRun>();
   let drained: (() => void) | null = null;
   const track = (run: CompletionRun) => {
@@ -146,12 +180,17 @@ export async function startServer(opts: ServerOptions): Promise<SliceServer> {
     jobs,
     apiKey: opts.apiKey,
     bodyLimit: opts.bodyLimit,
+    metricsPublic: opts.metricsPublic,
+    metricsIncludeVllm: opts.metricsIncludeVllm,
     maxQueue: opts.maxQueue,
+    pending,
     track,
     state: () => state,
   };
   const app = createApp(ctx);
-  const server: Server = createServer(app);
+  // Node's own 400 for an HTTP/1.1 request without Host has no body: app.ts answers it instead.
+  const server: Server = createServer({ requireHostHeader: false }, app);
+  answerClientErrors(server, logger);
   const wss: WebSocketServer = attachStream(server, {
     ...ctx,
     authorize: (req) => hasApiKey(req, opts.apiKey, true),
@@ -186,13 +225,26 @@ export async function startServer(opts: ServerOptions): Promise<SliceServer> {
       ),
     );
     for (const { dir, worker } of dense) {
-      const { id, root } = worker.info;
-      models.add({ id, parent: id === root ? null : root, root, path: dir, created: Math.floor(Date.now() / 1000), worker, info: worker.info });
+      // A model sliced offline (`slice --out DIR`) is served as it is, with its parent and slicing
+      // info; a quantized variant's parent is its float model.
+      const { id } = worker.info;
+      const slicing = worker.info.slicing;
+      const root = slicing ? (slicing.source_model ?? slicedParentId(worker.info.root)) : worker.info.root;
+      const parent = id === root ? null : root;
+      const chat = ChatTemplate.forModel(id, worker.info.tokenizerConfig, chatTemplate ?? null, null, worker.info);
+      models.add({ id, parent, root, path: dir, created: Math.floor(Date.now() / 1000), worker, info: worker.info, chatTemplate: chat });
       metrics.addModel(id);
-      logger.info({ model: id, device: worker.info.device, precision: worker.info.precision, max_context: worker.info.maxContext, parameters: worker.info.parameters }, 'model ready');
+      logger.info(
+        { model: id, device: worker.info.device, precision: worker.info.precision, max_context: worker.info.maxContext, parameters: worker.info.parameters, ...(parent ? { parent } : {}), ...(slicing ? { sparsity: slicing.sparsity } : {}), chat_template: chat?.origin ?? null },
+        'model ready',
+      );
+      if (chat?.parseError) logger.warn({ model: id }, `${chat.parseError}; chat requests to it get a 400 until a --chat-template is given`);
     }
-    // One entry per dense model directory (its float id and width), whatever its precisions.
-    const roots = [...new Map(dense.map(({ dir, worker }) => [dir, { id: worker.info.root, path: dir, hidden: worker.info.originalHiddenSize }])).values()];
+    // One entry per dense model directory to slice (its float id and width), whatever its precisions.
+    const roots = [...new Map(dense.filter(({ worker }) => worker.info.slicing === null).map(({ dir, worker }) => [dir, { id: worker.info.root, path: dir, hidden: worker.info.originalHiddenSize }])).values()];
+    if (opts.sparsitiesExplicit && opts.sparsities.length > 0 && roots.length === 0) {
+      throw new Error(`--sparsity ${opts.sparsities.join(', ')}: every --model is sliced already (${dense.map(({ worker }) => worker.info.id).join(', ')}); pass a dense model to slice, or drop --sparsity`);
+    }
     // A startup variant that cannot be served stops the server (as a model named on vLLM's
     // command line does), before any slicing starts when the width alone rules it out.
     for (const r of roots) checkStartupSparsities(r.id, r.hidden, opts.sparsities);
@@ -240,7 +292,7 @@ export async function startServer(opts: ServerOptions): Promise<SliceServer> {
         };
       });
     }
-    for (const client of wss.clients) client.close(1001, 'server shutting down');
+    for (const client of wss.clients) client.close(1001, closeReason(1001));
     await new Promise<void>((resolve) => {
       server.close(() => resolve());
       server.closeAllConnections();
@@ -252,4 +304,19 @@ export async function startServer(opts: ServerOptions): Promise<SliceServer> {
   };
 
   return { url, port, ready, models, metrics, jobs, shutdown };
+}
+
+/**
+ * Reads `--chat-template <file>` once at startup.
+ * @throws Error (one line naming the flag and the file) when it is unreadable or does not parse
+ */
+function readChatTemplate(file: string): { source: string; file: string } {
+  const template = ChatTemplate.fromFile(file, {});
+  return { source: template.source, file };
+}
+
+/** The dense parent of an offline slice that does not record it: the id without `-sliced-<sparsity>`, or the id itself. */
+function slicedParentId(id: string): string {
+  const m = /^(.+)-sliced-[0-9.]+$/.exec(id);
+  return m ? m[1] : id;
 }

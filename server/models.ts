@@ -5,6 +5,8 @@
  */
 import type { ModelWorker } from '../engine/model-worker.js';
 import type { ModelInfo, QuantizationInfo, WeightPrecision } from '../engine/protocol.js';
+import type { SliceQuality } from '../models/types.js';
+import type { ChatTemplate } from './chat-template.js';
 import { Errors } from './errors.js';
 
 /** A model being served. */
@@ -20,6 +22,46 @@ export interface ServedModel {
   created: number;
   worker: ModelWorker;
   info: ModelInfo;
+  /** The chat template (`--chat-template`, else the model's own, else its parent's); null: no chat. */
+  chatTemplate: ChatTemplate | null;
+}
+
+/** Models that are not served yet but will be (slicing jobs queued or running). */
+export interface PendingModels {
+  /** The job making model `id`, if one is queued or running: its progress (0..1) and start time (unix s, null while queued). */
+  pending(id: string): PendingModel | undefined;
+  /** Starts serving model `id` if it can be had without computing (a slice another replica cached); its job, or undefined. */
+  discover?(id: string): PendingModel | undefined;
+}
+
+/** A model on its way: a slicing job's progress, or (`loading`) a model the server loads at startup. */
+export interface PendingModel {
+  /** 0..1 */
+  progress: number;
+  /** Unix seconds; null while queued. */
+  started_at: number | null;
+  /** True for a model named on the command line that is still loading (no progress to report). */
+  loading?: boolean;
+}
+
+/** Seconds a client is told to wait for a model being sliced: the job's remaining time at its pace so far, 1..60 (5 when unknown). */
+export function retryAfterSeconds(job: { progress: number; started_at: number | null }, nowS = Date.now() / 1000): number {
+  if (job.started_at === null || job.progress <= 0) return 5;
+  const elapsed = Math.max(0, nowS - job.started_at);
+  return Math.min(60, Math.max(1, Math.ceil((elapsed * (1 - job.progress)) / job.progress)));
+}
+
+/**
+ * The served model `id`.
+ * @throws ApiError 503 `model_loading` with Retry-After while a slicing job makes it (startup
+ *   variants, POST /v1/slices jobs, and a slice found in the shared cache, whose loading the
+ *   request starts), else 404 `model_not_found`
+ */
+export function lookupModel(models: ModelRegistry, pending: PendingModels, id: string): ServedModel {
+  if (models.has(id)) return models.get(id);
+  const job = pending.pending(id) ?? pending.discover?.(id);
+  if (job) throw Errors.modelLoading(id, Math.round(job.progress * 100), retryAfterSeconds(job), job.loading ? 'the server is starting and loads it' : undefined);
+  throw Errors.modelNotFound(id);
 }
 
 /** `/v1/models` entry (OpenAI `model` object plus vLLM's `root`, `parent`, `max_model_len`). */
@@ -33,9 +75,34 @@ export interface ModelCard {
   max_model_len: number;
   /** Weight precision: float32 / float16 (the graph dtype) or the quantization preset, int8 / int4. */
   precision: WeightPrecision;
-  slicing?: { sparsity: number; hidden_size: number; original_hidden_size: number; parameters: number };
+  slicing?: {
+    sparsity: number;
+    hidden_size: number;
+    original_hidden_size: number;
+    parameters: number;
+    /** Perplexity of this slice on the held-out sample, and of its dense model (null when not measured). */
+    perplexity: number | null;
+    dense_perplexity: number | null;
+    held_out: Omit<QualityCard, 'perplexity' | 'dense_perplexity'> | null;
+  };
   /** How the weights are quantized (docs/quantization.md); absent for float weights. */
   quantization?: QuantizationInfo;
+}
+
+/** The quality cost of a slice as the API shows it (models/types.ts SliceQuality). */
+export interface QualityCard {
+  perplexity: number;
+  dense_perplexity: number;
+  /** Held-out file (basename), windows, tokens per window, predicted tokens. */
+  file: string;
+  windows: number;
+  seq_len: number;
+  tokens: number;
+}
+
+/** The API form of a slice's recorded quality, or null when it was not measured. */
+export function qualityCard(q: SliceQuality | undefined): QualityCard | null {
+  return q ? { perplexity: q.perplexity, dense_perplexity: q.dense_perplexity, file: q.file, windows: q.windows, seq_len: q.seq_len, tokens: q.tokens } : null;
 }
 
 /** Map of model id -> served model. */
@@ -76,11 +143,15 @@ export class ModelRegistry {
     };
     if (m.parent !== null) card.parent = m.parent;
     if (m.info.slicing) {
+      const quality = qualityCard(m.info.slicing.quality);
       card.slicing = {
         sparsity: m.info.slicing?.sparsity ?? NaN,
         hidden_size: m.info.hiddenSize,
         original_hidden_size: m.info.slicing?.original_hidden_size ?? m.info.originalHiddenSize,
         parameters: m.info.parameters,
+        perplexity: quality?.perplexity ?? null,
+        dense_perplexity: quality?.dense_perplexity ?? null,
+        held_out: quality ? { file: quality.file, windows: quality.windows, seq_len: quality.seq_len, tokens: quality.tokens } : null,
       };
     }
     if (m.info.quantization) card.quantization = m.info.quantization;

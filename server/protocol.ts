@@ -16,18 +16,16 @@ export const MAX_STOP_STRINGS = 16;
 const PROMPT_FORMS =
   'a string, an array of strings, an array of token ids (integers >= 0), or an array of token-id arrays; arrays must be non-empty';
 
-/** Fields of `POST /v1/completions` (and of a WebSocket `completion` message). */
-export const completionRequestSchema = z.object({
+/**
+ * Fields that `POST /v1/completions` and `POST /v1/chat/completions` share: sampling, stop
+ * conditions, streaming, and the vLLM extras (`top_k`, `min_tokens`, `stop_token_ids`, `ignore_eos`).
+ */
+export const samplingFields = {
   model: z.string().min(1),
-  prompt: z.union([z.string(), z.array(z.string()).min(1), tokenIds, z.array(tokenIds).min(1)], {
-    error: (iss) => (iss.input === undefined ? `is required: ${PROMPT_FORMS}` : `must be ${PROMPT_FORMS}; got ${preview(iss.input)}`),
-  }),
-  max_tokens: z.number().int().min(0).nullish(),
   temperature: z.number().min(0).max(2).nullish(),
   top_p: z.number().gt(0).max(1).nullish(),
   top_k: z.number().int().min(-1).nullish(),
   n: z.number().int().min(1).max(64).nullish(),
-  best_of: z.number().int().min(1).nullish(),
   stop: z
     .union([z.string(), z.array(z.string()).max(MAX_STOP_STRINGS)], {
       error: (iss) =>
@@ -38,19 +36,32 @@ export const completionRequestSchema = z.object({
     .nullish(),
   stream: z.boolean().nullish(),
   stream_options: z.object({ include_usage: z.boolean().nullish() }).nullish(),
-  logprobs: z.number().int().min(0).max(20).nullish(),
-  echo: z.boolean().nullish(),
   seed: z.number().int().min(-(2 ** 53)).max(2 ** 53).nullish(),
   presence_penalty: z.number().min(-2).max(2).nullish(),
   frequency_penalty: z.number().min(-2).max(2).nullish(),
   logit_bias: z.record(z.string().regex(/^\d+$/, 'keys must be token ids'), z.number().min(-100).max(100)).nullish(),
   user: z.string().nullish(),
-  suffix: z.string().nullish(),
   // vLLM extras
   min_tokens: z.number().int().min(0).nullish(),
   stop_token_ids: z.array(z.number().int().min(0)).nullish(),
   ignore_eos: z.boolean().nullish(),
+};
+
+/** Fields of `POST /v1/completions` (and of a WebSocket `completion` message). */
+export const completionRequestSchema = z.object({
+  ...samplingFields,
+  prompt: z.union([z.string(), z.array(z.string()).min(1), tokenIds, z.array(tokenIds).min(1)], {
+    error: (iss) => (iss.input === undefined ? `is required: ${PROMPT_FORMS}` : `must be ${PROMPT_FORMS}; got ${preview(iss.input)}`),
+  }),
+  max_tokens: z.number().int().min(0).nullish(),
+  best_of: z.number().int().min(1).nullish(),
+  logprobs: z.number().int().min(0).max(20).nullish(),
+  echo: z.boolean().nullish(),
+  suffix: z.string().nullish(),
 });
+
+/** The shared fields of a validated completion or chat request. */
+export type SamplingRequest = z.infer<z.ZodObject<typeof samplingFields>>;
 
 /** A validated completion request. */
 export type CompletionRequest = z.infer<typeof completionRequestSchema>;
@@ -115,7 +126,7 @@ function valueAt(body: unknown, path: readonly PropertyKey[]): unknown {
 }
 
 /** A short JSON rendering of a value for an error message. */
-function preview(value: unknown): string {
+export function preview(value: unknown): string {
   if (value === undefined) return 'nothing';
   let json: string;
   try {
@@ -136,18 +147,28 @@ function prompts(prompt: CompletionRequest['prompt']): EngineRequest['prompts'] 
 
 /** The engine request for a validated completion request. */
 export function toEngineRequest(req: CompletionRequest, requestId: string, arrivalTime: number): EngineRequest {
+  return {
+    ...engineFields(req, requestId, arrivalTime),
+    prompts: prompts(req.prompt),
+    maxTokens: req.max_tokens ?? DEFAULT_MAX_TOKENS,
+    logprobs: req.logprobs ?? null,
+    echo: req.echo ?? false,
+  };
+}
+
+/**
+ * The engine fields that completions and chat requests share (n, stop conditions, sampling).
+ * `temperature` defaults to 1 and `top_p` to 1, as OpenAI's.
+ */
+export function engineFields(req: SamplingRequest, requestId: string, arrivalTime: number): Omit<EngineRequest, 'prompts' | 'maxTokens' | 'logprobs' | 'echo'> {
   const logitBias = req.logit_bias ? Object.fromEntries(Object.entries(req.logit_bias).map(([k, v]) => [Number(k), v])) : undefined;
   return {
     requestId,
-    prompts: prompts(req.prompt),
     n: req.n ?? 1,
-    maxTokens: req.max_tokens ?? DEFAULT_MAX_TOKENS,
     minTokens: req.min_tokens ?? 0,
     stop: req.stop == null ? [] : typeof req.stop === 'string' ? [req.stop] : req.stop,
     stopTokenIds: req.stop_token_ids ?? [],
     ignoreEos: req.ignore_eos ?? false,
-    logprobs: req.logprobs ?? null,
-    echo: req.echo ?? false,
     sampling: {
       temperature: req.temperature ?? 1,
       topP: req.top_p ?? 1,

@@ -7,15 +7,25 @@
  * Jobs run one at a time, each inside the new model's own worker thread (engine/worker.ts), so
  * serving never stalls; a failed job reports its error and everything else keeps serving.
  * Startup variants (`--sparsity` x `--quantize`) are jobs too.
+ *
+ * Replicas on one cache directory share slices: a job takes the cache lock of its model
+ * (server/cache-lock.ts) before slicing, so that replicas asked for the same slice at once
+ * compute it once and the others load it from the cache; and a request for a sliced model that
+ * this replica does not serve but whose artifact another replica left in the cache starts a job
+ * that loads it ({@link SliceJobManager.discover}).
  */
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
 import type { Logger } from 'pino';
 import { z } from 'zod';
-import type { ModelWorker, ProgressListener } from '../engine/model-worker.js';
+import type { LogListener, ModelWorker, ProgressListener } from '../engine/model-worker.js';
 import type { WorkerModelSpec } from '../engine/protocol.js';
+import { acquireSliceLock } from './cache-lock.js';
+import { ChatTemplate } from './chat-template.js';
 import { Errors } from './errors.js';
 import type { ServerMetrics } from './metrics.js';
-import type { ModelRegistry } from './models.js';
+import { type ModelRegistry, type QualityCard, qualityCard } from './models.js';
 import { parseWith } from './protocol.js';
 import { QUANT_CHOICES, QUANT_ROTATIONS, quantizedModelId, type QuantChoice, type QuantRotation } from '../slicer/quantize.js';
 import { largestUsableSparsity, slicedWidth } from '../slicer/width.js';
@@ -52,6 +62,8 @@ export interface SliceJob {
   progress: number;
   /** Last phase reported: 'load', then the slicer's phases; 'loaded from cache' when the slice came from the cache. */
   phase: string | null;
+  /** Once succeeded: the slice's and the dense model's perplexity on the held-out sample (null when not measured). */
+  quality: QualityCard | null;
   error: { message: string } | null;
   /** Unix seconds. */
   created_at: number;
@@ -60,7 +72,7 @@ export interface SliceJob {
 }
 
 /** Starts a worker for a model spec (engine/model-worker.ts `ModelWorker.start`, bound to the server's options). */
-export type StartWorker = (spec: WorkerModelSpec, onProgress: ProgressListener, signal: AbortSignal) => Promise<ModelWorker>;
+export type StartWorker = (spec: WorkerModelSpec, onProgress: ProgressListener, signal: AbortSignal, onLog?: LogListener) => Promise<ModelWorker>;
 
 /** Options of the job manager. */
 export interface SliceJobOptions {
@@ -72,6 +84,12 @@ export interface SliceJobOptions {
   calibrationFile: string;
   calWindows?: number;
   cacheDir?: string;
+  /** Held-out text on which each slice's and its dense model's perplexity are measured. */
+  heldOutFile?: string;
+  /** Held-out windows (0 = not measured). */
+  heldOutWindows?: number;
+  /** `--chat-template` (source and file), which every model answers chat with. */
+  chatTemplate?: { source: string; file: string };
   /** Residual rotation before quantizing a slice (default 'auto'). */
   quantRotation?: QuantRotation;
 }
@@ -204,15 +222,34 @@ export class SliceJobManager {
       status: 'queued',
       progress: 0,
       phase: null,
+      quality: null,
       error: null,
       created_at: Math.floor(Date.now() / 1000),
       started_at: null,
       finished_at: null,
     };
     this.jobs.set(job.id, job);
+    // Startup variants are queued once the dense model loaded, which can be after a SIGTERM.
+    if (this.stopped) {
+      this.cancel(job);
+      return job;
+    }
     this.queue.push({ job, source, calWindows: extra.calWindows, rotation: extra.rotation });
     this.pump();
     return job;
+  }
+
+  /** The queued or running job that makes model `id`, if any (server/models.ts `PendingModels`). */
+  pending(id: string): SliceJob | undefined {
+    return [...this.jobs.values()].find((j) => j.model === id && (j.status === 'queued' || j.status === 'running'));
+  }
+
+  /** Marks a job that never ran as cancelled by the shutdown, and logs it. */
+  private cancel(job: SliceJob): void {
+    job.status = 'failed';
+    job.error = { message: 'cancelled: the server is shutting down' };
+    job.finished_at = Math.floor(Date.now() / 1000);
+    this.opts.logger.info({ job: job.id, model: job.model, error: job.error.message }, 'slicing job cancelled by the shutdown');
   }
 
   /** @throws ApiError 404 */
@@ -236,11 +273,8 @@ export class SliceJobManager {
   stop(): void {
     this.stopped = true;
     this.abort.abort();
-    for (const { job } of this.queue.splice(0)) {
-      job.status = 'failed';
-      job.error = { message: 'cancelled: the server is shutting down' };
-      job.finished_at = Math.floor(Date.now() / 1000);
-    }
+    for (const { job } of this.queue.splice(0)) this.cancel(job);
+    if (!this.running) for (const resolve of this.settledListeners.splice(0)) resolve();
   }
 
   private pump(): void {
@@ -263,7 +297,19 @@ export class SliceJobManager {
     const start = performance.now();
     metrics.sliceStarted(job.model);
     logger.info({ job: job.id, model: job.model, sparsity: job.sparsity, quantize: job.quantize }, 'slicing job started');
+    logger.info({ job: job.id, model: job.model, sparsity: job.sparsity }, 'slicing job started');
+    let release: (() => Promise<void>) | null = null;
     try {
+      if (this.opts.cacheDir) {
+        release = await acquireSliceLock(this.opts.cacheDir, job.model, {
+          signal: this.abort.signal,
+          onWait: () => {
+            job.phase = 'waiting for the slice cache lock (another replica is slicing this model)';
+            logger.info({ job: job.id, model: job.model }, 'waiting for the slice cache lock: another process is slicing this model');
+          },
+          onCompromised: (err) => logger.warn({ job: job.id, model: job.model, err: err.message }, 'slice cache lock lost'),
+        });
+      }
       const worker = await this.opts.startWorker(
         {
           path: source.path,
@@ -273,6 +319,8 @@ export class SliceJobManager {
             calibrationFile: this.opts.calibrationFile,
             calWindows: calWindows ?? this.opts.calWindows,
             cacheDir: this.opts.cacheDir,
+            heldOutFile: this.opts.heldOutFile,
+            heldOutWindows: this.opts.heldOutWindows,
           },
           ...(job.quantize === 'none' ? {} : { quantize: { preset: job.quantize, rotation: rotation ?? this.opts.quantRotation, cacheDir: this.opts.cacheDir } }),
         },
@@ -283,16 +331,21 @@ export class SliceJobManager {
           metrics.sliceProgressed(job.model, job.progress);
         },
         this.abort.signal,
+        ({ level, msg }) => logger[level]({ job: job.id, model: job.model }, msg),
       );
       if (worker.info.id !== job.model) logger.warn({ expected: job.model, got: worker.info.id }, 'sliced model id differs from the expected one');
       if (this.stopped) {
         await worker.close();
         throw new Error('cancelled: the server is shutting down');
       }
-      models.add({ id: job.model, parent: source.id, root: source.id, path: source.path, created: Math.floor(Date.now() / 1000), worker, info: { ...worker.info, id: job.model } });
+      // The float parent's chat template, when it is served (it may be served quantized only).
+      const parentTemplate = models.has(source.id) ? models.get(source.id).chatTemplate : null;
+      const chatTemplate = ChatTemplate.forModel(job.model, worker.info.tokenizerConfig, this.opts.chatTemplate ?? null, parentTemplate, worker.info);
+      models.add({ id: job.model, parent: source.id, root: source.id, path: source.path, created: Math.floor(Date.now() / 1000), worker, info: { ...worker.info, id: job.model }, chatTemplate });
       metrics.addModel(job.model);
       job.status = 'succeeded';
       job.progress = 1;
+      job.quality = qualityCard(worker.info.slicing?.quality);
       metrics.sliceEnded(job.model, true, (performance.now() - start) / 1000);
       logger.info({ job: job.id, model: job.model, seconds: (performance.now() - start) / 1000 }, 'slicing job succeeded');
     } catch (err) {
@@ -303,7 +356,60 @@ export class SliceJobManager {
       else logger.error({ job: job.id, model: job.model, error: job.error.message }, 'slicing job failed');
     } finally {
       job.finished_at = Math.floor(Date.now() / 1000);
+      await release?.().catch((err: Error) => logger.warn({ model: job.model, err: err.message }, 'could not release the slice cache lock'));
     }
+  }
+
+  /**
+   * Starts serving sliced model `id` when another replica left it in the shared cache: `id` is
+   * `<served dense id>-sliced-<sparsity>` (or that with `-int8` / `-int4`), and the cache holds an artifact of it made with this
+   * server's calibration text and window count. The job loads it (the slicer finds it by its
+   * key); nothing is recomputed for a request.
+   * @returns the queued job, or undefined when `id` is not such a model (then it is unknown)
+   */
+  discover(id: string): SliceJob | undefined {
+    const cacheDir = this.opts.cacheDir;
+    const m = /^(.+)-sliced-([0-9.]+)(?:-(int8|int4))?$/.exec(id);
+    if (!cacheDir || !m || this.stopped || !this.opts.models.has(m[1])) return undefined;
+    const sparsity = Number(m[2]);
+    const quantize: QuantChoice = (m[3] as QuantChoice | undefined) ?? 'none';
+    if (quantizedModelId(slicedModelId(m[1], sparsity), quantize) !== id) return undefined;
+    if (!this.cachedArtifact(cacheDir, id)) return undefined;
+    try {
+      const { job } = this.submit({ model: m[1], sparsity, quantize });
+      this.opts.logger.info({ job: job.id, model: id }, 'serving a slice found in the shared cache');
+      return job;
+    } catch {
+      return undefined; // not sliceable here (limits, a twin width): an unknown model
+    }
+  }
+
+  /** Whether the cache holds an artifact of `id` calibrated as this server calibrates. */
+  private cachedArtifact(cacheDir: string, id: string): boolean {
+    let names: string[];
+    try {
+      // Entries are `<id>-<16 hex digits of the key>` (slicer/index.ts, slicer/quantize.ts): not `<id>-int8-<key>`.
+      names = fs.readdirSync(cacheDir).filter((n) => n.length === id.length + 17 && n.startsWith(`${id}-`) && /^[0-9a-f]{16}$/.test(n.slice(id.length + 1)));
+    } catch {
+      return false;
+    }
+    const windows = this.opts.calWindows ?? 128;
+    return names.some((n) => {
+      try {
+        const slicing = JSON.parse(fs.readFileSync(path.join(cacheDir, n, 'config.json'), 'utf8')).sliceserve;
+        return slicing?.calibration?.sha256 === this.calibrationHash() && slicing.calibration.windows === windows;
+      } catch {
+        return false;
+      }
+    });
+  }
+
+  private calibrationSha256: string | null = null;
+
+  /** sha256 of the calibration file (as the slicer records it), computed once. */
+  private calibrationHash(): string {
+    this.calibrationSha256 ??= createHash('sha256').update(fs.readFileSync(this.opts.calibrationFile)).digest('hex');
+    return this.calibrationSha256;
   }
 }
 

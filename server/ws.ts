@@ -3,6 +3,8 @@
  *
  * Client -> server (JSON text frames):
  * - `{"type":"completion","id":"<client id>", ...the fields of POST /v1/completions}`
+ * - `{"type":"chat","id":"<client id>", ...the fields of POST /v1/chat/completions}` (the
+ *   messages go through the model's chat template; the answer is the same token stream)
  * - `{"type":"cancel","id":"<client id>"}`
  * Server -> client:
  * - `{"type":"token","id","index","text","token_id","logprob"}` per generated token (plus
@@ -22,16 +24,18 @@ import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { type RawData, type WebSocket, WebSocketServer } from 'ws';
 import { z } from 'zod';
-import { CompletionRun } from './completion-run.js';
-import type { CompletionsContext } from './completions.js';
-import { ApiError, Errors } from './errors.js';
+import { acceptChat } from './chat.js';
+import { CompletionRun, type RunSpec } from './completion-run.js';
+import { type CompletionsContext, acceptRequest, completionSpec } from './completions.js';
+import { ApiError, Errors, rawErrorResponse } from './errors.js';
+import type { ServedModel } from './models.js';
 import { parseCompletionRequest, parseWith } from './protocol.js';
 
 /** The WebSocket path. */
 export const STREAM_PATH = '/v1/stream';
 
 const envelopeSchema = z.object({
-  type: z.enum(['completion', 'cancel']),
+  type: z.enum(['completion', 'chat', 'cancel']),
   id: z.string().min(1).max(256),
 });
 
@@ -52,20 +56,63 @@ export function attachStream(server: Server, ctx: StreamContext): WebSocketServe
   const wss = new WebSocketServer({ noServer: true, maxPayload: 1024 * 1024 });
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     const url = new URL(req.url ?? '/', 'http://localhost');
-    const refuse = (status: number, err: ApiError) => {
-      const body = JSON.stringify(err.body());
-      socket.end(`HTTP/1.1 ${status} ${status === 401 ? 'Unauthorized' : status === 404 ? 'Not Found' : 'Service Unavailable'}\r\n` +
-        `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
-    };
-    if (url.pathname !== STREAM_PATH) return refuse(404, Errors.notFound(`WebSocket endpoint ${url.pathname}`));
-    if (!ctx.authorize(req)) return refuse(401, Errors.unauthorized());
-    if (ctx.isStopping()) return refuse(503, Errors.unavailable('The server is shutting down.', 'shutting_down'));
+    const refuse = (err: ApiError) => socket.end(rawErrorResponse(err));
+    if (url.pathname !== STREAM_PATH) return refuse(Errors.notFound(`WebSocket endpoint ${url.pathname}`));
+    if (!ctx.authorize(req)) return refuse(Errors.unauthorized());
+    if (ctx.isStopping()) return refuse(Errors.unavailable('The server is shutting down.', 'shutting_down'));
     wss.handleUpgrade(req, socket, head, (ws) => serveSocket(ws, ctx));
+  });
+  // A handshake ws refuses (wrong method, Upgrade, Sec-WebSocket-Key/-Version/-Protocol header)
+  // is answered in the OpenAI error shape rather than ws's plain-text body.
+  wss.on('wsClientError', (err: Error, socket: Duplex) => {
+    if (!socket.writable) return socket.destroy();
+    const status = err.message === 'Invalid HTTP method' ? 405 : 400;
+    const apiError = new ApiError(status, `WebSocket handshake refused: ${err.message}.`, 'invalid_request_error', null, 'invalid_handshake');
+    socket.end(rawErrorResponse(apiError, err.message.includes('Sec-WebSocket-Version') ? { 'Sec-WebSocket-Version': '13, 8' } : status === 405 ? { Allow: 'GET' } : {}));
   });
   return wss;
 }
 
+/** Close frame payloads are limited to 125 bytes: 2 for the code, 123 for the reason. */
+export const MAX_CLOSE_REASON_BYTES = 123;
+
+/**
+ * A close reason in the OpenAI error shape, `{"error":{"message","type","param","code"}}`
+ * (short enough for a close frame), for the codes the server closes with: 1001 (shutdown),
+ * 1002 (protocol error), 1007 (invalid UTF-8), 1009 (message too big), 1011 (internal).
+ */
+export function closeReason(code: number): string {
+  return JSON.stringify(closeError(code).body());
+}
+
+/** The error a close code stands for (see {@link closeReason}). */
+function closeError(code: number): ApiError {
+  return code === 1001 ? Errors.unavailable('The server is shutting down.', 'shutting_down')
+    : code === 1007 ? Errors.invalid('Text frames must be UTF-8.', null, 'invalid_utf8')
+    : code === 1009 ? Errors.invalid('Messages are limited to 1 MiB.', null, 'message_too_big')
+    : code === 1011 ? Errors.internal('Internal server error.')
+    : Errors.invalid('Invalid WebSocket frame.', null, 'protocol_error');
+}
+
+/**
+ * Every close of `ws` that carries no reason (ws's own on a protocol error: 1002, 1007, 1009)
+ * first sends an `error` message with the full OpenAI error, then closes with the JSON reason
+ * of {@link closeReason}.
+ */
+function withJsonCloseReasons(ws: WebSocket): void {
+  const close = ws.close.bind(ws);
+  ws.close = (code?: number, reason?: string | Buffer) => {
+    if (code !== undefined && code !== 1000 && (reason === undefined || reason.length === 0)) {
+      const err = closeError(code);
+      reason = JSON.stringify(err.body());
+      if (ws.readyState === ws.OPEN) ws.send(JSON.stringify({ type: 'error', id: null, error: { ...err.body().error, status: err.status } }));
+    }
+    close(code, reason);
+  };
+}
+
 function serveSocket(ws: WebSocket, ctx: StreamContext): void {
+  withJsonCloseReasons(ws);
   const runs = new Map<string, { run: CompletionRun; untrack: () => void }>();
   const send = (msg: object) => {
     if (ws.readyState === ws.OPEN) ws.send(JSON.stringify(msg));
@@ -98,7 +145,7 @@ function serveSocket(ws: WebSocket, ctx: StreamContext): void {
       if (envelope.type === 'cancel') return cancel(envelope.id);
       if (runs.has(envelope.id)) throw Errors.invalid(`A request with id '${envelope.id}' is in flight on this socket.`, 'id', 'duplicate_id');
       if (ctx.isStopping()) throw Errors.unavailable('The server is shutting down.', 'shutting_down');
-      start(envelope.id, body);
+      start(envelope.id, envelope.type, body);
     } catch (err) {
       if (err instanceof ApiError) return sendError(id, err);
       ctx.logger.error({ err }, 'websocket message failed');
@@ -114,12 +161,19 @@ function serveSocket(ws: WebSocket, ctx: StreamContext): void {
     end(id);
   };
 
-  const start = (id: string, body: unknown) => {
-    const params = parseCompletionRequest(body, 'ws');
-    const model = ctx.models.get(params.model);
-    const run = new CompletionRun(ctx, model, params, 'ws');
+  const start = (id: string, type: 'completion' | 'chat', body: unknown) => {
+    let model: ServedModel;
+    let spec: RunSpec;
+    if (type === 'chat') {
+      ({ model, spec } = acceptChat(ctx, body, 'ws'));
+    } else {
+      const accepted = acceptRequest(ctx, body, (b) => parseCompletionRequest(b, 'ws'));
+      model = accepted.model;
+      spec = completionSpec(accepted.params);
+    }
+    const run = new CompletionRun(ctx, model, spec, 'ws');
     runs.set(id, { run, untrack: ctx.track(run) });
-    const wantLogprobs = params.logprobs != null;
+    const wantLogprobs = spec.logprobs;
     run.start({
       onOutput: (out) => {
         if (out.echo) send({ type: 'echo', id, index: out.index, text: out.echo.text });

@@ -8,11 +8,11 @@
 import os from 'node:os';
 import * as ort from 'onnxruntime-node';
 import { isSlidingLayer, type DecoderConfig } from '../models/config.js';
-import type { BuiltModel } from '../models/onnx/builder.js';
 import { MASKED, SLIDING_BIAS_INPUT } from '../models/onnx/contract.js';
 import { buildLayerPartGraph, type LayerPart } from '../models/onnx/decoder-graph.js';
 import type { LayerTensors } from '../models/onnx/tensors.js';
 import type { WeightTensor } from '../models/types.js';
+import { withGraphFiles } from '../runtime/graph-files.js';
 
 /** Windows per onnxruntime run during calibration. */
 const CALIBRATION_BATCH = 16;
@@ -27,14 +27,17 @@ export function embeddingSignal(windows: readonly (readonly number[])[], embedTo
   const d = embedTokens.shape[1];
   const seqLen = windows[0].length;
   const x = new Float32Array(windows.length * seqLen * d);
+  // Read once: lazy tensors produce their values on each read.
+  const tokens = embedTokens.data;
+  const positions = embedPositions?.table.data;
   let row = 0;
   for (const w of windows) {
     w.forEach((token, p) => {
       const out = x.subarray(row * d, (row + 1) * d);
-      out.set(embedTokens.data.subarray(token * d, (token + 1) * d));
-      if (embedPositions) {
+      out.set(tokens.subarray(token * d, (token + 1) * d));
+      if (embedPositions && positions) {
         const r = p + embedPositions.offset;
-        const pos = embedPositions.table.data.subarray(r * d, (r + 1) * d);
+        const pos = positions.subarray(r * d, (r + 1) * d);
         for (let j = 0; j < d; j++) out[j] += pos[j];
       }
       row++;
@@ -65,18 +68,17 @@ export function calibrationMask(batch: number, seqLen: number, window: number | 
  * @returns [windows * seqLen, out] float32.
  */
 export async function runLayerPart(config: DecoderConfig, normDivisor: number, l: number, tensors: LayerTensors, part: LayerPart, x: Float32Array, windows: number, seqLen: number): Promise<Float32Array> {
-  const graph = buildLayerPartGraph(config, normDivisor, l, tensors, part);
   const inWidth = part === 'mlp' ? tensors.up.weight.shape[1] : tensors.q.weight.shape[1];
   const outWidth = part === 'attention' ? tensors.o.weight.shape[0] : tensors.down.weight.shape[0];
-  return runGraph(graph, x, inWidth, outWidth, windows, seqLen, isSlidingLayer(config, l) ? config.sliding_window : null);
+  // The layer's weights go to a temporary file that onnxruntime reads by path (runtime/graph-files.ts).
+  const session = await withGraphFiles(
+    (file) => buildLayerPartGraph(config, normDivisor, l, tensors, part, file),
+    ({ modelPath }) => ort.InferenceSession.create(modelPath, { graphOptimizationLevel: 'all', intraOpNumThreads: os.availableParallelism() }),
+  );
+  return runGraph(session, x, inWidth, outWidth, windows, seqLen, isSlidingLayer(config, l) ? config.sliding_window : null);
 }
 
-async function runGraph(graph: BuiltModel, x: Float32Array, inWidth: number, outWidth: number, windows: number, seqLen: number, slidingWindow: number | null): Promise<Float32Array> {
-  const session = await ort.InferenceSession.create(graph.model, {
-    graphOptimizationLevel: 'all',
-    intraOpNumThreads: os.availableParallelism(),
-    externalData: [{ path: graph.externalDataPath, data: graph.externalData }],
-  } as ort.InferenceSession.SessionOptions);
+async function runGraph(session: ort.InferenceSession, x: Float32Array, inWidth: number, outWidth: number, windows: number, seqLen: number, slidingWindow: number | null): Promise<Float32Array> {
   try {
     const out = new Float32Array(windows * seqLen * outWidth);
     for (let start = 0; start < windows; start += CALIBRATION_BATCH) {

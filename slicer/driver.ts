@@ -3,12 +3,12 @@
  * the basis choice, timings and progress, the embedding step, and the verbs applied to a
  * layout's readers and writers (SliceGPT §3.3-3.4; SLICEGPT.md §5-6).
  */
-import type { LinearNames } from '../models/arch/spec.js';
+import type { LayerLayout, LinearNames } from '../models/arch/spec.js';
 import { layoutOf } from '../models/registry.js';
 import type { LoadedModel, WeightMap, WeightTensor } from '../models/types.js';
 import { embeddingSignal } from './calibrate.js';
 import { MomentAccumulator, pcaFromMoment } from './linalg/index.js';
-import { projectSignal, rotateReader, rotateWriter, rotateWriterBias } from './rotate.js';
+import { projectSignal, rotateReader, rotateWriter, rotateWriterBias, shortcutMatrix } from './rotate.js';
 
 /**
  * Chooses the orthogonal basis of one position from its calibration signal.
@@ -28,6 +28,19 @@ export function pcaBasis(damping = 0.01, record?: (position: string, eigenvalues
   };
 }
 
+/**
+ * Where the drivers put each tensor of the sliced model once it is final (the embedding after
+ * the embedding step, a layer's tensors after that layer, the head at the end), so that a
+ * driver run holds about one layer's tensors instead of the whole sliced model.
+ */
+export interface SliceSink {
+  /**
+   * Takes the final tensor `name` (e.g. writes it to the artifact) and returns what the run
+   * keeps in its place (e.g. a lazy tensor that reads it back).
+   */
+  put(name: string, tensor: WeightTensor): WeightTensor;
+}
+
 export interface SliceOptions {
   /** d', the kept width of every sliced position. */
   width: number;
@@ -37,6 +50,21 @@ export interface SliceOptions {
   windows: readonly (readonly number[])[];
   basis: BasisFn;
   onProgress?: (p: { phase: string; fraction: number }) => void;
+  /** Receives every tensor once it is final (default: all stay in memory). */
+  sink?: SliceSink;
+}
+
+/** Every tensor name a layer's layout mentions (weights, biases, norms, shortcuts). */
+export function layerTensorNames(layer: LayerLayout): string[] {
+  const names: string[] = [];
+  const add = (n: { weight?: string; bias?: string } | undefined) => {
+    if (n?.weight) names.push(n.weight);
+    if (n?.bias) names.push(n.bias);
+  };
+  for (const n of [layer.inputNorm, layer.q, layer.k, layer.v, layer.o, layer.qNorm, layer.kNorm, layer.postAttentionNorm, layer.gate, layer.up, layer.down]) add(n);
+  names.push(layer.attnShortcut);
+  if (layer.mlpShortcut) names.push(layer.mlpShortcut);
+  return names;
 }
 
 export interface SliceTimings {
@@ -56,6 +84,8 @@ export class SliceRun {
   readonly tokens: number;
   readonly seqLen: number;
   private step = 0;
+  /** Tensors already handed to the sink. */
+  private readonly finished = new Set<string>();
 
   /**
    * @param fused a model with fused norms (slicer/fusion.ts).
@@ -76,6 +106,24 @@ export class SliceRun {
     const t = this.weights.get(name);
     if (!t) throw new Error(`missing weight ${name}`);
     return t;
+  }
+
+  /** Hands the tensors `names` (those present) to the sink as final (no-op without a sink). */
+  finish(names: Iterable<string>): void {
+    const sink = this.options.sink;
+    if (!sink) return;
+    for (const name of names) {
+      const t = this.weights.get(name);
+      if (t && !this.finished.has(name)) {
+        this.weights.set(name, sink.put(name, t));
+        this.finished.add(name);
+      }
+    }
+  }
+
+  /** {@link finish} for every tensor of layer `l`. */
+  finishLayer(l: number): void {
+    this.finish(layerTensorNames(layoutOf(this.fused.config).layers[l]));
   }
 
   /** Runs `f`, adding its duration to `timings[key]`. */
@@ -137,6 +185,7 @@ export class SliceRun {
       }
     });
     const x = await this.project(X0, Q, dp);
+    this.finish([layout.embedTokens, ...(layout.embedPositions ? [layout.embedPositions] : [])]);
     this.progress('embedding');
     return { Q, x };
   }
@@ -146,14 +195,36 @@ export class SliceRun {
     return l < this.fused.config.num_hidden_layers - 1 || this.options.sliceHead ? this.options.width : this.d;
   }
 
+  /**
+   * The end of layer l, the same in both drivers: Q_out = basis(Y) of the layer's output signal
+   * Y [tokens, d] (original basis), the residual shortcut `shortcut` <- Q_in[:, :kIn]^T Q_out[:, :kOut]
+   * (SliceGPT §3.3), the residual writers rotated into Q_out and sliced to kOut = outputWidth(l),
+   * and the layer's tensors handed over.
+   * @returns Q_out, kOut and the next layer's input (Y Q_out)[:, :kOut].
+   */
+  async closeLayer(l: number, Y: Float32Array, Qin: Float64Array, kIn: number, shortcut: string, writers: readonly LinearNames[]): Promise<{ Q: Float64Array; width: number; x: Float32Array }> {
+    const Q = await this.basis(Y, `layer ${l} output`);
+    const width = this.outputWidth(l);
+    this.weights.set(shortcut, await this.clock('rotation_s', () => shortcutMatrix(Qin, kIn, Q, width, this.d)));
+    await this.rotateWriters(writers, Q, width);
+    const x = await this.project(Y, Q, width);
+    this.finishLayer(l);
+    this.progress(`layer ${l} output`);
+    return { Q, width, x };
+  }
+
   /** The head reads the last basis: W <- (W Q)[:, :k]. */
   async head(Q: Float64Array, k: number): Promise<void> {
     await this.rotateReaders([layoutOf(this.fused.config).lmHead], Q, k);
     this.progress('head');
   }
 
-  /** The sliced model: the fused one with the rewritten weights. */
+  /**
+   * The sliced model: the fused one with the rewritten weights (every tensor not handed to the
+   * sink yet is handed over now).
+   */
   result(): { model: LoadedModel; timings: SliceTimings } {
+    this.finish([...this.weights.keys()]);
     return { model: { ...this.fused, weights: this.weights }, timings: this.timings };
   }
 }

@@ -13,10 +13,14 @@ import { countParameters } from '../models/parameters.js';
 import { buildTokenStream, cutWindows } from '../models/tokenizer/index.js';
 import type { LoadedModel, SlicingInfo } from '../models/types.js';
 
-import { loadSlicedArtifact, saveSlicedArtifact } from './artifact.js';
+import { HuggingFaceWriter } from '../models/huggingface.js';
+import { loadSlicedArtifact } from './artifact.js';
+import { openCacheEntry, quarantineCacheEntry, releaseStaging, sealCacheEntry, stageCacheEntry } from './cache.js';
 import { pcaBasis, type SliceOptions, type SliceTimings } from './driver.js';
 import { fuseNorms } from './fusion.js';
 import { rotateAndSliceParallel } from './parallel.js';
+import { slowEigensolverHint } from './linalg/index.js';
+import { heldOutQuality } from './quality.js';
 import { rotateAndSliceSequential } from './sequential.js';
 import { slicedWidth } from './width.js';
 
@@ -46,6 +50,29 @@ export interface SliceModelOptions {
   sliceHead?: boolean;
   /** Cache directory; null or undefined = no cache. */
   cacheDir?: string | null;
+  /**
+   * Held-out text (not the calibration text) on which the slice's and the dense model's
+   * perplexity are measured and recorded (`sliceserve.quality`); null or undefined = not measured.
+   */
+  heldOutFile?: string | null;
+  /** Held-out windows (default 16; 0 = not measured). Tokens per window: calSeqLen. */
+  heldOutWindows?: number;
+  /**
+   * Receives notes worth a user's attention before a slice is computed (e.g. that the pure-JS
+   * eigensolver will be slow at this hidden_size and how to get LAPACK); default: none.
+   */
+  warn?: (message: string) => void;
+  /**
+   * Write the artifact to this directory as the slicer goes (a cache entry when `cacheDir` is
+   * set, else this directory; without either the sliced model stays in memory). Tensors are
+   * written to a temporary directory beside it as each becomes final and the directory is
+   * renamed into place at the end, so slicing holds about one layer's tensors, not the model.
+   */
+  outDir?: string;
+  /** Replace a non-empty `outDir` (default false: refuse). */
+  overwrite?: boolean;
+  /** Told about a cached slice that failed its integrity check and is recomputed (one line). */
+  onWarning?: (message: string) => void;
 }
 
 export interface SliceProgress {
@@ -59,10 +86,11 @@ export interface SliceReport {
   originalWidth: number;
   parametersBefore: number;
   parametersAfter: number;
-  timings: SliceTimings & { total_s: number };
+  /** Seconds per phase; `held_out_s`: the held-out perplexity of dense and slice (0 when not measured). */
+  timings: SliceTimings & { held_out_s: number; total_s: number };
   /** True when the result came from the cache. */
   cached: boolean;
-  /** Cache directory of the result ('' without a cache). */
+  /** Directory of the artifact (the cache entry or `outDir`; '' when the slice is in memory only). */
   dir: string;
 }
 
@@ -94,9 +122,11 @@ export function readCalibration(model: LoadedModel, options: SliceModelOptions):
 /**
  * Slices `model` (dense) with SliceGPT, or loads the slice from the cache.
  * @returns the sliced model (id `<dense id>-sliced-<sparsity>`, config.sliceserve filled in)
- *   and a report (widths, parameter counts, seconds per phase).
+ *   and a report (widths, parameter counts, seconds per phase). With a cache or `outDir` the
+ *   model is the artifact loaded back (its tensors read from disk on use).
  * @throws RangeError / Error as {@link readCalibration}; Error for an already-sliced model or an
- *   architecture the registry does not know; Error when the cache directory cannot be written.
+ *   architecture the registry does not know; Error when the cache directory cannot be written;
+ *   RangeError / Error of slicer/quality.ts for a held-out file that is the calibration text, too short or unreadable.
  */
 export async function sliceModelWithReport(model: LoadedModel, options: SliceModelOptions, onProgress?: (p: SliceProgress) => void): Promise<{ model: LoadedModel; report: SliceReport }> {
   if (model.config.sliceserve) throw new Error(`${model.id} is already sliced (sparsity ${model.config.sliceserve.sparsity}); slice its dense parent instead`);
@@ -122,6 +152,7 @@ export async function sliceModelWithReport(model: LoadedModel, options: SliceMod
       tokens: calibration.windows.length * calibration.windows[0].length,
     },
     source_model_sha256: modelHash,
+    source_model: model.id,
     created: new Date().toISOString(),
   };
   const id = slicedModelId(model.id, options.sparsity);
@@ -132,28 +163,84 @@ export async function sliceModelWithReport(model: LoadedModel, options: SliceMod
   const cacheDir = options.cacheDir ? path.resolve(options.cacheDir, `${id}-${key}`) : '';
   const parametersBefore = countParameters(model.weights);
 
-  if (cacheDir && fs.existsSync(path.join(cacheDir, 'config.json'))) {
-    const cached = await loadSlicedArtifact(cacheDir, id);
-    onProgress?.({ phase: 'loaded from cache', fraction: 1 });
-    return {
-      model: cached,
-      report: { width, originalWidth: d, parametersBefore, parametersAfter: countParameters(cached.weights), timings: { calibration_s: 0, pca_s: 0, rotation_s: 0, total_s: (performance.now() - t0) / 1000 }, cached: true, dir: cacheDir },
-    };
+  if (cacheDir && fs.existsSync(cacheDir)) {
+    // Checked against the hashes recorded at write time (slicer/cache.ts); an unusable entry
+    // is moved aside and the model sliced again.
+    const found = await openCacheEntry(cacheDir, id);
+    if ('model' in found) {
+      const cached = found.model;
+      onProgress?.({ phase: 'loaded from cache', fraction: 1 });
+      return {
+        model: cached,
+        report: { width, originalWidth: d, parametersBefore, parametersAfter: countParameters(cached.weights), timings: { calibration_s: 0, pca_s: 0, rotation_s: 0, held_out_s: 0, total_s: (performance.now() - t0) / 1000 }, cached: true, dir: cacheDir },
+      };
+    }
+    const moved = quarantineCacheEntry(cacheDir, found.problem);
+    options.onWarning?.(`the cached slice ${cacheDir} cannot be used (${found.problem}); moved to ${moved}, slicing ${id} again`);
   }
 
-  const { model: sliced, timings } = await rotateAndSlice(fuseNorms(model), {
-    width,
-    sliceHead,
-    windows: calibration.windows,
-    basis: pcaBasis(0.01),
-    onProgress: (p) => onProgress?.({ phase: p.phase, fraction: p.fraction * 0.99 }),
-  });
-  const result: LoadedModel = { ...sliced, id, dir: cacheDir, config: { ...sliced.config, sliceserve: info } };
-  if (cacheDir) await saveSlicedArtifact(result, cacheDir);
+
+  // One PCA for the embeddings, then per layer one (parallel blocks) or two (sequential: MLP input, output).
+  const eigendecompositions = 1 + (model.config.block === 'parallel' ? 1 : 2) * model.config.num_hidden_layers;
+  const hint = slowEigensolverHint(d, eigendecompositions);
+  if (hint) options.warn?.(hint);
+  const fused = fuseNorms(model);
+  const slicedConfig = { ...fused.config, sliceserve: info };
+  // The artifact is written as the slicer goes (slicer/driver.ts SliceSink): each final tensor
+  // goes to a temporary directory and is read back from there when needed again. config.json
+  // is written at commit, so the held-out quality measured below is in it. A cache entry is
+  // built in its staging directory and sealed (manifest of hashes, one rename: slicer/cache.ts).
+  const staging = cacheDir ? stageCacheEntry(cacheDir) : null;
+  const target = staging ? path.join(staging, 'entry') : options.outDir ? path.resolve(options.outDir) : '';
+  let writer: HuggingFaceWriter | null = null;
+  try {
+    writer = target ? HuggingFaceWriter.create({ id, config: slicedConfig, tokenizer: model.tokenizer }, target, { dtype: 'float32', overwrite: !cacheDir && (options.overwrite ?? false) }) : null;
+  } catch (err) {
+    if (staging) releaseStaging(staging);
+    throw err;
+  }
+  let result: LoadedModel;
+  let timings: SliceTimings;
+  let heldOutS = 0;
+  try {
+    const sliced = await rotateAndSlice(fused, {
+      width,
+      sliceHead,
+      windows: calibration.windows,
+      basis: pcaBasis(0.01),
+      onProgress: (p) => onProgress?.({ phase: p.phase, fraction: p.fraction * 0.99 }),
+      ...(writer ? { sink: { put: (name, t) => (writer.write(name, t), writer.readBack(name)) } } : {}),
+    });
+    timings = sliced.timings;
+    result = { ...sliced.model, id, dir: target, config: slicedConfig };
+    const heldOutWindows = options.heldOutWindows ?? 16;
+    if (options.heldOutFile && heldOutWindows > 0) {
+      const tHeldOut = performance.now();
+      onProgress?.({ phase: 'held-out perplexity', fraction: 0.99 });
+      info.quality = await heldOutQuality(model, result, { file: options.heldOutFile, windows: heldOutWindows, seqLen: info.calibration.seq_len, calibrationSha256: calibration.sha256 });
+      heldOutS = (performance.now() - tHeldOut) / 1000;
+    }
+  } catch (err) {
+    writer?.abort();
+    if (staging) releaseStaging(staging);
+    throw err;
+  }
+  if (writer) {
+    try {
+      writer.commit();
+      if (cacheDir && staging) sealCacheEntry(target, cacheDir);
+    } catch (err) {
+      if (cacheDir) throw new Error(`cannot write the slice cache entry ${cacheDir}: ${err instanceof Error ? err.message : String(err)}`);
+      throw err;
+    } finally {
+      if (staging) releaseStaging(staging);
+    }
+    result = await loadSlicedArtifact(cacheDir || target, id);
+  }
   onProgress?.({ phase: 'done', fraction: 1 });
   return {
     model: result,
-    report: { width, originalWidth: d, parametersBefore, parametersAfter: countParameters(result.weights), timings: { ...timings, total_s: (performance.now() - t0) / 1000 }, cached: false, dir: cacheDir },
+    report: { width, originalWidth: d, parametersBefore, parametersAfter: countParameters(result.weights), timings: { ...timings, held_out_s: heldOutS, total_s: (performance.now() - t0) / 1000 }, cached: false, dir: cacheDir || target },
   };
 }
 

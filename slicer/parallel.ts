@@ -12,7 +12,7 @@ import { layerTensors } from '../models/onnx/tensors.js';
 import type { LoadedModel } from '../models/types.js';
 import { runLayerPart } from './calibrate.js';
 import { SliceRun, type SliceOptions, type SliceTimings } from './driver.js';
-import { backToOriginal, shortcutMatrix } from './rotate.js';
+import { backToOriginal } from './rotate.js';
 
 /**
  * Rotates and slices a FUSED model (slicer/fusion.ts) with parallel blocks to width d'.
@@ -38,14 +38,7 @@ export async function rotateAndSliceParallel(fused: LoadedModel, options: SliceO
     const Y = await run.clock('calibration_s', () =>
       runLayerPart(config, d, l, { ...layerTensors(run.weights, layer), attnShortcut: backToOriginal(Qin, d, din) }, 'block', xIn, windows, seqLen));
     run.progress(`layer ${l} block`);
-    const Qout = await run.basis(Y, `layer ${l} output`);
-    const dout = run.outputWidth(l);
-    run.weights.set(layer.attnShortcut, await run.clock('rotation_s', () => shortcutMatrix(Qin, din, Qout, dout, d)));
-    await run.rotateWriters([layer.o, layer.down], Qout, dout);
-    xIn = await run.project(Y, Qout, dout);
-    Q = Qout;
-    din = dout;
-    run.progress(`layer ${l} output`);
+    ({ Q, width: din, x: xIn } = await run.closeLayer(l, Y, Qin, din, layer.attnShortcut, [layer.o, layer.down]));
   }
   await run.head(Q, din);
   return run.result();

@@ -14,7 +14,8 @@ import { hashModelWeights } from '../models/load.js';
 import { loadQuantizedArtifact, saveQuantizedArtifact } from '../models/quant/artifact.js';
 import { quantizedModelBytes, quantizeModel, quantPreset, QuantizationError, type QuantPresetName, type QuantRotationInfo } from '../models/quant/index.js';
 import type { LoadedModel } from '../models/types.js';
-import { randomResidualRotation } from './random-rotation.js';
+import { openCacheEntry, quarantineCacheEntry, releaseStaging, sealCacheEntry, stageCacheEntry } from './cache.js';
+import { randomRotationPlan } from './random-rotation.js';
 
 /**
  * Bump when the quantizer or the rotation changes the weights they produce (invalidates the
@@ -86,6 +87,8 @@ export interface QuantizeOptions {
    * true), so no second float32 copy is held; the input must not be used afterwards.
    */
   consume?: boolean;
+  /** Told when a cached entry cannot be used (it is moved aside and the model quantized again). */
+  onWarning?: (message: string) => void;
 }
 
 export interface QuantizeReport {
@@ -120,24 +123,43 @@ export async function quantizeModelWithReport(model: LoadedModel, options: Quant
     sourceSha256 = hashModelWeights(model);
     const key = createHash('sha256').update(JSON.stringify([QUANTIZER_VERSION, sourceSha256, options.preset, preset, rotation])).digest('hex').slice(0, 16);
     cacheDir = path.resolve(options.cacheDir, `${id}-${key}`);
-    if (fs.existsSync(path.join(cacheDir, 'config.json'))) {
-      const cached = loadQuantizedArtifact(cacheDir, { id });
-      onProgress?.({ phase: 'quantized model loaded from cache', fraction: 1 });
-      return { model: cached, report: { cached: true, dir: cacheDir, seconds: (performance.now() - t0) / 1000, rotation: cached.quantization!.rotation, quantizedBytes: quantizedModelBytes(cached) } };
+    if (fs.existsSync(cacheDir)) {
+      // Checked against the hashes recorded at write time (slicer/cache.ts); an unusable entry
+      // is moved aside and the model quantized again.
+      const found = await openCacheEntry(cacheDir, id, (dir, name) => loadQuantizedArtifact(dir, { id: name }));
+      if ('model' in found) {
+        const cached = found.model;
+        onProgress?.({ phase: 'quantized model loaded from cache', fraction: 1 });
+        return { model: cached, report: { cached: true, dir: cacheDir, seconds: (performance.now() - t0) / 1000, rotation: cached.quantization!.rotation, quantizedBytes: quantizedModelBytes(cached) } };
+      }
+      const moved = quarantineCacheEntry(cacheDir, found.problem);
+      options.onWarning?.(`the cached quantized model ${cacheDir} cannot be used (${found.problem}); moved to ${moved}, quantizing ${id} again`);
     }
   }
-  let source = model;
-  if (rotation) {
-    onProgress?.({ phase: 'random residual rotation', fraction: 0 });
-    source = await randomResidualRotation(model, { seed: rotation.seed, consume });
-  }
-  const quantized = quantizeModel(source, options.preset, {
+  // Each tensor is rotated (when asked) just before it is quantized, and let go after.
+  if (rotation) onProgress?.({ phase: 'random residual rotation and quantization', fraction: 0 });
+  const quantized = await quantizeModel(model, options.preset, {
     consume,
     rotation,
-    onTensor: (done, total) => onProgress?.({ phase: `quantizing to ${options.preset}`, fraction: (0.2 + 0.8 * (done / total)) * 0.99 }),
+    transform: rotation ? randomRotationPlan(model, rotation.seed) : undefined,
+    onTensor: (done, total) => onProgress?.({ phase: `quantizing to ${options.preset}`, fraction: (done / total) * 0.99 }),
   });
-  const result = { ...quantized, dir: cacheDir };
-  if (cacheDir) saveQuantizedArtifact(result, cacheDir, { overwrite: true, sourceSha256 });
+  let result: LoadedModel = { ...quantized, dir: cacheDir };
+  if (cacheDir) {
+    // Built in a staging directory, sealed with its manifest of hashes and renamed in one step.
+    const staging = stageCacheEntry(cacheDir);
+    try {
+      const built = path.join(staging, 'entry');
+      saveQuantizedArtifact(result, built, { overwrite: true, sourceSha256 });
+      sealCacheEntry(built, cacheDir);
+    } catch (err) {
+      throw new Error(`cannot write the quantized cache entry ${cacheDir}: ${err instanceof Error ? err.message : String(err)}`);
+    } finally {
+      releaseStaging(staging);
+    }
+    // Served from the files: the float tensors (embedding, biases) are then read from disk on use.
+    result = loadQuantizedArtifact(cacheDir, { id });
+  }
   onProgress?.({ phase: 'quantized', fraction: 1 });
   return { model: result, report: { cached: false, dir: cacheDir, seconds: (performance.now() - t0) / 1000, rotation, quantizedBytes: quantizedModelBytes(result) } };
 }

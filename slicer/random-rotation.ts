@@ -54,13 +54,19 @@ export interface RandomRotationOptions {
   consume?: boolean;
 }
 
+/** A deferred rotation of one weight tensor: reads the source tensor and returns the rotated one. */
+export type TensorRotation = () => Promise<WeightTensor>;
+
 /**
- * The model in a seeded random orthogonal residual basis (see the module comment). Same
- * id, config and function; new weight tensors (float64 products stored in float32, as the
- * slicer's rotations, PROTOCOL.md §5).
- * @throws Error for a model that is not sliced (its norms are not fused) or already quantized.
+ * The rotation of every weight tensor that the random residual basis changes (see the module
+ * comment), each deferred, so that a caller can rotate one tensor, use it and let it go (the
+ * quantizer does: slicer/quantize.ts). Tensors not in the map (norms) are unchanged. The bases
+ * are made once per width, on first use.
+ * @returns tensor name -> its rotation.
+ * @throws Error for a model that is not sliced (its norms are not fused) or already quantized,
+ *   or a sliced model without an untied head.
  */
-export async function randomResidualRotation(model: LoadedModel, options: RandomRotationOptions): Promise<LoadedModel> {
+export function randomRotationPlan(model: LoadedModel, seed: number): Map<string, TensorRotation> {
   if (!model.config.sliceserve) throw new Error(`${model.id} is not sliced: a random residual rotation needs fused (weightless) norms; slice it first`);
   if (model.quantization) throw new Error(`${model.id} is quantized: rotate its float weights before quantizing`);
   const layout = layoutOf(model.config);
@@ -68,45 +74,66 @@ export async function randomResidualRotation(model: LoadedModel, options: Random
   const bases = new Map<number, Float64Array>();
   const H = (n: number): Float64Array => {
     let h = bases.get(n);
-    if (!h) bases.set(n, (h = randomOrthogonal(n, options.seed + n)));
+    if (!h) bases.set(n, (h = randomOrthogonal(n, seed + n)));
     return h;
   };
   const src = model.weights;
-  const out: WeightMap = new Map(src);
   const take = (name: string): WeightTensor => {
     const t = src.get(name);
     if (!t) throw new Error(`missing weight ${name}`);
     return t;
   };
-  const put = (name: string, t: WeightTensor) => {
-    out.set(name, t);
-    if (options.consume) src.delete(name);
+  const plan = new Map<string, TensorRotation>();
+  const reader = (name: string) =>
+    plan.set(name, () => {
+      const w = take(name);
+      const n = w.shape[1];
+      return rotateReader(w, H(n), n, n);
+    });
+  const writer = (weight: string, bias: string | undefined) => {
+    plan.set(weight, () => {
+      const w = take(weight);
+      return rotateWriter(w, H(w.shape[0]), w.shape[0], w.shape[0]);
+    });
+    if (bias) {
+      plan.set(bias, () => {
+        const b = take(bias);
+        return rotateWriterBias(b, H(b.shape[0]), b.shape[0], b.shape[0]);
+      });
+    }
   };
-  const reader = async (name: string) => {
-    const w = take(name);
-    const n = w.shape[1];
-    put(name, await rotateReader(w, H(n), n, n));
+  const shortcut = (name: string | undefined) => {
+    if (!name || !src.has(name)) return;
+    plan.set(name, async () => {
+      const s = take(name);
+      const [i, o] = s.shape;
+      return rotateReader(await rotateWriter(s, H(i), i, i), H(o), o, o);
+    });
   };
-  const writer = async (weight: string, bias: string | undefined) => {
-    const w = take(weight);
-    const n = w.shape[0];
-    put(weight, await rotateWriter(w, H(n), n, n));
-    if (bias) put(bias, await rotateWriterBias(take(bias), H(n), n, n));
-  };
-  const shortcut = async (name: string | undefined) => {
-    const s = name ? src.get(name) : undefined;
-    if (!name || !s) return;
-    const [i, o] = s.shape;
-    put(name, await rotateReader(await rotateWriter(s, H(i), i, i), H(o), o, o));
-  };
-  for (const name of [layout.embedTokens, ...(layout.embedPositions ? [layout.embedPositions] : [])]) await reader(name);
+  for (const name of [layout.embedTokens, ...(layout.embedPositions ? [layout.embedPositions] : [])]) reader(name);
   for (const layer of layout.layers) {
-    for (const r of [layer.q, layer.k, layer.v, ...(layer.gate ? [layer.gate] : []), layer.up]) await reader(r.weight);
-    for (const w of [layer.o, layer.down]) await writer(w.weight, w.bias);
-    await shortcut(layer.attnShortcut);
-    await shortcut(layer.mlpShortcut);
+    for (const r of [layer.q, layer.k, layer.v, ...(layer.gate ? [layer.gate] : []), layer.up]) reader(r.weight);
+    for (const w of [layer.o, layer.down]) writer(w.weight, w.bias);
+    shortcut(layer.attnShortcut);
+    shortcut(layer.mlpShortcut);
   }
-  if (!src.has(layout.lmHead.weight) && !out.has(layout.lmHead.weight)) throw new Error(`${model.id}: a sliced model has an untied head (${layout.lmHead.weight} is missing)`);
-  await reader(layout.lmHead.weight);
+  if (!src.has(layout.lmHead.weight)) throw new Error(`${model.id}: a sliced model has an untied head (${layout.lmHead.weight} is missing)`);
+  reader(layout.lmHead.weight);
+  return plan;
+}
+
+/**
+ * The model in a seeded random orthogonal residual basis (see the module comment), every
+ * tensor rotated now (in memory). Same id, config and function; new weight tensors (float64
+ * products stored in float32, as the slicer's rotations, PROTOCOL.md §5).
+ * @throws Error as {@link randomRotationPlan}.
+ */
+export async function randomResidualRotation(model: LoadedModel, options: RandomRotationOptions): Promise<LoadedModel> {
+  const plan = randomRotationPlan(model, options.seed);
+  const out: WeightMap = new Map(model.weights);
+  for (const [name, rotate] of plan) {
+    out.set(name, await rotate());
+    if (options.consume) model.weights.delete(name);
+  }
   return { ...model, weights: out };
 }

@@ -16,14 +16,35 @@ export function leadingColumns(Q: Float64Array, n: number, k: number): Float64Ar
 }
 
 /**
- * A layer that READS the residual: W <- (W Q)[:, :k] (the rotated and sliced input side).
+ * Elements of the float64 copy of a row block in {@link rowsTimes} (32 MiB): the products of a
+ * 128256 x 3072 embedding would otherwise need ~6 GB of float64 temporaries at once.
+ */
+export const ROW_BLOCK_ELEMENTS = 1 << 22;
+
+/**
+ * (X Qk) for X [rows, n] float32 and Qk [n, k] float64, computed in float64 one block of rows
+ * at a time (rows are independent) and stored as float32 [rows, k].
+ */
+async function rowsTimes(x: Float32Array, rows: number, n: number, Qk: Float64Array, k: number): Promise<Float32Array> {
+  const out = new Float32Array(rows * k);
+  const block = Math.max(1, Math.floor(ROW_BLOCK_ELEMENTS / Math.max(1, n)));
+  for (let r = 0; r < rows; r += block) {
+    const m = Math.min(block, rows - r);
+    const y = await matmulF64(Float64Array.from(x.subarray(r * n, (r + m) * n)), [m, n], Qk, [n, k]);
+    out.set(y, r * k);
+  }
+  return out;
+}
+
+/**
+ * A layer that READS the residual: W <- (W Q)[:, :k] (the rotated and sliced input side),
+ * in float64 by blocks of rows (memory: the float32 result plus ~32 MiB).
  * @param w [out, n]. @returns [out, k].
  */
 export async function rotateReader(w: WeightTensor, Q: Float64Array, n: number, k: number): Promise<WeightTensor> {
   const [out, inn] = w.shape;
   if (inn !== n) throw new RangeError(`rotateReader: weight reads ${inn} columns, Q is ${n} x ${n}`);
-  const y = await matmulF64(Float64Array.from(w.data), [out, n], leadingColumns(Q, n, k), [n, k]);
-  return { shape: [out, k], data: Float32Array.from(y) };
+  return { shape: [out, k], data: await rowsTimes(w.data, out, n, leadingColumns(Q, n, k), k) };
 }
 
 /**
@@ -42,8 +63,9 @@ export async function rotateWriter(w: WeightTensor, Q: Float64Array, n: number, 
  * {@link rotateWriter}). @param b [n]. @returns [k].
  */
 export async function rotateWriterBias(b: WeightTensor, Q: Float64Array, n: number, k: number): Promise<WeightTensor> {
-  if (b.data.length !== n) throw new RangeError(`rotateWriterBias: bias has ${b.data.length} entries, Q is ${n} x ${n}`);
-  const y = await matmulF64(Float64Array.from(b.data), [1, n], leadingColumns(Q, n, k), [n, k]);
+  const data = b.data;
+  if (data.length !== n) throw new RangeError(`rotateWriterBias: bias has ${data.length} entries, Q is ${n} x ${n}`);
+  const y = await matmulF64(Float64Array.from(data), [1, n], leadingColumns(Q, n, k), [n, k]);
   return { shape: [k], data: Float32Array.from(y) };
 }
 
@@ -68,9 +90,10 @@ export function backToOriginal(Q: Float64Array, n: number, k: number): WeightTen
 
 /**
  * A signal in the original basis projected onto the first k principal directions:
- * (X Q)[:, :k]. @param x [tokens, n] float32. @returns [tokens, k] float32.
+ * (X Q)[:, :k], in float64 by blocks of rows. @param x [tokens, n] float32.
+ * @returns [tokens, k] float32.
  */
 export async function projectSignal(x: Float32Array, tokens: number, Q: Float64Array, n: number, k: number): Promise<Float32Array> {
-  const y = await matmulF64(Float64Array.from(x), [tokens, n], leadingColumns(Q, n, k), [n, k]);
-  return Float32Array.from(y);
+  if (x.length !== tokens * n) throw new RangeError(`projectSignal: ${x.length} values for [${tokens}, ${n}]`);
+  return rowsTimes(x, tokens, n, leadingColumns(Q, n, k), k);
 }

@@ -51,14 +51,7 @@ export async function rotateAndSliceSequential(fused: LoadedModel, options: Slic
     const Y = await run.clock('calibration_s', () =>
       runLayerPart(config, d, l, { ...layerTensors(run.weights, layer), mlpShortcut: backToOriginal(Qm, d, dp) }, 'mlp', Rp, windows, seqLen));
     run.progress(`layer ${l} mlp`);
-    const Qn = await run.basis(Y, `layer ${l} output`);
-    const dout = run.outputWidth(l);
-    run.weights.set(layer.mlpShortcut!, await run.clock('rotation_s', () => shortcutMatrix(Qm, dp, Qn, dout, d)));
-    await run.rotateWriters([layer.down], Qn, dout);
-    xIn = await run.project(Y, Qn, dout);
-    Q = Qn;
-    din = dout;
-    run.progress(`layer ${l} output`);
+    ({ Q, width: din, x: xIn } = await run.closeLayer(l, Y, Qm, dp, layer.mlpShortcut!, [layer.down]));
   }
   await run.head(Q, din);
   return run.result();

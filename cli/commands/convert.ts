@@ -4,7 +4,8 @@ import path from 'node:path';
 import { Option, type Command } from 'commander';
 import { SAVE_DTYPES, saveHuggingFaceModel, type SaveDtype } from '../../models/huggingface.js';
 import { loadModel } from '../../models/load.js';
-import { DEFAULT_MODEL_DIR } from '../options.js';
+import { countParameters } from '../../models/parameters.js';
+import { DEFAULT_MODEL_DIR, resolveBundled } from '../options.js';
 
 /** Human-readable byte count. */
 function formatBytes(n: number): string {
@@ -28,10 +29,10 @@ export function register(program: Command): void {
       if (!opts.overwrite && fs.existsSync(out) && (!fs.statSync(out).isDirectory() || fs.readdirSync(out).length > 0)) {
         throw new Error(`--out ${opts.out} exists and is not empty; pass --overwrite to replace it, or choose another directory`);
       }
-      const model = loadModel(opts.model);
+      const model = loadModel(resolveBundled(opts.model));
       const files = saveHuggingFaceModel(model, out, { dtype: opts.dtype, overwrite: opts.overwrite === true });
       const c = model.config;
-      const parameters = [...model.weights.values()].reduce((n, t) => n + t.data.length, 0);
+      const parameters = countParameters(model.weights);
       console.log(`converted ${model.id} (${model.format}) to a Hugging Face directory, ${opts.dtype}: ${out}`);
       console.log(`  ${c.num_hidden_layers} layers, hidden_size ${c.hidden_size}, ${c.num_attention_heads}/${c.num_key_value_heads} heads, ` +
         `intermediate_size ${c.intermediate_size}, vocab ${c.vocab_size}, ${parameters.toLocaleString('en-US')} parameters` +

@@ -8,7 +8,7 @@ import { buildTokenStream, cutWindows } from '../../models/tokenizer/index.js';
 import { parseDeviceRequest } from '../../runtime/device.js';
 import { DecoderSession } from '../../runtime/decoder-session.js';
 import { quantizeModelWithReport } from '../../slicer/quantize.js';
-import { DEFAULT_EVAL_FILE, DEFAULT_MODEL_DIR, QUANTIZE_HELP, QUANT_ROTATION_HELP, dtypeOption, intOption, quantRotationOption, quantizeOption } from '../options.js';
+import { DEFAULT_EVAL_FILE, DEFAULT_MODEL_DIR, QUANTIZE_HELP, QUANT_ROTATION_HELP, dtypeOption, intOption, quantRotationOption, quantizeOption, resolveBundled } from '../options.js';
 
 export function register(program: Command): void {
   program
@@ -25,13 +25,14 @@ export function register(program: Command): void {
     .option('--quant-rotation <mode>', QUANT_ROTATION_HELP, quantRotationOption, 'auto')
     .option('--json', 'print a JSON object as the last line of stdout')
     .action(async (opts) => {
-      if (!fs.existsSync(opts.data)) throw new Error(`--data ${opts.data}: no such file`);
-      if (!fs.statSync(opts.data).isFile()) throw new Error(`--data ${opts.data} is not a file; pass a text file of stories separated by <|endoftext|>`);
-      let model = await loadModel(opts.model);
+      const data = resolveBundled(opts.data);
+      if (!fs.existsSync(data)) throw new Error(`--data ${opts.data}: no such file`);
+      if (!fs.statSync(data).isFile()) throw new Error(`--data ${opts.data} is not a file; pass a text file of stories separated by <|endoftext|>`);
+      let model = await loadModel(resolveBundled(opts.model));
       if (opts.quantize !== 'none') model = (await quantizeModelWithReport(model, { preset: opts.quantize, rotation: opts.quantRotation })).model;
       const context = contextLength(model.config);
       if (opts.seqLen > context) throw new Error(`--seq-len ${opts.seqLen} exceeds the context length ${context} of ${model.id}; pass --seq-len ${context} or less`);
-      const stream = buildTokenStream(fs.readFileSync(opts.data), model.tokenizer);
+      const stream = buildTokenStream(fs.readFileSync(data), model.tokenizer);
       const windows = cutWindows(Array.from(stream.tokens), opts.seqLen, opts.windows, `--data ${opts.data}`);
       const session = await DecoderSession.create(model, { logits: 'all', device: opts.device, dtype: opts.dtype });
       try {

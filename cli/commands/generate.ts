@@ -5,7 +5,7 @@ import { loadModel } from '../../models/load.js';
 import { parseDeviceRequest } from '../../runtime/device.js';
 import { DecoderSession } from '../../runtime/decoder-session.js';
 import { quantizeModelWithReport } from '../../slicer/quantize.js';
-import { DEFAULT_MODEL_DIR, QUANTIZE_HELP, QUANT_ROTATION_HELP, dtypeOption, intOption, numberAboveOption, numberOption, quantRotationOption, quantizeOption } from '../options.js';
+import { DEFAULT_MODEL_DIR, QUANTIZE_HELP, QUANT_ROTATION_HELP, dtypeOption, intOption, numberAboveOption, numberOption, quantRotationOption, quantizeOption, resolveBundled } from '../options.js';
 
 export function register(program: Command): void {
   program
@@ -24,7 +24,7 @@ export function register(program: Command): void {
     .option('--quantize <precision>', `${QUANTIZE_HELP}; quantized in memory`, quantizeOption, 'none')
     .option('--quant-rotation <mode>', QUANT_ROTATION_HELP, quantRotationOption, 'auto')
     .action(async (opts) => {
-      let model = await loadModel(opts.model);
+      let model = await loadModel(resolveBundled(opts.model));
       if (opts.quantize !== 'none') model = (await quantizeModelWithReport(model, { preset: opts.quantize, rotation: opts.quantRotation })).model;
       const session = await DecoderSession.create(model, { device: opts.device, dtype: opts.dtype });
       try {

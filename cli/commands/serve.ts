@@ -10,19 +10,11 @@ import { type Command, InvalidArgumentError } from 'commander';
 import pino from 'pino';
 import { resolveDeviceRequest } from '../../runtime/device.js';
 import { parseBodyLimit } from '../../server/body-limit.js';
-import { startServer } from '../../server/index.js';
+import { type SliceServer, startServer } from '../../server/index.js';
 import type { QuantChoice, QuantRotation } from '../../slicer/quantize.js';
-import { DEFAULT_CALIBRATION_FILE, DEFAULT_MODEL_DIR, QUANT_ROTATION_HELP, dtypeOption, intOption, numberOption, quantRotationOption, quantizeListOption } from '../options.js';
-
-/** Repository root (dist/cli/commands -> root), for the bundled defaults. */
-const PACKAGE_ROOT = path.resolve(__dirname, '..', '..', '..');
-
-/** A path as given if it exists relative to the cwd, else relative to the package (bundled files). */
-function resolveBundled(p: string): string {
-  if (path.isAbsolute(p) || fs.existsSync(p)) return path.resolve(p);
-  const bundled = path.join(PACKAGE_ROOT, p);
-  return fs.existsSync(bundled) ? bundled : path.resolve(p);
-}
+import {
+  DEFAULT_CALIBRATION_FILE, DEFAULT_EVAL_FILE, DEFAULT_MODEL_DIR, QUANT_ROTATION_HELP, defaultCacheDir, dtypeOption, intOption, numberOption, quantRotationOption, quantizeListOption, resolveBundled,
+} from '../options.js';
 
 const collect = <T>(parse: (v: string) => T) => (value: string, previous: T[] | undefined) => [...(previous ?? []), parse(value)];
 
@@ -40,6 +32,11 @@ export function listenError(err: unknown, host: string, port: number): unknown {
     return new Error(`--host ${host}: cannot listen on it (${what}); pass an address of this machine, e.g. 127.0.0.1, or 0.0.0.0 for all`);
   }
   return err;
+}
+
+/** A boolean environment variable: 1, true or yes (any case) is on. */
+function envFlag(value: string | undefined): boolean {
+  return /^(1|true|yes)$/i.test((value ?? '').trim());
 }
 
 /** pino's levels, most severe first. */
@@ -79,7 +76,9 @@ interface ServeOptions {
   quantRotation: QuantRotation;
   calibration: string;
   calWindows?: number;
-  cacheDir: string;
+  heldOut: string;
+  heldOutWindows: number;
+  cacheDir?: string;
   host: string;
   port?: number;
   device?: string;
@@ -89,6 +88,9 @@ interface ServeOptions {
   maxQueue: number;
   kvCacheTokens?: number;
   apiKey?: string;
+  metricsPublic?: boolean;
+  metricsIncludeVllm?: boolean;
+  chatTemplate?: string;
   maxBody: string;
   shutdownTimeout: number;
   logLevel: string;
@@ -105,7 +107,9 @@ export function register(program: Command): void {
     .option('--quant-rotation <mode>', QUANT_ROTATION_HELP, quantRotationOption, 'auto')
     .option('--calibration <file>', 'calibration text for slicing', DEFAULT_CALIBRATION_FILE)
     .option('--cal-windows <n>', 'calibration windows (slicer default 128)', intOption(1))
-    .option('--cache-dir <dir>', 'cache of slices and quantized models (env SLICESERVE_CACHE_DIR)', process.env.SLICESERVE_CACHE_DIR || '.cache/sliceserve')
+    .option('--held-out <file>', "held-out text (not the calibration text) on which each slice's and its dense model's perplexity are measured (/v1/models, /v1/slices)", DEFAULT_EVAL_FILE)
+    .option('--held-out-windows <n>', 'held-out windows of 256 tokens per slice (0 = do not measure)', intOption(0), 16)
+    .option('--cache-dir <dir>', 'cache of slices and quantized models (env SLICESERVE_CACHE_DIR; default $XDG_CACHE_HOME/sliceserve or ~/.cache/sliceserve, never the working directory)')
     .option('--host <host>', 'address to listen on (env HOST)', process.env.HOST || '127.0.0.1')
     .option('--port <port>', 'port, 0 = any free one (env PORT; default 8080)', portOption)
     .option('--device <device>', 'cpu | cuda | webgpu | auto (env SLICESERVE_DEVICE; default cpu)')
@@ -115,6 +119,9 @@ export function register(program: Command): void {
     .option('--max-queue <n>', 'waiting requests per model at most (>= 1: every request waits until the batch admits it); more get 429', intOption(1), 256)
     .option('--kv-cache-tokens <n>', 'KV budget per model in tokens (default max-batch-size x context)', intOption(1))
     .option('--api-key <key>', 'require "Authorization: Bearer <key>" (env SLICESERVE_API_KEY)', process.env.SLICESERVE_API_KEY)
+    .option('--metrics-public', 'serve /metrics without the API key (Prometheus scrapers rarely carry one; env SLICESERVE_METRICS_PUBLIC=1)')
+    .option('--metrics-include-vllm', "also serve vLLM's vllm:* series on /metrics, as vLLM does, for scrape configs that read /metrics only (they are always on /metrics/vllm; promtool's lint flags their ':' as on vLLM's own /metrics; env SLICESERVE_METRICS_INCLUDE_VLLM=1)")
+    .option('--chat-template <file>', "Jinja chat template for /v1/chat/completions, instead of the models' own (tokenizer_config.json chat_template or chat_template.jinja)")
     .option('--max-body <size>', 'JSON body limit: bytes, or a number with b, kb, mb or gb (e.g. 512kb)', bodyLimitOption, '1mb')
     .option('--shutdown-timeout <s>', 'seconds in-flight requests get to finish on SIGTERM', numberOption(0, 3600, true), 30)
     .option('--log-level <level>', `${LOG_LEVELS.join(' | ')} (env LOG_LEVEL)`, process.env.LOG_LEVEL || 'info')
@@ -129,20 +136,48 @@ export function register(program: Command): void {
       if (sparsities.length > 0 && !fs.existsSync(calibrationFile)) {
         throw new Error(`calibration file ${calibrationFile} does not exist; pass --calibration <file> or --dense-only`);
       }
+      // Also for --dense-only: slices made later through /v1/slices are measured too.
+      const heldOutFile = opts.heldOutWindows > 0 ? resolveBundled(opts.heldOut) : undefined;
+      if (heldOutFile && !fs.existsSync(heldOutFile)) throw new Error(`--held-out ${opts.heldOut}: no such file; pass a text file of stories, or --held-out-windows 0`);
+      if (heldOutFile && fs.existsSync(calibrationFile) && fs.realpathSync(heldOutFile) === fs.realpathSync(calibrationFile)) {
+        throw new Error(`--held-out ${opts.heldOut} is the calibration text: a slice's quality cost is measured on text it was not calibrated on; pass another --held-out file, or --held-out-windows 0`);
+      }
       if (!(LOG_LEVELS as readonly string[]).includes(opts.logLevel)) {
         throw new Error(`--log-level (or env LOG_LEVEL) ${JSON.stringify(opts.logLevel)} is not a level: use one of ${LOG_LEVELS.join(', ')}`);
       }
       // PORT is read here, not as the option's default, so that a bad PORT fails `serve` alone.
       const port = opts.port ?? (process.env.PORT ? envPort(process.env.PORT) : 8080);
       const logger = pino({ level: opts.logLevel, base: { service: 'sliceserve' } });
-      const server = await startServer({
+      // Handlers first: a SIGTERM while the server starts (listening, loading, slicing) is a
+      // graceful stop too, never node's default exit by signal.
+      let server: SliceServer | null = null;
+      let stopping = false;
+      const stop = (signal: string) => {
+        if (stopping) return;
+        stopping = true;
+        logger.info({ signal }, 'signal received');
+        if (server) shutdownAndExit(server);
+      };
+      const shutdownAndExit = (s: SliceServer) =>
+        void s.shutdown(opts.shutdownTimeout * 1000).then(
+          () => process.exit(0),
+          (err: unknown) => {
+            logger.error({ err }, 'shutdown failed');
+            process.exit(1);
+          },
+        );
+      process.on('SIGTERM', () => stop('SIGTERM'));
+      process.on('SIGINT', () => stop('SIGINT'));
+      server = await startServer({
         models,
         sparsities,
         quantize: opts.quantize ?? ['none'],
         quantRotation: opts.quantRotation,
         calibrationFile,
         calWindows: opts.calWindows,
-        cacheDir: path.resolve(opts.cacheDir),
+        heldOutFile,
+        heldOutWindows: opts.heldOutWindows,
+        cacheDir: opts.cacheDir ? path.resolve(opts.cacheDir) : defaultCacheDir(),
         host: opts.host,
         port,
         device: resolveDeviceRequest(opts.device),
@@ -152,26 +187,16 @@ export function register(program: Command): void {
         maxQueue: opts.maxQueue,
         kvCacheTokens: opts.kvCacheTokens,
         apiKey: opts.apiKey || undefined,
+        metricsPublic: opts.metricsPublic ?? envFlag(process.env.SLICESERVE_METRICS_PUBLIC),
+        metricsIncludeVllm: opts.metricsIncludeVllm ?? envFlag(process.env.SLICESERVE_METRICS_INCLUDE_VLLM),
+        chatTemplateFile: opts.chatTemplate ? path.resolve(opts.chatTemplate) : undefined,
+        sparsitiesExplicit: opts.sparsity !== undefined,
         bodyLimit: opts.maxBody,
         logger,
       }).catch((err: unknown) => {
         throw listenError(err, opts.host, port);
       });
-      let stopping = false;
-      const stop = (signal: string) => {
-        if (stopping) return;
-        stopping = true;
-        logger.info({ signal }, 'signal received');
-        void server.shutdown(opts.shutdownTimeout * 1000).then(
-          () => process.exit(0),
-          (err: unknown) => {
-            logger.error({ err }, 'shutdown failed');
-            process.exit(1);
-          },
-        );
-      };
-      process.on('SIGTERM', () => stop('SIGTERM'));
-      process.on('SIGINT', () => stop('SIGINT'));
+      if (stopping) shutdownAndExit(server); // the signal came while it started to listen
       try {
         await server.ready;
       } catch (err) {

@@ -8,6 +8,22 @@ import type { Activation, DecoderConfig, LayerAttention, RopeScaling, RotarySpec
 import { ModelLoadError } from '../types.js';
 
 export const positiveInt = z.number().int().positive();
+
+/**
+ * config.json fields of a decoder's geometry under their transformers names, shared by the
+ * families whose configs use them (Llama-shaped families, Phi); each adds its norm epsilon
+ * and extras.
+ */
+export const decoderShapeFields = {
+  hidden_size: positiveInt,
+  intermediate_size: positiveInt,
+  num_hidden_layers: positiveInt,
+  num_attention_heads: positiveInt,
+  num_key_value_heads: positiveInt.nullish(),
+  head_dim: positiveInt.nullish(),
+  max_position_embeddings: positiveInt.optional(),
+  hidden_act: z.string().optional(),
+};
 export const nonNegativeInt = z.number().int().nonnegative();
 
 const slicingSchema = z.object({

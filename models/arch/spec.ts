@@ -14,8 +14,11 @@
  *    {@link buildLayout} from the family's tensor names.
  * 2. If the checkpoint stores tensors differently from the layout (fused projections, a
  *    missing `model.` prefix), convert them in `fromCheckpoint`.
- * 3. Add it to models/registry.ts, and a tiny fixture to test/fixtures/arch/: the family test
- *    suite (test/models/arch/) runs every registered architecture through the same checks.
+ * 3. Add it to models/registry.ts, and a tiny checkpoint written by transformers to
+ *    test/fixtures/transformers/<variant>/ (scripts/transformers-goldens.py): the family suite
+ *    (test/models/arch/contract.test.ts, test/models/transformers-goldens.test.ts,
+ *    test/cli/families.test.ts) runs every fixture through the same checks, and fails while a
+ *    registered architecture has no fixture.
  * A feature the shared graph emitters (models/onnx/blocks.ts) do not have yet (a new norm,
  * activation or block kind) is added there, driven by a DecoderConfig field, never by a
  * family name.

@@ -126,7 +126,8 @@ export class BlockEmitter {
     const d = this.normDivisor;
     const k = Math.sqrt(d / width);
     const scale = new Float32Array(width);
-    for (let i = 0; i < width; i++) scale[i] = k * (n.weight ? n.weight.data[i] : 1);
+    const weight = n.weight?.data;
+    for (let i = 0; i < width; i++) scale[i] = k * (weight ? weight[i] : 1);
     return this.g.op('RMSNormalization', [x, this.weight(`${name}_scale`, scale, [width])], {
       axis: -1,
       epsilon: { float: (eps * d) / width },
@@ -141,11 +142,13 @@ export class BlockEmitter {
   private headNorm(x: string, n: Norm, name: string, factor: number): string {
     const hd = this.config.head_dim;
     const w = new Float32Array(hd);
-    for (let i = 0; i < hd; i++) w[i] = (n.weight ? n.weight.data[i] : 1) * factor;
+    const weight = n.weight?.data;
+    for (let i = 0; i < hd; i++) w[i] = (weight ? weight[i] : 1) * factor;
     const eps = { float: this.config.norm_eps };
     if (this.config.qk_norm === 'layer') {
       const b = new Float32Array(hd);
-      if (n.bias) for (let i = 0; i < hd; i++) b[i] = n.bias.data[i] * factor;
+      const bias = n.bias?.data;
+      if (bias) for (let i = 0; i < hd; i++) b[i] = bias[i] * factor;
       return this.g.op('LayerNormalization', [x, this.weight(`${name}.weight`, w, [hd]), this.weight(`${name}.bias`, b, [hd])], { axis: -1, epsilon: eps, stash_type: 1 });
     }
     return this.g.op('RMSNormalization', [x, this.weight(`${name}.weight`, w, [hd])], { axis: -1, epsilon: eps, stash_type: 1 });
@@ -401,13 +404,13 @@ export class BlockEmitter {
 }
 
 /**
- * A linear layer with weight and bias multiplied by `factor` (new tensors). A quantized weight
- * keeps its codes and has its scales multiplied (the codes of a scaled block are the same).
+ * A linear layer with weight and bias multiplied by `factor` (new float32 tensors). A quantized
+ * weight keeps its codes and has its scales multiplied (the codes of a scaled block are the same).
  */
 function scaledLinear(l: Linear, factor: number): Linear {
   const w = l.weight;
-  const weight = isQuantized(w) ? { ...w, q: stackRows([w.q], [factor]) } : { ...w, data: w.data.map((v) => v * factor) };
-  return l.bias ? { weight, bias: { ...l.bias, data: l.bias.data.map((v) => v * factor) } } : { weight };
+  const weight = isQuantized(w) ? { ...w, q: stackRows([w.q], [factor]) } : { shape: w.shape, data: w.data.map((v) => v * factor) };
+  return l.bias ? { weight, bias: { shape: l.bias.shape, data: l.bias.data.map((v) => v * factor) } } : { weight };
 }
 
 /** The biases of fused layers concatenated along out (zeros for a layer without one). */
@@ -428,9 +431,10 @@ function transposeConcat(ws: WeightTensor[], inn: number, out: number): Float32A
   for (const w of ws) {
     const [o, i2] = w.shape;
     if (i2 !== inn) throw new Error(`fused projection: input widths differ (${i2} vs ${inn})`);
+    const data = w.data; // read once: a lazy tensor produces its values on each read
     for (let r = 0; r < o; r++) {
       const row = r * inn;
-      for (let c = 0; c < inn; c++) t[c * out + col + r] = w.data[row + c];
+      for (let c = 0; c < inn; c++) t[c * out + col + r] = data[row + c];
     }
     col += o;
   }

@@ -1,13 +1,22 @@
 /**
  * A small ONNX graph-construction helper over `onnx-proto` (the ONNX protobuf schema compiled
  * for protobufjs). It keeps big weights out of the protobuf: every initializer above
- * {@link EXTERNAL_THRESHOLD_BYTES} is stored as ONNX external data in one in-memory buffer,
- * handed to onnxruntime with `externalData: [{ path, data }]`, so the encoded graph stays tiny
- * whatever the model size (the protobuf limit is 2 GB).
+ * {@link EXTERNAL_THRESHOLD_BYTES} is stored as ONNX external data, so the encoded graph stays
+ * tiny whatever the model size (the protobuf limit is 2 GB). The external data goes either
+ * - to a file, written as each initializer is added ({@link OnnxGraph.streamingTo}): nothing
+ *   of the weights stays in memory, no buffer limit applies, and onnxruntime reads the file
+ *   by path when the model is opened from `model.onnx` in the same directory
+ *   (runtime/graph-files.ts); this is how sessions are made; or
+ * - to one in-memory buffer, handed to onnxruntime with `externalData: [{ path, data }]`
+ *   (small graphs and tests; onnxruntime-node takes only a buffer there, not a file path, and
+ *   one tensor passed so must stay under 2 GiB).
  *
  * Spec: ONNX IR (onnx.proto3, https://onnx.ai/onnx/repo-docs/IR.html), "External data".
  */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { onnx } from 'onnx-proto';
+import { byteViews } from '../bytes.js';
 
 /** Element types used by SliceServe graphs (ONNX TensorProto.DataType values). */
 export const DT = {
@@ -26,6 +35,12 @@ export type ElemType = keyof typeof DT;
 
 /** Initializers at or below this size are inlined as raw_data; larger ones go to external data. */
 export const EXTERNAL_THRESHOLD_BYTES = 1024;
+/**
+ * Alignment of external tensors in a file: the page size, so that onnxruntime can map them
+ * (in memory, 64 bytes).
+ */
+export const FILE_ALIGNMENT_BYTES = 4096;
+
 
 /** A dimension: a fixed size or a symbolic name (dynamic). */
 export type Dim = number | string;
@@ -39,8 +54,15 @@ export interface BuiltModel {
   model: Uint8Array;
   /** File name the initializers reference (pass it with {@link BuiltModel.externalData}). */
   externalDataPath: string;
-  /** The external weights, one contiguous buffer (may be empty). */
+  /** The external weights, one contiguous buffer (empty when they went to {@link externalDataFile}). */
   externalData: Uint8Array;
+  /**
+   * The file the external weights were written to ({@link OnnxGraph.streamingTo}); save the
+   * model as a file in the same directory and open that.
+   */
+  externalDataFile?: string;
+  /** Bytes of external weights (in the buffer or the file). */
+  externalBytes: number;
 }
 
 /** Incremental builder of one ONNX graph. Node outputs get unique names automatically. */
@@ -53,6 +75,8 @@ export class OnnxGraph {
   private externalBytes = 0;
   private counter = 0;
   private readonly constCache = new Map<string, string>();
+  /** The external-data file of a streaming graph. */
+  private file?: string;
 
   /**
    * @param externalDataPath file name the external initializers reference.
@@ -64,6 +88,19 @@ export class OnnxGraph {
     readonly externalDataPath = 'weights.bin',
     private readonly inlineBelowBytes = EXTERNAL_THRESHOLD_BYTES,
   ) {}
+
+  /**
+   * A graph whose external initializers are written to `file` (created or truncated now) as
+   * they are added; `externalDataPath` is the file's base name. No file stays open between
+   * calls, so an emitter that throws half-way leaves only the file behind.
+   * @throws Error when the file cannot be created.
+   */
+  static streamingTo(name: string, file: string, inlineBelowBytes = EXTERNAL_THRESHOLD_BYTES): OnnxGraph {
+    const g = new OnnxGraph(name, path.basename(file), inlineBelowBytes);
+    fs.writeFileSync(file, new Uint8Array(0));
+    g.file = file;
+    return g;
+  }
 
   /** Declares a graph input of the given element type and shape; returns its name. */
   input(name: string, type: ElemType, dims: Dim[]): string {
@@ -79,7 +116,9 @@ export class OnnxGraph {
   /**
    * Adds an initializer. `data` must hold exactly product(dims) elements of `type`
    * (Float32Array for float32, Uint16Array bit patterns for float16, Float64Array, BigInt64Array,
-   * Uint8Array for uint8, Int8Array for int8).
+   * Uint8Array for uint8, Int8Array for int8). A streaming graph writes it to its file now, so
+   * the caller may drop `data` afterwards; an in-memory graph keeps a reference until
+   * {@link build}.
    */
   initializer(name: string, type: ElemType, dims: number[], data: Float32Array | Float64Array | Uint16Array | BigInt64Array | Uint8Array | Int8Array): string {
     const expected = dims.reduce((a, b) => a * b, 1);
@@ -90,22 +129,27 @@ export class OnnxGraph {
     if (count !== expected && !(data instanceof Uint8Array)) {
       throw new Error(`initializer ${name}: ${data.length} elements for dims [${dims.join(', ')}]`);
     }
-    const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    const byteLength = data.byteLength;
     const tensor: onnx.ITensorProto = { name, dims, dataType: DT[type] };
-    if (bytes.byteLength <= this.inlineBelowBytes) {
-      tensor.rawData = bytes.slice();
+    if (byteLength <= this.inlineBelowBytes) {
+      tensor.rawData = new Uint8Array(data.buffer, data.byteOffset, byteLength).slice();
     } else {
-      // Keep offsets 64-byte aligned so onnxruntime may map them without copies.
-      const pad = (64 - (this.externalBytes % 64)) % 64;
-      if (pad) this.chunks.push(new Uint8Array(pad));
+      // Aligned offsets let onnxruntime use the bytes in place (in memory) or map them (in a file).
+      const align = this.file === undefined ? 64 : FILE_ALIGNMENT_BYTES;
+      const pad = (align - (this.externalBytes % align)) % align;
       const offset = this.externalBytes + pad;
-      this.chunks.push(bytes);
-      this.externalBytes = offset + bytes.byteLength;
+      if (this.file === undefined) {
+        if (pad) this.chunks.push(new Uint8Array(pad));
+        this.chunks.push(new Uint8Array(data.buffer, data.byteOffset, byteLength));
+      } else {
+        writeAt(this.file, data, offset);
+      }
+      this.externalBytes = offset + byteLength;
       tensor.dataLocation = onnx.TensorProto.DataLocation.EXTERNAL;
       tensor.externalData = [
         { key: 'location', value: this.externalDataPath },
         { key: 'offset', value: String(offset) },
-        { key: 'length', value: String(bytes.byteLength) },
+        { key: 'length', value: String(byteLength) },
       ];
     }
     this.initializers.push(tensor);
@@ -164,7 +208,7 @@ export class OnnxGraph {
 
   /**
    * Serializes the model. `opsets` maps domain -> version (default: ONNX 23 + com.microsoft 1).
-   * @returns the ModelProto bytes and the external-data buffer.
+   * @returns the ModelProto bytes and the external-data buffer (or file).
    */
   build(opsets: Record<string, number> = { '': 23, 'com.microsoft': 1 }): BuiltModel {
     const model = onnx.ModelProto.create({
@@ -180,13 +224,33 @@ export class OnnxGraph {
       },
     });
     const encoded = onnx.ModelProto.encode(model).finish();
+    if (this.file !== undefined) {
+      return { model: encoded, externalDataPath: this.externalDataPath, externalData: new Uint8Array(0), externalDataFile: this.file, externalBytes: this.externalBytes };
+    }
     const externalData = new Uint8Array(this.externalBytes);
     let offset = 0;
     for (const c of this.chunks) {
       externalData.set(c, offset);
       offset += c.byteLength;
     }
-    return { model: encoded, externalDataPath: this.externalDataPath, externalData };
+    return { model: encoded, externalDataPath: this.externalDataPath, externalData, externalBytes: this.externalBytes };
+  }
+}
+
+/**
+ * Writes the bytes of `data` into `file` at byte `offset` (the file is opened and closed
+ * here), in pieces: no single view or write call may cover more than 1 GiB (models/bytes.ts).
+ */
+function writeAt(file: string, data: ArrayBufferView, offset: number): void {
+  const fd = fs.openSync(file, 'r+');
+  try {
+    let position = offset;
+    for (const view of byteViews(data)) {
+      for (let done = 0; done < view.byteLength;) done += fs.writeSync(fd, view, done, view.byteLength - done, position + done);
+      position += view.byteLength;
+    }
+  } finally {
+    fs.closeSync(fd);
   }
 }
 

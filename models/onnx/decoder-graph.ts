@@ -27,6 +27,12 @@ export interface GraphOptions {
    * kernel has to copy the whole cache into them every step.
    */
   presentOutputs?: boolean;
+  /**
+   * Write the weights to this file as the graph is built (builder.ts `OnnxGraph.streamingTo`)
+   * instead of one in-memory buffer: memory stays at about one layer's weights whatever the
+   * model size. Open the result from a `model.onnx` saved next to it (runtime/graph-files.ts).
+   */
+  externalDataFile?: string;
 }
 
 /** Whether any layer of `config` uses a sliding window (the graph then takes sliding_attention_bias). */
@@ -34,11 +40,18 @@ export function usesSlidingWindow(config: DecoderConfig): boolean {
   return config.layer_types.some((_, l) => isSlidingLayer(config, l));
 }
 
+/** A graph streaming its weights to `file`, or an in-memory one. */
+function newGraph(name: string, file: string | undefined): OnnxGraph {
+  return file ? OnnxGraph.streamingTo(name, file) : new OnnxGraph(name);
+}
+
 /**
- * Emits the decoder graph of `model`. The tensors of a quantized model's
- * `quantization.tensors` (models/quant/model.ts) become `com.microsoft.MatMulNBits` nodes
- * (their scales in the graph's precision, float16 on GPUs); everything else is float.
- * @returns the encoded model and its external weight buffer.
+ * Emits the decoder graph of `model`. Tensors are read one at a time (lazy ones from disk);
+ * with `externalDataFile` each is written out as soon as it is emitted, so none is kept. The
+ * tensors of a quantized model's `quantization.tensors` (models/quant/model.ts) become
+ * `com.microsoft.MatMulNBits` nodes (their scales in the graph's precision, float16 on GPUs);
+ * everything else is float.
+ * @returns the encoded model and its external weights (buffer or file).
  * @throws Error when the weight shapes do not chain (models/widths.ts) or a tensor is missing.
  */
 export function buildDecoderGraph(model: LoadedModel, options: GraphOptions): BuiltModel {
@@ -47,7 +60,7 @@ export function buildDecoderGraph(model: LoadedModel, options: GraphOptions): Bu
   const layout = layoutOf(config);
   const widths = modelWidths(model, layout);
   const attention = options.attention ?? defaultAttentionKernel();
-  const e = new BlockEmitter(new OnnxGraph(`${model.id}-${options.logits}`), config, widths.normDivisor, options.dtype ?? 'float32', attention, usesSlidingWindow(config));
+  const e = new BlockEmitter(newGraph(`${model.id}-${options.logits}`, options.externalDataFile), config, widths.normDivisor, options.dtype ?? 'float32', attention, usesSlidingWindow(config));
   const g = e.g;
   const KV = config.num_key_value_heads;
   const hd = config.head_dim;
@@ -108,11 +121,12 @@ export type LayerPart = 'attention' | 'mlp' | 'block';
  *   block:     `x @ attn_shortcut + o(attn(norm(x))) + mlp(norm(x))` (parallel blocks)
  * Runs in float32, the model dtype (PROTOCOL.md §5).
  * @param normDivisor the ORIGINAL hidden_size d.
+ * @param externalDataFile as GraphOptions.externalDataFile.
  * @throws Error for a part that does not fit the block kind.
  */
-export function buildLayerPartGraph(config: DecoderConfig, normDivisor: number, l: number, t: LayerTensors, part: LayerPart): BuiltModel {
+export function buildLayerPartGraph(config: DecoderConfig, normDivisor: number, l: number, t: LayerTensors, part: LayerPart, externalDataFile?: string): BuiltModel {
   if ((part === 'block') !== (config.block === 'parallel')) throw new Error(`part ${part} does not fit ${config.block} blocks`);
-  const e = new BlockEmitter(new OnnxGraph(`layer-${l}-${part}`), config, normDivisor, 'float32', defaultAttentionKernel(), isSlidingLayer(config, l));
+  const e = new BlockEmitter(newGraph(`layer-${l}-${part}`, externalDataFile), config, normDivisor, 'float32', defaultAttentionKernel(), isSlidingLayer(config, l));
   const inWidth = part === 'mlp' ? t.up.weight.shape[1] : t.q.weight.shape[1];
   const outWidth = part === 'attention' ? t.o.weight.shape[0] : t.down.weight.shape[0];
   const x = e.g.input('hidden', 'float32', ['batch', 'sequence', inWidth]);

@@ -16,6 +16,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { contextLength, type DecoderConfig } from '../config.js';
 import { CONFIG_FILE, GENERATION_CONFIG_FILE, configToJson } from '../huggingface.js';
+import { fileTensor } from '../lazy-tensor.js';
 import { layoutOf, parseDecoderConfig } from '../registry.js';
 import { SAFETENSORS_FILE, readBytesAt, readSafetensorsHeader } from '../safetensors.js';
 import { HfTokenizer, TOKENIZER_CONFIG_FILE, TOKENIZER_FILE, genericTokenizerConfig, loadHfTokenizer, readJsonFile } from '../tokenizer/index.js';
@@ -226,7 +227,8 @@ export function loadQuantizedArtifact(dir: string, options: { id?: string } = {}
     }
     for (const t of [...info.values()]) {
       if (/\.(qweight|scales|qzeros)$/.test(t.name) || t.dtype !== 'F32') throw new ModelLoadError(file, `unexpected tensor ${t.name} (${t.dtype}; config.json ${QUANT_CONFIG_KEY}.tensors does not list it)`);
-      weights.set(t.name, { shape: t.shape, data: read(t.name, 'F32', t.shape) as Float32Array });
+      // Float tensors (embedding, norms, biases) stay on disk until used (models/lazy-tensor.ts).
+      weights.set(t.name, fileTensor([...t.shape], { file, offset: header.dataStart + t.begin, dtype: 'F32' }));
     }
   } finally {
     fs.closeSync(fd);

@@ -100,9 +100,10 @@ export function quantizationPlan(model: Pick<LoadedModel, 'config' | 'weights'>,
 function transpose(t: WeightTensor): WeightTensor {
   const [a, b] = t.shape;
   const out = new Float32Array(a * b);
+  const data = t.data; // once: a lazy tensor produces its values on each read
   for (let i = 0; i < a; i++) {
     const row = i * b;
-    for (let j = 0; j < b; j++) out[j * a + i] = t.data[row + j];
+    for (let j = 0; j < b; j++) out[j * a + i] = data[row + j];
   }
   return { shape: [b, a], data: out };
 }
@@ -120,6 +121,12 @@ export interface QuantizeModelOptions {
   rotation?: QuantRotationInfo | null;
   /** Called after each tensor (progress: done of total). */
   onTensor?: (done: number, total: number, name: string) => void;
+  /**
+   * Tensors to transform before use (a residual rotation, slicer/random-rotation.ts): each
+   * named one is replaced by what its function returns, computed when it is needed and let go
+   * once quantized, so no transformed float copy of the quantized weights is ever held whole.
+   */
+  transform?: ReadonlyMap<string, () => Promise<WeightTensor>>;
 }
 
 /**
@@ -129,17 +136,24 @@ export interface QuantizeModelOptions {
  * @throws QuantizationError for a model that is already quantized, an unknown preset, or a
  *   tensor that cannot be quantized (NaN/Infinity, bad shape: the message names it).
  */
-export function quantizeModel(model: LoadedModel, presetName: QuantPresetName, options: QuantizeModelOptions = {}): LoadedModel {
+export async function quantizeModel(model: LoadedModel, presetName: QuantPresetName, options: QuantizeModelOptions = {}): Promise<LoadedModel> {
   if (model.quantization) throw new QuantizationError(`${model.id} is already quantized (${model.quantization.preset}); quantize its float model instead`);
   const preset = quantPreset(presetName);
   const accuracyLevel = options.accuracyLevel ?? preset.accuracyLevel;
   const plan = quantizationPlan(model, preset);
   const quantized = new Set(plan.map((p) => p.source));
+  const transform = options.transform ?? new Map<string, () => Promise<WeightTensor>>();
+  // The tensors that stay float (embedding, norms, biases), transformed now.
   const weights: WeightMap = new Map();
-  for (const [name, t] of model.weights) if (!quantized.has(name) || name === layoutOf(model.config).embedTokens) weights.set(name, t);
+  for (const [name, t] of model.weights) {
+    if (quantized.has(name) && name !== layoutOf(model.config).embedTokens) continue;
+    const f = transform.get(name);
+    weights.set(name, f ? await f() : t);
+  }
   const tensors = new Map<string, QuantizedTensor>();
-  plan.forEach((p, i) => {
-    const t = model.weights.get(p.source);
+  for (const [i, p] of plan.entries()) {
+    const f = weights.has(p.source) ? undefined : transform.get(p.source);
+    const t = f ? await f() : (weights.get(p.source) ?? model.weights.get(p.source));
     if (!t) throw new QuantizationError(`${model.id}: missing weight ${p.source}`);
     let q: BlockQuantizedWeight;
     try {
@@ -150,7 +164,7 @@ export function quantizeModel(model: LoadedModel, presetName: QuantPresetName, o
     tensors.set(p.name, { shape: [...t.shape], q, transposed: p.transposed, accuracyLevel });
     if (options.consume && !weights.has(p.source)) model.weights.delete(p.source);
     options.onTensor?.(i + 1, plan.length, p.name);
-  });
+  }
   return {
     ...model,
     id: `${model.id}-${presetName}`,

@@ -182,18 +182,21 @@ export class HfTokenizer implements TextTokenizer {
   }
 
   /**
-   * Text of `ids`. Special tokens (BOS, EOS, UNK and other special added tokens) are dropped;
-   * byte-fallback tokens are fused into UTF-8 (invalid sequences become U+FFFD); spaces are
-   * not cleaned up, so `decode(encode(text))` gives `text` back. Returns '' for an empty list.
-   * @throws RangeError for an id that is not an integer in [0, vocabSize).
+   * Text of `ids`. Special tokens (BOS, EOS, UNK and other special added tokens) are dropped
+   * unless `options.skipSpecialTokens` is false; byte-fallback tokens are fused into UTF-8
+   * (invalid sequences become U+FFFD); spaces are not cleaned up, so `decode(encode(text))`
+   * gives `text` back. Returns '' for an empty list.
+   * Ids at or above vocabSize decode to nothing, as in `tokenizers` (and so transformers and
+   * vLLM): models pad their embedding beyond the tokenizer (Qwen2.5: 151936 rows for 151665
+   * tokens), and a model may generate such an id.
+   * @throws RangeError for an id that is not a non-negative integer.
    */
-  decode(ids: readonly number[]): string {
+  decode(ids: readonly number[], options: { skipSpecialTokens?: boolean } = {}): string {
+    const skip = options.skipSpecialTokens !== false;
     const kept: number[] = [];
     for (const id of ids) {
-      if (!Number.isInteger(id) || id < 0 || id >= this.vocabSize) {
-        throw new RangeError(`token id ${id} is outside the vocabulary (0..${this.vocabSize - 1})`);
-      }
-      if (!this.specialIds.has(id)) kept.push(id);
+      if (!Number.isInteger(id) || id < 0) throw new RangeError(`token id ${id} is not a non-negative integer`);
+      if (id < this.vocabSize && (!skip || !this.specialIds.has(id))) kept.push(id);
     }
     if (kept.length === 0) return '';
     return this.tokenizer.decode(kept, { skip_special_tokens: false, clean_up_tokenization_spaces: false });

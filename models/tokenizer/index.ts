@@ -11,6 +11,7 @@ export {
   POST_PROCESSOR_FROM_FLAGS, applyTransformersRules, baseTokenizerClass, tokenContent, type TransformersTokenizer,
 } from './transformers-rules.js';
 export {
-  MERGES_FILE, TOKENIZER_CONFIG_FILE, TOKENIZER_FILE, VOCAB_FILE, genericTokenizerConfig, llamaTokenizerConfig, loadHfTokenizer, loadLlama2cTokenizer, readJsonFile,
+  CHAT_TEMPLATE_FILE, MERGES_FILE, TOKENIZER_CONFIG_FILE, TOKENIZER_FILE, VOCAB_FILE, genericTokenizerConfig, llamaTokenizerConfig, loadHfTokenizer, loadLlama2cTokenizer,
+  readJsonFile,
 } from './load.js';
 export { STORY_SEPARATOR, buildTokenStream, cutWindows, splitStories, type TokenStream } from './stream.js';

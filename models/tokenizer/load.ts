@@ -14,10 +14,23 @@ import {
 
 export const TOKENIZER_FILE = 'tokenizer.json';
 export const TOKENIZER_CONFIG_FILE = 'tokenizer_config.json';
+/** A chat template saved beside the tokenizer (transformers >= 4.43 writes it there). */
+export const CHAT_TEMPLATE_FILE = 'chat_template.jinja';
+
+/**
+ * The tokenizer config with `<dir>/chat_template.jinja`, when there is one, as its
+ * `chat_template` (the file wins over the config's own entry, as transformers loads it).
+ */
+function withChatTemplateFile(dir: string, config: Record<string, unknown> | undefined): Record<string, unknown> | undefined {
+  const file = path.join(dir, CHAT_TEMPLATE_FILE);
+  if (!fs.existsSync(file)) return config;
+  return { ...(config ?? {}), chat_template: fs.readFileSync(file, 'utf8') };
+}
 
 /**
  * Loads a llama2.c tokenizer file as an {@link HfTokenizer} (BOS 1, EOS 2); see
- * {@link llama2cVocabToTokenizerJson} for the conversion.
+ * {@link llama2cVocabToTokenizerJson} for the conversion. A `chat_template.jinja` next to the
+ * file becomes the config's `chat_template`.
  * @param vocabSize the checkpoint's vocab_size, to check the file against.
  * @throws ModelLoadError naming `file` (missing, truncated, size mismatch, invalid pieces).
  */
@@ -28,7 +41,7 @@ export function loadLlama2cTokenizer(file: string, vocabSize?: number): HfTokeni
     bosTokenId: LLAMA2C_BOS_ID,
     eosTokenId: LLAMA2C_EOS_ID,
     eosTokenIds: [LLAMA2C_EOS_ID, LLAMA2C_BOS_ID],
-    tokenizerConfig: llamaTokenizerConfig(),
+    tokenizerConfig: withChatTemplateFile(path.dirname(file), llamaTokenizerConfig()),
     source: file,
   });
 }
@@ -96,7 +109,8 @@ export const MERGES_FILE = 'merges.txt';
 const GPT2_CONVERTER_CLASSES = new Set(['GPT2Tokenizer', 'CodeGenTokenizer']);
 
 /**
- * Loads `<dir>/tokenizer.json` and, if present, `<dir>/tokenizer_config.json`. A directory
+ * Loads `<dir>/tokenizer.json` and, if present, `<dir>/tokenizer_config.json` and
+ * `<dir>/chat_template.jinja` (read into the config's `chat_template`). A directory
  * without tokenizer.json but with `vocab.json` + `merges.txt` (OPT's) gets the tokenizer.json
  * that transformers converts them to (see gpt2-files.ts), for a GPT-2-style tokenizer_config.json
  * (`tokenizer_class` GPT2Tokenizer, CodeGenTokenizer, or none as in OPT's).
@@ -108,7 +122,7 @@ const GPT2_CONVERTER_CLASSES = new Set(['GPT2Tokenizer', 'CodeGenTokenizer']);
 export function loadHfTokenizer(dir: string, ids: { bosTokenId?: number | null; eosTokenId: number; eosTokenIds?: readonly number[] }): HfTokenizer {
   const file = path.join(dir, TOKENIZER_FILE);
   const configFile = path.join(dir, TOKENIZER_CONFIG_FILE);
-  const tokenizerConfig = fs.existsSync(configFile) ? readJsonFile(configFile, 'tokenizer config') : undefined;
+  const tokenizerConfig = withChatTemplateFile(dir, fs.existsSync(configFile) ? readJsonFile(configFile, 'tokenizer config') : undefined);
   let json: Record<string, unknown>;
   let source = file;
   if (!fs.existsSync(file) && fs.existsSync(path.join(dir, VOCAB_FILE)) && fs.existsSync(path.join(dir, MERGES_FILE))) {

@@ -9,7 +9,7 @@
  * (`js` | `lapack` | `auto`, default `auto` = lapack when the addon loads, else js, silently).
  */
 import { eighJs } from './eigh-js.js';
-import { loadLapack } from './lapack.js';
+import { type LapackLoad, loadLapack } from './lapack.js';
 
 /** A concrete eigensolver. */
 export type EighBackend = 'js' | 'lapack';
@@ -70,6 +70,35 @@ export function eighBackendInfo(): { available: EighBackend[]; lapackImplementat
   return lapack.ok
     ? { available: ['js', 'lapack'], lapackImplementation: lapack.addon.implementation() }
     : { available: ['js'], lapackUnavailable: lapack.reason };
+}
+
+/**
+ * Residual width from which slicing with the JS eigensolver is slow enough to say how to get
+ * the LAPACK one: at n = 768 one JS eigendecomposition took 4.1 s against 0.11 s with LAPACK,
+ * at 2048 98.5 s against 1.8 s (2-core Xeon, docs/linear-algebra.md).
+ */
+export const JS_EIGH_HINT_WIDTH = 768;
+
+/** Seconds of one JS eigendecomposition at n = 768 on the reference machine (docs/linear-algebra.md). */
+const JS_EIGH_SECONDS_AT_768 = 4.1;
+
+/**
+ * A one-line note for a slicing run that will do `count` eigendecompositions of order `n` with
+ * the JS eigensolver because the LAPACK addon is unavailable: the rough time it costs (n^3
+ * scaling of the measured 4.1 s at n = 768), why LAPACK is unavailable and how to build it.
+ * @param choice the backend asked for (default `SLICESERVE_EIGH`); `js` asked for explicitly gives no note
+ * @param lapack the addon's load outcome (default: loading it)
+ * @returns null when LAPACK will be used, `js` was chosen, or n < {@link JS_EIGH_HINT_WIDTH}
+ */
+export function slowEigensolverHint(n: number, count: number, choice: EighBackendChoice = eighBackendFromEnv(), lapack: LapackLoad = loadLapack()): string | null {
+  if (n < JS_EIGH_HINT_WIDTH || choice === 'js' || lapack.ok) return null;
+  const each = JS_EIGH_SECONDS_AT_768 * (n / 768) ** 3;
+  const total = each * count;
+  const rough = total >= 90 ? `${Math.round(total / 60)} min` : `${Math.round(total)} s`;
+  return (
+    `slicing at hidden_size ${n} with the pure-JS eigensolver: ${count} eigendecompositions of ~${each < 10 ? each.toFixed(1) : Math.round(each)} s each on a 2-core machine (~${rough}); ` +
+    `the LAPACK one is 40-50x faster but ${lapack.reason}: install liblapack-dev libopenblas-dev (Debian/Ubuntu) and run \`npm run build:lapack\` (docs/linear-algebra.md), or set SLICESERVE_EIGH=js to silence this note`
+  );
 }
 
 /**

@@ -8,6 +8,8 @@ export {
   eighBackendFromEnv,
   eighBackendInfo,
   resolveEighBackend,
+  slowEigensolverHint,
+  JS_EIGH_HINT_WIDTH,
   SYMMETRY_TOLERANCE,
   type EighBackend,
   type EighBackendChoice,

@@ -1,7 +1,7 @@
 /** Sampler: greedy, penalties, top-k / top-p support, seeded reproducibility, logprobs. */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { argmax, logSoftmax, Sampler, type SamplingParams } from '../../engine/sampler.js';
+import { argmax, DEFAULT_SAMPLING, logSoftmax, Sampler, type SamplingParams } from '../../engine/sampler.js';
 
 const base: SamplingParams = { temperature: 1, topP: 1, topK: 0, presencePenalty: 0, frequencyPenalty: 0 };
 const logits = Float32Array.from([1, 3, 2, 3, -1]);
@@ -86,4 +86,18 @@ test('top-p without top-k samples exactly the nucleus at high temperature too', 
   for (let i = 0; i < 3000; i++) seen.add(s.sample(logits, []).token);
   // At temperature 3 every token carries > 0.1 % of the mass: the nucleus holds all five.
   assert.deepEqual([...seen].sort(), [0, 1, 2, 3, 4]);
+});
+
+test('sampling over a 151936-token vocabulary (Qwen2.5 size): every mode draws a token, none overflows the stack', () => {
+  const logits = new Float32Array(151_936).fill(-5);
+  logits[151_000] = 20; // e^25 times likelier than any other token
+  for (const params of [
+    { temperature: 1, topP: 1, topK: 0 }, { temperature: 0.7, topP: 0.9, topK: 0 }, { temperature: 1, topP: 1, topK: 40 },
+    { temperature: 0, topP: 1, topK: 0, logitBias: { 5: 1 } },
+  ]) {
+    const s = new Sampler({ ...DEFAULT_SAMPLING, ...params, seed: 1 });
+    const { token, logprob } = s.sample(logits, []);
+    assert.equal(token, 151_000, JSON.stringify(params));
+    assert.ok(logprob! > -1e-5 && logprob! <= 0, `logprob ${logprob}`); // the others hold 151935 e^-25 ~ 2e-6
+  }
 });

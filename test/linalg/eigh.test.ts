@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
-import { describe, it } from 'node:test';
-import { eighBackendInfo, eighSymmetric, resolveEighBackend, type EighBackend } from '../../slicer/linalg/index.js';
+import { describe, it, test } from 'node:test';
+import { JS_EIGH_HINT_WIDTH, eighBackendInfo, eighSymmetric, resolveEighBackend, slowEigensolverHint, type EighBackend } from '../../slicer/linalg/index.js';
 import { loadLapack, openblasCoreTypeFor } from '../../slicer/linalg/lapack.js';
 import { eighErrors, fromSpectrum, maxAbs, maxAbsDiff, projector, randomOrthogonal, randomSpd } from './helpers.js';
 
@@ -160,4 +160,20 @@ describe('backend selection', () => {
     assert.equal(openblasCoreTypeFor(new Set(['avx2', 'fma', 'avx512f'])), 'HASWELL');
     assert.equal(openblasCoreTypeFor(new Set(['sse4_2', 'avx'])), undefined);
   });
+});
+
+test('slowEigensolverHint: a note with the cost and the LAPACK build steps from hidden_size 768 when LAPACK is unavailable', () => {
+  const missing = { ok: false as const, reason: 'addon not built (native/lapack/build/Release/sliceserve_lapack.node missing; run `npm run build:lapack`)' };
+  const note = slowEigensolverHint(768, 25, 'auto', missing);
+  assert.ok(note);
+  assert.match(note, /^slicing at hidden_size 768 with the pure-JS eigensolver: 25 eigendecompositions of ~4\.1 s each on a 2-core machine \(~2 min\)/);
+  assert.match(note, /addon not built/);
+  assert.match(note, /install liblapack-dev libopenblas-dev .* `npm run build:lapack`/);
+  assert.match(note, /SLICESERVE_EIGH=js to silence/);
+  // 2048 wide, 1 + 2 x 22 layers: minutes.
+  assert.match(slowEigensolverHint(2048, 45, 'auto', missing)!, /45 eigendecompositions of ~78 s each .*\(~58 min\)/);
+  assert.equal(slowEigensolverHint(767, 25, 'auto', missing), null, 'below the threshold');
+  assert.equal(slowEigensolverHint(JS_EIGH_HINT_WIDTH, 25, 'js', missing), null, 'js chosen explicitly');
+  const lapack = { ok: true as const, path: 'x', addon: { eigh: () => ({ values: new Float64Array(), vectors: new Float64Array() }), implementation: () => 'LAPACK' } };
+  assert.equal(slowEigensolverHint(4096, 25, 'auto', lapack), null, 'LAPACK will be used');
 });

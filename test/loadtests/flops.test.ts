@@ -3,6 +3,12 @@ import { test } from 'node:test';
 import {
   bandwidthBoundTokensPerSecond, inferSliceHead, matmulFlopsPerToken, matmulWeightsPerToken, parameterCount, theoreticalSpeedup,
 } from '../../loadtests/flops.js';
+import { matmulShapeOf } from '../../loadtests/models.js';
+import type { DecoderConfig } from '../../models/config.js';
+import { layoutOf } from '../../models/registry.js';
+import { SYNTH_PRESETS, synthConfig } from '../../models/synth.js';
+import { expectedWeightShapes } from '../../models/validate.js';
+import { slicedWidth } from '../../slicer/width.js';
 
 // A tiny config, counted by hand: d = 8, f = 12, 2 layers, 2 heads / 1 KV head of size 4
 // (q out 8, k/v out 4), vocab 10.
@@ -53,4 +59,33 @@ test('bad shapes throw; the bandwidth bound is bandwidth / bytes', () => {
   assert.throws(() => matmulWeightsPerToken({ ...TINY, intermediate_size: 0 }), RangeError);
   assert.throws(() => matmulWeightsPerToken({ ...TINY, head_dim: undefined, num_attention_heads: 3 }), RangeError);
   assert.equal(bandwidthBoundTokensPerSecond(400e6, 20e9), 50);
+});
+
+test('every family: the count equals the 2-D weights the layout holds (embeddings excepted), dense and sliced', () => {
+  // An independent count: models/validate.ts expectedWeightShapes lists every tensor of a
+  // (sliced) config; the matmul weights are its 2-D tensors but the embedding lookups.
+  for (const name of ['opt-125m', 'phi-2', 'qwen3-0.6b', 'llama-3.2-1b', 'bench-110m']) {
+    const dense = synthConfig(SYNTH_PRESETS[name]);
+    const layout = layoutOf(dense);
+    for (const sparsity of [0, 0.25]) {
+      for (const sliceHead of [false, true]) {
+        const width = slicedWidth(sparsity, dense.hidden_size, 8);
+        const config: DecoderConfig = sparsity === 0 ? dense : {
+          ...dense, fused_norms: true, tie_word_embeddings: false,
+          sliceserve: {
+            sparsity, original_hidden_size: dense.hidden_size, sliced_hidden_size: width, round_interval: 8, slice_head: sliceHead,
+            calibration: { file: 'x', sha256: 'x', windows: 1, seq_len: 1, tokens: 1 }, source_model_sha256: 'x', created: 'x',
+          },
+        };
+        let expected = 0;
+        for (const [tensor, shape] of expectedWeightShapes(config)) {
+          if (shape.length !== 2 || tensor === layout.embedPositions) continue;
+          if (tensor === layout.embedTokens && !config.tie_word_embeddings) continue; // tied: the head reads it
+          expected += shape[0] * shape[1];
+        }
+        const got = matmulWeightsPerToken({ ...matmulShapeOf(dense), sliced_hidden_size: width, slice_head: sliceHead }).total;
+        assert.equal(got, expected, `${name} sparsity ${sparsity} slice_head ${sliceHead}`);
+      }
+    }
+  }
 });

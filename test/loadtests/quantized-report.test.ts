@@ -39,8 +39,8 @@ test('weightBytesPerToken equals the bytes of real quantized stories260K models 
   const shape = { hidden_size: 64, intermediate_size: 172, num_hidden_layers: 5, num_attention_heads: 8, num_key_value_heads: 4, head_dim: 8, vocab_size: 512 };
   const { model: sliced } = await sliceModelWithReport(loadModel(dir), { sparsity: 0.25, calibrationFile: path.join(REPO_ROOT, 'data', 'tinystories-train-sample.txt'), calWindows: 4, calSeqLen: 64 });
   for (const p of ['int8', 'int4'] as const) {
-    assert.equal(weightBytesPerToken(shape, spec(p)), quantizedModelBytes(quantizeModel(dense, p)) + 4 * 64, `dense ${p}`);
-    assert.equal(weightBytesPerToken({ ...shape, sliced_hidden_size: 48 }, spec(p)), quantizedModelBytes(quantizeModel(sliced, p)) + 4 * 48, `sliced ${p}`);
+    assert.equal(weightBytesPerToken(shape, spec(p)), quantizedModelBytes(await quantizeModel(dense, p)) + 4 * 64, `dense ${p}`);
+    assert.equal(weightBytesPerToken({ ...shape, sliced_hidden_size: 48 }, spec(p)), quantizedModelBytes(await quantizeModel(sliced, p)) + 4 * 48, `sliced ${p}`);
   }
   // Float32: 4 bytes per matmul weight plus the embedding row, as before.
   const floatWeights = [...dense.weights.entries()].filter(([n]) => !/norm|embed/.test(n)).reduce((s, [, t]) => s + t.data.length, 0) + 512 * 64;

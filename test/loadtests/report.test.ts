@@ -122,7 +122,7 @@ before(async () => {
   server = await startFakeServer({ models: FAKE_MODELS, tokenDelayMs: 1 });
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-report-'));
   fs.mkdirSync(path.join(tmp, 'synth'));
-  fs.writeFileSync(path.join(tmp, 'synth', 'config.json'), JSON.stringify({ ...SHAPE, bos_token_id: 1 }));
+  fs.writeFileSync(path.join(tmp, 'synth', 'config.json'), JSON.stringify({ architectures: ['LlamaForCausalLM'], ...SHAPE, max_position_embeddings: 256, bos_token_id: 1, eos_token_id: 2 }));
 });
 after(async () => {
   await server.close();

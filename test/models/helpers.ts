@@ -17,11 +17,13 @@ export const REPO_ROOT = path.resolve(__dirname, '..', '..', '..');
 export const STORIES_DIR = path.join(REPO_ROOT, 'models', 'stories260K');
 export const STORIES_BIN = path.join(STORIES_DIR, 'stories260K.bin');
 export const TOK512 = path.join(STORIES_DIR, 'tok512.bin');
-/** Read-only shared data next to the repository. */
-export const SHARED_DATA = path.resolve(REPO_ROOT, '..', 'shared', 'data');
-export const VALID_FILE = path.join(SHARED_DATA, 'tinystories-valid-sample.txt');
-export const TRAIN_FILE = path.join(SHARED_DATA, 'tinystories-train-sample.txt');
-export const WIKITEXT_FILE = path.join(SHARED_DATA, 'wikitext2-test.raw');
+/** Texts the tests read, all inside the repository (a fresh clone has nothing beside it). */
+export const VALID_FILE = path.join(REPO_ROOT, 'data', 'tinystories-valid-sample.txt');
+export const TRAIN_FILE = path.join(REPO_ROOT, 'data', 'tinystories-train-sample.txt');
+/** Test-only fixtures (test/fixtures/data/SOURCES.md). */
+export const FIXTURE_DATA = path.join(REPO_ROOT, 'test', 'fixtures', 'data');
+export const WIKITEXT_FILE = path.join(FIXTURE_DATA, 'wikitext2-test.raw');
+export const TINY_STORIES_FILE = path.join(FIXTURE_DATA, 'tinystories-sample-tiny.txt');
 
 /** A fresh temporary directory, removed when the process exits. */
 export function tempDir(prefix = 'sliceserve-models-'): string {

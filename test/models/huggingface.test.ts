@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { test } from 'node:test';
-import { loadHuggingFaceModel, saveHuggingFaceModel } from '../../models/huggingface.js';
+import { HuggingFaceWriter, loadHuggingFaceModel, saveHuggingFaceModel } from '../../models/huggingface.js';
 import { hashModelWeights, loadModel } from '../../models/load.js';
 import {
   fromBfloat16Array, fromFloat16Array, readSafetensors, readSafetensorsHeader, toBfloat16Array, toFloat16Array, writeSafetensors,
@@ -141,7 +141,7 @@ test('config.json defaults follow transformers', () => {
   assertLoadError(() => parseLlamaConfig({ ...base, hidden_act: 'mish' }, 'c.json'), 'c.json', 'hidden_act mish is not supported');
   assertLoadError(() => parseLlamaConfig({ ...base, hidden_size: 60 }, 'c.json'), 'c.json', 'hidden_size 60 is not a multiple');
   const { architectures: _, ...noArchitectures } = base;
-  assertLoadError(() => parseLlamaConfig(noArchitectures, 'c.json'), 'c.json', 'without "architectures" or "model_type"');
+  assertLoadError(() => parseLlamaConfig(noArchitectures, 'c.json'), 'c.json', 'no "architectures" or "model_type" field');
   assert.equal(parseLlamaConfig({ ...noArchitectures, model_type: 'llama' }, 'c.json').architectures[0], 'LlamaForCausalLM', 'model_type alone finds the family');
 });
 
@@ -262,4 +262,31 @@ test('sliced models: save and load round trip with the sliceserve section; norm 
   assertLoadError(() => parseLlamaConfig({ ...slicedJson(false), tie_word_embeddings: true }, 'c.json'), 'c.json', 'tie_word_embeddings');
   assertLoadError(() => parseLlamaConfig({ ...slicedJson(false), sliceserve: { ...slicingInfo(8, false), slice_head: 'no' } }, 'c.json'), 'c.json', 'sliceserve.slice_head');
   assertLoadError(() => parseLlamaConfig({ ...slicedJson(false), sliceserve: slicingInfo(32, false) }, 'c.json'), 'c.json', 'sliced_hidden_size 32 exceeds hidden_size 16');
+});
+
+test('HuggingFaceWriter: tensors in any order, read back before commit, the directory appears only at commit', () => {
+  const parent = tempDir();
+  const out = path.join(parent, 'streamed');
+  const writer = HuggingFaceWriter.create(dense, out, { maxShardBytes: 200_000 });
+  const names = [...dense.weights.keys()].filter((n) => !(dense.config.tie_word_embeddings && n === W.lmHead)).reverse();
+  assert.deepEqual(writer.missing, [...names].sort());
+  for (const name of names) {
+    writer.write(name, dense.weights.get(name)!);
+    assert.deepEqual(Array.from(writer.readBack(name).data), Array.from(dense.weights.get(name)!.data), name);
+  }
+  assert.equal(fs.existsSync(out), false, 'nothing at the target before commit');
+  const files = writer.commit();
+  assert.ok(files.some((f) => f.name === 'model.safetensors.index.json'), 'sharded');
+  assert.deepEqual(fs.readdirSync(parent), ['streamed']);
+  assert.equal(hashModelWeights(loadModel(out)), hashModelWeights(dense));
+
+  // A commit with a tensor missing fails, naming it, and leaves nothing behind; so does abort.
+  const partial = HuggingFaceWriter.create(dense, path.join(parent, 'partial'));
+  partial.write(names[0], dense.weights.get(names[0])!);
+  assert.throws(() => partial.commit(), /planned tensor\(s\) were never written/);
+  const aborted = HuggingFaceWriter.create(dense, path.join(parent, 'aborted'));
+  aborted.abort();
+  assert.deepEqual(fs.readdirSync(parent), ['streamed']);
+  assert.throws(() => HuggingFaceWriter.create(dense, out), /exists and is not empty/);
+  assert.throws(() => HuggingFaceWriter.create(dense, path.join(parent, 'x'), { dtype: 'int8' as never }), /unknown dtype int8/);
 });

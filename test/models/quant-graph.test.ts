@@ -72,7 +72,7 @@ for (const variant of variants) {
       const f32 = await allLogits(model);
       for (const preset of PRESETS) {
         const what = `${kind} ${preset}`;
-        const q = quantizeModel(model, preset, { accuracyLevel: 0 });
+        const q = await quantizeModel(model, preset, { accuracyLevel: 0 });
         assert.equal(q.id, `${model.id}-${preset}`);
         const layout = layoutOf(model.config);
         const tiedHead = model.weights.has(layout.lmHead.weight) ? 0 : model.weights.get(layout.embedTokens)!.data.length;
@@ -94,7 +94,7 @@ for (const variant of variants) {
 
   test(`${variant}: a quantized model (int4 preset, accuracy_level 4) decodes with the KV cache as it recomputes`, async () => {
     const dense = loadModel(dir);
-    const q = quantizeModel(dense, 'int4');
+    const q = await quantizeModel(dense, 'int4');
     assert.equal(q.quantization!.options.accuracyLevel, 4);
     const full = await allLogits(q);
     const V = dense.config.vocab_size;
@@ -113,7 +113,7 @@ for (const variant of variants) {
 test('stories260K: accuracy_level 4 stays close to the dequantized reference; float16 quantized graphs agree with float32', async () => {
   const dense = loadModel(path.join(REPO_ROOT, 'models', 'stories260K'));
   for (const preset of PRESETS) {
-    const q = quantizeModel(dense, preset);
+    const q = await quantizeModel(dense, preset);
     const got = await allLogits(q);
     const want = await allLogits(dequantizedModel(q));
     // accuracy_level 4 quantizes A to int8 per block: a small error, not float rounding.
@@ -135,7 +135,7 @@ function goldenPrompts(): string[] {
 
 test('stories260K: int8 greedy text equals float32 greedy text on "Once upon a time" and on at least 19 of the 24 golden prompts', async () => {
   const dense = loadModel(path.join(REPO_ROOT, 'models', 'stories260K'));
-  const q = quantizeModel(dense, 'int8');
+  const q = await quantizeModel(dense, 'int8');
   const prompts = goldenPrompts();
   const greedy = (m: LoadedModel) => withSession(m, 'last', async (s) => {
     const out: string[] = [];
@@ -148,24 +148,24 @@ test('stories260K: int8 greedy text equals float32 greedy text on "Once upon a t
   assert.ok(same >= 19, `${same} of ${prompts.length} prompts give the same 60 greedy tokens`);
 });
 
-test('quantizeModel refuses an already-quantized model, an unknown preset and non-finite weights, naming the tensor', () => {
+test('quantizeModel refuses an already-quantized model, an unknown preset and non-finite weights, naming the tensor', async () => {
   const dense = loadModel(path.join(REPO_ROOT, 'models', 'stories260K'));
-  const q = quantizeModel(dense, 'int8');
-  assert.throws(() => quantizeModel(q, 'int4'), (e: unknown) => e instanceof QuantizationError && /already quantized \(int8\)/.test(e.message));
-  assert.throws(() => quantizeModel(dense, 'int3' as QuantPresetName), /unknown quantization "int3"; use int8 or int4/);
+  const q = await quantizeModel(dense, 'int8');
+  await assert.rejects(quantizeModel(q, 'int4'), (e: unknown) => e instanceof QuantizationError && /already quantized \(int8\)/.test(e.message));
+  await assert.rejects(quantizeModel(dense, 'int3' as QuantPresetName), /unknown quantization "int3"; use int8 or int4/);
   const bad = new Map(dense.weights);
   const name = 'model.layers.2.mlp.up_proj.weight';
   const w = bad.get(name)!;
   const data = Float32Array.from(w.data);
   data[5] = NaN;
   bad.set(name, { shape: w.shape, data });
-  assert.throws(() => quantizeModel({ ...dense, weights: bad }, 'int4'), (e: unknown) => e instanceof QuantizationError && e.message.startsWith(`${name}: weight [0, 5] is NaN`));
+  await assert.rejects(quantizeModel({ ...dense, weights: bad }, 'int4'), (e: unknown) => e instanceof QuantizationError && e.message.startsWith(`${name}: weight [0, 5] is NaN`));
 });
 
-test('consume: the float tensors leave the source map as they are quantized; the embedding of a tied head stays', () => {
+test('consume: the float tensors leave the source map as they are quantized; the embedding of a tied head stays', async () => {
   const dense = loadModel(path.join(REPO_ROOT, 'models', 'stories260K'));
   const names = [...dense.weights.keys()];
-  const q = quantizeModel(dense, 'int4', { consume: true });
+  const q = await quantizeModel(dense, 'int4', { consume: true });
   const layout = layoutOf(dense.config);
   assert.ok(dense.weights.has(layout.embedTokens));
   assert.ok(!dense.weights.has('model.layers.0.self_attn.q_proj.weight'));

@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import {
   bfloat16BitsToFloat32, float16BitsToFloat32, float32ToBfloat16Bits, float32ToFloat16Bits,
   fromBfloat16Array, fromFloat16Array, readSafetensors, readSafetensorsHeader, readShardedSafetensors,
-  toBfloat16Array, toFloat16Array, writeSafetensors, writeShardedSafetensors,
+  ShardedSafetensorsWriter, toBfloat16Array, toFloat16Array, writeSafetensors, writeShardedSafetensors,
 } from '../../models/safetensors.js';
 import type { WeightMap } from '../../models/types.js';
 import { randn, rng } from '../helpers/tiny-model.js';
@@ -231,4 +231,34 @@ test('sharded index errors name the index or the shard', () => {
 test('writing rejects a tensor whose data does not match its shape', () => {
   const file = path.join(tempDir(), 'bad.safetensors');
   assert.throws(() => writeSafetensors(file, new Map([['x', { shape: [2, 3], data: new Float32Array(5) }]])), /tensor x has shape \[2, 3\] but 5 values/);
+});
+
+test('the streaming writer puts tensors written in any order where the planned header says, byte for byte', () => {
+  const weights: WeightMap = new Map();
+  for (let i = 0; i < 6; i++) weights.set(`layer.${i}.weight`, { shape: [10, 10], data: randn(100, 1, rng(20 + i)) });
+  weights.set('a.bias', { shape: [7], data: randn(7, 1, rng(30)) });
+  const sorted = tempDir();
+  writeShardedSafetensors(sorted, weights, { maxShardBytes: 250 * 4, dtype: 'BF16' });
+  const shuffled = tempDir();
+  const writer = new ShardedSafetensorsWriter(shuffled, new Map([...weights].map(([n, t]) => [n, t.shape])), { maxShardBytes: 250 * 4, dtype: 'BF16' });
+  assert.deepEqual(writer.missing, [...weights.keys()].sort());
+  for (const name of [...weights.keys()].reverse()) {
+    writer.write(name, weights.get(name)!);
+    // Read back (lazily, from the shard) as soon as it is written.
+    const back = writer.readBack(name);
+    assert.deepEqual(bitsOf(back.data), bitsOf(fromBfloat16Array(toBfloat16Array(weights.get(name)!.data))), name);
+  }
+  assert.deepEqual(writer.finish(), fs.readdirSync(sorted).sort());
+  for (const f of fs.readdirSync(sorted)) assert.deepEqual(fs.readFileSync(path.join(shuffled, f)), fs.readFileSync(path.join(sorted, f)), f);
+});
+
+test('the streaming writer refuses unplanned names and other shapes, and a finish with tensors missing', () => {
+  const dir = tempDir();
+  const writer = new ShardedSafetensorsWriter(dir, new Map([['a', [2, 3]], ['b', [4]]]));
+  assert.throws(() => writer.write('c', { shape: [1], data: new Float32Array(1) }), /tensor c is not part of the planned checkpoint/);
+  assert.throws(() => writer.write('a', { shape: [3, 2], data: new Float32Array(6) }), /tensor a has shape \[3, 2\], planned \[2, 3\]/);
+  assert.throws(() => writer.write('a', { shape: [2, 3], data: new Float32Array(5) }), /tensor a has shape \[2, 3\] but 5 values/);
+  writer.write('b', { shape: [4], data: Float32Array.of(1, 2, 3, 4) });
+  assert.throws(() => writer.finish(), /1 planned tensor\(s\) were never written: a/);
+  assert.throws(() => new ShardedSafetensorsWriter(dir, new Map([['__metadata__', [1]]])), /invalid tensor name/);
 });

@@ -57,6 +57,10 @@ test('Qwen2.5: no BOS (bos_token null although config.json has bos_token_id), "H
   assert.deepEqual(tok.encode('<|im_start|>user'), [151644, 872]);
   assert.deepEqual(tok.encode('Hello</s>world'), [9707, 522, 82, 29, 14615]);
   assert.equal(tok.decode([151644, 872]), 'user');
+  // The model's embedding has 151936 rows for 151665 tokens: padded ids decode to nothing, as in tokenizers.
+  assert.equal(tok.vocabSize, 151665);
+  assert.equal(tok.decode([9707, 151700, 151935, 1879]), 'Hello world');
+  assert.throws(() => tok.decode([-1]), /not a non-negative integer/);
   assertRoundTrips(tok, 'Qwen2.5');
 });
 

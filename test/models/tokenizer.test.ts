@@ -44,7 +44,7 @@ test('tok512: "Once upon a time" is [1, 403, 407, 261, 378] and decodes back', (
   assert.equal(tokenizer.vocabSize, 512);
   assert.equal(tokenizer.bosTokenId, 1);
   assert.equal(tokenizer.eosTokenId, 2);
-  assert.throws(() => tokenizer.decode([512]), RangeError);
+  assert.equal(tokenizer.decode([512]), ''); // beyond the tokenizer (a padded embedding row): no text, as in tokenizers
   assert.throws(() => tokenizer.decode([-1]), RangeError);
 });
 

@@ -252,7 +252,7 @@ describe('WebSocket /v1/stream', () => {
     ws.ws.send('{not json');
     const malformed = await ws.next((m) => m.type === 'error' && m.id === null);
     assert.equal(malformed.error.code, 'invalid_json');
-    ws.send({ type: 'chat', id: 'q9' });
+    ws.send({ type: 'embedding', id: 'q9' });
     const unknownType = await ws.next((m) => m.type === 'error' && m.id === 'q9');
     assert.equal(unknownType.error.param, 'type');
     assert.equal(unknownType.error.status, 400);

@@ -13,6 +13,8 @@ import { type ServerOptions, type SliceServer, startServer } from '../../server/
 export const ROOT = path.resolve(__dirname, '..', '..', '..');
 export const MODEL_DIR = path.join(ROOT, 'models', 'stories260K');
 export const CALIBRATION = path.join(ROOT, 'data', 'tinystories-train-sample.txt');
+/** The bundled evaluation text: the held-out text of slices' recorded perplexity. */
+export const EVAL = path.join(ROOT, 'data', 'tinystories-valid-sample.txt');
 export const DENSE = 'stories260K';
 export const API_KEY = 'test-key-123';
 
@@ -112,11 +114,11 @@ export interface Scrape {
 }
 
 /**
- * Fetches /metrics and parses it as Prometheus text exposition (parse-prometheus-text-format
- * throws on malformed lines).
+ * Fetches /metrics (or `path`, e.g. /metrics/vllm) and parses it as Prometheus text exposition
+ * (parse-prometheus-text-format throws on malformed lines).
  */
-export async function scrape(url: string, headers?: Record<string, string>): Promise<Scrape> {
-  const res = await get(`${url}/metrics`, headers);
+export async function scrape(url: string, headers?: Record<string, string>, path = '/metrics'): Promise<Scrape> {
+  const res = await get(`${url}${path}`, headers);
   if (res.status !== 200) throw new Error(`/metrics: ${res.status}`);
   const text = res.body as string;
   const families = parsePrometheusTextFormat(text) as MetricFamily[];

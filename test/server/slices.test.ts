@@ -12,17 +12,23 @@ import OpenAI from 'openai';
 import pino from 'pino';
 import { startServer } from '../../server/index.js';
 import { checkStartupSparsities, maxUsableSparsity, widthOrNull } from '../../server/slices.js';
-import { CALIBRATION, DENSE, GOLDEN, MODEL_DIR, type TestServer, errorOf, get, post, sample, scrape, startTestServer, waitFor } from './helpers.js';
+import { loadModel } from '../../models/load.js';
+import { buildTokenStream, cutWindows } from '../../models/tokenizer/index.js';
+import { DecoderSession } from '../../runtime/decoder-session.js';
+import { perplexity } from '../../runtime/perplexity.js';
+import { CALIBRATION, DENSE, EVAL, GOLDEN, MODEL_DIR, type TestServer, errorOf, get, post, sample, scrape, startTestServer, waitFor } from './helpers.js';
 
 const SLICED = `${DENSE}-sliced-0.25`;
 const CAL_WINDOWS = 4;
+/** Held-out windows (of 256 tokens) on which each slice's and the dense model's perplexity are recorded. */
+const HELD_OUT_WINDOWS = 4;
 let t: TestServer;
 let cacheDir: string;
 let client: OpenAI;
 
 before(async () => {
   cacheDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sliceserve-cache-'));
-  t = await startTestServer({ sparsities: [0.25], calWindows: CAL_WINDOWS, cacheDir, defaultMetrics: true });
+  t = await startTestServer({ sparsities: [0.25], calWindows: CAL_WINDOWS, cacheDir, defaultMetrics: true, heldOutFile: EVAL, heldOutWindows: HELD_OUT_WINDOWS });
   client = new OpenAI({ baseURL: `${t.url}/v1`, apiKey: 'unused', maxRetries: 0 });
 });
 after(async () => {
@@ -59,13 +65,33 @@ test('/v1/models lists the dense model and its sliced variant', async () => {
   assert.equal(sliced.root, DENSE);
   assert.equal(sliced.max_model_len, 512);
   // d' = floor(0.75 * 64 / 8) * 8 = 48; parameters: 260032 - 64*16 (embedding/head) - ...
-  assert.deepEqual(sliced.slicing, { sparsity: 0.25, hidden_size: 48, original_hidden_size: 64, parameters: sliced.slicing.parameters });
+  const { perplexity: slicePpl, dense_perplexity: densePpl } = sliced.slicing;
+  assert.deepEqual(sliced.slicing, {
+    sparsity: 0.25,
+    hidden_size: 48,
+    original_hidden_size: 64,
+    parameters: sliced.slicing.parameters,
+    perplexity: slicePpl,
+    dense_perplexity: densePpl,
+    held_out: { file: 'tinystories-valid-sample.txt', windows: HELD_OUT_WINDOWS, seq_len: 256, tokens: HELD_OUT_WINDOWS * 255 },
+  });
   assert.ok(sliced.slicing.parameters < 260032 && sliced.slicing.parameters > 200000, `parameters ${sliced.slicing.parameters}`);
+  // The quality cost: the dense figure is the perplexity of the first windows of the held-out
+  // text (as `eval --windows 4` computes it), and slicing costs perplexity.
+  const model = loadModel(MODEL_DIR);
+  const windows = cutWindows(Array.from(buildTokenStream(fs.readFileSync(EVAL), model.tokenizer).tokens), 256, HELD_OUT_WINDOWS);
+  const session = await DecoderSession.create(model, { logits: 'all', threads: 1 });
+  const expected = (await perplexity(session, windows)).perplexity;
+  await session.release();
+  assert.ok(Math.abs(densePpl / expected - 1) < 1e-5, `dense ${densePpl} vs ${expected}`);
+  assert.ok(slicePpl > densePpl * 1.2, `sliced ${slicePpl} vs dense ${densePpl}`);
   const jobs = (await get(`${t.url}/v1/slices`, {})).body.data;
   assert.equal(jobs.length, 1);
   assert.equal(jobs[0].status, 'succeeded');
   assert.equal(jobs[0].model, SLICED);
   assert.equal(jobs[0].progress, 1);
+  assert.deepEqual(jobs[0].quality, { perplexity: slicePpl, dense_perplexity: densePpl, ...sliced.slicing.held_out }, '/v1/slices shows both');
+  assert.deepEqual((await get(`${t.url}/v1/models/${DENSE}`, {})).body.slicing, undefined, 'a dense card has no slicing');
 });
 
 test('the sliced model serves completions; /metrics shows series for both models', async () => {
@@ -147,6 +173,10 @@ test('slicing on demand: 202, progress, then the model is served; the dense mode
   assert.ok(models.includes(`${DENSE}-sliced-0.5`));
   const card = (await get(`${t.url}/v1/models/${DENSE}-sliced-0.5`, {})).body;
   assert.equal(card.slicing.hidden_size, 32);
+  const quarter = (await get(`${t.url}/v1/models/${SLICED}`, {})).body.slicing;
+  assert.equal(card.slicing.dense_perplexity, quarter.dense_perplexity, 'the same dense model on the same held-out windows');
+  assert.ok(card.slicing.perplexity > quarter.perplexity, `0.5 (${card.slicing.perplexity}) costs more than 0.25 (${quarter.perplexity})`);
+  assert.deepEqual(job.quality, { perplexity: card.slicing.perplexity, dense_perplexity: card.slicing.dense_perplexity, ...card.slicing.held_out });
   const out = await client.completions.create({ model: `${DENSE}-sliced-0.5`, prompt: 'Once upon a time', max_tokens: 8, temperature: 0 });
   assert.equal(out.usage?.completion_tokens, 8);
   const conflict = await post(`${t.url}/v1/slices`, { model: DENSE, sparsity: 0.5 }, {});
@@ -268,6 +298,37 @@ test('a shutdown during startup slicing ends startup without declaring the serve
   assert.equal(ready, null, 'the listener is closed');
   assert.ok(logs.some((l) => l.msg === 'stopped'));
   assert.ok(!logs.some((l) => l.msg === 'ready'), `logged: ${logs.map((l) => l.msg).join(', ')}`);
+});
+
+test('while startup slicing runs, its variants are a retryable 503 model_loading (Retry-After), not a 404', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sliceserve-loading-'));
+  // Two variants with the full 128 calibration windows: seconds of slicing, the second one queued.
+  const s = await startSlicingServer({ cacheDir: dir, sparsities: [0.25, 0.5] });
+  try {
+    const c = new OpenAI({ baseURL: `${s.url}/v1`, apiKey: 'unused', maxRetries: 0 });
+    for (const model of [SLICED, `${DENSE}-sliced-0.5`]) {
+      const res = await post(`${s.url}/v1/completions`, { model, prompt: 'Once upon a time', max_tokens: 4 }, {});
+      assert.equal(res.status, 503, `${model}: ${JSON.stringify(res.body)}`);
+      const e = errorOf(res.body);
+      assert.equal(e.code, 'model_loading');
+      assert.equal(e.param, 'model');
+      assert.match(e.message, new RegExp(`^The model '${model}' is still being prepared \\((slicing, \\d+% done|the server is starting and loads it)\\); retry in about \\d+ s\\.$`));
+      const retryAfter = Number(res.headers.get('retry-after'));
+      assert.ok(Number.isInteger(retryAfter) && retryAfter >= 1 && retryAfter <= 60, `Retry-After ${res.headers.get('retry-after')}`);
+    }
+    await assert.rejects(c.chat.completions.create({ model: `${DENSE}-sliced-0.5`, messages: [{ role: 'user', content: 'Hi' }] }), (err: unknown) => err instanceof OpenAI.APIError && err.status === 503);
+    const unknown = await post(`${s.url}/v1/completions`, { model: 'no-such-model', prompt: 'x', max_tokens: 1 }, {});
+    assert.equal(unknown.status, 404, 'a name the command line does not give is still unknown');
+    assert.equal(errorOf(unknown.body).code, 'model_not_found');
+    await s.ready;
+    const done = await c.completions.create({ model: `${DENSE}-sliced-0.5`, prompt: 'Once upon a time', max_tokens: 4, temperature: 0 });
+    assert.equal(done.usage?.completion_tokens, 4);
+    const after = await post(`${s.url}/v1/completions`, { model: `${DENSE}-sliced-0.75`, prompt: 'x', max_tokens: 1 }, {});
+    assert.equal(after.status, 404, 'once ready, an unserved variant is a 404');
+  } finally {
+    await s.shutdown(1000);
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('a restart takes the startup slice from the cache', async () => {

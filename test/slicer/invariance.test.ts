@@ -4,13 +4,13 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { Matrix, QrDecomposition } from 'ml-matrix';
 import type { LoadedModel } from '../../models/types.js';
 import { fuseNorms } from '../../slicer/fusion.js';
 import { DecoderSession } from '../../runtime/decoder-session.js';
-import { pcaBasis, type BasisFn } from '../../slicer/driver.js';
+import { pcaBasis } from '../../slicer/driver.js';
 import { rotateAndSliceSequential } from '../../slicer/sequential.js';
-import { rng, randn, tinyModel } from '../helpers/tiny-model.js';
+import { randomOrthogonalBasis } from '../helpers/random-basis.js';
+import { rng, tinyModel } from '../helpers/tiny-model.js';
 
 const SHAPE = { hidden: 32, layers: 3, heads: 4, kvHeads: 2, intermediate: 48, vocab: 60, context: 64 };
 const TOKENS = [1, 17, 4, 33, 58, 2, 9, 41, 12, 7, 30, 3];
@@ -29,16 +29,6 @@ function maxAbsDiff(a: Float32Array, b: Float32Array): number {
   let m = 0;
   for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
   return m;
-}
-
-/** Q from the QR decomposition of a seeded Gaussian matrix: a random orthogonal matrix. */
-function randomOrthogonalBasis(seed: number): BasisFn {
-  const r = rng(seed);
-  return async (_signal, _tokens, n) => {
-    const g = randn(n * n, 1, r);
-    const q = new QrDecomposition(new Matrix(Array.from({ length: n }, (_, i) => Array.from(g.subarray(i * n, (i + 1) * n))))).orthogonalMatrix;
-    return Float64Array.from(q.to1DArray());
-  };
 }
 
 function calibrationWindows(count: number, len: number, seed: number): number[][] {

@@ -16,6 +16,8 @@ import { readSafetensorsHeader } from '../../models/safetensors.js';
 import type { LoadedModel } from '../../models/types.js';
 import { DecoderSession } from '../../runtime/decoder-session.js';
 import { sliceModelWithReport } from '../../slicer/index.js';
+import { MANIFEST_FILE } from '../../slicer/cache.js';
+import { randomResidualRotation, randomRotationPlan } from '../../slicer/random-rotation.js';
 import { parseQuantChoice, parseQuantRotation, quantizeModelWithReport, rotatesBeforeQuantizing } from '../../slicer/quantize.js';
 import { REPO_ROOT } from '../models/helpers.js';
 
@@ -63,7 +65,7 @@ test('the quantized cache: a miss writes the artifact, a hit loads it with the s
 
 test('the artifact holds exactly the MatMulNBits inputs; a damaged one is refused naming the tensor', async () => {
   const dense = loadModel(MODEL);
-  const q = quantizeModel(dense, 'int8');
+  const q = await quantizeModel(dense, 'int8');
   const dir = path.join(tmp, 'dense-int8');
   saveQuantizedArtifact(q, dir);
   const config = JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8'));
@@ -111,4 +113,37 @@ test('consume (the default): the float tensors leave the input model as they are
   const { model } = await quantizeModelWithReport(sliced, { preset: 'int4' });
   assert.ok(sliced.weights.size < before / 2, `${sliced.weights.size} of ${before} float tensors left in the input`);
   assert.ok(model.quantization!.tensors.size > 0);
+});
+
+test('rotating each tensor just before quantizing it gives the same quantized weights as quantizing the rotated model', async () => {
+  const sliced = await slice();
+  const streamed = await quantizeModel(sliced, 'int4', { transform: randomRotationPlan(sliced, 0) });
+  const whole = await quantizeModel(await randomResidualRotation(sliced, { seed: 0 }), 'int4');
+  assert.deepEqual([...streamed.quantization!.tensors.keys()].sort(), [...whole.quantization!.tensors.keys()].sort());
+  for (const [name, t] of whole.quantization!.tensors) {
+    const s = streamed.quantization!.tensors.get(name)!;
+    assert.deepEqual(s.q.data, t.q.data, `${name} codes`);
+    assert.deepEqual(s.q.scales, t.q.scales, `${name} scales`);
+  }
+  for (const [name, t] of whole.weights) assert.deepEqual(streamed.weights.get(name)!.data, t.data, name);
+});
+
+test('a corrupt quantized cache entry is moved to .corrupt/ with a warning and quantized again', async () => {
+  const cacheDir = path.join(tmp, 'cache-corrupt');
+  const first = await quantizeModelWithReport(loadModel(MODEL), { preset: 'int8', cacheDir });
+  assert.ok(fs.existsSync(path.join(first.report.dir, MANIFEST_FILE)), 'the entry has a manifest of hashes');
+  const want = await logits(first.model);
+  const file = path.join(first.report.dir, 'model.safetensors');
+  const bytes = fs.readFileSync(file);
+  bytes[bytes.length - 1] ^= 0xff;
+  fs.writeFileSync(file, bytes);
+  const warnings: string[] = [];
+  const again = await quantizeModelWithReport(loadModel(MODEL), { preset: 'int8', cacheDir, onWarning: (m) => warnings.push(m) });
+  assert.equal(again.report.cached, false, 'quantized again, not loaded');
+  assert.equal(warnings.length, 1);
+  assert.match(warnings[0], /cannot be used \(model\.safetensors has SHA-256 .* was written\); moved to .*\.corrupt/);
+  assert.equal(fs.readdirSync(path.join(cacheDir, '.corrupt')).length, 1);
+  assert.deepEqual(await logits(again.model), want);
+  const third = await quantizeModelWithReport(loadModel(MODEL), { preset: 'int8', cacheDir });
+  assert.equal(third.report.cached, true);
 });

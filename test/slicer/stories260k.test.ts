@@ -16,6 +16,7 @@ import type { LoadedModel } from '../../models/types.js';
 import { DecoderSession } from '../../runtime/decoder-session.js';
 import { loadSlicedArtifact, saveSlicedArtifact } from '../../slicer/artifact.js';
 import { countParameters, sliceModelWithReport, slicedWidth } from '../../slicer/index.js';
+import { TINY_STORIES_FILE } from '../models/helpers.js';
 
 const CALIBRATION = 'data/tinystories-train-sample.txt';
 const REFERENCE_DENSE_PPL = 3.844233;
@@ -116,8 +117,11 @@ test('bad input: sparsity, short calibration file, missing file, already-sliced 
   for (const sparsity of [-0.1, 1, 1.5, Number.NaN]) {
     await assert.rejects(sliceModelWithReport(dense, { sparsity, calibrationFile: CALIBRATION }), /sparsity must be in \[0, 1\)/);
   }
+  // A calibration text far too short: the first 2 kB of the bundled one (nothing outside the repository).
+  const tiny = path.join(tmp, 'tinystories-sample-tiny.txt');
+  fs.writeFileSync(tiny, fs.readFileSync(CALIBRATION).subarray(0, 2048));
   await assert.rejects(
-    sliceModelWithReport(dense, { sparsity: 0.25, calibrationFile: '../shared/data/tinystories-sample-tiny.txt' }),
+    sliceModelWithReport(dense, { sparsity: 0.25, calibrationFile: TINY_STORIES_FILE }),
     /tinystories-sample-tiny\.txt has \d+ tokens; 128 windows of 256 need 32768/,
   );
   await assert.rejects(sliceModelWithReport(dense, { sparsity: 0.25, calibrationFile: path.join(tmp, 'nope.txt') }), /cannot read the calibration file .*nope\.txt: ENOENT/);

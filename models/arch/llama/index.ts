@@ -8,7 +8,7 @@
  */
 import { z } from 'zod';
 import type { DecoderConfig } from '../../config.js';
-import { attentionShape, commonFields, layerTypes, parseActivation, parseRope, parseWith, positiveInt } from '../common.js';
+import { attentionShape, commonFields, decoderShapeFields, layerTypes, parseActivation, parseRope, parseWith } from '../common.js';
 import { buildLayout, NO_BIASES, type Architecture, type DenseBiases, type FamilyNames } from '../spec.js';
 
 /** Tensor names of the Llama-shaped families (Hugging Face's LlamaForCausalLM names). */
@@ -31,17 +31,7 @@ export const LLAMA_NAMES: FamilyNames = {
 };
 
 /** config.json fields of the Llama-shaped families (defaults differ per family). */
-export const llamaShapeSchema = z.object({
-  hidden_size: positiveInt,
-  intermediate_size: positiveInt,
-  num_hidden_layers: positiveInt,
-  num_attention_heads: positiveInt,
-  num_key_value_heads: positiveInt.nullish(),
-  head_dim: positiveInt.nullish(),
-  max_position_embeddings: positiveInt.optional(),
-  rms_norm_eps: z.number().positive().optional(),
-  hidden_act: z.string().optional(),
-}).loose();
+export const llamaShapeSchema = z.object({ ...decoderShapeFields, rms_norm_eps: z.number().positive().optional() }).loose();
 
 /** Per-family defaults of {@link parseLlamaShaped} (transformers' configuration_*.py). */
 export interface LlamaShapedDefaults {

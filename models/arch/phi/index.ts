@@ -7,19 +7,12 @@
  * optional per-head LayerNorms on q and k (`qk_layernorm`).
  */
 import { z } from 'zod';
-import { attentionShape, commonFields, parseActivation, parseRope, parseWith, positiveInt } from '../common.js';
+import { attentionShape, commonFields, decoderShapeFields, parseActivation, parseRope, parseWith } from '../common.js';
 import { buildLayout, type Architecture, type FamilyNames } from '../spec.js';
 
 const phiSchema = z.object({
-  hidden_size: positiveInt,
-  intermediate_size: positiveInt,
-  num_hidden_layers: positiveInt,
-  num_attention_heads: positiveInt,
-  num_key_value_heads: positiveInt.nullish(),
-  head_dim: positiveInt.nullish(),
-  max_position_embeddings: positiveInt.optional(),
+  ...decoderShapeFields,
   layer_norm_eps: z.number().positive().optional(),
-  hidden_act: z.string().optional(),
   qk_layernorm: z.boolean().optional(),
 }).loose();
 

@@ -9,16 +9,16 @@
 import { z } from 'zod';
 import type { WeightMap, WeightTensor } from '../../types.js';
 import { ModelLoadError } from '../../types.js';
+import { tensorRows } from '../../lazy-tensor.js';
 import { layerTypes, parseWith, positiveInt } from '../common.js';
 import { LLAMA_NAMES, parseLlamaShaped } from '../llama/index.js';
 import { buildLayout, NO_BIASES, type Architecture } from '../spec.js';
 
 const phi3Schema = z.object({ sliding_window: positiveInt.nullish() }).loose();
 
-/** Rows [from, to) of a [rows, cols] tensor. */
+/** Rows [from, to) of a [rows, cols] tensor (read on use from a lazily loaded checkpoint). */
 function rows(t: WeightTensor, from: number, to: number): WeightTensor {
-  const cols = t.shape[1];
-  return { shape: [to - from, cols], data: t.data.slice(from * cols, to * cols) };
+  return tensorRows(t, from, to);
 }
 
 export const phi3: Architecture = {

@@ -8,14 +8,14 @@
  * sequence served alone; norm fusion and a random orthogonal rotation without slicing keep the
  * logits (SliceGPT §3.1-3.2, computational invariance); PCA slicing at sparsity 0 keeps the
  * perplexity within 1e-4; slices at 0.25 and 0.5 have the documented shapes, save, load and
- * generate.
+ * generate. The logits of the fixture and of its saved slices equal the independent float64
+ * reference forward (test/reference/), which itself equals transformers' goldens.
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
-import { Matrix, QrDecomposition } from 'ml-matrix';
 import { generate } from '../../../engine/generate.js';
 import { saveHuggingFaceModel } from '../../../models/huggingface.js';
 import { hashModelWeights, loadModel } from '../../../models/load.js';
@@ -26,10 +26,10 @@ import { expectedWeightShapes } from '../../../models/validate.js';
 import { DecoderSession } from '../../../runtime/decoder-session.js';
 import { perplexity } from '../../../runtime/perplexity.js';
 import { loadSlicedArtifact, saveSlicedArtifact } from '../../../slicer/artifact.js';
-import type { BasisFn } from '../../../slicer/driver.js';
 import { fuseNorms } from '../../../slicer/fusion.js';
 import { rotateAndSlice, sliceModelWithReport } from '../../../slicer/index.js';
-import { randn, rng } from '../../helpers/tiny-model.js';
+import { randomOrthogonalBasis } from '../../helpers/random-basis.js';
+import { ReferenceModel } from '../../reference/forward.js';
 import { REPO_ROOT } from '../helpers.js';
 
 const FIXTURES = path.join(REPO_ROOT, 'test', 'fixtures', 'transformers');
@@ -58,21 +58,19 @@ async function withSession<T>(model: LoadedModel, logits: 'all' | 'last', f: (s:
 
 const allLogits = (model: LoadedModel, tokens = TOKENS) => withSession(model, 'all', async (s) => Float32Array.from((await s.step([{ cache: s.newCache(), tokens }]))[0]));
 
+/** The reference forward's logits of `tokens`, flattened [T * vocab] like a session's. */
+function referenceLogits(dir: string, tokens = TOKENS): Float64Array {
+  const rows = new ReferenceModel(dir).logits(tokens);
+  const out = new Float64Array(rows.length * rows[0].length);
+  rows.forEach((r, t) => out.set(r, t * r.length));
+  return out;
+}
+
 function evalWindows(model: LoadedModel): number[][] {
   return cutWindows(Array.from(buildTokenStream(fs.readFileSync(EVAL_FILE), model.tokenizer).tokens), 64, 4);
 }
 
 const ppl = (model: LoadedModel, windows: number[][]) => withSession(model, 'all', async (s) => (await perplexity(s, windows)).perplexity);
-
-/** Q from the QR decomposition of a seeded Gaussian matrix: a random orthogonal basis. */
-function randomOrthogonalBasis(seed: number): BasisFn {
-  const r = rng(seed);
-  return async (_signal, _tokens, n) => {
-    const g = randn(n * n, 1, r);
-    const q = new QrDecomposition(new Matrix(Array.from({ length: n }, (_, i) => Array.from(g.subarray(i * n, (i + 1) * n))))).orthogonalMatrix;
-    return Float64Array.from(q.to1DArray());
-  };
-}
 
 test('every registered architecture has a fixture', () => {
   const covered = new Set(variants.map((v) => JSON.parse(fs.readFileSync(path.join(FIXTURES, v, 'config.json'), 'utf8')).architectures[0]));
@@ -95,6 +93,20 @@ for (const variant of variants) {
     assert.deepEqual(fields, expected);
     assert.equal(hashModelWeights(again), hashModelWeights(model));
     assert.equal(architectureOf(again.config).family, architectureOf(model.config).family);
+  });
+
+  test(`${variant}: logits equal the independent reference forward, which equals transformers'`, async () => {
+    const goldens = fs.existsSync(path.join(dir, 'expected-logits.f32'));
+    const tokens = goldens ? (JSON.parse(fs.readFileSync(path.join(dir, 'expected.json'), 'utf8')) as { tokens: number[] }).tokens : TOKENS;
+    const reference = referenceLogits(dir, tokens);
+    if (goldens) {
+      const buf = fs.readFileSync(path.join(dir, 'expected-logits.f32'));
+      // Float64 everywhere but transformers' float32 RoPE tables: at most 2.5e-6 on these fixtures.
+      const toGolden = maxAbsDiff(reference, new Float32Array(buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength)));
+      assert.ok(toGolden < 2e-5, `reference vs transformers: ${toGolden}`);
+    }
+    const toProduct = maxAbsDiff(await allLogits(loadModel(dir), tokens), reference);
+    assert.ok(toProduct < 1e-4, `DecoderSession vs reference: ${toProduct}`);
   });
 
   test(`${variant}: KV-cache decode equals full recompute; batching different lengths equals serving alone`, async () => {
@@ -154,7 +166,10 @@ for (const variant of variants) {
       await saveSlicedArtifact(sliced, out, true);
       const loaded = await loadSlicedArtifact(out);
       assert.deepEqual(JSON.parse(fs.readFileSync(path.join(out, 'config.json'), 'utf8')).architectures, model.config.architectures);
-      assert.ok(maxAbsDiff(await allLogits(loaded), await allLogits(sliced)) === 0, 'artifact round trip');
+      const slicedLogits = await allLogits(loaded);
+      assert.ok(maxAbsDiff(slicedLogits, await allLogits(sliced)) === 0, 'artifact round trip');
+      const toReference = maxAbsDiff(slicedLogits, referenceLogits(out));
+      assert.ok(toReference < 1e-4, `DecoderSession vs the reference forward of the saved slice: ${toReference}`);
       const p = await ppl(loaded, windows);
       assert.ok(Number.isFinite(p) && p > 1, `perplexity ${p}`);
       const r = await withSession(loaded, 'last', (s) => generate(s, loaded.tokenizer, TOKENS.slice(0, 5), { maxTokens: 6, sampling: SAMPLING, stopAtEos: false }));
