@@ -1,0 +1,150 @@
+/**
+ * Overload (issue 15): `npm run overload -- --burst 10000 --max-queue 16` starts `sliceserve
+ * serve --dense-only` on 127.0.0.1 with a queue limit, measures the idle latency of a greedy
+ * completion (sequential requests), then sends a burst of WebSocket completions as fast as the
+ * sockets take them and records, per message, how fast a 429 came back, and for the admitted
+ * ones the end-to-end latency and the time per output token. Writes
+ * `loadtests/reports/overload-<time>.json` and prints the ratios to idle.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import WebSocket from 'ws';
+import { assertLoopback } from './fuzz.js';
+import { ServerProcess, freePort, waitForServer } from './server-process.js';
+
+/** Percentile of sorted values (nearest rank). */
+export function percentile(sorted: readonly number[], p: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))];
+}
+
+const summary = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return { n: s.length, p50: round(percentile(s, 50)), p90: round(percentile(s, 90)), p99: round(percentile(s, 99)), max: round(s.at(-1) ?? NaN) };
+};
+const round = (x: number) => Math.round(x * 10) / 10;
+
+/** One WebSocket completion's timings (ms from send). */
+interface Outcome {
+  kind: 'done' | '429' | 'error';
+  ms: number;
+  tokens: number;
+  firstTokenMs: number | null;
+}
+
+function socket(url: string): Promise<WebSocket> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(`${url.replace(/^http/, 'ws')}/v1/stream`);
+    ws.once('open', () => resolve(ws));
+    ws.once('error', reject);
+  });
+}
+
+/** Sends `count` completions over `sockets` sockets at once; resolves when every one ended. */
+async function burst(url: string, count: number, sockets: number, body: object): Promise<Outcome[]> {
+  const wss = await Promise.all(Array.from({ length: sockets }, () => socket(url)));
+  const outcomes: Outcome[] = [];
+  await Promise.all(
+    wss.map(
+      (ws, s) =>
+        new Promise<void>((resolve) => {
+          const sent = new Map<string, { t: number; tokens: number; first: number | null }>();
+          let left = 0;
+          ws.on('message', (data) => {
+            const msg = JSON.parse(data.toString()) as { type: string; id: string; error?: { status?: number } };
+            const r = sent.get(msg.id);
+            if (!r) return;
+            const now = performance.now();
+            if (msg.type === 'token') {
+              r.tokens++;
+              r.first ??= now - r.t;
+              return;
+            }
+            if (msg.type !== 'done' && msg.type !== 'error') return;
+            outcomes.push({ kind: msg.type === 'done' ? 'done' : msg.error?.status === 429 ? '429' : 'error', ms: now - r.t, tokens: r.tokens, firstTokenMs: r.first });
+            sent.delete(msg.id);
+            if (--left === 0) resolve();
+          });
+          const mine = Math.floor(count / sockets) + (s < count % sockets ? 1 : 0);
+          left = mine;
+          if (mine === 0) resolve();
+          for (let i = 0; i < mine; i++) {
+            const id = `b${s}-${i}`;
+            sent.set(id, { t: performance.now(), tokens: 0, first: null });
+            ws.send(JSON.stringify({ type: 'completion', id, ...body }));
+          }
+        }),
+    ),
+  );
+  for (const ws of wss) ws.close();
+  return outcomes;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const arg = (name: string, dflt: string) => {
+    const i = argv.indexOf(`--${name}`);
+    return i >= 0 ? argv[i + 1] : dflt;
+  };
+  const count = Number(arg('burst', '10000'));
+  const maxQueue = Number(arg('max-queue', '16'));
+  const maxBatch = Number(arg('max-batch-size', '16'));
+  const sockets = Number(arg('sockets', '10'));
+  const maxTokens = Number(arg('max-tokens', '32'));
+  const root = path.resolve(__dirname, '..', '..');
+  const outDir = path.join(root, 'loadtests', 'reports');
+  fs.mkdirSync(outDir, { recursive: true });
+  const port = await freePort();
+  const url = `http://127.0.0.1:${port}`;
+  assertLoopback(url);
+  const logFile = path.join(outDir, 'overload-server.log');
+  fs.writeFileSync(logFile, '');
+  const server = ServerProcess.start(process.execPath, [path.join(root, 'bin', 'sliceserve.js'), 'serve', '--dense-only', '--host', '127.0.0.1', '--port', String(port), '--max-queue', String(maxQueue), '--max-batch-size', String(maxBatch), '--log-level', 'warn'], { cwd: root, logFile });
+  try {
+    await waitForServer(url, (m) => m.length > 0, 120, { alive: () => server.failure() });
+    const body = { model: 'stories260K', prompt: 'Once upon a time', max_tokens: maxTokens, temperature: 0, ignore_eos: true };
+    // Idle: one request at a time, over the same transport.
+    await burst(url, 3, 1, body); // warm-up
+    const idle: Outcome[] = [];
+    for (let i = 0; i < 20; i++) idle.push(...(await burst(url, 1, 1, body)));
+    const t0 = performance.now();
+    const outcomes = await burst(url, count, sockets, body);
+    const burstS = (performance.now() - t0) / 1000;
+    const admitted = outcomes.filter((o) => o.kind === 'done');
+    const refused = outcomes.filter((o) => o.kind === '429');
+    const tpot = (o: Outcome) => (o.firstTokenMs !== null && o.tokens > 1 ? (o.ms - o.firstTokenMs) / (o.tokens - 1) : NaN);
+    const report = {
+      burst: count,
+      sockets,
+      max_queue: maxQueue,
+      max_batch_size: maxBatch,
+      max_tokens: maxTokens,
+      burst_seconds: round(burstS),
+      outcomes: { admitted: admitted.length, refused_429: refused.length, other_errors: outcomes.filter((o) => o.kind === 'error').length },
+      idle_e2e_ms: summary(idle.map((o) => o.ms)),
+      idle_tpot_ms: summary(idle.map(tpot)),
+      time_to_429_ms: summary(refused.map((o) => o.ms)),
+      admitted_e2e_ms: summary(admitted.map((o) => o.ms)),
+      admitted_ttft_ms: summary(admitted.map((o) => o.firstTokenMs ?? NaN)),
+      admitted_tpot_ms: summary(admitted.map(tpot).filter((x) => !Number.isNaN(x))),
+      crashed: server.failure() !== null,
+    };
+    const ratio = {
+      admitted_tpot_p50_over_idle: round((report.admitted_tpot_ms.p50 / report.idle_tpot_ms.p50) * 100) / 100,
+      admitted_e2e_p50_over_idle: round((report.admitted_e2e_ms.p50 / report.idle_e2e_ms.p50) * 100) / 100,
+    };
+    const file = path.join(outDir, `overload-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
+    fs.writeFileSync(file, JSON.stringify({ ...report, ratio }, null, 2) + '\n');
+    console.log(JSON.stringify({ ...report, ratio }, null, 2));
+    console.log(`overload: wrote ${path.relative(root, file)}`);
+    return report.crashed || report.outcomes.other_errors > 0 ? 1 : 0;
+  } finally {
+    await server.stop();
+  }
+}
+
+if (require.main === module) {
+  void main(process.argv.slice(2)).then((code) => process.exit(code), (err: unknown) => {
+    console.error(`overload: ${err instanceof Error ? err.message : String(err)}`);
+    process.exit(1);
+  });
+}
