@@ -166,6 +166,12 @@ export function checkStartupSparsities(id: string, hiddenSize: number, sparsitie
 /** Sliced variants (served, queued or running) per dense model that POST /v1/slices accepts. */
 export const MAX_SLICED_VARIANTS = 8;
 
+/**
+ * Finished jobs (succeeded or failed) kept for `GET /v1/slices`; older ones are forgotten, so
+ * that a client retrying a failing request cannot grow the server's memory without bound.
+ */
+export const MAX_FINISHED_JOBS = 256;
+
 /** Queue of slicing jobs, run one at a time. */
 export class SliceJobManager {
   private readonly jobs = new Map<string, SliceJob>();
@@ -249,7 +255,19 @@ export class SliceJobManager {
     job.status = 'failed';
     job.error = { message: 'cancelled: the server is shutting down' };
     job.finished_at = Math.floor(Date.now() / 1000);
+    this.forgetOldJobs();
     this.opts.logger.info({ job: job.id, model: job.model, error: job.error.message }, 'slicing job cancelled by the shutdown');
+  }
+
+  /** Drops the oldest finished jobs beyond {@link MAX_FINISHED_JOBS} (the map keeps insertion order). */
+  private forgetOldJobs(): void {
+    let finished = [...this.jobs.values()].filter((j) => j.finished_at !== null).length;
+    for (const [id, j] of this.jobs) {
+      if (finished <= MAX_FINISHED_JOBS) break;
+      if (j.finished_at === null) continue;
+      this.jobs.delete(id);
+      finished--;
+    }
   }
 
   /** @throws ApiError 404 */
@@ -356,6 +374,7 @@ export class SliceJobManager {
       else logger.error({ job: job.id, model: job.model, error: job.error.message }, 'slicing job failed');
     } finally {
       job.finished_at = Math.floor(Date.now() / 1000);
+      this.forgetOldJobs();
       await release?.().catch((err: Error) => logger.warn({ model: job.model, err: err.message }, 'could not release the slice cache lock'));
     }
   }
