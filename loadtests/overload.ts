@@ -80,6 +80,41 @@ async function burst(url: string, count: number, sockets: number, body: object):
   return outcomes;
 }
 
+/** One completed request as the server logged it (server/completion-run.ts RunSummary), ms. */
+interface ServerTiming {
+  queue_ms: number;
+  ttft_ms: number;
+  tpot_ms: number;
+  e2e_ms: number;
+}
+
+/** The completed requests ('completion' lines, outcome ok) logged between two byte offsets of the server log. */
+function serverTimings(logFile: string, from: number, to: number): ServerTiming[] {
+  const text = fs.readFileSync(logFile).subarray(from, Number.isFinite(to) ? to : undefined).toString('utf8');
+  const out: ServerTiming[] = [];
+  for (const line of text.split('\n')) {
+    if (!line.startsWith('{')) continue;
+    try {
+      const r = JSON.parse(line) as { msg?: string; outcome?: string } & Partial<ServerTiming>;
+      if (r.msg === 'completion' && r.outcome === 'ok' && typeof r.e2e_ms === 'number') out.push({ queue_ms: r.queue_ms ?? 0, ttft_ms: r.ttft_ms ?? NaN, tpot_ms: r.tpot_ms ?? NaN, e2e_ms: r.e2e_ms });
+    } catch {
+      /* a partial last line */
+    }
+  }
+  return out;
+}
+
+/** Percentiles of the server's timings; service = e2e - time waiting in the queue. */
+function serverSummary(ts: ServerTiming[]) {
+  return {
+    queue_ms: summary(ts.map((t) => t.queue_ms)),
+    ttft_ms: summary(ts.map((t) => t.ttft_ms)),
+    tpot_ms: summary(ts.map((t) => t.tpot_ms)),
+    service_ms: summary(ts.map((t) => t.e2e_ms - t.queue_ms)),
+    e2e_ms: summary(ts.map((t) => t.e2e_ms)),
+  };
+}
+
 async function main(argv: string[]): Promise<number> {
   const arg = (name: string, dflt: string) => {
     const i = argv.indexOf(`--${name}`);
@@ -98,7 +133,7 @@ async function main(argv: string[]): Promise<number> {
   assertLoopback(url);
   const logFile = path.join(outDir, 'overload-server.log');
   fs.writeFileSync(logFile, '');
-  const server = ServerProcess.start(process.execPath, [path.join(root, 'bin', 'sliceserve.js'), 'serve', '--dense-only', '--host', '127.0.0.1', '--port', String(port), '--max-queue', String(maxQueue), '--max-batch-size', String(maxBatch), '--log-level', 'warn'], { cwd: root, logFile });
+  const server = ServerProcess.start(process.execPath, [path.join(root, 'bin', 'sliceserve.js'), 'serve', '--dense-only', '--host', '127.0.0.1', '--port', String(port), '--max-queue', String(maxQueue), '--max-batch-size', String(maxBatch), '--log-level', 'info'], { cwd: root, logFile });
   try {
     await waitForServer(url, (m) => m.length > 0, 120, { alive: () => server.failure() });
     const body = { model: 'stories260K', prompt: 'Once upon a time', max_tokens: maxTokens, temperature: 0, ignore_eos: true };
@@ -106,9 +141,13 @@ async function main(argv: string[]): Promise<number> {
     await burst(url, 3, 1, body); // warm-up
     const idle: Outcome[] = [];
     for (let i = 0; i < 20; i++) idle.push(...(await burst(url, 1, 1, body)));
+    const idleLogEnd = fs.statSync(logFile).size;
     const t0 = performance.now();
     const outcomes = await burst(url, count, sockets, body);
     const burstS = (performance.now() - t0) / 1000;
+    await new Promise((r) => setTimeout(r, 500)); // the last log lines
+    const serverIdle = serverTimings(logFile, 0, idleLogEnd).slice(-idle.length);
+    const serverBurst = serverTimings(logFile, idleLogEnd, Infinity);
     const admitted = outcomes.filter((o) => o.kind === 'done');
     const refused = outcomes.filter((o) => o.kind === '429');
     const tpot = (o: Outcome) => (o.firstTokenMs !== null && o.tokens > 1 ? (o.ms - o.firstTokenMs) / (o.tokens - 1) : NaN);
@@ -126,11 +165,17 @@ async function main(argv: string[]): Promise<number> {
       admitted_e2e_ms: summary(admitted.map((o) => o.ms)),
       admitted_ttft_ms: summary(admitted.map((o) => o.firstTokenMs ?? NaN)),
       admitted_tpot_ms: summary(admitted.map(tpot).filter((x) => !Number.isNaN(x))),
+      // The server's own timings (its request log, from when it read the message): the client's
+      // figures above also hold the time the server took to read the 10,000 messages before each.
+      server_idle: serverSummary(serverIdle),
+      server_admitted: serverSummary(serverBurst),
       crashed: server.failure() !== null,
     };
     const ratio = {
       admitted_tpot_p50_over_idle: round((report.admitted_tpot_ms.p50 / report.idle_tpot_ms.p50) * 100) / 100,
       admitted_e2e_p50_over_idle: round((report.admitted_e2e_ms.p50 / report.idle_e2e_ms.p50) * 100) / 100,
+      server_tpot_p50_over_idle: round((report.server_admitted.tpot_ms.p50 / report.server_idle.tpot_ms.p50) * 100) / 100,
+      server_service_p50_over_idle: round((report.server_admitted.service_ms.p50 / report.server_idle.service_ms.p50) * 100) / 100,
     };
     const file = path.join(outDir, `overload-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
     fs.writeFileSync(file, JSON.stringify({ ...report, ratio }, null, 2) + '\n');
