@@ -9,6 +9,7 @@
  * Usage: npm run bench:memory -- [options]
  *   --preset tinyllama-1.1b     synth preset (models/synth.ts), e.g. llama-3.2-3b
  *   --dtype float32             on-disk dtype of the synthetic checkpoint (bfloat16: as shipped)
+ *   --model DIR                 measure this Hugging Face directory instead of a synthetic one
  *   --sparsity 0.25             slicing sparsity
  *   --dir .cache/mem            where models and results go
  *   --steps synth,slice,serve-dense,serve-sliced   what to run (a step whose output exists is reused)
@@ -20,8 +21,9 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
-import { SYNTH_PRESETS, synthConfig } from '../models/synth.js';
-import { expectedWeightShapes } from '../models/validate.js';
+import { loadModel } from '../models/load.js';
+import { countParameters } from '../models/parameters.js';
+import { SYNTH_PRESETS } from '../models/synth.js';
 import { freePort } from './server-process.js';
 
 const REPO = path.resolve(__dirname, '..', '..');
@@ -32,6 +34,7 @@ const GNU_TIME = '/usr/bin/time';
 const { values: args } = parseArgs({
   options: {
     preset: { type: 'string', default: 'tinyllama-1.1b' },
+    model: { type: 'string' },
     dtype: { type: 'string', default: 'float32' },
     sparsity: { type: 'string', default: '0.25' },
     dir: { type: 'string', default: path.join(REPO, '.cache', 'mem') },
@@ -175,22 +178,23 @@ function median(xs: number[]): number {
 }
 
 async function main(): Promise<void> {
-  const preset = args.preset!;
+  const preset = args.model ? path.basename(path.resolve(args.model)) : args.preset!;
   const dtype = args.dtype!;
-  if (!SYNTH_PRESETS[preset]) throw new Error(`--preset ${preset}: choose one of ${Object.keys(SYNTH_PRESETS).join(', ')}`);
+  if (!args.model && !SYNTH_PRESETS[preset]) throw new Error(`--preset ${preset}: choose one of ${Object.keys(SYNTH_PRESETS).join(', ')}`);
   if (!fs.existsSync(GNU_TIME)) throw new Error(`${GNU_TIME} is missing: install GNU time (Debian: apt-get install time)`);
   const steps = new Set(args.steps!.split(','));
+  if (args.model) steps.delete('synth');
   fs.mkdirSync(args.dir!, { recursive: true });
-  const config = synthConfig(SYNTH_PRESETS[preset]);
-  const parameters = [...expectedWeightShapes(config).values()].reduce((n, s) => n + s.reduce((a, b) => a * b, 1), 0);
-  const modelDir = path.join(args.dir!, `${preset}-${dtype}`);
+  const modelDir = args.model ? path.resolve(args.model) : path.join(args.dir!, `${preset}-${dtype}`);
   const slicedDir = path.join(args.dir!, `${preset}-${dtype}-sliced-${args.sparsity}`);
-  const result: Record<string, unknown> = {
-    preset, dtype, sparsity: Number(args.sparsity), parameters, f32_weight_bytes: parameters * 4,
+  let result: Record<string, unknown> = {
+    preset, dtype, sparsity: Number(args.sparsity),
     machine: { cpus: (await import('node:os')).cpus().length, memory_gib: (await import('node:os')).totalmem() / 2 ** 30 },
     started: new Date().toISOString(),
   };
   const resultFile = path.join(args.dir!, `${preset}-${dtype}-sparsity${args.sparsity}.json`);
+  // Steps measured by an earlier run (and not rerun now) keep their figures.
+  if (fs.existsSync(resultFile)) result = { ...(JSON.parse(fs.readFileSync(resultFile, 'utf8')) as Record<string, unknown>), ...result };
   const save = () => fs.writeFileSync(resultFile, JSON.stringify(result, null, 2) + '\n');
 
   if (steps.has('synth') && !fs.existsSync(path.join(modelDir, 'config.json'))) {
@@ -200,7 +204,9 @@ async function main(): Promise<void> {
     result.synth = { wall_s: t.wallS, max_rss_mib: t.maxRssMiB };
     save();
   }
-  result.disk_bytes = safetensorsBytes(modelDir);
+  // Counted from the directory's shapes (the model is opened lazily: nothing is read).
+  const parameters = countParameters(loadModel(modelDir).weights);
+  Object.assign(result, { parameters, f32_weight_bytes: parameters * 4, disk_bytes: safetensorsBytes(modelDir) });
 
   if (steps.has('slice') && !fs.existsSync(path.join(slicedDir, 'config.json'))) {
     process.stderr.write(`[memory] slice ${modelDir} at ${args.sparsity} -> ${slicedDir}\n`);
