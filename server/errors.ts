@@ -16,7 +16,11 @@ export interface ErrorBody {
   error: { message: string; type: string; param: string | null; code: string | null };
 }
 
-/** An error with its HTTP status and OpenAI error fields. */
+/**
+ * An error with its HTTP status and OpenAI error fields. It is an answer to a client, not a
+ * fault, so it carries no stack trace: capturing one costs ~15 µs under the deep stream stacks of
+ * a WebSocket burst, where each refused message (429) builds one (docs/overload.md).
+ */
 export class ApiError extends Error {
   constructor(
     readonly status: number,
@@ -27,7 +31,10 @@ export class ApiError extends Error {
     /** Extra response headers (e.g. Retry-After). */
     readonly headers: Record<string, string> = {},
   ) {
+    const stackTraceLimit = Error.stackTraceLimit;
+    Error.stackTraceLimit = 0;
     super(message);
+    Error.stackTraceLimit = stackTraceLimit;
     this.name = 'ApiError';
   }
 

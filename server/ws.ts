@@ -28,6 +28,7 @@ import { acceptChat } from './chat.js';
 import { CompletionRun, type RunSpec } from './completion-run.js';
 import { type CompletionsContext, acceptRequest, completionSpec } from './completions.js';
 import { ApiError, Errors, rawErrorResponse } from './errors.js';
+import { type DrainSource, MessageDrain } from './message-drain.js';
 import type { ServedModel } from './models.js';
 import { parseCompletionRequest, parseWith } from './protocol.js';
 
@@ -54,13 +55,16 @@ export interface StreamContext extends CompletionsContext {
  */
 export function attachStream(server: Server, ctx: StreamContext): WebSocketServer {
   const wss = new WebSocketServer({ noServer: true, maxPayload: 1024 * 1024 });
+  // One queue for every socket's messages: arrival order across sockets, and a bounded slice of
+  // each event-loop turn, so a flood of messages cannot starve the relay of admitted requests' tokens.
+  const messages = new MessageDrain(undefined, (err) => ctx.logger.error({ err }, 'websocket message failed'));
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     const url = new URL(req.url ?? '/', 'http://localhost');
     const refuse = (err: ApiError) => socket.end(rawErrorResponse(err));
     if (url.pathname !== STREAM_PATH) return refuse(Errors.notFound(`WebSocket endpoint ${url.pathname}`));
     if (!ctx.authorize(req)) return refuse(Errors.unauthorized());
     if (ctx.isStopping()) return refuse(Errors.unavailable('The server is shutting down.', 'shutting_down'));
-    wss.handleUpgrade(req, socket, head, (ws) => serveSocket(ws, ctx));
+    wss.handleUpgrade(req, socket, head, (ws) => serveSocket(ws, socket, messages, ctx));
   });
   // A handshake ws refuses (wrong method, Upgrade, Sec-WebSocket-Key/-Version/-Protocol header)
   // is answered in the OpenAI error shape rather than ws's plain-text body.
@@ -111,12 +115,34 @@ function withJsonCloseReasons(ws: WebSocket): void {
   };
 }
 
-function serveSocket(ws: WebSocket, ctx: StreamContext): void {
+/**
+ * A `send` for `ws` that writes what one event-loop turn sends as one write: the first message of
+ * a turn corks `socket` (the socket ws writes to), a `setImmediate` uncorks it. A write per frame
+ * is a syscall each: a burst of 10,000 refused messages spent half a second in them, and 16
+ * streams' tokens of one decode step went out as 16 writes (docs/overload.md).
+ */
+function turnBatchedSender(ws: WebSocket, socket: Duplex): (text: string) => void {
+  let corked = false;
+  const uncork = () => {
+    corked = false;
+    socket.uncork();
+  };
+  return (text) => {
+    if (ws.readyState !== ws.OPEN) return;
+    if (!corked) {
+      corked = true;
+      socket.cork();
+      setImmediate(uncork);
+    }
+    ws.send(text);
+  };
+}
+
+function serveSocket(ws: WebSocket, socket: Duplex, messages: MessageDrain, ctx: StreamContext): void {
   withJsonCloseReasons(ws);
   const runs = new Map<string, { run: CompletionRun; untrack: () => void }>();
-  const send = (msg: object) => {
-    if (ws.readyState === ws.OPEN) ws.send(JSON.stringify(msg));
-  };
+  const sendText = turnBatchedSender(ws, socket);
+  const send = (msg: object) => sendText(JSON.stringify(msg));
   const sendError = (id: string | null, err: ApiError) => send({ type: 'error', id, error: { ...err.body().error, status: err.status } });
 
   const end = (id: string) => {
@@ -127,7 +153,11 @@ function serveSocket(ws: WebSocket, ctx: StreamContext): void {
     ctx.logger.info(entry.run.summary(), 'completion');
   };
 
-  ws.on('message', (data: RawData, isBinary: boolean) => {
+  const source: DrainSource = { pause: () => ws.pause(), resume: () => ws.resume() };
+  ws.on('message', (data: RawData, isBinary: boolean) => messages.push(source, () => handle(data, isBinary)));
+
+  const handle = (data: RawData, isBinary: boolean) => {
+    if (ws.readyState !== ws.OPEN) return;
     let id: string | null = null;
     try {
       if (isBinary) throw Errors.invalid('Send JSON text frames.', null, 'invalid_json');
@@ -151,7 +181,7 @@ function serveSocket(ws: WebSocket, ctx: StreamContext): void {
       ctx.logger.error({ err }, 'websocket message failed');
       sendError(id, Errors.internal('Internal server error.'));
     }
-  });
+  };
 
   const cancel = (id: string) => {
     const entry = runs.get(id);
@@ -207,6 +237,7 @@ function serveSocket(ws: WebSocket, ctx: StreamContext): void {
   };
 
   ws.on('close', () => {
+    messages.drop(source);
     for (const [id, entry] of runs) {
       entry.run.cancel();
       end(id);

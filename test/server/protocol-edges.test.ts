@@ -140,3 +140,34 @@ test('WebSocket: the shutdown closes 1001 with a JSON reason', async () => {
   assert.equal(code, 1001);
   assert.deepEqual(JSON.parse(reason).error, { message: 'The server is shutting down.', type: 'service_unavailable', param: null, code: 'shutting_down' });
 });
+
+test('WebSocket: 2,000 messages in one write are all answered, in order, and the socket serves on', async () => {
+  // More than the drain's pause threshold (256 unhandled messages): the socket is paused and
+  // resumed while they are handled (server/message-drain.ts).
+  const ws = new WebSocket(`${t.url.replace('http', 'ws')}/v1/stream`);
+  const answers: any[] = [];
+  const done = new Promise<void>((resolve, reject) => {
+    ws.on('message', (m) => {
+      const msg = JSON.parse(m.toString());
+      answers.push(msg);
+      if (msg.type === 'done' && msg.id === 'last') resolve();
+    });
+    ws.on('error', reject);
+  });
+  await new Promise<void>((resolve) => ws.on('open', () => resolve()));
+  const n = 2000;
+  const frames = Array.from({ length: n }, (_, i) => {
+    const payload = Buffer.from(JSON.stringify({ type: 'cancel', id: `c${i}` }));
+    assert.ok(payload.length < 126);
+    return frame(0x81, payload);
+  });
+  (ws as unknown as { _socket: net.Socket })._socket.write(Buffer.concat(frames));
+  ws.send(JSON.stringify({ type: 'completion', id: 'last', model: DENSE, prompt: 'Once', max_tokens: 2 }));
+  await done;
+  ws.close();
+  const errors = answers.filter((a) => a.type === 'error');
+  assert.equal(errors.length, n);
+  assert.deepEqual(errors.map((a) => a.id), Array.from({ length: n }, (_, i) => `c${i}`));
+  assert.ok(errors.every((a) => a.error.code === 'unknown_id' && a.error.status === 400));
+  assert.equal(answers.at(-1).finish_reason, 'length');
+});
