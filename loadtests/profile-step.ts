@@ -6,8 +6,16 @@
  * that run from onnxruntime's profiler (a separate, profiled session: the profiler adds a cost
  * per node). The difference between (a) and (b) is JavaScript-side work.
  *
+ * By default the models take turns step by step with onnxruntime's thread spinning off (fair
+ * between models, slower than serving). `--spinning` measures what a server's worker runs:
+ * sessions with spinning on (onnxruntime's default, as `serve` uses), each model for a block of
+ * `--steps` steps in turn, `--rounds` times; the figure is the median of the blocks' medians.
+ * `--bandwidth` adds each model's weight bytes per decode step and the batch-1 bound they
+ * give at the machine's read bandwidth (loadtests/bandwidth.ts, measured once at start).
+ *
  *   node dist/loadtests/profile-step.js --model <dir> [--model <dir> ...] [--batch 1,16]
- *        [--past 96] [--steps 16] [--threads 2] [--json out.json]
+ *        [--past 96] [--steps 16] [--threads 2] [--spinning [--rounds 5]] [--bandwidth]
+ *        [--json out.json]
  *
  * Not part of the test suite (it measures speed); results are printed as a table.
  */
@@ -22,7 +30,8 @@ import { buildDecoderGraph } from '../models/onnx/decoder-graph.js';
 import { loadModel } from '../models/load.js';
 import type { LoadedModel } from '../models/types.js';
 import { DecoderSession } from '../runtime/decoder-session.js';
-import { matmulWeightsPerToken } from './flops.js';
+import { measureReadBandwidth } from './bandwidth.js';
+import { type BlockSpec, type MatmulShape, bandwidthBoundTokensPerSecond, matmulWeightsPerToken, weightBytesPerToken } from './flops.js';
 import { matmulShapeOf } from './models.js';
 import { makePrompt } from './prompts.js';
 import { summarize } from './stats.js';
@@ -41,6 +50,32 @@ export interface StepProfile {
   op_share: Record<string, number>;
   /** Matmul weights multiplied per token (flops.ts). */
   matmul_weights_per_token: number;
+  /**
+   * Bytes of weights one decode step reads: the quantized tensors in their MatMulNBits layout
+   * (codes, scales, zero points), every float matmul weight at 4 bytes, one embedding row.
+   */
+  weight_bytes_per_token: number;
+  /** How serving_step_ms was measured: models taking turns without spinning, or spinning blocks. */
+  serving_mode: ServingMode;
+}
+
+/** See the file comment: 'turns' (default) or 'spinning' (as a server's worker runs). */
+export type ServingMode = 'turns' | 'spinning';
+
+/**
+ * Weight bytes a decode step of `model` reads at batch 1 (flops.ts `weightBytesPerToken`):
+ * every matmul weight, in its MatMulNBits layout (codes, float32 scales, zero points) where the
+ * model's quantization options cover its group, else float32, plus one float32 embedding row.
+ */
+export function decodeWeightBytes(model: LoadedModel): number {
+  const q = model.quantization?.options;
+  const spec = (o: { bits: number; blockSize: number; symmetric: boolean } | null): BlockSpec | null => (o ? { bits: o.bits, block_size: o.blockSize, symmetric: o.symmetric } : null);
+  return weightBytesPerToken(decodeShape(model), q ? { linear: spec(q.linear)!, head: spec(q.head), shortcuts: spec(q.shortcuts) } : null);
+}
+
+/** The matmul shape of `model` as flops.ts counts it (its residual width, whether its head was sliced). */
+function decodeShape(model: LoadedModel): MatmulShape {
+  return { ...matmulShapeOf(model.config), sliced_hidden_size: residualWidth(model), slice_head: model.config.sliceserve?.slice_head ?? false };
 }
 
 function residualWidth(model: LoadedModel): number {
@@ -85,6 +120,28 @@ export function opShares(profileFile: string): Record<string, number> {
  */
 async function servingSteps(models: LoadedModel[], batch: number, promptTokens: number, steps: number, threads: number): Promise<number[]> {
   const sessions = await Promise.all(models.map((model) => DecoderSession.create(model, { threads, spinning: false })));
+  return takingTurns(models, sessions, batch, promptTokens, steps);
+}
+
+/**
+ * Median greedy decode step (ms) of each model at one batch size with spinning sessions (as
+ * `serve` runs them): each model decodes a block of `steps` steps after a fresh prefill of
+ * `promptTokens`, the models one after the other, `rounds` times; the median of the blocks'
+ * medians. Only the measured model's session is open (an idle spinning pool takes cores).
+ */
+async function spinningSteps(models: LoadedModel[], batch: number, promptTokens: number, steps: number, threads: number, rounds: number): Promise<number[]> {
+  const blocks: number[][] = models.map(() => []);
+  for (let r = 0; r < rounds; r++) {
+    for (const [k, model] of models.entries()) {
+      const session = await DecoderSession.create(model, { threads });
+      blocks[k].push((await takingTurns([model], [session], batch, promptTokens, steps))[0]);
+    }
+  }
+  return blocks.map((b) => summarize(b)!.p50);
+}
+
+/** The greedy decode steps of {@link servingSteps} on open sessions, which it releases. */
+async function takingTurns(models: LoadedModel[], sessions: DecoderSession[], batch: number, promptTokens: number, steps: number): Promise<number[]> {
   try {
     const caches = sessions.map((session) => Array.from({ length: batch }, () => session.newCache()));
     for (const [k, session] of sessions.entries()) {
@@ -155,19 +212,38 @@ async function bareRun(model: LoadedModel, batch: number, past: number, steps: n
 }
 
 /** Profiles every (model, batch) pair. */
-export async function profileSteps(dirs: string[], batches: number[], opts: { past: number; steps: number; threads: number }): Promise<StepProfile[]> {
+export async function profileSteps(
+  dirs: string[],
+  batches: number[],
+  opts: { past: number; steps: number; threads: number; mode?: ServingMode; rounds?: number },
+): Promise<StepProfile[]> {
   const out: StepProfile[] = [];
+  const mode = opts.mode ?? 'turns';
   const profileDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sliceserve-profile-'));
   try {
     const models = dirs.map((dir) => loadModel(dir));
     for (const batch of batches) {
-      const serving = await servingSteps(models, batch, opts.past, opts.steps, opts.threads);
+      const serving =
+        mode === 'spinning'
+          ? await spinningSteps(models, batch, opts.past, opts.steps, opts.threads, opts.rounds ?? 5)
+          : await servingSteps(models, batch, opts.past, opts.steps, opts.threads);
       for (const [k, model] of models.entries()) {
         const d = residualWidth(model);
         const dense = model.config.hidden_size;
-        const w = matmulWeightsPerToken({ ...matmulShapeOf(model.config), sliced_hidden_size: d, slice_head: model.config.sliceserve?.slice_head ?? false });
+        const w = matmulWeightsPerToken(decodeShape(model));
         const bare = await bareRun(model, batch, opts.past, opts.steps, opts.threads, profileDir);
-        out.push({ model: model.id, hidden_size: d, batch, past: opts.past, serving_step_ms: serving[k], run_ms: bare.ms, op_share: bare.shares, matmul_weights_per_token: w.total });
+        out.push({
+          model: model.id,
+          hidden_size: d,
+          batch,
+          past: opts.past,
+          serving_step_ms: serving[k],
+          run_ms: bare.ms,
+          op_share: bare.shares,
+          matmul_weights_per_token: w.total,
+          weight_bytes_per_token: decodeWeightBytes(model),
+          serving_mode: mode,
+        });
         process.stderr.write(`[profile] ${model.id} (d=${d}/${dense}) batch ${batch}: step ${serving[k].toFixed(1)} ms, bare run ${bare.ms.toFixed(1)} ms\n`);
       }
     }
@@ -177,13 +253,31 @@ export async function profileSteps(dirs: string[], batches: number[], opts: { pa
   return out;
 }
 
-/** Prints profiles as a Markdown table. */
-export function profileTable(rows: StepProfile[]): string {
+/**
+ * Prints profiles as a Markdown table. With `readBytesPerSecond` (bytes/s), batch-1 rows also
+ * get the weight bytes per step and the share of the bandwidth bound (bandwidth / bytes per
+ * step, tokens/s) that their serving step reaches.
+ */
+export function profileTable(rows: StepProfile[], readBytesPerSecond?: number): string {
   const ops = [...new Set(rows.flatMap((r) => Object.keys(r.op_share).slice(0, 5)))];
-  const head = ['model', "d'", 'batch', 'step ms', 'run ms', 'JS share', 'tok/s', ...ops.map((o) => `${o} %`)];
+  const bound = readBytesPerSecond !== undefined;
+  const head = ['model', "d'", 'batch', 'step ms', 'run ms', 'JS share', 'tok/s', ...(bound ? ['MB / step', 'of bound'] : []), ...ops.map((o) => `${o} %`)];
   const lines = [head, head.map(() => '---')].map((r) => `| ${r.join(' | ')} |`);
   for (const r of rows) {
-    const cells = [r.model, String(r.hidden_size), String(r.batch), r.serving_step_ms.toFixed(1), r.run_ms.toFixed(1), `${(Math.max(0, 1 - r.run_ms / r.serving_step_ms) * 100).toFixed(0)} %`, ((1000 * r.batch) / r.serving_step_ms).toFixed(1), ...ops.map((o) => ((r.op_share[o] ?? 0) * 100).toFixed(1))];
+    const tokPerS = (1000 * r.batch) / r.serving_step_ms;
+    const ofBound =
+      r.batch === 1 && readBytesPerSecond !== undefined ? `${((100 * tokPerS) / bandwidthBoundTokensPerSecond(r.weight_bytes_per_token, readBytesPerSecond)).toFixed(0)} %` : '';
+    const cells = [
+      r.model,
+      String(r.hidden_size),
+      String(r.batch),
+      r.serving_step_ms.toFixed(2),
+      r.run_ms.toFixed(2),
+      `${(Math.max(0, 1 - r.run_ms / r.serving_step_ms) * 100).toFixed(0)} %`,
+      tokPerS.toFixed(1),
+      ...(bound ? [(r.weight_bytes_per_token / 1e6).toFixed(1), ofBound] : []),
+      ...ops.map((o) => ((r.op_share[o] ?? 0) * 100).toFixed(1)),
+    ];
     lines.push(`| ${cells.join(' | ')} |`);
   }
   return lines.join('\n');
@@ -196,11 +290,24 @@ if (require.main === module) {
     .option('--past <n>', 'tokens already in the KV cache (the prompt length)', '96')
     .option('--steps <n>', 'timed decode steps', '16')
     .option('--threads <n>', 'onnxruntime intra-op threads', String(os.availableParallelism()))
+    .option('--spinning', 'serving steps as `serve` runs them: spinning sessions, one model at a time, in blocks')
+    .option('--rounds <n>', 'with --spinning: blocks per model', '5')
+    .option('--bandwidth', 'measure the read bandwidth first and report each batch-1 step against its bound')
     .option('--json <file>', 'also write the rows as JSON');
   cmd.parse(process.argv);
-  const o = cmd.opts<{ model: string[]; batch: string; past: string; steps: string; threads: string; json?: string }>();
-  void profileSteps(o.model, o.batch.split(',').map(Number), { past: Number(o.past), steps: Number(o.steps), threads: Number(o.threads) }).then((rows) => {
-    process.stdout.write(profileTable(rows) + '\n');
-    if (o.json) fs.writeFileSync(o.json, JSON.stringify(rows, null, 2));
-  });
+  const o = cmd.opts<{ model: string[]; batch: string; past: string; steps: string; threads: string; spinning?: boolean; rounds: string; bandwidth?: boolean; json?: string }>();
+  void (async () => {
+    const threads = Number(o.threads);
+    const bandwidth = o.bandwidth ? (await measureReadBandwidth(threads)).read_bytes_per_s : undefined;
+    if (bandwidth !== undefined) process.stderr.write(`[profile] read bandwidth ${(bandwidth / 1e9).toFixed(1)} GB/s (${threads} threads)\n`);
+    const rows = await profileSteps(o.model, o.batch.split(',').map(Number), {
+      past: Number(o.past),
+      steps: Number(o.steps),
+      threads,
+      mode: o.spinning ? 'spinning' : 'turns',
+      rounds: Number(o.rounds),
+    });
+    process.stdout.write(profileTable(rows, bandwidth) + '\n');
+    if (o.json) fs.writeFileSync(o.json, JSON.stringify({ read_bytes_per_s: bandwidth ?? null, rows }, null, 2));
+  })();
 }

@@ -1,10 +1,14 @@
-/** profile-step: operator labels and the aggregation of an onnxruntime profile (no timing). */
+/** profile-step: operator labels, the aggregation of an onnxruntime profile and the weight bytes per step (no timing). */
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { test } from 'node:test';
-import { opLabel, opShares } from '../../loadtests/profile-step.js';
+import { decodeWeightBytes, opLabel, opShares } from '../../loadtests/profile-step.js';
+import { loadModel } from '../../models/load.js';
+import { quantizedModelBytes, quantizeModel } from '../../models/quant/index.js';
+import { sliceModelWithReport } from '../../slicer/index.js';
+import { REPO_ROOT } from '../models/helpers.js';
 
 test('MatMul is split into weight products (rank-3 activations) and attention products (rank 4)', () => {
   assert.equal(opLabel('MatMul', [{ float: [16, 1, 768] }]), 'MatMul (weights)');
@@ -30,4 +34,19 @@ test('opShares sums kernel times per label and ignores non-kernel events', () =>
   );
   assert.deepEqual(opShares(file), { 'MatMul (weights)': 0.6, 'MatMul (attention)': 0.2, Softmax: 0.2 });
   fs.rmSync(dir, { recursive: true, force: true });
+});
+
+test('decodeWeightBytes: float32 and quantized stories260K, dense and sliced, as the load test counts them', async () => {
+  const dir = path.join(REPO_ROOT, 'models', 'stories260K');
+  const dense = loadModel(dir);
+  // Float32: every matmul weight at 4 bytes (the tied head counted once as a matmul) plus one embedding row.
+  const matmul = [...dense.weights.entries()].filter(([n]) => !/norm|embed/.test(n)).reduce((s, [, t]) => s + t.data.length, 0) + 512 * 64;
+  assert.equal(decodeWeightBytes(dense), 4 * (matmul + 64));
+  const { model: sliced } = await sliceModelWithReport(loadModel(dir), { sparsity: 0.25, calibrationFile: path.join(REPO_ROOT, 'data', 'tinystories-train-sample.txt'), calWindows: 4, calSeqLen: 64 });
+  for (const p of ['int8', 'int4'] as const) {
+    // Every matmul is quantized: the bytes are the quantized tensors' plus one float32 embedding row.
+    assert.equal(decodeWeightBytes(await quantizeModel(dense, p)), quantizedModelBytes(await quantizeModel(dense, p)) + 4 * 64, `dense ${p}`);
+    assert.equal(decodeWeightBytes(await quantizeModel(sliced, p)), quantizedModelBytes(await quantizeModel(sliced, p)) + 4 * 48, `sliced ${p}`);
+  }
+  assert.ok(decodeWeightBytes(await quantizeModel(dense, 'int4')) < decodeWeightBytes(await quantizeModel(dense, 'int8')));
 });
