@@ -30,6 +30,7 @@ import { buildDecoderGraph } from '../models/onnx/decoder-graph.js';
 import { loadModel } from '../models/load.js';
 import type { LoadedModel } from '../models/types.js';
 import { DecoderSession } from '../runtime/decoder-session.js';
+import { withGraphFiles } from '../runtime/graph-files.js';
 import { measureReadBandwidth } from './bandwidth.js';
 import { type BlockSpec, type MatmulShape, bandwidthBoundTokensPerSecond, matmulWeightsPerToken, weightBytesPerToken } from './flops.js';
 import { matmulShapeOf } from './models.js';
@@ -166,17 +167,22 @@ async function takingTurns(models: LoadedModel[], sessions: DecoderSession[], ba
 
 async function bareRun(model: LoadedModel, batch: number, past: number, steps: number, threads: number, profileDir: string): Promise<{ ms: number; shares: Record<string, number> }> {
   // The graph DecoderSession runs: no present.* outputs, the default attention kernel.
-  const built = buildDecoderGraph(model, { logits: 'last', presentOutputs: false });
   const transposedKeys = keyCacheLayout() === 'transposed';
   // Timed without the profiler (it adds a cost per node), then profiled for the operator shares.
+  // The weights stream to a file that onnxruntime opens by path, as DecoderSession does, so no
+  // buffer limit applies (a 1B float32 graph is over Node's 4 GiB typed-array limit).
   const open = (profile: boolean) =>
-    ort.InferenceSession.create(built.model, {
-      graphOptimizationLevel: 'all',
-      intraOpNumThreads: threads,
-      interOpNumThreads: 1,
-      externalData: [{ path: built.externalDataPath, data: built.externalData }],
-      ...(profile ? { enableProfiling: true, profileFilePrefix: path.join(profileDir, `${model.id}-b${batch}`) } : {}),
-    } as ort.InferenceSession.SessionOptions);
+    withGraphFiles(
+      (externalDataFile) => buildDecoderGraph(model, { logits: 'last', presentOutputs: false, externalDataFile }),
+      ({ modelPath }) =>
+        ort.InferenceSession.create(modelPath, {
+          graphOptimizationLevel: 'all',
+          intraOpNumThreads: threads,
+          interOpNumThreads: 1,
+          extra: { session: { force_spinning_stop: '1' } },
+          ...(profile ? { enableProfiling: true, profileFilePrefix: path.join(profileDir, `${model.id}-b${batch}`) } : {}),
+        } as ort.InferenceSession.SessionOptions),
+    );
   const c = model.config;
   const T = past + 1;
   const feeds: Record<string, ort.Tensor> = {
