@@ -168,21 +168,6 @@ async function takingTurns(models: LoadedModel[], sessions: DecoderSession[], ba
 async function bareRun(model: LoadedModel, batch: number, past: number, steps: number, threads: number, profileDir: string): Promise<{ ms: number; shares: Record<string, number> }> {
   // The graph DecoderSession runs: no present.* outputs, the default attention kernel.
   const transposedKeys = keyCacheLayout() === 'transposed';
-  // Timed without the profiler (it adds a cost per node), then profiled for the operator shares.
-  // The weights stream to a file that onnxruntime opens by path, as DecoderSession does, so no
-  // buffer limit applies (a 1B float32 graph is over Node's 4 GiB typed-array limit).
-  const open = (profile: boolean) =>
-    withGraphFiles(
-      (externalDataFile) => buildDecoderGraph(model, { logits: 'last', presentOutputs: false, externalDataFile }),
-      ({ modelPath }) =>
-        ort.InferenceSession.create(modelPath, {
-          graphOptimizationLevel: 'all',
-          intraOpNumThreads: threads,
-          interOpNumThreads: 1,
-          extra: { session: { force_spinning_stop: '1' } },
-          ...(profile ? { enableProfiling: true, profileFilePrefix: path.join(profileDir, `${model.id}-b${batch}`) } : {}),
-        } as ort.InferenceSession.SessionOptions),
-    );
   const c = model.config;
   const T = past + 1;
   const feeds: Record<string, ort.Tensor> = {
@@ -197,18 +182,34 @@ async function bareRun(model: LoadedModel, batch: number, past: number, steps: n
     }
   }
   const fetches = ['greedy_token', ...Array.from({ length: c.num_hidden_layers }, (_, l) => [`step_key_values.${l}.key`, `step_key_values.${l}.value`]).flat()];
+  // The graph is written once to files onnxruntime opens by path, as DecoderSession does (no
+  // buffer limit: a 1B float32 graph is over Node's 4 GiB typed-array limit). It is timed
+  // without the profiler (which adds a cost per node), then profiled for the operator shares.
   const times: number[] = [];
-  const timed = await open(false);
-  for (let s = 0; s < steps + 2; s++) {
-    const t0 = performance.now();
-    await timed.run(feeds, fetches);
-    if (s >= 2) times.push(performance.now() - t0);
-  }
-  await timed.release();
-  const profiled = await open(true);
-  for (let s = 0; s < steps + 2; s++) await profiled.run(feeds, fetches);
-  profiled.endProfiling(); // writes <prefix>_<timestamp>.json (onnxruntime-node returns nothing)
-  await profiled.release();
+  await withGraphFiles(
+    (externalDataFile) => buildDecoderGraph(model, { logits: 'last', presentOutputs: false, externalDataFile }),
+    async ({ modelPath }) => {
+      const open = (profile: boolean) =>
+        ort.InferenceSession.create(modelPath, {
+          graphOptimizationLevel: 'all',
+          intraOpNumThreads: threads,
+          interOpNumThreads: 1,
+          extra: { session: { force_spinning_stop: '1' } },
+          ...(profile ? { enableProfiling: true, profileFilePrefix: path.join(profileDir, `${model.id}-b${batch}`) } : {}),
+        } as ort.InferenceSession.SessionOptions);
+      const timed = await open(false);
+      for (let s = 0; s < steps + 2; s++) {
+        const t0 = performance.now();
+        await timed.run(feeds, fetches);
+        if (s >= 2) times.push(performance.now() - t0);
+      }
+      await timed.release();
+      const profiled = await open(true);
+      for (let s = 0; s < steps + 2; s++) await profiled.run(feeds, fetches);
+      profiled.endProfiling(); // writes <prefix>_<timestamp>.json (onnxruntime-node returns nothing)
+      await profiled.release();
+    },
+  );
   const prefix = `${model.id}-b${batch}`;
   const file = fs.readdirSync(profileDir).find((f) => f.startsWith(prefix) && f.endsWith('.json'));
   if (!file) throw new Error(`onnxruntime wrote no profile under ${profileDir}`);
