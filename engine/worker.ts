@@ -12,7 +12,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { loadModel } from '../models/load.js';
 import { countModelParameters } from '../models/parameters.js';
-import { quantizedModelBytes } from '../models/quant/index.js';
+import { blockQuantJson, quantizedModelBytes } from '../models/quant/index.js';
 import type { LoadedModel } from '../models/types.js';
 import { HfTokenizer } from '../models/tokenizer/index.js';
 import { DecoderSession } from '../runtime/decoder-session.js';
@@ -73,13 +73,12 @@ async function prepare(options: WorkerOptions): Promise<{ model: LoadedModel; se
 function quantizationInfo(model: LoadedModel): QuantizationInfo | null {
   const q = model.quantization;
   if (!q) return null;
-  const kind = (o: { bits: number; blockSize: number; symmetric: boolean } | null) => (o ? { bits: o.bits, block_size: o.blockSize, symmetric: o.symmetric } : null);
   return {
     method: q.preset,
     format: 'onnxruntime MatMulNBits',
-    linear: kind(q.options.linear)!,
-    head: kind(q.options.head),
-    shortcuts: kind(q.options.shortcuts),
+    linear: blockQuantJson(q.options.linear)!,
+    head: blockQuantJson(q.options.head),
+    shortcuts: blockQuantJson(q.options.shortcuts),
     embedding: null,
     accuracy_level: q.options.accuracyLevel,
     rotation: q.rotation ? 'random-orthogonal' : null,

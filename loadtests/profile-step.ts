@@ -28,11 +28,12 @@ import * as ort from 'onnxruntime-node';
 import { keyCacheLayout } from '../models/onnx/contract.js';
 import { buildDecoderGraph } from '../models/onnx/decoder-graph.js';
 import { loadModel } from '../models/load.js';
+import { blockQuantJson } from '../models/quant/index.js';
 import type { LoadedModel } from '../models/types.js';
 import { DecoderSession } from '../runtime/decoder-session.js';
 import { withGraphFiles } from '../runtime/graph-files.js';
 import { measureReadBandwidth } from './bandwidth.js';
-import { type BlockSpec, type MatmulShape, bandwidthBoundTokensPerSecond, matmulWeightsPerToken, weightBytesPerToken } from './flops.js';
+import { type MatmulShape, bandwidthBoundTokensPerSecond, matmulWeightsPerToken, weightBytesPerToken } from './flops.js';
 import { matmulShapeOf } from './models.js';
 import { makePrompt } from './prompts.js';
 import { summarize } from './stats.js';
@@ -70,8 +71,7 @@ export type ServingMode = 'turns' | 'spinning';
  */
 export function decodeWeightBytes(model: LoadedModel): number {
   const q = model.quantization?.options;
-  const spec = (o: { bits: number; blockSize: number; symmetric: boolean } | null): BlockSpec | null => (o ? { bits: o.bits, block_size: o.blockSize, symmetric: o.symmetric } : null);
-  return weightBytesPerToken(decodeShape(model), q ? { linear: spec(q.linear)!, head: spec(q.head), shortcuts: spec(q.shortcuts) } : null);
+  return weightBytesPerToken(decodeShape(model), q ? { linear: blockQuantJson(q.linear)!, head: blockQuantJson(q.head), shortcuts: blockQuantJson(q.shortcuts) } : null);
 }
 
 /** The matmul shape of `model` as flops.ts counts it (its residual width, whether its head was sliced). */

@@ -37,6 +37,18 @@ export interface BlockQuantOptions {
   symmetric: boolean;
 }
 
+/** {@link BlockQuantOptions} as JSON carries them (/v1/models `quantization`, load-test reports): snake_case. */
+export interface BlockQuantJson {
+  bits: number;
+  block_size: number;
+  symmetric: boolean;
+}
+
+/** The JSON form of block options, or null for a kind of weight kept in float (a preset's `null`). */
+export function blockQuantJson(o: BlockQuantOptions | null): BlockQuantJson | null {
+  return o ? { bits: o.bits, block_size: o.blockSize, symmetric: o.symmetric } : null;
+}
+
 /** Sizes of the MatMulNBits inputs for a weight of N outputs and K inputs. */
 export interface MatMulNBitsLayout {
   /** Output features (rows of the weight stored [out, in]). */

@@ -16,14 +16,13 @@ import type { RunResult } from '../../loadtests/runner.js';
 import type { ModelCard } from '../../loadtests/server-process.js';
 import { chartSpec } from '../../loadtests/chart.js';
 import { loadModel } from '../../models/load.js';
-import { quantizedModelBytes, quantizeModel, QUANT_PRESETS } from '../../models/quant/index.js';
+import { blockQuantJson, quantizedModelBytes, quantizeModel, QUANT_PRESETS } from '../../models/quant/index.js';
 import { sliceModelWithReport } from '../../slicer/index.js';
 import { REPO_ROOT } from '../models/helpers.js';
 
 const spec = (name: 'int8' | 'int4') => {
   const p = QUANT_PRESETS[name];
-  const b = (o: { bits: number; blockSize: number; symmetric: boolean } | null) => (o ? { bits: o.bits, block_size: o.blockSize, symmetric: o.symmetric } : null);
-  return { linear: b(p.linear)!, head: b(p.head), shortcuts: b(p.shortcuts) };
+  return { linear: blockQuantJson(p.linear)!, head: blockQuantJson(p.head), shortcuts: blockQuantJson(p.shortcuts) };
 };
 
 test('matMulNBitsBytes: codes, float32 scales and packed zero points per row', () => {

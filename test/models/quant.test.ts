@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import {
+  blockQuantJson,
   dequantizeBlockwise,
   matMulNBitsLayout,
   packCodes,
+  QUANT_PRESETS,
   QuantizationError,
   quantizeBlockwise,
   quantizedWeightBytes,
@@ -204,4 +206,10 @@ describe('quantizeBlockwise / dequantizeBlockwise round trip', () => {
     assert.ok(e4a <= e4s * 1.05, `asymmetric ${e4a} vs symmetric ${e4s}`);
     assert.ok(rms({ bits: 4, blockSize: 16, symmetric: true }) < rms({ bits: 4, blockSize: 256, symmetric: true }), 'smaller blocks are more accurate');
   });
+});
+
+it('blockQuantJson: the snake_case form of block options; null stays null', () => {
+  assert.deepEqual(blockQuantJson({ bits: 4, blockSize: 32, symmetric: false }), { bits: 4, block_size: 32, symmetric: false });
+  assert.deepEqual(blockQuantJson(QUANT_PRESETS.int8.head), { bits: 8, block_size: 128, symmetric: false });
+  assert.equal(blockQuantJson(QUANT_PRESETS.int4.embedding), null);
 });
