@@ -226,6 +226,8 @@ export interface WorkerOptions {
   maxBatchSize: number;
   /** KV budget in tokens; default maxBatchSize * maxContext. */
   kvCacheTokens?: number;
+  /** Positions one prefill step computes at most (chunked prefill, engine/scheduler.ts); default no limit. */
+  maxPrefillTokens?: number;
 }
 
 /** Main thread -> worker. */

@@ -7,9 +7,13 @@
  * - prefill: admit waiting sequences (FIFO) while the batch has room (`maxBatchSize`
  *   sequences) and the KV budget allows (each sequence reserves prompt + max_tokens tokens,
  *   so an admitted sequence never has to be preempted), and feed their prompts in one call;
- * - decode: feed one token for every running sequence.
+ *   with `maxPrefillTokens` (chunked prefill, as vLLM's `max_num_batched_tokens` and TGI's
+ *   `max_batch_prefill_tokens`) one call computes at most that many positions, padding
+ *   included, and a longer prompt is fed in chunks over several prefill steps;
+ * - decode: feed one token for every running sequence whose prompt is fed.
  * A prefill is never run twice in a row while sequences are decoding, so prefill of new
- * requests is interleaved with the decode of running ones and cannot starve them.
+ * requests is interleaved with the decode of running ones and cannot starve them; with chunks,
+ * a long prompt stalls the running sequences for one chunk at a time, not for all of it.
  *
  * Greedy output under batching equals the output of a request alone because the session keeps
  * one KV cache per sequence and masks padding (runtime/decoder-session.ts). A step in which every
@@ -53,10 +57,27 @@ export interface SchedulerConfig {
   maxBatchSize: number;
   /** KV budget in tokens; default maxBatchSize * maxContext. */
   kvCacheTokens?: number;
+  /**
+   * Positions one prefill call computes at most: rows x the longest chunk of the call (the
+   * session pads every row to it). Default: no limit (every admitted prompt whole).
+   */
+  maxPrefillTokens?: number;
+}
+
+/** One row of a forward pass: the sequence and the tokens fed to it. */
+interface PlannedRow<C> {
+  seq: Sequence<C>;
+  tokens: number[];
 }
 
 /** A request whose forward pass failed. */
 export type FailedRequest = StepReport['failed'][number];
+
+/**
+ * `serve`'s default prefill budget (positions per prefill step; docs/loadtests.md, "Chunked
+ * prefill"): llama.cpp's default physical batch (`--ubatch-size`) is 512 too.
+ */
+export const DEFAULT_MAX_PREFILL_TOKENS = 512;
 
 /** Output tokens a new sequence's KV cache has room for from the start (see admit). */
 const PREALLOCATED_OUTPUT_TOKENS = 256;
@@ -72,6 +93,8 @@ interface RequestState {
 export class Scheduler<C extends SchedulerCache> {
   private readonly waiting: Sequence<C>[] = [];
   private running: Sequence<C>[] = [];
+  /** Running sequences whose prompt is only partly fed (chunked prefill): not in decode steps. */
+  private readonly prefilling = new Set<Sequence<C>>();
   private readonly requests = new Map<string, RequestState>();
   private readonly kvCapacity: number;
   private lastPhase: 'prefill' | 'decode' = 'decode';
@@ -87,6 +110,7 @@ export class Scheduler<C extends SchedulerCache> {
     private readonly now: () => number = () => performance.timeOrigin + performance.now(),
   ) {
     if (!(config.maxBatchSize >= 1)) throw new Error(`maxBatchSize must be >= 1 (got ${config.maxBatchSize})`);
+    if (config.maxPrefillTokens !== undefined && !(config.maxPrefillTokens >= 1)) throw new Error(`maxPrefillTokens must be >= 1 (got ${config.maxPrefillTokens})`);
     this.kvCapacity = config.kvCacheTokens ?? config.maxBatchSize * session.maxContext;
   }
 
@@ -163,25 +187,30 @@ export class Scheduler<C extends SchedulerCache> {
   }
 
   /**
-   * Runs one forward pass (prefill of newly admitted sequences, or one decode step of all
-   * running ones) and processes its logits.
+   * Runs one forward pass (prefill: the next chunks of partly fed prompts and of newly
+   * admitted sequences; or one decode step of all running sequences whose prompt is fed) and
+   * processes its logits.
    * @returns what the step did, or null when there was nothing to do
    */
   async step(): Promise<StepReport | null> {
     const immediate = this.immediate;
     this.immediate = [];
     const admitted: StepReport['admitted'] = [];
-    let batch: Sequence<C>[] = [];
+    const decoding = this.running.filter((s) => !this.prefilling.has(s));
+    let plan: PlannedRow<C>[] = [];
     let phase: 'prefill' | 'decode' = 'decode';
-    if (this.lastPhase === 'decode' || this.running.length === 0) batch = this.admit(admitted);
-    if (batch.length > 0) phase = 'prefill';
-    else batch = this.running.slice();
+    if (this.lastPhase === 'decode' || decoding.length === 0) plan = this.planPrefill(admitted);
+    if (plan.length > 0) phase = 'prefill';
+    else plan = decoding.map((seq) => ({ seq, tokens: seq.pendingInput }));
     this.lastPhase = phase;
-    if (batch.length === 0) {
+    if (plan.length === 0) {
       if (immediate.length === 0) return null;
       return this.report(phase, 0, 0, 0, admitted, immediate, []);
     }
-    const inputs = batch.map((seq) => ({ cache: seq.cache as C, tokens: seq.pendingInput }));
+    const batch = plan.map((row) => row.seq);
+    const inputs = plan.map((row) => ({ cache: row.seq.cache as C, tokens: row.tokens }));
+    // A row fed only part of its pending prompt has no token due: its output is not read.
+    const partial = plan.map((row) => row.tokens.length < row.seq.pendingInput.length);
     const tokens = inputs.reduce((sum, x) => sum + x.tokens.length, 0);
     const failed: FailedRequest[] = [];
     const outputs: SequenceOutput[] = [...immediate];
@@ -189,12 +218,18 @@ export class Scheduler<C extends SchedulerCache> {
     this.stepping = true;
     try {
       // Greedy tokens only (computed in the graph) when no sequence needs its logits.
-      const greedy = this.session.stepGreedy !== undefined && batch.every((seq) => seq.acceptsGreedyToken());
+      const greedy = this.session.stepGreedy !== undefined && batch.every((seq, i) => partial[i] || seq.acceptsGreedyToken());
       const greedyTokens = greedy ? await this.session.stepGreedy!(inputs) : null;
       const logits = greedyTokens ? null : await this.session.step(inputs);
       const forwardMs = performance.now() - start;
       batch.forEach((seq, i) => {
         if (seq.aborted) return;
+        if (partial[i]) {
+          seq.advancePrompt(inputs[i].tokens.length);
+          this.prefilling.add(seq);
+          return;
+        }
+        this.prefilling.delete(seq);
         const out = greedyTokens ? seq.onGreedyToken(greedyTokens[i]) : seq.onLogits(logits![i]);
         if (out) outputs.push(out);
         if (seq.finished) this.sequenceDone(seq);
@@ -213,13 +248,46 @@ export class Scheduler<C extends SchedulerCache> {
     }
   }
 
-  /** Moves waiting sequences that fit into the running batch; returns them. */
-  private admit(admitted: StepReport['admitted']): Sequence<C>[] {
+  /**
+   * The rows of a prefill call: first the partly fed prompts (in admission order), then waiting
+   * sequences admitted FIFO while the batch, the KV budget and the prefill budget allow. Every
+   * row is fed up to S tokens of its pending prompt, S the longest chunk of the call, with
+   * rows x S <= maxPrefillTokens; the first row always gets at least one token, so a prefill
+   * makes progress under any budget.
+   */
+  private planPrefill(admitted: StepReport['admitted']): PlannedRow<C>[] {
+    const budget = this.config.maxPrefillTokens ?? Infinity;
+    const rows: Sequence<C>[] = [];
+    let S = 0;
+    let count = 0;
+    // Whether one more row with `pending` tokens joins (widening S, or with a shorter chunk).
+    const joins = (pending: number): boolean => {
+      const wider = Math.max(S, Math.min(pending, budget));
+      if ((count + 1) * wider <= budget) S = wider;
+      else if (!(S > 0 && (count + 1) * S <= budget)) return false;
+      count++;
+      return true;
+    };
+    let full = false;
+    for (const seq of this.prefilling) {
+      if (!joins(seq.pendingInput.length)) {
+        full = true;
+        break;
+      }
+      rows.push(seq);
+    }
+    if (!full) rows.push(...this.admit(admitted, (seq) => joins(seq.pendingInput.length)));
+    return rows.map((seq) => ({ seq, tokens: seq.pendingInput.length > S ? seq.pendingInput.slice(0, S) : seq.pendingInput }));
+  }
+
+  /** Moves waiting sequences that fit (batch, KV budget, then `joins`) into the running batch; returns them. */
+  private admit(admitted: StepReport['admitted'], joins: (seq: Sequence<C>) => boolean): Sequence<C>[] {
     const batch: Sequence<C>[] = [];
     let reserved = this.running.reduce((sum, s) => sum + s.reservedTokens, 0);
     while (this.waiting.length > 0 && this.running.length < this.config.maxBatchSize) {
       const seq = this.waiting[0];
       if (reserved + seq.reservedTokens > this.kvCapacity) break;
+      if (!joins(seq)) break;
       this.waiting.shift();
       reserved += seq.reservedTokens;
       seq.cache = this.session.newCache();
@@ -242,6 +310,7 @@ export class Scheduler<C extends SchedulerCache> {
   private dropFinished(): void {
     this.running = this.running.filter((s) => {
       if (!s.aborted && !s.finished) return true;
+      this.prefilling.delete(s);
       s.cache?.release?.();
       return false;
     });

@@ -145,6 +145,19 @@ export class Sequence<C> {
     return this.emit(token, null, null, echo);
   }
 
+  /**
+   * Chunked prefill: the step just fed the first `count` tokens of {@link pendingInput} and
+   * its output is not read (no token is due before the prompt's last position); the rest of
+   * the prompt stays pending for a later step.
+   * @throws Error unless 0 < count < pendingInput.length
+   */
+  advancePrompt(count: number): void {
+    if (!(Number.isInteger(count) && count > 0 && count < this.pendingInput.length)) {
+      throw new Error(`advancePrompt: ${count} of ${this.pendingInput.length} pending tokens (a chunk must leave at least one)`);
+    }
+    this.pendingInput = this.pendingInput.slice(count);
+  }
+
   /** Output for a sequence that ends before any forward pass (max_tokens 0, no scoring). */
   finishWithoutForward(): SequenceOutput {
     return this.finish('length', '', this.takeEcho());

@@ -160,6 +160,7 @@ async function main(): Promise<void> {
   const scheduler = new Scheduler(session, model.tokenizer, (p) => new Sampler(p), {
     maxBatchSize: options.maxBatchSize,
     kvCacheTokens: options.kvCacheTokens,
+    maxPrefillTokens: options.maxPrefillTokens,
   });
   let stopping = false;
   let wake: (() => void) | null = null;

@@ -67,6 +67,8 @@ export interface ServerOptions {
   maxQueue: number;
   /** KV budget per model in tokens (default maxBatchSize x context). */
   kvCacheTokens?: number;
+  /** Positions one prefill step computes at most; longer prompts are fed in chunks (default: no limit). */
+  maxPrefillTokens?: number;
   /** Require `Authorization: Bearer <apiKey>` on every endpoint but /health (and /metrics with `metricsPublic`). */
   apiKey?: string;
   /** Serve /metrics without the API key (`--metrics-public`). */
@@ -125,6 +127,7 @@ export async function startServer(opts: ServerOptions): Promise<SliceServer> {
         threads: opts.threads,
         maxBatchSize: opts.maxBatchSize,
         kvCacheTokens: opts.kvCacheTokens,
+        maxPrefillTokens: opts.maxPrefillTokens,
       },
       onProgress,
       signal,

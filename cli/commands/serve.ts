@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { type Command, InvalidArgumentError } from 'commander';
 import pino from 'pino';
+import { DEFAULT_MAX_PREFILL_TOKENS } from '../../engine/scheduler.js';
 import { resolveDeviceRequest } from '../../runtime/device.js';
 import { parseBodyLimit } from '../../server/body-limit.js';
 import { type SliceServer, startServer } from '../../server/index.js';
@@ -87,6 +88,7 @@ interface ServeOptions {
   maxBatchSize: number;
   maxQueue: number;
   kvCacheTokens?: number;
+  maxBatchPrefillTokens: number;
   apiKey?: string;
   metricsPublic?: boolean;
   metricsIncludeVllm?: boolean;
@@ -118,6 +120,7 @@ export function register(program: Command): void {
     .option('--max-batch-size <n>', 'sequences per forward pass at most', intOption(1), 16)
     .option('--max-queue <n>', 'waiting requests per model at most (>= 1: every request waits until the batch admits it); more get 429', intOption(1), 256)
     .option('--kv-cache-tokens <n>', 'KV budget per model in tokens (default max-batch-size x context)', intOption(1))
+    .option('--max-batch-prefill-tokens <n>', 'positions one prefill step computes at most (sequences x longest chunk): longer prompts are fed in chunks between decode steps (chunked prefill); 0 = whole prompts', intOption(0), DEFAULT_MAX_PREFILL_TOKENS)
     .option('--api-key <key>', 'require "Authorization: Bearer <key>" (env SLICESERVE_API_KEY)', process.env.SLICESERVE_API_KEY)
     .option('--metrics-public', 'serve /metrics without the API key (Prometheus scrapers rarely carry one; env SLICESERVE_METRICS_PUBLIC=1)')
     .option('--metrics-include-vllm', "also serve vLLM's vllm:* series on /metrics, as vLLM does, for scrape configs that read /metrics only (they are always on /metrics/vllm; promtool's lint flags their ':' as on vLLM's own /metrics; env SLICESERVE_METRICS_INCLUDE_VLLM=1)")
@@ -186,6 +189,7 @@ export function register(program: Command): void {
         maxBatchSize: opts.maxBatchSize,
         maxQueue: opts.maxQueue,
         kvCacheTokens: opts.kvCacheTokens,
+        maxPrefillTokens: opts.maxBatchPrefillTokens > 0 ? opts.maxBatchPrefillTokens : undefined,
         apiKey: opts.apiKey || undefined,
         metricsPublic: opts.metricsPublic ?? envFlag(process.env.SLICESERVE_METRICS_PUBLIC),
         metricsIncludeVllm: opts.metricsIncludeVllm ?? envFlag(process.env.SLICESERVE_METRICS_INCLUDE_VLLM),

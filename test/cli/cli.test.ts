@@ -84,6 +84,7 @@ test('bad input gives a one-line error and a non-zero exit', () => {
       [['generate', '--prompt', 'x', '--quantize', 'int3'], /^sliceserve: option '--quantize <precision>' argument 'int3' is invalid\. expected none, int8, int4 \(none = float weights\), got "int3" \(run with --help for usage\)$/],
       [['eval', '--quantize', 'int4', '--quant-rotation', 'random'], /^sliceserve: --quant-rotation random needs a sliced model and stories260K is dense; slice it \(--sparsity\) or pass --quant-rotation auto or none$/],
       [['serve', '--quantize', 'int8,fp8', '--port', '0'], /^sliceserve: option '--quantize <list>' argument 'int8,fp8' is invalid\. expected none, int8, int4 \(none = float weights\), got "fp8"/],
+      [['serve', '--max-batch-prefill-tokens', '1.5', '--port', '0'], /^sliceserve: option '--max-batch-prefill-tokens <n>' argument '1\.5' is invalid\. expected an integer >= 0, got "1\.5"/],
       [['slice', '--sparsity', '0.25', '--quant-rotation', 'yes', '--out', path.join(tmp, 'o')], /argument 'yes' is invalid\. expected auto, random, none, got "yes"/],
     ];
     for (const [args, pattern] of cases) {

@@ -349,3 +349,55 @@ test('input limits: context length, token ids, duplicate ids', () => {
     (e: unknown) => e instanceof EngineRequestError && e.param === 'max_tokens' && e.code === 'kv_cache_budget_exceeded' && /exceeds the KV cache budget of 10 tokens/.test(e.message),
   );
 });
+
+test('chunked prefill: any maxPrefillTokens gives the outputs of whole prompts, and no call computes more positions than the budget', async () => {
+  const greedy = { temperature: 0, topP: 1, topK: 0, presencePenalty: 0, frequencyPenalty: 0 };
+  // Prompts of 2 to 30 tokens, staggered; one scores its prompt (echo + logprobs), one samples.
+  const make = () => {
+    nextId = 2000;
+    return [
+      [request('Once upon a time, there was a girl. The end', { maxTokens: 8 }), request('a', { maxTokens: 5 })],
+      [request('abcdabcdabcd was the end of the girl', { maxTokens: 6, logprobs: 1 })],
+      [],
+      [request('the end', { maxTokens: 4, echo: true, logprobs: 2 }), request('upon a time there was abcd', { maxTokens: 7, sampling: { ...greedy, temperature: 0.7, seed: 5 } })],
+      [request([1, ...Array.from({ length: 29 }, (_, i) => 3 + ((i * 37) % 250))], { maxTokens: 3 })],
+    ];
+  };
+  const run = async (maxPrefillTokens?: number) => {
+    const session = new FakeGreedySession(tok.vocabSize, 64, hashNext(tok.vocabSize));
+    const scheduler = new Scheduler<FakeCache>(session, tok, (p) => new Sampler(p), { maxBatchSize: 4, maxPrefillTokens });
+    return { choices: await drain(scheduler, make()), session };
+  };
+  const whole = await run();
+  assert.ok(whole.session.calls.some((c) => Math.max(...c.sizes) >= 30), 'without a budget the 30-token prompt is fed in one call');
+  for (const budget of [1, 3, 7, 16]) {
+    const { choices, session } = await run(budget);
+    assert.deepEqual([...choices.keys()].sort(), [...whole.choices.keys()].sort(), `budget ${budget}`);
+    for (const [key, c] of whole.choices) assert.deepEqual(choices.get(key)!.outputs, c.outputs, `budget ${budget}, ${key}: every output, logprobs and offsets included`);
+    for (const call of session.calls) assert.ok(call.sizes.length * Math.max(...call.sizes) <= budget || Math.max(...call.sizes) === 1, `budget ${budget}: call ${call.sizes.join(',')} computes more positions`);
+    assert.ok(session.calls.length > whole.session.calls.length, `budget ${budget}: prompts were split`);
+    // Every cache holds exactly its prompt and generated tokens (nothing fed twice or skipped).
+    assert.ok(session.caches.every((cache) => cache.released));
+  }
+});
+
+test('chunked prefill: a long prompt is fed one chunk per prefill step, each between two decode steps of the running sequences', async () => {
+  const session = new FakeSession(tok.vocabSize, 64, hashNext(tok.vocabSize));
+  const scheduler = new Scheduler<FakeCache>(session, tok, () => new GreedySampler(), { maxBatchSize: 4, maxPrefillTokens: 8 });
+  const short = request('a girl', { maxTokens: 20 });
+  const long = request([1, ...Array.from({ length: 39 }, (_, i) => 3 + i)], { maxTokens: 2 });
+  const choices = await drain(scheduler, [[short], [], [long]]);
+  // Calls: prefill of the short prompt, its decode steps; the 40-token prompt in 5 chunks of 8,
+  // each followed by a decode step of the short sequence only.
+  const sizes = session.calls.map((c) => c.sizes.join('+'));
+  const first = sizes.indexOf('8');
+  assert.ok(first > 0, sizes.join(' '));
+  assert.deepEqual(sizes.slice(first, first + 10), ['8', '1', '8', '1', '8', '1', '8', '1', '8', '1+1'], sizes.join(' '));
+  assert.equal(choices.get(`${long.requestId}/0`)!.tokens.length, 2);
+  // The long prompt's output equals its output alone, without a budget.
+  const alone = setup();
+  const again = { ...long, requestId: 'alone' };
+  const solo = await drain(alone.scheduler, [[again]]);
+  assert.deepEqual(choices.get(`${long.requestId}/0`)!.tokens, solo.get('alone/0')!.tokens);
+  assert.throws(() => new Scheduler<FakeCache>(session, tok, () => new GreedySampler(), { maxBatchSize: 4, maxPrefillTokens: 0 }), /maxPrefillTokens must be >= 1/);
+});
