@@ -134,11 +134,13 @@ export async function startServer(opts: ServerOptions): Promise<SliceServer> {
       undefined,
       onLog,
     ).then((worker) => watch(worker));
+  /** Workers closed because another startup model failed to load (their exit is expected). */
+  const discarded = new Set<ModelWorker>();
   const watch = (worker: ModelWorker): ModelWorker => {
     worker.on('step', (step) => metrics.observeStep(worker.info.id, step));
     worker.on('log', (m: { level: 'info' | 'warn'; msg: string }) => logger[m.level]({ model: worker.info.id }, m.msg));
     worker.on('exit', (message: string) => {
-      if (state !== 'stopping') logger.error({ model: worker.info.id, message }, 'model worker ended');
+      if (state !== 'stopping' && !discarded.has(worker)) logger.error({ model: worker.info.id, message }, 'model worker ended');
     });
     return worker;
   };
@@ -186,6 +188,7 @@ export async function startServer(opts: ServerOptions): Promise<SliceServer> {
     metricsPublic: opts.metricsPublic,
     metricsIncludeVllm: opts.metricsIncludeVllm,
     maxQueue: opts.maxQueue,
+    maxBatchSize: opts.maxBatchSize,
     pending,
     track,
     state: () => state,
@@ -214,7 +217,7 @@ export async function startServer(opts: ServerOptions): Promise<SliceServer> {
 
   const ready = (async () => {
     // Every dense model at every precision; quantized ones go through the quantized cache.
-    const dense = await Promise.all(
+    const loads = await Promise.allSettled(
       opts.models.flatMap((dir) =>
         precisions.map(async (q) => {
           try {
@@ -227,6 +230,17 @@ export async function startServer(opts: ServerOptions): Promise<SliceServer> {
         }),
       ),
     );
+    const failedLoad = loads.find((l): l is PromiseRejectedResult => l.status === 'rejected');
+    if (failedLoad) {
+      // The workers that did start are closed before the error reaches the caller, which may
+      // exit the process: a worker left inside onnxruntime would abort it natively. The error
+      // is the first failure in command-line order, whichever load ended first.
+      const started = loads.flatMap((l) => (l.status === 'fulfilled' ? [l.value.worker] : []));
+      for (const w of started) discarded.add(w);
+      await Promise.all(started.map((w) => w.close()));
+      throw failedLoad.reason;
+    }
+    const dense = loads.map((l) => (l as PromiseFulfilledResult<{ dir: string; worker: ModelWorker }>).value);
     for (const { dir, worker } of dense) {
       // A model sliced offline (`slice --out DIR`) is served as it is, with its parent and slicing
       // info; a quantized variant's parent is its float model.
