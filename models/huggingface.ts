@@ -17,6 +17,7 @@ import { contextLength, type DecoderConfig } from './config.js';
 import { architectureOf, layoutOf, parseDecoderConfig } from './registry.js';
 import { ModelLoadError, type LoadedModel, type TextTokenizer, type WeightMap, type WeightTensor } from './types.js';
 import { expectedWeightShapes, validateTokenizerSize, validateWeights } from './validate.js';
+import { makeDirectories, makeTempDirectory } from './dirs.js';
 
 export const CONFIG_FILE = 'config.json';
 export const GENERATION_CONFIG_FILE = 'generation_config.json';
@@ -216,8 +217,8 @@ export class HuggingFaceWriter {
     }
     const shapes = expectedWeightShapes(model.config);
     const parent = path.dirname(target);
-    fs.mkdirSync(parent, { recursive: true });
-    const temp = fs.mkdtempSync(path.join(parent, `.${path.basename(target)}.tmp-`));
+    makeDirectories(parent);
+    const temp = makeTempDirectory(path.join(parent, `.${path.basename(target)}.tmp-`));
     try {
       return new HuggingFaceWriter(model, target, temp, dtype, options.overwrite ?? false, shapes, options.maxShardBytes);
     } catch (err) {

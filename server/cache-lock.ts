@@ -12,6 +12,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import lockfile from 'proper-lockfile';
+import { makeDirectories } from '../models/dirs.js';
 
 /** A lock not refreshed for this long belongs to a dead holder (ms). */
 export const LOCK_STALE_MS = 30_000;
@@ -37,7 +38,7 @@ export interface SliceLockOptions {
  * @throws Error when `signal` aborts the wait, or when the cache directory cannot be written
  */
 export async function acquireSliceLock(cacheDir: string, model: string, options: SliceLockOptions = {}): Promise<() => Promise<void>> {
-  fs.mkdirSync(cacheDir, { recursive: true });
+  makeDirectories(cacheDir);
   const target = path.join(cacheDir, model);
   let waiting = false;
   for (;;) {

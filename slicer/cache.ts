@@ -16,6 +16,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { LoadedModel } from '../models/types.js';
 import { loadSlicedArtifact, saveSlicedArtifact } from './artifact.js';
+import { makeDirectories } from '../models/dirs.js';
 
 /** The manifest's file name inside an entry. */
 export const MANIFEST_FILE = 'sliceserve-manifest.json';
@@ -102,10 +103,10 @@ export function sweepStaging(cacheRoot: string): string[] {
 export function stageCacheEntry(entryDir: string): string {
   const root = path.dirname(entryDir);
   const stagingRoot = path.join(root, STAGING_DIR);
-  fs.mkdirSync(stagingRoot, { recursive: true });
+  makeDirectories(stagingRoot);
   sweepStaging(root);
   const staging = path.join(stagingRoot, `${path.basename(entryDir)}.${process.pid}.${randomBytes(4).toString('hex')}`);
-  fs.mkdirSync(staging, { recursive: true }); // recursive: a writer finishing meanwhile may have removed the empty staging area
+  makeDirectories(staging); // with its parent: a writer finishing meanwhile may have removed the empty staging area
   return staging;
 }
 
@@ -223,7 +224,7 @@ export function quarantineCacheEntry(entryDir: string, reason: string): string {
   const root = path.dirname(entryDir);
   const target = path.join(root, CORRUPT_DIR, `${path.basename(entryDir)}-${new Date().toISOString().replace(/[:.]/g, '-')}-${randomBytes(2).toString('hex')}`);
   try {
-    fs.mkdirSync(path.dirname(target), { recursive: true });
+    makeDirectories(path.dirname(target));
     fs.renameSync(entryDir, target);
     fs.writeFileSync(path.join(target, 'REASON.txt'), `${reason}\n`);
     return target;

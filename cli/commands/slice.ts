@@ -9,6 +9,7 @@ import { largestUsableSparsity, sliceModelWithReport, slicedWidth } from '../../
 import { quantizeModelWithReport } from '../../slicer/quantize.js';
 import { progressBar } from '../progress.js';
 import { DEFAULT_CALIBRATION_FILE, DEFAULT_EVAL_FILE, DEFAULT_MODEL_DIR, QUANTIZE_HELP, QUANT_ROTATION_HELP, intOption, numberOption, quantRotationOption, quantizeOption, resolveBundled } from '../options.js';
+import { makeDirectories } from '../../models/dirs.js';
 
 export function register(program: Command): void {
   program
@@ -37,7 +38,7 @@ export function register(program: Command): void {
       }
       const parent = path.dirname(out);
       try {
-        fs.mkdirSync(parent, { recursive: true });
+        makeDirectories(parent);
         fs.accessSync(parent, fs.constants.W_OK);
       } catch {
         throw new Error(`--out ${opts.out}: cannot write to ${parent}`);

@@ -27,6 +27,7 @@ import type { AccuracyLevel } from './emit.js';
 import { matMulNBitsLayout, type QuantBits } from './layout.js';
 import type { ModelQuantization, QuantizedTensor, QuantRotationInfo } from './model.js';
 import { QUANT_PRESETS, type QuantPreset, type QuantPresetName } from './presets.js';
+import { makeDirectories, makeTempDirectory } from '../dirs.js';
 
 /** The config.json key of a quantized artifact. */
 export const QUANT_CONFIG_KEY = 'sliceserve_quantization';
@@ -153,8 +154,8 @@ export function saveQuantizedArtifact(model: LoadedModel, dir: string, options: 
     tensors,
   };
   const parent = path.dirname(target);
-  fs.mkdirSync(parent, { recursive: true });
-  const temp = fs.mkdtempSync(path.join(parent, `.${path.basename(target)}.tmp-`));
+  makeDirectories(parent);
+  const temp = makeTempDirectory(path.join(parent, `.${path.basename(target)}.tmp-`));
   try {
     const writeJson = (name: string, value: unknown) => fs.writeFileSync(path.join(temp, name), JSON.stringify(value, null, 2) + '\n');
     writeJson(CONFIG_FILE, { ...configToJson(model.config, 'float32'), [QUANT_CONFIG_KEY]: section });
