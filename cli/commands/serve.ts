@@ -9,6 +9,7 @@ import path from 'node:path';
 import { type Command, InvalidArgumentError } from 'commander';
 import pino from 'pino';
 import { DEFAULT_MAX_PREFILL_TOKENS } from '../../engine/scheduler.js';
+import { makeDirectories } from '../../models/dirs.js';
 import { resolveDeviceRequest } from '../../runtime/device.js';
 import { parseBodyLimit } from '../../server/body-limit.js';
 import { type SliceServer, startServer } from '../../server/index.js';
@@ -118,7 +119,7 @@ export function register(program: Command): void {
     .option('--dtype <dtype>', 'graph precision: float32 | float16 (float16 is for GPUs)', dtypeOption, 'float32')
     .option('--threads <n>', 'onnxruntime intra-op threads per model (default: all cores)', intOption(1))
     .option('--max-batch-size <n>', 'sequences per forward pass at most', intOption(1), 16)
-    .option('--max-queue <n>', 'waiting requests per model at most (>= 1: every request waits until the batch admits it); more get 429', intOption(1), 256)
+    .option('--max-queue <n>', 'requests per model waiting for a batch slot at most, besides those free slots admit at once (>= 1); more get 429', intOption(1), 256)
     .option('--kv-cache-tokens <n>', 'KV budget per model in tokens (default max-batch-size x context)', intOption(1))
     .option('--max-batch-prefill-tokens <n>', 'positions one prefill step computes at most (sequences x longest chunk): longer prompts are fed in chunks between decode steps (chunked prefill); 0 = whole prompts', intOption(0), DEFAULT_MAX_PREFILL_TOKENS)
     .option('--api-key <key>', 'require "Authorization: Bearer <key>" (env SLICESERVE_API_KEY)', process.env.SLICESERVE_API_KEY)
@@ -147,6 +148,14 @@ export function register(program: Command): void {
       }
       if (!(LOG_LEVELS as readonly string[]).includes(opts.logLevel)) {
         throw new Error(`--log-level (or env LOG_LEVEL) ${JSON.stringify(opts.logLevel)} is not a level: use one of ${LOG_LEVELS.join(', ')}`);
+      }
+      const cacheDir = opts.cacheDir ? path.resolve(opts.cacheDir) : defaultCacheDir();
+      try {
+        // Before listening: slices, quantized models and /v1/slices jobs all write there.
+        makeDirectories(cacheDir);
+        fs.accessSync(cacheDir, fs.constants.W_OK);
+      } catch (err) {
+        throw new Error(`--cache-dir ${cacheDir} (or env SLICESERVE_CACHE_DIR) is not a writable directory (${err instanceof Error ? err.message : String(err)}); pass --cache-dir <dir>`);
       }
       // PORT is read here, not as the option's default, so that a bad PORT fails `serve` alone.
       const port = opts.port ?? (process.env.PORT ? envPort(process.env.PORT) : 8080);
@@ -180,7 +189,7 @@ export function register(program: Command): void {
         calWindows: opts.calWindows,
         heldOutFile,
         heldOutWindows: opts.heldOutWindows,
-        cacheDir: opts.cacheDir ? path.resolve(opts.cacheDir) : defaultCacheDir(),
+        cacheDir,
         host: opts.host,
         port,
         device: resolveDeviceRequest(opts.device),
