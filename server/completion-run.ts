@@ -78,8 +78,10 @@ export interface RunSummary {
 /** What a run needs from the server. */
 export interface RunContext {
   metrics: ServerMetrics;
-  /** Waiting requests per model at most (429 beyond). */
+  /** Waiting requests per model at most (429 beyond), besides those the batch admits at once. */
   maxQueue: number;
+  /** Sequences per forward pass (`--max-batch-size`): free slots of the batch are not queue places. */
+  maxBatchSize: number;
 }
 
 /** One completion or chat request in flight. */
@@ -122,7 +124,10 @@ export class CompletionRun {
     this.listener = listener;
     const worker = this.model.worker;
     if (!worker.isAlive) return this.fail(Errors.unavailable(`model ${this.model.id} is not running`, 'model_unavailable'));
-    if (worker.waitingRequests >= this.ctx.maxQueue) return this.fail(Errors.queueFull(this.model.id, 1));
+    // Requests not admitted yet include ones the worker is about to admit into free batch slots
+    // (a burst on an idle server arrives before any admission): those do not take queue places.
+    const freeSlots = Math.max(0, this.ctx.maxBatchSize - (worker.inFlight - worker.waitingRequests));
+    if (worker.waitingRequests >= this.ctx.maxQueue + freeSlots) return this.fail(Errors.queueFull(this.model.id, 1));
     const engineRequest = this.spec.toEngine(this.id, this.arrival);
     const count = engineRequest.prompts.length * engineRequest.n;
     for (let i = 0; i < count; i++) this.choices.push({ index: i, text: '', tokens: this.spec.logprobs ? [] : null, finish_reason: null });

@@ -220,6 +220,18 @@ test('a full waiting queue is 429 with Retry-After', async () => {
   }
 });
 
+test('a burst on an idle server is accepted up to the free batch slots plus the queue; the rest get 429', async () => {
+  const small = await startTestServer({ maxBatchSize: 2, maxQueue: 1 });
+  try {
+    const long = { ...good, max_tokens: 300, ignore_eos: true };
+    const all = await Promise.all(Array.from({ length: 6 }, () => post(`${small.url}/v1/completions`, long, {})));
+    const codes = all.map((r) => r.status).sort();
+    assert.deepEqual(codes, [200, 200, 200, 429, 429, 429], 'two admitted at once, one waiting, three refused');
+  } finally {
+    await small.server.shutdown(1000);
+  }
+});
+
 test('a model whose worker dies fails its requests with 500/503; the rest of the server lives', async () => {
   const s = await startTestServer();
   try {
