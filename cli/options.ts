@@ -16,6 +16,13 @@ export function intOption(min: number): (value: string) => number {
   };
 }
 
+/** Any safe integer (e.g. a seed, negative ones included). */
+export function safeIntOption(value: string): number {
+  const n = Number(value);
+  if (value.trim() === '' || !Number.isSafeInteger(n)) throw new InvalidArgumentError(`expected an integer, got "${value}"`);
+  return n;
+}
+
 /** A finite number within [min, max) (or [min, max] when inclusive). */
 export function numberOption(min: number, max: number, inclusive = false): (value: string) => number {
   return (value) => {

@@ -315,7 +315,6 @@ export class SliceJobManager {
     const start = performance.now();
     metrics.sliceStarted(job.model);
     logger.info({ job: job.id, model: job.model, sparsity: job.sparsity, quantize: job.quantize }, 'slicing job started');
-    logger.info({ job: job.id, model: job.model, sparsity: job.sparsity }, 'slicing job started');
     let release: (() => Promise<void>) | null = null;
     try {
       if (this.opts.cacheDir) {

@@ -5,7 +5,7 @@ import { loadModel } from '../../models/load.js';
 import { parseDeviceRequest } from '../../runtime/device.js';
 import { DecoderSession } from '../../runtime/decoder-session.js';
 import { quantizeModelWithReport } from '../../slicer/quantize.js';
-import { DEFAULT_MODEL_DIR, QUANTIZE_HELP, QUANT_ROTATION_HELP, dtypeOption, intOption, numberAboveOption, numberOption, quantRotationOption, quantizeOption, resolveBundled } from '../options.js';
+import { DEFAULT_MODEL_DIR, QUANTIZE_HELP, QUANT_ROTATION_HELP, dtypeOption, intOption, numberAboveOption, numberOption, quantRotationOption, quantizeOption, resolveBundled, safeIntOption } from '../options.js';
 
 export function register(program: Command): void {
   program
@@ -17,7 +17,7 @@ export function register(program: Command): void {
     .option('--temperature <t>', '0 = greedy (0..2, as the API)', numberOption(0, 2, true), 1)
     .option('--top-p <p>', 'nucleus sampling mass, in (0, 1]', numberAboveOption(0, 1), 1)
     .option('--top-k <k>', 'keep the k most likely tokens (0 = all)', intOption(0), 0)
-    .option('--seed <n>', 'random seed for reproducible sampling (any integer, as the API\'s seed)', intOption(-(2 ** 53)))
+    .option('--seed <n>', 'random seed for reproducible sampling (any integer, as the API\'s seed)', safeIntOption)
     .option('--ignore-eos', 'keep generating after the end-of-sequence token')
     .option('--device <device>', 'cpu | cuda | webgpu | auto', (v) => parseDeviceRequest(v), 'cpu')
     .option('--dtype <dtype>', 'graph precision: float32 | float16 (float16 is for GPUs)', dtypeOption, 'float32')
