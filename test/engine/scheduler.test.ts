@@ -401,3 +401,25 @@ test('chunked prefill: a long prompt is fed one chunk per prefill step, each bet
   assert.deepEqual(choices.get(`${long.requestId}/0`)!.tokens, solo.get('alone/0')!.tokens);
   assert.throws(() => new Scheduler<FakeCache>(session, tok, () => new GreedySampler(), { maxBatchSize: 4, maxPrefillTokens: 0 }), /maxPrefillTokens must be >= 1/);
 });
+
+test('chunked prefill: a request cancelled half-way through its prompt leaves the batch and releases its KV cache; the others go on', async () => {
+  const session = new FakeSession(tok.vocabSize, 64, hashNext(tok.vocabSize));
+  const scheduler = new Scheduler<FakeCache>(session, tok, () => new GreedySampler(), { maxBatchSize: 4, maxPrefillTokens: 4 });
+  const short = request('a girl', { maxTokens: 10 });
+  const long = request([1, ...Array.from({ length: 23 }, (_, i) => 3 + i)], { maxTokens: 3 });
+  scheduler.add(short);
+  await scheduler.step(); // prefill of the short prompt (3 tokens)
+  scheduler.add(long);
+  await scheduler.step(); // decode
+  await scheduler.step(); // first chunk of the long prompt
+  const longCache = session.caches[1];
+  assert.equal(longCache.tokens.length, 4);
+  assert.equal(scheduler.stats().runningSequences, 2);
+  assert.ok(scheduler.abort(long.requestId));
+  assert.equal(longCache.released, true);
+  const rest = await drain(scheduler);
+  assert.equal(rest.get(`${short.requestId}/0`)!.finishReason, 'length');
+  assert.equal(longCache.tokens.length, 4, 'no chunk was fed after the cancel');
+  assert.ok(session.calls.slice(3).every((c) => c.sizes.every((s) => s === 1)), 'only decode steps of the short request after the cancel');
+  assert.equal(scheduler.hasWork(), false);
+});
