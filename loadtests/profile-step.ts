@@ -30,7 +30,7 @@ import { buildDecoderGraph } from '../models/onnx/decoder-graph.js';
 import { loadModel } from '../models/load.js';
 import { blockQuantJson } from '../models/quant/index.js';
 import type { LoadedModel } from '../models/types.js';
-import { DecoderSession } from '../runtime/decoder-session.js';
+import { DecoderSession, decoderSessionOptions } from '../runtime/decoder-session.js';
 import { withGraphFiles } from '../runtime/graph-files.js';
 import { measureReadBandwidth } from './bandwidth.js';
 import { type MatmulShape, bandwidthBoundTokensPerSecond, matmulWeightsPerToken, weightBytesPerToken } from './flops.js';
@@ -191,10 +191,7 @@ async function bareRun(model: LoadedModel, batch: number, past: number, steps: n
     async ({ modelPath }) => {
       const open = (profile: boolean) =>
         ort.InferenceSession.create(modelPath, {
-          graphOptimizationLevel: 'all',
-          intraOpNumThreads: threads,
-          interOpNumThreads: 1,
-          extra: { session: { force_spinning_stop: '1' } },
+          ...decoderSessionOptions(threads),
           ...(profile ? { enableProfiling: true, profileFilePrefix: path.join(profileDir, `${model.id}-b${batch}`) } : {}),
         } as ort.InferenceSession.SessionOptions);
       const timed = await open(false);

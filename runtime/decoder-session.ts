@@ -34,6 +34,24 @@ import { kvArray, SequenceCache, writeStepEntries, type KVArray, type KVDtype } 
 
 export { SequenceCache } from './kv-cache.js';
 
+/**
+ * The session options every decoder session opens with (and profile-step's bare sessions, so
+ * that it times what serve runs): all graph optimizations, one inter-op thread, and
+ * onnxruntime's `session.force_spinning_stop` (threads spin during a run, stop at its end: with
+ * pool threads spinning between runs, a decode step's bookkeeping and the main thread's token
+ * writes waited for a core; measured on 2 cores, bench-110m int8 batch 1, 0.86 -> 0.50 ms
+ * between two runs). `spinning: false` also turns intra-op spinning off.
+ * @param threads intra-op threads (default: all cores)
+ */
+export function decoderSessionOptions(threads?: number, spinning?: boolean): ort.InferenceSession.SessionOptions {
+  return {
+    graphOptimizationLevel: 'all',
+    intraOpNumThreads: threads ?? os.availableParallelism(),
+    interOpNumThreads: 1,
+    extra: { session: { force_spinning_stop: '1', ...(spinning === false ? { intra_op: { allow_spinning: '0' } } : {}) } },
+  } as ort.InferenceSession.SessionOptions;
+}
+
 export interface DecoderSessionOptions {
   /** Execution provider request (runtime/device.ts). Default 'cpu'. */
   device?: DeviceRequest;
@@ -179,13 +197,7 @@ export class DecoderSession {
           logger: options.logger,
           sessionOptions: (d) =>
             ({
-              graphOptimizationLevel: 'all',
-              intraOpNumThreads: options.threads ?? os.availableParallelism(),
-              interOpNumThreads: 1,
-              // Spinning pool threads would hold both cores between runs: a decode step's
-              // bookkeeping and the main thread's token writes then wait for a core (measured on
-              // 2 cores, bench-110m int8 batch 1: 0.86 -> 0.50 ms between two runs).
-              extra: { session: { force_spinning_stop: '1', ...(options.spinning === false ? { intra_op: { allow_spinning: '0' } } : {}) } },
+              ...decoderSessionOptions(options.threads, options.spinning),
               // present.* stay in GPU buffers; logits and step_key_values.* come back to the host.
               ...(presentOutputs && d === 'webgpu'
                 ? { preferredOutputLocation: Object.fromEntries([...presentNames(L).map((n) => [n, 'gpu-buffer']), ['logits', 'cpu'], ...(logits === 'last' ? [['greedy_token', 'cpu']] : []), ...Array.from({ length: L }, (_, l) => [[`step_key_values.${l}.key`, 'cpu'], [`step_key_values.${l}.value`, 'cpu']]).flat()]) }
