@@ -97,7 +97,8 @@ export function parsePeer(v: string, prev: PeerSpec[] = []): PeerSpec[] {
   return [...prev, { name, url: normalizeBaseUrl(url.toString()) }];
 }
 
-function intArg(name: string, min: number) {
+/** A commander parser of an integer >= min for option `name` (a one-line error otherwise). */
+export function intArg(name: string, min: number) {
   return (v: string): number => {
     const n = Number(v);
     if (!Number.isInteger(n) || n < min) throw new InvalidArgumentError(`${name} must be an integer >= ${min}, got "${v}"`);

@@ -16,8 +16,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { Command } from 'commander';
-import { intOption } from '../cli/options.js';
 import { streamCompletion, type RequestRecord } from './client.js';
+import { intArg } from './options.js';
 import { ServerProcess, freePort, waitForServer } from './server-process.js';
 import { summarize } from './stats.js';
 import { ensureSynthModel } from './synth-cache.js';
@@ -85,16 +85,16 @@ async function main(): Promise<void> {
   const program = new Command('prefill-stall')
     .option('--model <dir>', 'Hugging Face model directory (default: the synthetic --preset)')
     .option('--preset <name>', 'synthetic model preset', 'bench-110m')
-    .option('--budgets <list>', 'values of --max-batch-prefill-tokens (0 = whole prompts)', (v) => v.split(',').map((x) => intOption(0)(x.trim())), [0, 512, 128])
-    .option('--decoders <n>', 'streams decoding all the time', intOption(1), 8)
-    .option('--short-tokens <n>', 'prompt tokens of a decoder request', intOption(1), 32)
-    .option('--output-tokens <n>', 'output tokens of a decoder request', intOption(2), 128)
-    .option('--long-tokens <n>', 'prompt tokens of a long request', intOption(1), 1536)
-    .option('--long-every <s>', 'seconds between two long requests', intOption(1), 3)
-    .option('--duration <s>', 'seconds per block', intOption(1), 30)
-    .option('--rounds <n>', 'blocks per budget (interleaved)', intOption(1), 2)
+    .option('--budgets <list>', 'values of --max-batch-prefill-tokens (0 = whole prompts)', (v) => v.split(',').map((x) => intArg('--budgets', 0)(x.trim())), [0, 512, 256, 128])
+    .option('--decoders <n>', 'streams decoding all the time', intArg('--decoders', 1), 8)
+    .option('--short-tokens <n>', 'prompt tokens of a decoder request', intArg('--short-tokens', 1), 32)
+    .option('--output-tokens <n>', 'output tokens of a decoder request', intArg('--output-tokens', 2), 128)
+    .option('--long-tokens <n>', 'prompt tokens of a long request', intArg('--long-tokens', 1), 1536)
+    .option('--long-every <s>', 'seconds between two long requests', intArg('--long-every', 1), 3)
+    .option('--duration <s>', 'seconds per block', intArg('--duration', 1), 30)
+    .option('--rounds <n>', 'blocks per budget (interleaved)', intArg('--rounds', 1), 2)
     .option('--quantize <p>', 'none | int8 | int4', 'none')
-    .option('--threads <n>', 'onnxruntime threads of each server', intOption(1), 2)
+    .option('--threads <n>', 'onnxruntime threads of each server', intArg('--threads', 1), 2)
     .option('--out <dir>', 'report folder', path.join(ROOT, 'loadtests', 'reports'));
   program.parse();
   const o = program.opts<Options>();
