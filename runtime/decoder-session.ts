@@ -291,16 +291,23 @@ export class DecoderSession {
     // rowOf[b]: the batch row of input b. A batch of fresh sequences (prefill) needs no past,
     // except on webgpu, whose MatMul crashes on an empty past (a masked one is laid instead).
     const noPast = maxLen === 0 && this.device !== 'webgpu';
-    if (noPast && this.resident) {
-      // Fresh sequences write only their caches: a cleared cache must not keep a stale row.
-      const rows = this.resident.rows;
+    // A step of several tokens per row with a past (the later chunks of a chunked prefill) gets
+    // its past from the host caches in buffers of its own, and writes only the caches: placed in
+    // the resident rows, it would evict the decoding sequences' rows, which the next decode step
+    // would then copy back in whole.
+    const detached = !noPast && S > 1 && this.device !== 'webgpu';
+    if ((noPast || detached) && this.resident) {
+      // These sequences write only their caches: a row of one of them must not go stale.
+      const { rows, capacity } = this.resident;
       for (const inp of inputs) {
         const r = rows.indexOf(inp.cache);
-        if (r >= 0) rows[r] = null;
+        if (r < 0) continue;
+        if (detached) this.flushRow(inp.cache, r, capacity);
+        rows[r] = null;
       }
     }
-    const rowOf = noPast ? inputs.map((_, b) => b) : this.placeRows(inputs, maxLen + S);
-    const P = noPast ? 0 : this.resident!.capacity;
+    const rowOf = noPast || detached ? inputs.map((_, b) => b) : this.placeRows(inputs, maxLen + S);
+    const P = noPast ? 0 : detached ? maxLen : this.resident!.capacity;
     const T = P + S;
     const ids = new BigInt64Array(B * S);
     const pos = new BigInt64Array(B * S);
@@ -338,13 +345,19 @@ export class DecoderSession {
     const hd = c.head_dim;
     const L = c.num_hidden_layers;
     for (let slot = 0; slot < 2 * L; slot++) {
-      const past = P === 0 ? kvArray(this.dtype, 0) : this.pastPool[slot].subarray(0, B * KV * P * hd);
       const transposed = this.transposedKeys && !(slot & 1);
+      let past: KVArray;
+      if (P === 0) past = kvArray(this.dtype, 0);
+      else if (!detached) past = this.pastPool[slot].subarray(0, B * KV * P * hd);
+      else {
+        past = kvArray(this.dtype, B * KV * P * hd); // positions past a row's length stay masked
+        inputs.forEach((inp, b) => inp.cache.writeEntries(slot >> 1, slot & 1 ? 'value' : 'key', past, b, P, 0, inp.cache.length, transposed));
+      }
       feeds[`past_key_values.${slot >> 1}.${slot & 1 ? 'value' : 'key'}`] = new ort.Tensor(this.dtype, past, transposed ? [B, KV, hd, P] : [B, KV, P, hd]);
     }
     const out = await this.session.run(feeds, this.fetches[want]);
-    // Keep the resident rows in sync (when there are any): write this step's entries where the rows live.
-    this.appendStep(out, inputs, rowOf, S, P > 0 ? P : null);
+    // Keep the resident rows in sync (when the step used them): write this step's entries where the rows live.
+    this.appendStep(out, inputs, rowOf, S, noPast || detached ? null : P);
     return { out, rowOf, S };
   }
 
