@@ -162,6 +162,26 @@ export class ModelWorker extends EventEmitter {
   }
 
   /**
+   * How full the wait is, counted on this side: the requests not admitted yet are taken in
+   * arrival order (the scheduler admits FIFO) into the batch's free sequence slots
+   * (`maxBatchSize` minus the unfinished sequences of admitted requests); `queued` are those
+   * that do not fit, and stay waiting; `freeSlots` the sequence slots left after the others.
+   * The KV budget can hold a request back too; it is not counted here.
+   */
+  queueState(maxBatchSize: number): { queued: number; freeSlots: number } {
+    let running = 0;
+    for (const [id, left] of this.remaining) if (!this.notAdmitted.has(id)) running += left;
+    let free = Math.max(0, maxBatchSize - running);
+    let queued = 0;
+    for (const id of this.notAdmitted) {
+      const sequences = this.remaining.get(id) ?? 1;
+      if (queued === 0 && sequences <= free) free -= sequences;
+      else queued++;
+    }
+    return { queued, freeSlots: queued === 0 ? free : 0 };
+  }
+
+  /**
    * Sends a request to the worker.
    * @throws Error if the worker has ended or the id is in use
    */

@@ -124,12 +124,12 @@ export class CompletionRun {
     this.listener = listener;
     const worker = this.model.worker;
     if (!worker.isAlive) return this.fail(Errors.unavailable(`model ${this.model.id} is not running`, 'model_unavailable'));
-    // Requests not admitted yet include ones the worker is about to admit into free batch slots
-    // (a burst on an idle server arrives before any admission): those do not take queue places.
-    const freeSlots = Math.max(0, this.ctx.maxBatchSize - (worker.inFlight - worker.waitingRequests));
-    if (worker.waitingRequests >= this.ctx.maxQueue + freeSlots) return this.fail(Errors.queueFull(this.model.id, 1));
     const engineRequest = this.spec.toEngine(this.id, this.arrival);
     const count = engineRequest.prompts.length * engineRequest.n;
+    // Requests not admitted yet include ones the worker is about to admit into free batch slots
+    // (a burst on an idle server arrives before any admission): those take no queue place.
+    const { queued, freeSlots } = worker.queueState(this.ctx.maxBatchSize);
+    if (count > freeSlots && queued >= this.ctx.maxQueue) return this.fail(Errors.queueFull(this.model.id, 1));
     for (let i = 0; i < count; i++) this.choices.push({ index: i, text: '', tokens: this.spec.logprobs ? [] : null, finish_reason: null });
     this.open = count;
     worker.submit(engineRequest, {

@@ -227,6 +227,9 @@ test('a burst on an idle server is accepted up to the free batch slots plus the 
     const all = await Promise.all(Array.from({ length: 6 }, () => post(`${small.url}/v1/completions`, long, {})));
     const codes = all.map((r) => r.status).sort();
     assert.deepEqual(codes, [200, 200, 200, 429, 429, 429], 'two admitted at once, one waiting, three refused');
+    // Slots are sequences: with n = 2 a request fills the batch, so one runs and one waits.
+    const pairs = await Promise.all(Array.from({ length: 4 }, () => post(`${small.url}/v1/completions`, { ...long, max_tokens: 100, n: 2 }, {})));
+    assert.deepEqual(pairs.map((r) => r.status).sort(), [200, 200, 429, 429], 'n = 2: one admitted, one waiting, two refused');
   } finally {
     await small.server.shutdown(1000);
   }
