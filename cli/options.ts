@@ -16,10 +16,10 @@ export function intOption(min: number): (value: string) => number {
   };
 }
 
-/** Any safe integer (e.g. a seed, negative ones included). */
+/** Any integer of magnitude at most 2^53, the range the API's `seed` takes (negative ones included). */
 export function safeIntOption(value: string): number {
   const n = Number(value);
-  if (value.trim() === '' || !Number.isSafeInteger(n)) throw new InvalidArgumentError(`expected an integer, got "${value}"`);
+  if (value.trim() === '' || !Number.isInteger(n) || Math.abs(n) > 2 ** 53) throw new InvalidArgumentError(`expected an integer, got "${value}"`);
   return n;
 }
 

@@ -254,30 +254,34 @@ export class Scheduler<C extends SchedulerCache> {
    * sequences admitted FIFO while the batch, the KV budget and the prefill budget allow. Every
    * row is fed up to S tokens of its pending prompt, S the longest chunk of the call, with
    * rows x S <= maxPrefillTokens; the first row always gets at least one token, so a prefill
-   * makes progress under any budget.
+   * makes progress under any budget. A partly fed prompt may join with a chunk shorter than
+   * its rest; a waiting sequence is admitted only with all of its prompt or a chunk of the
+   * whole budget's length (min(prompt, budget) tokens), so that none is admitted, and counted
+   * as no longer waiting, only to be fed a token or two per step.
    */
   private planPrefill(admitted: StepReport['admitted']): PlannedRow<C>[] {
     const budget = this.config.maxPrefillTokens ?? Infinity;
     const rows: Sequence<C>[] = [];
     let S = 0;
     let count = 0;
-    // Whether one more row with `pending` tokens joins (widening S, or with a shorter chunk).
-    const joins = (pending: number): boolean => {
+    // Whether one more row with `pending` tokens joins: widening S to min(pending, budget), or
+    // (`shorter`) keeping S and feeding it a shorter chunk.
+    const joins = (pending: number, shorter: boolean): boolean => {
       const wider = Math.max(S, Math.min(pending, budget));
       if ((count + 1) * wider <= budget) S = wider;
-      else if (!(S > 0 && (count + 1) * S <= budget)) return false;
+      else if (!(shorter && S > 0 && (count + 1) * S <= budget)) return false;
       count++;
       return true;
     };
     let full = false;
     for (const seq of this.prefilling) {
-      if (!joins(seq.pendingInput.length)) {
+      if (!joins(seq.pendingInput.length, true)) {
         full = true;
         break;
       }
       rows.push(seq);
     }
-    if (!full) rows.push(...this.admit(admitted, (seq) => joins(seq.pendingInput.length)));
+    if (!full) rows.push(...this.admit(admitted, (seq) => joins(seq.pendingInput.length, false)));
     return rows.map((seq) => ({ seq, tokens: seq.pendingInput.length > S ? seq.pendingInput.slice(0, S) : seq.pendingInput }));
   }
 

@@ -90,7 +90,7 @@ async function main(): Promise<void> {
     .option('--short-tokens <n>', 'prompt tokens of a decoder request', intArg('--short-tokens', 1), 32)
     .option('--output-tokens <n>', 'output tokens of a decoder request', intArg('--output-tokens', 2), 128)
     .option('--long-tokens <n>', 'prompt tokens of a long request', intArg('--long-tokens', 1), 1536)
-    .option('--long-every <s>', 'seconds between two long requests', intArg('--long-every', 1), 3)
+    .option('--long-every <s>', 'seconds between two long requests', intArg('--long-every', 1), 4)
     .option('--duration <s>', 'seconds per block', intArg('--duration', 1), 30)
     .option('--rounds <n>', 'blocks per budget (interleaved)', intArg('--rounds', 1), 2)
     .option('--quantize <p>', 'none | int8 | int4', 'none')

@@ -13,37 +13,62 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 
+/** Times {@link makeDirectories} starts over when a parent it found is removed meanwhile. */
+const MAKE_DIRECTORIES_RETRIES = 5;
+
 /**
- * Creates `dir` and whichever of its parents are missing (`mkdir -p`).
- * @throws Error naming the component that could not be created (its errno code, e.g. ENOENT,
- *   EACCES, ENOTDIR), or that exists and is not a directory.
+ * Creates `dir` and whichever of its parents are missing (`mkdir -p`). A parent that another
+ * process removes meanwhile (a cache's empty staging area, cleaned up by a writer that just
+ * finished) is made again; a mkdir that answers ENOENT while its parent exists (/proc) fails.
+ * @throws Error naming `dir` and the component that could not be created (its errno message:
+ *   ENOENT, EACCES, ENOTDIR...), or that exists and is not a directory (a file, a dangling link).
  */
 export function makeDirectories(dir: string): void {
   const target = path.resolve(dir);
-  const missing: string[] = [];
-  for (let p = target; ; p = path.dirname(p)) {
-    let stat: fs.Stats | undefined;
-    try {
-      stat = fs.statSync(p);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new Error(`cannot create ${target}: ${(err as Error).message}`);
+  const fail = (reason: string): never => {
+    throw new Error(`cannot create ${target}: ${reason}`);
+  };
+  for (let attempt = 0; ; attempt++) {
+    const missing: string[] = [];
+    for (let p = target; ; p = path.dirname(p)) {
+      let stat: fs.Stats | undefined;
+      try {
+        stat = fs.statSync(p);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') fail((err as Error).message);
+      }
+      if (stat) {
+        if (!stat.isDirectory()) fail(`${p} is not a directory`);
+        break;
+      }
+      if (path.dirname(p) === p) break; // a root that does not exist: mkdir below reports it
+      missing.push(p);
     }
-    if (stat) {
-      if (!stat.isDirectory()) throw new Error(`cannot create ${target}: ${p} is not a directory`);
-      break;
+    let vanished = false;
+    for (const p of missing.reverse()) {
+      try {
+        fs.mkdirSync(p);
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code === 'EEXIST') {
+          // Made meanwhile by another process (fine), or a file or dangling link in the way.
+          let isDir = false;
+          try {
+            isDir = fs.statSync(p).isDirectory();
+          } catch {
+            /* a dangling link */
+          }
+          if (isDir) continue;
+          fail(`${p} exists and is not a directory`);
+        }
+        if (code === 'ENOENT' && !fs.existsSync(path.dirname(p)) && attempt < MAKE_DIRECTORIES_RETRIES) {
+          vanished = true; // its parent was removed after we saw it: start over
+          break;
+        }
+        fail((err as Error).message);
+      }
     }
-    if (path.dirname(p) === p) break; // a root that does not exist: mkdir below reports it
-    missing.push(p);
-  }
-  for (const p of missing.reverse()) {
-    try {
-      fs.mkdirSync(p);
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      // Made meanwhile by another process: fine when it is a directory.
-      if (code === 'EEXIST' && fs.statSync(p).isDirectory()) continue;
-      throw new Error(`cannot create ${target}: ${(err as Error).message}`);
-    }
+    if (!vanished) return;
   }
 }
 

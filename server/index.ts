@@ -216,29 +216,36 @@ export async function startServer(opts: ServerOptions): Promise<SliceServer> {
   logger.info({ transparent_hugepages: pages.transparentHugePages, malloc_hugetlb: pages.mallocHugetlb, huge_pages: pages.active }, hugePageAdvice(pages));
 
   const ready = (async () => {
-    // Every dense model at every precision; quantized ones go through the quantized cache.
+    // Every dense model at every precision; quantized ones go through the quantized cache. The
+    // first load to fail cancels the others (a quantization of another model can take minutes);
+    // every load has settled, its worker thread gone or started, before the error goes on.
+    const cancel = new AbortController();
+    let firstFailure: Error | null = null;
     const loads = await Promise.allSettled(
       opts.models.flatMap((dir) =>
         precisions.map(async (q) => {
           try {
             const spec = q === 'none' ? { path: dir } : { path: dir, quantize: { preset: q, rotation: opts.quantRotation, cacheDir: opts.cacheDir } };
-            const worker = await startWorker(spec, ({ phase, fraction }) => logger.debug({ model: dir, quantize: q, phase, fraction }, 'loading'), new AbortController().signal);
+            const worker = await startWorker(spec, ({ phase, fraction }) => logger.debug({ model: dir, quantize: q, phase, fraction }, 'loading'), cancel.signal);
             return { dir, worker };
           } catch (err) {
-            throw new Error(`could not load model ${dir}${q === 'none' ? '' : ` with --quantize ${q}`}: ${err instanceof Error ? err.message : String(err)}`);
+            const failure = new Error(`could not load model ${dir}${q === 'none' ? '' : ` with --quantize ${q}`}: ${err instanceof Error ? err.message : String(err)}`);
+            if (!cancel.signal.aborted) {
+              firstFailure = failure;
+              cancel.abort();
+            }
+            throw failure;
           }
         }),
       ),
     );
-    const failedLoad = loads.find((l): l is PromiseRejectedResult => l.status === 'rejected');
-    if (failedLoad) {
+    if (firstFailure) {
       // The workers that did start are closed before the error reaches the caller, which may
-      // exit the process: a worker left inside onnxruntime would abort it natively. The error
-      // is the first failure in command-line order, whichever load ended first.
+      // exit the process: a worker left inside onnxruntime would abort it natively.
       const started = loads.flatMap((l) => (l.status === 'fulfilled' ? [l.value.worker] : []));
       for (const w of started) discarded.add(w);
-      await Promise.all(started.map((w) => w.close()));
-      throw failedLoad.reason;
+      await Promise.allSettled(started.map((w) => w.close()));
+      throw firstFailure;
     }
     const dense = loads.map((l) => (l as PromiseFulfilledResult<{ dir: string; worker: ModelWorker }>).value);
     for (const { dir, worker } of dense) {

@@ -150,12 +150,17 @@ export function register(program: Command): void {
         throw new Error(`--log-level (or env LOG_LEVEL) ${JSON.stringify(opts.logLevel)} is not a level: use one of ${LOG_LEVELS.join(', ')}`);
       }
       const cacheDir = opts.cacheDir ? path.resolve(opts.cacheDir) : defaultCacheDir();
-      try {
-        // Before listening: slices, quantized models and /v1/slices jobs all write there.
-        makeDirectories(cacheDir);
-        fs.accessSync(cacheDir, fs.constants.W_OK);
-      } catch (err) {
-        throw new Error(`--cache-dir ${cacheDir} (or env SLICESERVE_CACHE_DIR) is not a writable directory (${err instanceof Error ? err.message : String(err)}); pass --cache-dir <dir>`);
+      // Before listening, when startup writes there (slices, quantized models) or the directory
+      // was named: a dense-only server with a read-only home still starts (a later /v1/slices
+      // job then fails with the reason).
+      const named = opts.cacheDir ? '--cache-dir' : process.env.SLICESERVE_CACHE_DIR ? 'env SLICESERVE_CACHE_DIR' : null;
+      if (named || sparsities.length > 0 || (opts.quantize ?? []).some((q) => q !== 'none')) {
+        try {
+          makeDirectories(cacheDir);
+          fs.accessSync(cacheDir, fs.constants.W_OK);
+        } catch (err) {
+          throw new Error(`${named ? `${named} ${cacheDir}` : `the cache directory ${cacheDir}`} is not a writable directory (${err instanceof Error ? err.message : String(err)}); pass --cache-dir <dir>`);
+        }
       }
       // PORT is read here, not as the option's default, so that a bad PORT fails `serve` alone.
       const port = opts.port ?? (process.env.PORT ? envPort(process.env.PORT) : 8080);

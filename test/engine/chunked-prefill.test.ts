@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import type { EngineRequest, SequenceOutput } from '../../engine/protocol.js';
 import { Sampler } from '../../engine/sampler.js';
-import { Scheduler } from '../../engine/scheduler.js';
+import { Scheduler, type StepSession } from '../../engine/scheduler.js';
 import { loadModel } from '../../models/load.js';
 import type { LoadedModel } from '../../models/types.js';
 import { DecoderSession, type SequenceCache } from '../../runtime/decoder-session.js';
@@ -28,9 +28,21 @@ function request(id: string, text: string, fields: Partial<EngineRequest> = {}):
   return { requestId: id, prompts: [{ text }], n: 1, maxTokens: 16, minTokens: 0, stop: [], stopTokenIds: [], ignoreEos: true, logprobs: null, echo: false, sampling: greedy, arrivalTime: 0, ...fields };
 }
 
-/** Runs the requests (the long one arrives while the short ones decode); outputs by request id, and each call's positions. */
+/**
+ * Runs the requests (the long one arrives while the short ones decode); outputs by request id,
+ * and the positions (rows x longest row, as the session pads them) of each prefill call.
+ */
 async function run(maxPrefillTokens?: number): Promise<{ outputs: Map<string, SequenceOutput[]>; positions: number[] }> {
-  const scheduler = new Scheduler<SequenceCache>(session, model.tokenizer, (p) => new Sampler(p), { maxBatchSize: 4, maxPrefillTokens });
+  let last = 0;
+  const padded = (inputs: { tokens: number[] }[]) => (last = inputs.length * Math.max(...inputs.map((i) => i.tokens.length)));
+  const counting: StepSession<SequenceCache> = {
+    maxContext: session.maxContext,
+    vocabSize: session.vocabSize,
+    newCache: () => session.newCache(),
+    step: (inputs) => (padded(inputs), session.step(inputs)),
+    stepGreedy: (inputs) => (padded(inputs), session.stepGreedy(inputs)),
+  };
+  const scheduler = new Scheduler<SequenceCache>(counting, model.tokenizer, (p) => new Sampler(p), { maxBatchSize: 4, maxPrefillTokens });
   const arrivals: EngineRequest[][] = [
     [request('short', 'Tom had a dog', { maxTokens: 40 }), request('scored', 'The sun was hot', { maxTokens: 30, logprobs: 2 })],
     [],
@@ -43,7 +55,7 @@ async function run(maxPrefillTokens?: number): Promise<{ outputs: Map<string, Se
     const step = await scheduler.step();
     if (!step) continue;
     assert.deepEqual(step.failed, []);
-    if (step.phase === 'prefill') positions.push(step.tokens);
+    if (step.phase === 'prefill' && step.batchSize > 0) positions.push(last);
     for (const o of step.outputs) outputs.set(o.requestId, [...(outputs.get(o.requestId) ?? []), o]);
   }
   return { outputs, positions };

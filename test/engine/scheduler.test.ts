@@ -42,14 +42,18 @@ interface Choice {
   outputs: SequenceOutput[];
 }
 
-/** Steps until idle; `arrivals[k]` are added before step k. Returns choices by `${requestId}/${index}`. */
-async function drain(scheduler: Scheduler<FakeCache>, arrivals: EngineRequest[][] = []): Promise<Map<string, Choice>> {
+/**
+ * Steps until idle; `arrivals[k]` are added before step k. Returns choices by `${requestId}/${index}`.
+ * `phases` receives the phase of every step that ran a forward pass (one per session call).
+ */
+async function drain(scheduler: Scheduler<FakeCache>, arrivals: EngineRequest[][] = [], phases: string[] = []): Promise<Map<string, Choice>> {
   const choices = new Map<string, Choice>();
   for (let k = 0; k < 1000; k++) {
     for (const r of arrivals[k] ?? []) scheduler.add(r);
     if (!scheduler.hasWork() && k >= arrivals.length) break;
     const res = await scheduler.step();
     if (!res) continue;
+    if (res.batchSize > 0) phases.push(res.phase);
     assert.deepEqual(res.failed, []);
     for (const out of res.outputs) {
       const key = `${out.requestId}/${out.index}`;
@@ -366,17 +370,26 @@ test('chunked prefill: any maxPrefillTokens gives the outputs of whole prompts, 
   const run = async (maxPrefillTokens?: number) => {
     const session = new FakeGreedySession(tok.vocabSize, 64, hashNext(tok.vocabSize));
     const scheduler = new Scheduler<FakeCache>(session, tok, (p) => new Sampler(p), { maxBatchSize: 4, maxPrefillTokens });
-    return { choices: await drain(scheduler, make()), session };
+    const phases: string[] = [];
+    const choices = await drain(scheduler, make(), phases);
+    assert.equal(phases.length, session.calls.length);
+    // What each cache was fed, in an order that does not depend on admission order.
+    const fed = session.caches.map((c) => c.tokens.join(',')).sort();
+    return { choices, session, phases, fed };
   };
   const whole = await run();
   assert.ok(whole.session.calls.some((c) => Math.max(...c.sizes) >= 30), 'without a budget the 30-token prompt is fed in one call');
   for (const budget of [1, 3, 7, 16]) {
-    const { choices, session } = await run(budget);
+    const { choices, session, phases, fed } = await run(budget);
     assert.deepEqual([...choices.keys()].sort(), [...whole.choices.keys()].sort(), `budget ${budget}`);
     for (const [key, c] of whole.choices) assert.deepEqual(choices.get(key)!.outputs, c.outputs, `budget ${budget}, ${key}: every output, logprobs and offsets included`);
-    for (const call of session.calls) assert.ok(call.sizes.length * Math.max(...call.sizes) <= budget || Math.max(...call.sizes) === 1, `budget ${budget}: call ${call.sizes.join(',')} computes more positions`);
+    session.calls.forEach((call, i) => {
+      if (phases[i] === 'prefill') assert.ok(call.sizes.length * Math.max(...call.sizes) <= budget, `budget ${budget}: prefill call ${call.sizes.join(',')} computes more positions`);
+      else assert.ok(call.sizes.every((s) => s === 1), `budget ${budget}: decode call ${call.sizes.join(',')}`);
+    });
     assert.ok(session.calls.length > whole.session.calls.length, `budget ${budget}: prompts were split`);
-    // Every cache holds exactly its prompt and generated tokens (nothing fed twice or skipped).
+    // Every cache was fed exactly what it was fed with whole prompts (nothing twice or skipped).
+    assert.deepEqual(fed, whole.fed, `budget ${budget}: tokens fed`);
     assert.ok(session.caches.every((cache) => cache.released));
   }
 });

@@ -22,6 +22,33 @@ test('makeDirectories creates missing parents, is idempotent, and names a file i
   }
 });
 
+test('makeDirectories makes a parent again that another process removed meanwhile, and names a dangling link in the way', () => {
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'dirs-'));
+  const original = fs.mkdirSync;
+  try {
+    const area = path.join(tmp, 'staging');
+    fs.mkdirSync(area);
+    let removed = false;
+    // Another writer's cleanup removes the empty staging area between our stat and our mkdir.
+    fs.mkdirSync = ((p: fs.PathLike, o?: fs.MakeDirectoryOptions) => {
+      if (!removed && String(p) === path.join(area, 'entry')) {
+        removed = true;
+        fs.rmdirSync(area);
+      }
+      return original(p, o);
+    }) as typeof fs.mkdirSync;
+    makeDirectories(path.join(area, 'entry'));
+    assert.ok(removed);
+    assert.ok(fs.statSync(path.join(area, 'entry')).isDirectory());
+    fs.mkdirSync = original;
+    fs.symlinkSync(path.join(tmp, 'nowhere'), path.join(tmp, 'dangling'));
+    assert.throws(() => makeDirectories(path.join(tmp, 'dangling')), /^Error: cannot create .*dangling: .*dangling exists and is not a directory$/);
+  } finally {
+    fs.mkdirSync = original;
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+});
+
 test('makeDirectories fails under /proc, where Node 20 recursive mkdir never returns', { skip: !fs.existsSync('/proc/self') }, () => {
   // In a child with a time limit: a regression would spin for ever, not throw.
   const script = `require(${JSON.stringify(path.join(__dirname, '..', '..', 'models', 'dirs.js'))}).makeDirectories('/proc/sliceserve-no/such'); console.log('created')`;
