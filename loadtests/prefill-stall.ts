@@ -18,6 +18,7 @@ import path from 'node:path';
 import { Command } from 'commander';
 import { streamCompletion, type RequestRecord } from './client.js';
 import { intArg } from './options.js';
+import { makePrompt } from './prompts.js';
 import { ServerProcess, freePort, waitForServer } from './server-process.js';
 import { summarize } from './stats.js';
 import { ensureSynthModel } from './synth-cache.js';
@@ -50,27 +51,28 @@ interface Target {
 
 const ROOT = path.resolve(__dirname, '..', '..');
 
-/** Deterministic token ids in [3, vocab) (no BOS/EOS/unknown), from a linear congruential sequence. */
-function promptIds(length: number, seed: number, vocab: number): number[] {
-  let x = seed >>> 0;
-  return Array.from({ length }, () => {
-    x = (Math.imul(x, 1664525) + 1013904223) >>> 0;
-    return 3 + (x % (vocab - 3));
-  });
+/** The model facts the prompts need (config.json). */
+interface PromptModel {
+  vocab_size: number;
+  bos_token_id?: number | null;
 }
 
-/** Runs one block against `t`: closed-loop decoders plus a long prompt every `longEvery` s. */
-async function block(t: Target, o: Options, vocab: number, seed: number): Promise<void> {
+/**
+ * Runs one block against `t`: closed-loop decoders plus a long prompt every `longEvery` s. The
+ * prompts are the load test's (prompts.ts), request i of the block from seed `seed`.
+ */
+async function block(t: Target, o: Options, model: PromptModel, seed: number): Promise<void> {
   const until = performance.now() + o.duration * 1000;
   const common = { baseUrl: t.baseUrl, timeoutS: 600, concurrency: o.decoders };
-  const body = (prompt: number[], maxTokens: number) => ({ model: t.model, prompt, max_tokens: maxTokens, temperature: 0, ignore_eos: true });
-  let n = seed;
+  const body = (ids: number[], maxTokens: number) => ({ model: t.model, prompt: ids, max_tokens: maxTokens, temperature: 0, ignore_eos: true });
+  let n = 0;
+  const prompt = (promptTokens: number) => makePrompt(n++, { promptTokens, vocabSize: model.vocab_size, bosTokenId: model.bos_token_id ?? null, seed });
   const decoder = async () => {
-    while (performance.now() < until) t.records.decode.push(await streamCompletion(body(promptIds(o.shortTokens, n++, vocab), o.outputTokens), common));
+    while (performance.now() < until) t.records.decode.push(await streamCompletion(body(prompt(o.shortTokens), o.outputTokens), common));
   };
   const longs: Promise<void>[] = [];
   const timer = setInterval(() => {
-    if (performance.now() < until) longs.push(streamCompletion(body(promptIds(o.longTokens, n++, vocab), 8), common).then((r) => void t.records.long.push(r)));
+    if (performance.now() < until) longs.push(streamCompletion(body(prompt(o.longTokens), 8), common).then((r) => void t.records.long.push(r)));
   }, o.longEvery * 1000);
   const start = performance.now();
   await Promise.all(Array.from({ length: o.decoders }, decoder));
@@ -99,7 +101,7 @@ async function main(): Promise<void> {
   program.parse();
   const o = program.opts<Options>();
   const dir = o.model ? path.resolve(o.model) : ensureSynthModel(o.preset, path.join(ROOT, '.cache', 'synth'), 0, console.log);
-  const config = JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8')) as { vocab_size: number; max_position_embeddings: number };
+  const config = JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8')) as PromptModel & { max_position_embeddings: number };
   if (o.longTokens + 8 > config.max_position_embeddings) throw new Error(`--long-tokens ${o.longTokens} + 8 outputs exceed the context ${config.max_position_embeddings}; lower --long-tokens`);
   fs.mkdirSync(o.out, { recursive: true });
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
@@ -119,7 +121,7 @@ async function main(): Promise<void> {
     }
     for (let r = 0; r < o.rounds; r++) {
       for (const t of targets) {
-        await block(t, o, config.vocab_size, 1 + r * 100000);
+        await block(t, o, config, r);
         console.log(`[prefill] round ${r + 1}, budget ${t.budget}: ${t.records.decode.length} decoder and ${t.records.long.length} long requests so far`);
       }
     }
